@@ -1,0 +1,5 @@
+import sys
+
+from kexecfw.cli import main
+
+sys.exit(main())

@@ -1,0 +1,186 @@
+"""Hook specifications: the reference for plugin authors.
+
+An architecture plugin is a module (or object) with functions decorated by
+``@kexecfw.hookimpl`` whose names are the hooks below. Register it in the
+``kexecfw`` entry-point group of your package::
+
+    [project.entry-points.kexecfw]
+    riscv64 = "kexecfw_riscv64"
+
+Conventions
+-----------
+* Hooks are called with keyword arguments only; implement only the parameters
+  you need (pluggy passes the ones your function names).
+* ``firstresult`` hooks ask "the architecture that owns this": return ``None``
+  when ``ctx.arch.name`` (or the ELF ``machine``) is not yours, so the next
+  plugin answers. The core registers generic defaults as ``trylast``
+  implementations, so an architecture overrides them by implementing the hook.
+* Raise :class:`kexecfw.errors.KexecfwError` (or a subclass) with a one-line,
+  actionable message for anything the user must fix.
+* A load is planned in this order; each step sees what the earlier ones added
+  to the :class:`~kexecfw.segments.planner.Planner`:
+
+  1. :func:`kexecfw_memory_map`      - the sysroot's physical memory
+  2. :func:`kexecfw_probe_kernel`    - recognise and unwrap the kernel image
+  3. :func:`kexecfw_place_kernel`    - the kernel segment(s); returns the kernel's entry
+  4. :func:`kexecfw_place_initrd`    - the initrd segment
+  5. :func:`kexecfw_elfcore_info`    - (panic only) facts for the elfcorehdr the core builds
+  6. :func:`kexecfw_boot_params`     - DTB / boot_params / command line for the next kernel
+  7. :func:`kexecfw_purgatory`       - the purgatory object and the symbols to patch in it;
+     the core links it with :func:`kexecfw_relocation_types` and fills its sha256 regions
+  8. :func:`kexecfw_finalize_plan`   - last look at entry and flags
+
+  :func:`kexecfw_plan_load` wraps the whole sequence: implement it with
+  ``wrapper=True`` to observe or adjust every plan (logging, notebooks).
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import pluggy
+
+if TYPE_CHECKING:
+    from kexecfw.memory.model import MemoryMap
+    from kexecfw.model import ArchSpec, ElfcoreInfo, KernelFile, KernelImage, LoadContext, PurgatoryObject
+    from kexecfw.model import RelocationApplier
+    from kexecfw.segments.plan import Plan, Segment
+    from kexecfw.segments.planner import Planner
+
+hookspec = pluggy.HookspecMarker("kexecfw")
+
+
+# --- which architectures ------------------------------------------------------------------
+
+@hookspec
+def kexecfw_architectures() -> list[ArchSpec]:
+    """Return the architectures this plugin serves (usually one :class:`~kexecfw.model.ArchSpec`).
+
+    Collected from every plugin. The ArchSpec names the architecture, its aliases
+    (``aarch64``, ``amd64``), its ELF machine (used to pick the plugin for a
+    sysroot from its proc/kcore, and for vmcores), page size and syscall numbers.
+    """
+
+
+# --- kernel image -------------------------------------------------------------------------
+
+@hookspec(firstresult=True)
+def kexecfw_probe_kernel(ctx: LoadContext, kernel_file: KernelFile) -> KernelImage | None:
+    """Recognise ``kernel_file`` as a loadable kernel of ``ctx.arch`` and return it parsed.
+
+    Unwrap what you can (gzip, vmlinux ELF) into ``KernelImage.payload``. Return
+    None if the file is not an image of your architecture; raise a
+    KexecfwError when it is yours but cannot be loaded (say why: wrong page
+    size, big-endian, too old a boot protocol ...).
+    """
+
+
+# --- memory discovery ---------------------------------------------------------------------
+
+@hookspec(firstresult=True)
+def kexecfw_memory_map(ctx: LoadContext) -> MemoryMap | None:
+    """Turn ``ctx.sysroot`` into a :class:`~kexecfw.memory.model.MemoryMap`.
+
+    The map classifies System RAM, reserved and ACPI ranges, the crash kernel
+    region(s) and the running kernel's code/data. The core's default parses
+    proc/iomem; implement this to use other sources (sys/firmware/memmap, the
+    device tree) or to refine the classification.
+    """
+
+
+# --- segments -----------------------------------------------------------------------------
+
+@hookspec(firstresult=True)
+def kexecfw_place_kernel(ctx: LoadContext, planner: Planner) -> int | None:
+    """Add the kernel segment(s) for ``ctx.kernel`` to ``planner``; return the kernel's entry.
+
+    The returned physical address is where the purgatory jumps. Follow your
+    architecture's placement rules (alignment, text offset, preferred address).
+    For a panic load the planner only offers the crash region.
+    """
+
+
+@hookspec(firstresult=True)
+def kexecfw_place_initrd(ctx: LoadContext, planner: Planner, initrd: bytes) -> Segment | None:
+    """Add the initrd segment (``initrd`` is the file's content); return it.
+
+    The core's default places it at the lowest page-aligned hole above the kernel.
+    """
+
+
+@hookspec(firstresult=True)
+def kexecfw_elfcore_info(ctx: LoadContext) -> ElfcoreInfo | None:
+    """Panic loads only: the facts the core needs to build the elfcorehdr.
+
+    ELF machine, the kernel text PT_LOAD (virtual address of ``_text``, its
+    physical address and size), the direct-map offset for the System RAM
+    PT_LOADs, and optionally which physical ranges to dump. The core adds one
+    PT_NOTE per CPU from crash_notes and one for VMCOREINFO, and places the
+    header top-down in the crash region.
+    """
+
+
+@hookspec(firstresult=True)
+def kexecfw_boot_params(ctx: LoadContext, planner: Planner, kernel_entry: int) -> bool | None:
+    """Build what the next kernel reads at boot and add it to ``planner``; return True.
+
+    arm64: a DTB with /chosen (bootargs, initrd, elfcorehdr, usable memory).
+    x86_64: boot_params with e820 and the command line. The planner already
+    holds the kernel, the initrd (``planner.get("initrd")``) and, for a panic
+    load, the elfcorehdr (``planner.get("elfcorehdr")``). ``ctx.cmdline`` is the
+    command line to pass; extend it here if your architecture passes facts there.
+    """
+
+
+@hookspec(firstresult=True)
+def kexecfw_purgatory(ctx: LoadContext, planner: Planner, kernel_entry: int) -> PurgatoryObject | None:
+    """Return the purgatory to link: a relocatable ELF, placement, and symbols to patch.
+
+    Set ``PurgatoryObject.symbols`` to the register values the purgatory hands
+    the kernel (entry, DTB or boot_params address, stack ...). The core places
+    and links the object, then writes ``purgatory_sha256_regions`` and
+    ``purgatory_sha256_digest`` over every other segment (zero regions with
+    ``--skip-sha256``). Return None for a load without purgatory.
+    """
+
+
+@hookspec(firstresult=True)
+def kexecfw_relocation_types(machine: int) -> dict[int, tuple[str, RelocationApplier]] | None:
+    """For ELF ``machine``, map each relocation type the purgatory uses to (name, apply).
+
+    The core's linker rejects any other type by name. ``apply(buf, offset,
+    place, value)`` patches ``buf`` at ``offset``: ``place`` is the load address
+    of that byte, ``value`` is S + A.
+    """
+
+
+@hookspec
+def kexecfw_finalize_plan(ctx: LoadContext, plan: Plan) -> None:
+    """Last change to a plan before validation: adjust ``plan.entry`` or ``plan.flags``.
+
+    Called on every plugin; leave plans of other architectures alone.
+    """
+
+
+@hookspec(firstresult=True)
+def kexecfw_plan_load(ctx: LoadContext) -> Plan | None:
+    """Plan a whole load. The core implements the standard sequence above (trylast).
+
+    Implement it as ``@hookimpl(wrapper=True)`` to observe or adjust every plan::
+
+        @hookimpl(wrapper=True)
+        def kexecfw_plan_load(ctx):
+            plan = yield
+            print(plan.segments)
+            return plan
+    """
+
+
+# --- capture side ---------------------------------------------------------------------------
+
+@hookspec(firstresult=True)
+def kexecfw_prstatus_registers(machine: int) -> list[str] | None:
+    """Names of the general registers in NT_PRSTATUS ``pr_reg`` for ELF ``machine``, in order.
+
+    Each is an unsigned long of the architecture (x86_64: ``struct pt_regs`` as
+    ``user_regs_struct``, 27 names; arm64: ``x0``..``x30``, ``sp``, ``pc``, ``pstate``).
+    """

@@ -1,0 +1,104 @@
+"""Half-open physical address ranges and set operations on lists of them.
+
+The kernel prints inclusive ends (``0-fff``); we keep ``end`` exclusive inside
+kexecfw, so sizes are ``end - start`` and adjacent ranges touch without
+arithmetic. Conversions happen only at the parsers and printers.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable
+
+
+@dataclass(frozen=True, order=True)
+class Range:
+    start: int
+    end: int  # exclusive
+
+    def __post_init__(self) -> None:
+        if self.start < 0 or self.end < self.start:
+            raise ValueError(f"invalid range {self.start:#x}-{self.end:#x}")
+
+    @classmethod
+    def inclusive(cls, start: int, last: int) -> "Range":
+        """Range from the kernel's inclusive notation ``start-last``."""
+        return cls(start, last + 1)
+
+    @property
+    def size(self) -> int:
+        return self.end - self.start
+
+    @property
+    def last(self) -> int:
+        """Inclusive end, as /proc/iomem prints it."""
+        return self.end - 1
+
+    def __contains__(self, addr: object) -> bool:
+        return isinstance(addr, int) and self.start <= addr < self.end
+
+    def contains(self, other: "Range") -> bool:
+        return self.start <= other.start and other.end <= self.end
+
+    def overlaps(self, other: "Range") -> bool:
+        return self.start < other.end and other.start < self.end
+
+    def __str__(self) -> str:
+        return f"{self.start:#018x}-{self.last:#018x}" if self.size else f"{self.start:#018x}-(empty)"
+
+
+def merge(ranges: Iterable[Range]) -> list[Range]:
+    """Sorted union: overlapping or touching ranges become one; empty ones vanish."""
+    out: list[Range] = []
+    for r in sorted(r for r in ranges if r.size):
+        if out and r.start <= out[-1].end:
+            if r.end > out[-1].end:
+                out[-1] = Range(out[-1].start, r.end)
+        else:
+            out.append(r)
+    return out
+
+
+def subtract(ranges: Iterable[Range], holes: Iterable[Range]) -> list[Range]:
+    """``ranges`` minus ``holes``, as a sorted merged list."""
+    out = merge(ranges)
+    for h in merge(holes):
+        nxt: list[Range] = []
+        for r in out:
+            if not r.overlaps(h):
+                nxt.append(r)
+                continue
+            if r.start < h.start:
+                nxt.append(Range(r.start, h.start))
+            if h.end < r.end:
+                nxt.append(Range(h.end, r.end))
+        out = nxt
+    return out
+
+
+def intersect(ranges: Iterable[Range], window: Iterable[Range]) -> list[Range]:
+    """Parts of ``ranges`` that lie inside ``window``."""
+    out: list[Range] = []
+    win = merge(window)
+    for r in merge(ranges):
+        for w in win:
+            s, e = max(r.start, w.start), min(r.end, w.end)
+            if s < e:
+                out.append(Range(s, e))
+    return merge(out)
+
+
+def clamp(ranges: Iterable[Range], lo: int, hi: int) -> list[Range]:
+    """Parts of ``ranges`` inside ``[lo, hi)``."""
+    return intersect(ranges, [Range(lo, hi)]) if hi > lo else []
+
+
+def total_size(ranges: Iterable[Range]) -> int:
+    return sum(r.size for r in merge(ranges))
+
+
+def align_up(value: int, align: int) -> int:
+    return (value + align - 1) // align * align
+
+
+def align_down(value: int, align: int) -> int:
+    return value // align * align

@@ -1,0 +1,70 @@
+"""A load plan: named segments (buf, mem, memsz), entry and flags, as kexec_load takes them."""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from functools import cached_property
+
+from kexecfw.memory.ranges import Range
+
+
+@dataclass(eq=False)
+class Segment:
+    """One ``struct kexec_segment`` (include/uapi/linux/kexec.h) with a name.
+
+    ``buf`` is copied to physical ``mem``; the rest of ``memsz`` is zero-filled.
+    """
+
+    name: str
+    buf: bytes
+    mem: int
+    memsz: int
+
+    @property
+    def bufsz(self) -> int:
+        return len(self.buf)
+
+    @property
+    def range(self) -> Range:
+        return Range(self.mem, self.mem + self.memsz)
+
+    @cached_property
+    def sha256(self) -> str:
+        """sha256 of the buffer (bufsz bytes), hex."""
+        return hashlib.sha256(self.buf).hexdigest()
+
+    def to_json(self) -> dict[str, str]:
+        return {"name": self.name, "mem": f"{self.mem:#x}", "memsz": f"{self.memsz:#x}",
+                "bufsz": f"{self.bufsz:#x}", "sha256": self.sha256}
+
+
+@dataclass
+class Plan:
+    """Everything a load needs; what ``--dry-run`` prints and ``--save-segments`` writes."""
+
+    arch: str
+    mode: str                           # "normal" or "panic"
+    syscall: str                        # "kexec_load" or "kexec_file_load"
+    entry: int
+    flags: int
+    cmdline: str
+    crash_region: Range | None
+    segments: list[Segment] = field(default_factory=list)
+    log: list[str] = field(default_factory=list)
+
+    def segment(self, name: str) -> Segment | None:
+        return next((s for s in self.segments if s.name == name), None)
+
+    def to_json(self) -> dict:
+        return {
+            "schema": 1,
+            "arch": self.arch,
+            "mode": self.mode,
+            "syscall": self.syscall,
+            "entry": f"{self.entry:#x}",
+            "flags": f"{self.flags:#x}",
+            "cmdline": self.cmdline,
+            "crash_region": ([f"{self.crash_region.start:#x}", f"{self.crash_region.last:#x}"]
+                             if self.crash_region else None),
+            "segments": [s.to_json() for s in self.segments],
+        }

@@ -1,0 +1,126 @@
+"""A sysroot: a directory that mirrors the live system's /proc and /sys.
+
+Every reader in kexecfw takes a :class:`Sysroot`, so the same code runs on
+``/`` and on a snapshot a user sent with a bug report. Paths are relative to
+the root (``proc/iomem``, ``sys/kernel/vmcoreinfo`` ...). Only ``/`` is live:
+a load or an exec refuses to run on anything else.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from kexecfw.errors import BadInputError
+
+
+def parse_cpu_list(text: str) -> list[int]:
+    """Parse the kernel's CPU list format (``0-3,6,8-9``) as in /sys/devices/system/cpu/online."""
+    cpus: list[int] = []
+    for part in text.strip().split(","):
+        part = part.strip()
+        if not part:
+            continue
+        try:
+            if "-" in part:
+                lo, hi = part.split("-", 1)
+                cpus.extend(range(int(lo), int(hi) + 1))
+            else:
+                cpus.append(int(part))
+        except ValueError:
+            raise BadInputError(f"malformed CPU list {text.strip()!r}") from None
+    return cpus
+
+
+@dataclass(frozen=True)
+class CrashNote:
+    """Where a CPU's crash note buffer lives (sys/devices/system/cpu/cpuN/crash_notes{,_size})."""
+
+    cpu: int
+    address: int
+    size: int
+
+
+class Sysroot:
+    def __init__(self, root: str | os.PathLike[str] = "/") -> None:
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise BadInputError(f"sysroot {self.root} is not a directory")
+
+    def __repr__(self) -> str:
+        return f"Sysroot({str(self.root)!r})"
+
+    @property
+    def is_live(self) -> bool:
+        """True only for the running system's own root, where syscalls are allowed."""
+        try:
+            return self.root.resolve() == Path("/")
+        except OSError:
+            return False
+
+    def path(self, rel: str) -> Path:
+        return self.root / rel.lstrip("/")
+
+    def exists(self, rel: str) -> bool:
+        return self.path(rel).exists()
+
+    def read_bytes(self, rel: str, limit: int | None = None) -> bytes:
+        try:
+            with open(self.path(rel), "rb") as f:
+                return f.read() if limit is None else f.read(limit)
+        except FileNotFoundError:
+            raise BadInputError(f"{self.path(rel)} does not exist (is {self.root} a sysroot of a Linux system?)") from None
+        except PermissionError:
+            raise BadInputError(f"cannot read {self.path(rel)}: permission denied (run as root)") from None
+        except OSError as e:
+            raise BadInputError(f"cannot read {self.path(rel)}: {e.strerror}") from None
+
+    def read_text(self, rel: str) -> str:
+        return self.read_bytes(rel).decode("utf-8", "replace")
+
+    def read_optional(self, rel: str) -> str | None:
+        """Text of a file that may legitimately be absent (None then)."""
+        return self.read_text(rel) if self.path(rel).is_file() else None
+
+    # --- small typed readers shared by the core and the plugins -------------------
+
+    def cmdline(self) -> str:
+        return self.read_text("proc/cmdline").strip("\0\n ")
+
+    def cpus(self, which: str = "possible") -> list[int]:
+        """CPU numbers from sys/devices/system/cpu/{possible,present,online}."""
+        return parse_cpu_list(self.read_text(f"sys/devices/system/cpu/{which}"))
+
+    def crash_notes(self) -> list[CrashNote]:
+        """Per-CPU crash note buffers, for every possible CPU that has one, in CPU order."""
+        notes: list[CrashNote] = []
+        for cpu in self.cpus("possible"):
+            base = f"sys/devices/system/cpu/cpu{cpu}"
+            text = self.read_optional(f"{base}/crash_notes")
+            if text is None:
+                continue
+            size_text = self.read_optional(f"{base}/crash_notes_size")
+            try:
+                addr = int(text.strip(), 16)
+                size = int(size_text.strip()) if size_text else 0
+            except ValueError:
+                raise BadInputError(f"malformed {self.path(base)}/crash_notes: {text.strip()!r}") from None
+            notes.append(CrashNote(cpu, addr, size))
+        return notes
+
+    def vmcoreinfo_location(self) -> tuple[int, int]:
+        """Physical address and size of the VMCOREINFO note (sys/kernel/vmcoreinfo)."""
+        text = self.read_text("sys/kernel/vmcoreinfo").split()
+        try:
+            return int(text[0], 16), int(text[1], 16)
+        except (IndexError, ValueError):
+            raise BadInputError(f"malformed {self.path('sys/kernel/vmcoreinfo')}: {' '.join(text)!r}") from None
+
+    def kexec_state(self) -> dict[str, int]:
+        """sys/kernel/kexec_{loaded,crash_loaded,crash_size}; absent files are left out."""
+        state: dict[str, int] = {}
+        for name in ("kexec_loaded", "kexec_crash_loaded", "kexec_crash_size"):
+            text = self.read_optional(f"sys/kernel/{name}")
+            if text is not None and text.strip().lstrip("-").isdigit():
+                state[name] = int(text.strip())
+        return state

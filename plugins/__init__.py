@@ -1,0 +1,1 @@
+"""Architecture plugins shipped with kexecfw (installed as ``kexecfw.plugins``)."""

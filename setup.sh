@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Set up a development/CI machine (Debian 12, as root): system packages, a venv in .venv
+# with kexecfw installed editable plus its notebook and test extras, and the purgatory objects.
+set -euo pipefail
+cd "$(dirname "$0")"
+export DEBIAN_FRONTEND=noninteractive
+SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
+PKGS="python3-venv python3-dev gcc make gcc-aarch64-linux-gnu binutils-aarch64-linux-gnu device-tree-compiler xz-utils cpio"
+missing=""
+for p in $PKGS; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
+if [ -n "$missing" ]; then
+    $SUDO apt-get update -qq
+    $SUDO apt-get install -y -qq $missing >/dev/null
+fi
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+    "$PY" -m venv .venv
+fi
+.venv/bin/python -m pip install -q --upgrade pip
+.venv/bin/python -m pip install -q -e '.[viz,test]'
+# Purgatory objects are shipped prebuilt as package data; rebuild them from source here.
+if [ -f Makefile ]; then make -s purgatory; fi
+echo "setup done: use .venv/bin/python"
