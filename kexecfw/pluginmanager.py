@@ -1,0 +1,152 @@
+"""The plugin manager and a typed facade over the hook calls.
+
+Registration order: the core's generic defaults, the in-repo architectures
+(built-ins, registered by module), then the ``kexecfw`` entry-point group
+(third-party architectures; names already registered are skipped), then
+``check_pending()`` so a misspelt hook name fails loudly.
+
+Environment switches:
+  KEXECFW_DISABLE_PLUGIN_AUTOLOAD=1  do not load entry points
+  KEXECFW_BLOCK_PLUGINS=a,b          do not register these plugin names
+  KEXECFW_TRACE_HOOKS=1              print each hook call and result to stderr
+"""
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+from typing import Any, Iterable
+
+import pluggy
+
+from kexecfw import hookspecs
+from kexecfw.errors import KexecfwError
+
+BUILTIN_PLUGINS = ("kexecfw.plugins.arm64", "kexecfw.plugins.x86_64")
+CORE_PLUGIN = "kexecfw.defaults"
+
+_manager: pluggy.PluginManager | None = None
+
+
+def new_plugin_manager(*, builtins: Iterable[str] = BUILTIN_PLUGINS, entry_points: bool | None = None,
+                       extra: Iterable[object] = ()) -> pluggy.PluginManager:
+    """A fresh manager (tests and notebooks use this to register toy plugins)."""
+    pm = pluggy.PluginManager("kexecfw")
+    pm.add_hookspecs(hookspecs)
+    blocked = {n.strip() for n in os.environ.get("KEXECFW_BLOCK_PLUGINS", "").split(",") if n.strip()}
+    for name in blocked:
+        pm.set_blocked(name)
+    pm.register(importlib.import_module(CORE_PLUGIN), name="core")
+    for module_name in builtins:
+        short = module_name.rsplit(".", 1)[-1]
+        if short in blocked:
+            continue
+        pm.register(importlib.import_module(module_name), name=short)
+    for plugin in extra:
+        pm.register(plugin)
+    if entry_points is None:
+        entry_points = os.environ.get("KEXECFW_DISABLE_PLUGIN_AUTOLOAD", "") in ("", "0")
+    if entry_points:
+        pm.load_setuptools_entrypoints("kexecfw")
+    pm.check_pending()
+    if os.environ.get("KEXECFW_TRACE_HOOKS"):
+        pm.trace.root.setwriter(lambda msg: print(msg, end="", file=sys.stderr))
+        pm.enable_tracing()
+    return pm
+
+
+def plugin_manager() -> pluggy.PluginManager:
+    """The process-wide manager, created on first use."""
+    global _manager
+    if _manager is None:
+        _manager = new_plugin_manager()
+    return _manager
+
+
+class Hooks:
+    """Typed calls of the hooks (pluggy returns Any); one method per hook the core calls."""
+
+    def __init__(self, pm: pluggy.PluginManager | None = None) -> None:
+        self.pm = pm or plugin_manager()
+        self.hook = self.pm.hook
+
+    def architectures(self) -> list["ArchSpec"]:
+        specs: list[ArchSpec] = []
+        for result in self.hook.kexecfw_architectures():
+            specs.extend(result)
+        return specs
+
+    def arch(self, name: str) -> "ArchSpec":
+        for spec in self.architectures():
+            if spec.matches(name):
+                return spec
+        known = ", ".join(sorted(s.name for s in self.architectures())) or "none"
+        raise KexecfwError(f"no plugin serves architecture {name!r} (installed: {known}); "
+                           "install its plugin package or pick one with --arch")
+
+    def arch_for_machine(self, machine: int) -> "ArchSpec | None":
+        return next((s for s in self.architectures() if s.elf_machine == machine), None)
+
+    def memory_map(self, ctx: "LoadContext") -> "MemoryMap":
+        return self.hook.kexecfw_memory_map(ctx=ctx)
+
+    def probe_kernel(self, ctx: "LoadContext", kernel_file: "KernelFile") -> "KernelImage | None":
+        return self.hook.kexecfw_probe_kernel(ctx=ctx, kernel_file=kernel_file)
+
+    def place_kernel(self, ctx: "LoadContext", planner: "Planner") -> int:
+        entry = self.hook.kexecfw_place_kernel(ctx=ctx, planner=planner)
+        if entry is None:
+            raise KexecfwError(f"the {ctx.arch.name} plugin cannot place a kernel (no kexecfw_place_kernel)")
+        return int(entry)
+
+    def place_initrd(self, ctx: "LoadContext", planner: "Planner", initrd: bytes) -> "Segment":
+        return self.hook.kexecfw_place_initrd(ctx=ctx, planner=planner, initrd=initrd)
+
+    def elfcore_info(self, ctx: "LoadContext") -> "ElfcoreInfo | None":
+        return self.hook.kexecfw_elfcore_info(ctx=ctx)
+
+    def boot_params(self, ctx: "LoadContext", planner: "Planner", kernel_entry: int) -> bool:
+        return bool(self.hook.kexecfw_boot_params(ctx=ctx, planner=planner, kernel_entry=kernel_entry))
+
+    def purgatory(self, ctx: "LoadContext", planner: "Planner", kernel_entry: int) -> "PurgatoryObject | None":
+        return self.hook.kexecfw_purgatory(ctx=ctx, planner=planner, kernel_entry=kernel_entry)
+
+    def relocation_types(self, machine: int) -> "dict[int, tuple[str, RelocationApplier]]":
+        return self.hook.kexecfw_relocation_types(machine=machine) or {}
+
+    def finalize_plan(self, ctx: "LoadContext", plan: "Plan") -> None:
+        self.hook.kexecfw_finalize_plan(ctx=ctx, plan=plan)
+
+    def plan_load(self, ctx: "LoadContext") -> "Plan":
+        return self.hook.kexecfw_plan_load(ctx=ctx)
+
+    def prstatus_registers(self, machine: int) -> list[str] | None:
+        return self.hook.kexecfw_prstatus_registers(machine=machine)
+
+    def implemented_hooks(self, plugin: object) -> list[str]:
+        return sorted(h.name for h in self.pm.get_hookcallers(plugin) or [])
+
+
+def describe_plugins(pm: pluggy.PluginManager | None = None) -> list[dict[str, Any]]:
+    """Each registered plugin: name, architectures it serves, hooks it implements."""
+    hooks = Hooks(pm)
+    out = []
+    for name, plugin in hooks.pm.list_name_plugin():
+        if plugin is None:
+            continue
+        archs: list[str] = []
+        impl = getattr(plugin, "kexecfw_architectures", None)
+        if impl is not None:
+            archs = [a.name for a in impl()]
+        out.append({"name": name, "module": getattr(plugin, "__name__", type(plugin).__name__),
+                    "architectures": archs, "hooks": hooks.implemented_hooks(plugin)})
+    return out
+
+
+from kexecfw.model import ArchSpec  # noqa: E402  (names used in annotations)
+
+if False:  # pragma: no cover - for type checkers only
+    from kexecfw.memory.model import MemoryMap
+    from kexecfw.model import ElfcoreInfo, KernelFile, KernelImage, LoadContext, PurgatoryObject, RelocationApplier
+    from kexecfw.segments.plan import Plan, Segment
+    from kexecfw.segments.planner import Planner
