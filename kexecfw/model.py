@@ -45,6 +45,7 @@ class ArchSpec:
     nr_kexec_file_load: int = -1    # -1: the architecture has no kexec_file_load
     nr_reboot: int = -1
     uname_machines: tuple[str, ...] = ()
+    file_load_default: bool = False  # prefer kexec_file_load where the running kernel has it
 
     @property
     def kexec_arch(self) -> int:
@@ -106,6 +107,7 @@ class LoadContext:
     cmdline: str = ""
     log: list[str] = field(default_factory=list)
     artifacts: dict[str, Any] = field(default_factory=dict)
+    hooks: Any = None               # the kexecfw.pluginmanager.Hooks running this load
 
     @property
     def panic(self) -> bool:

@@ -48,6 +48,14 @@ class Planner:
             raise NoSpaceError(f"{name} segment at {want} is not free page-aligned memory in {self.what}")
         return self._append(Segment(name, bytes(buf), mem, size))
 
+    def replace(self, segment: Segment, buf: bytes) -> Segment:
+        """Swap a placed segment's buffer (same place and size), e.g. once the purgatory is linked."""
+        if len(buf) > segment.memsz:
+            raise ValueError(f"{segment.name}: new buffer is larger than its memsz")
+        new = Segment(segment.name, bytes(buf), segment.mem, segment.memsz)
+        self.segments[self.segments.index(segment)] = new
+        return new
+
     def _memsz(self, buf: bytes, memsz: int | None) -> int:
         size = max(len(buf), memsz or 0)
         return align_up(max(size, 1), self.page_size)
