@@ -51,6 +51,10 @@ def kernel_has_file_load(sysroot: Sysroot, arch: ArchSpec) -> bool | None:
     """Whether the running kernel has kexec_file_load: from its config, else kallsyms; None if unknown."""
     if arch.nr_kexec_file_load < 0:
         return False
+    from kexecfw.snapshot import snapshot_metadata
+    recorded = snapshot_metadata(sysroot).get("kernel_has_kexec_file_load")
+    if recorded is not None:
+        return bool(recorded)
     release = (sysroot.read_optional("proc/sys/kernel/osrelease") or "").strip()
     for config in (f"boot/config-{release}", "proc/config"):
         text = sysroot.read_optional(config) if release or config == "proc/config" else None

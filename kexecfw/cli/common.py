@@ -1,0 +1,39 @@
+"""Helpers shared by the CLI commands: sysroot and hooks from the global options, output formatting."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Any
+
+from kexecfw.errors import KexecfwError, PermissionDeniedError
+
+
+def sysroot_of(args: argparse.Namespace) -> "Sysroot":
+    from kexecfw.sysroot import Sysroot
+    return Sysroot(args.sysroot)
+
+
+def require_live_root(sysroot: "Sysroot", action: str) -> None:
+    """Real kexec actions only on the live system, as root."""
+    if not sysroot.is_live:
+        raise KexecfwError(f"refusing to {action} with --sysroot {sysroot.root}: a snapshot is never loaded "
+                           "into the running kernel (use --dry-run to plan on it)")
+    if os.geteuid() != 0:
+        raise PermissionDeniedError(f"{action} needs root (CAP_SYS_BOOT); run it as root"
+                                    + (" or use --dry-run" if action.startswith("load") else ""))
+
+
+def print_json(doc: dict[str, Any]) -> None:
+    json.dump(doc, sys.stdout, indent=2)
+    sys.stdout.write("\n")
+
+
+def human_size(n: int) -> str:
+    for unit, shift in (("GiB", 30), ("MiB", 20), ("KiB", 10)):
+        if n >= 1 << shift:
+            v = n / (1 << shift)
+            return f"{v:.0f} {unit}" if v == int(v) else f"{v:.1f} {unit}"
+    return f"{n} B"
+

@@ -1,0 +1,112 @@
+"""``kexecfw load``: like ``kexec -l`` / ``kexec -p``, with --dry-run, --json and --save-segments."""
+from __future__ import annotations
+
+import argparse
+
+
+def configure(p: argparse.ArgumentParser) -> None:
+    p.add_argument("kernel", metavar="KERNEL", help="kernel image (arm64 Image/Image.gz/vmlinux, x86 bzImage)")
+    p.add_argument("-p", "--panic", action="store_true", help="load as the crash kernel (kexec -p)")
+    p.add_argument("--initrd", "--ramdisk", metavar="FILE", help="initrd/initramfs for the new kernel")
+    cmd = p.add_mutually_exclusive_group()
+    cmd.add_argument("--append", metavar="S", help="command line for the new kernel")
+    cmd.add_argument("--command-line", metavar="S", dest="append", help="same as --append")
+    p.add_argument("--reuse-cmdline", action="store_true",
+                   help="start from the running kernel's command line (drops BOOT_IMAGE=, and crashkernel= with -p)")
+    p.add_argument("--dtb", metavar="FILE", help="device tree to start from instead of /sys/firmware/fdt")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--file-load", "-s", dest="file_load", action="store_const", const=True,
+                      help="use kexec_file_load")
+    mode.add_argument("--classic", "-c", dest="file_load", action="store_const", const=False,
+                      help="use kexec_load even where kexec_file_load is the default")
+    p.add_argument("--skip-sha256", action="store_true", help="purgatory skips the sha256 check of the segments")
+    p.add_argument("--dry-run", "-n", action="store_true", help="plan and validate only; no syscall")
+    p.add_argument("--json", action="store_true", help="print the plan as JSON")
+    p.add_argument("--save-segments", metavar="DIR", help="write plan.json and each segment's buffer to DIR")
+    p.add_argument("--plot", metavar="PNG", help="draw the plan over the memory map into PNG")
+    p.add_argument("-v", "--verbose", action="store_true", help="print the planner's decisions")
+
+
+def build_options(args: argparse.Namespace, sysroot: "Sysroot") -> "LoadOptions":
+    from pathlib import Path
+
+    from kexecfw.load import reuse_cmdline
+    from kexecfw.model import LoadOptions
+    parts = []
+    if args.reuse_cmdline:
+        parts.append(reuse_cmdline(sysroot, args.panic))
+    if args.append:
+        parts.append(args.append)
+    return LoadOptions(kernel=Path(args.kernel), initrd=Path(args.initrd) if args.initrd else None,
+                       cmdline=" ".join(p for p in parts if p), panic=args.panic,
+                       dtb=Path(args.dtb) if args.dtb else None, file_load=args.file_load,
+                       skip_sha256=args.skip_sha256)
+
+
+def run(args: argparse.Namespace) -> int:
+    import sys
+
+    from kexecfw.cli.common import print_json, require_live_root, sysroot_of
+    from kexecfw.errors import KexecfwError
+    from kexecfw.load import execute_plan, plan_load
+
+    sysroot = sysroot_of(args)
+    if not args.dry_run:
+        require_live_root(sysroot, "load a kernel")
+    plan, ctx = plan_load(build_options(args, sysroot), sysroot, arch=args.arch)
+    if args.save_segments:
+        save_segments(plan, args.save_segments)
+    if args.plot:
+        from kexecfw.viz.render import save_plan_plot
+        save_plan_plot(plan, ctx.memmap, args.plot)
+    if args.json:
+        print_json(plan.to_json())
+    else:
+        print(format_plan(plan, ctx))
+        if args.verbose:
+            for line in plan.log:
+                print(f"  - {line}")
+    if args.dry_run:
+        return 0
+    try:
+        execute_plan(plan, ctx)
+    except KexecfwError:
+        raise
+    print(f"kexecfw: {'crash kernel' if args.panic else 'kernel'} loaded", file=sys.stderr)
+    return 0
+
+
+def save_segments(plan: "Plan", directory: str) -> None:
+    import json
+    from pathlib import Path
+    out = Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "plan.json").write_text(json.dumps(plan.to_json(), indent=2) + "\n")
+    for i, seg in enumerate(plan.segments):
+        (out / f"{i:02d}-{seg.name}.bin").write_bytes(seg.buf)
+
+
+def format_plan(plan: "Plan", ctx: "LoadContext") -> str:
+    from kexecfw.cli.common import human_size
+    lines = [f"{plan.mode} load of {ctx.kernel.format if ctx.kernel else 'kernel'} for {plan.arch} "
+             f"via {plan.syscall}"]
+    if plan.crash_region:
+        lines.append(f"crash region {plan.crash_region.start:#x}-{plan.crash_region.last:#x} "
+                     f"({human_size(plan.crash_region.size)})")
+    lines.append(f"entry {plan.entry:#x}  flags {plan.flags:#x}")
+    lines.append(f"cmdline: {plan.cmdline}")
+    if plan.segments:
+        lines.append(f"{'segment':<12} {'mem':>18} {'memsz':>12} {'bufsz':>12}  sha256")
+        for s in sorted(plan.segments, key=lambda s: s.mem):
+            lines.append(f"{s.name:<12} {s.mem:#18x} {s.memsz:#12x} {s.bufsz:#12x}  {s.sha256[:16]}")
+    if ctx.memmap is not None and plan.segments:
+        lo = min(s.mem for s in plan.segments)
+        hi = max(s.mem + s.memsz for s in plan.segments)
+        around = [r for r in ctx.memmap.regions if r.end > lo - (1 << 30) and r.start < hi + (1 << 30)
+                  and r.depth <= 1 and r.kind.name != "OTHER"]
+        if around:
+            lines.append("memory map around the segments:")
+            for r in around:
+                lines.append(f"  {'  ' * r.depth}{r.start:#014x}-{r.range.last:#014x} {r.name} ({human_size(r.size)})")
+    return "\n".join(lines)
+
