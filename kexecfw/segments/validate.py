@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from kexecfw.errors import ValidationError
-from kexecfw.memory.ranges import Range
+from kexecfw.memory.ranges import Range, merge
 from kexecfw.model import (KEXEC_ARCH_MASK, KEXEC_ON_CRASH, KEXEC_PRESERVE_CONTEXT, KEXEC_SEGMENT_MAX,
                            KEXEC_UPDATE_ELFCOREHDR)
 from kexecfw.segments.plan import Plan
@@ -86,6 +86,7 @@ def validate_plan(plan: Plan, limits: KernelLimits) -> None:
         if not (crash.start <= plan.entry <= crash.last):
             _fail("entry", None, f"entry {plan.entry:#x} is outside the crash region {crash}")
     elif limits.system_ram is not None:
+        ram = merge(limits.system_ram)  # adjacent RAM resources are one contiguous range
         for s in segs:
-            if not any(r.contains(s.range) for r in limits.system_ram):
+            if not any(r.contains(s.range) for r in ram):
                 _fail("system_ram", s.name, f"{s.name} {s.range} is not inside System RAM (kexec-tools' rule)")

@@ -1,0 +1,98 @@
+"""The CLI as a user runs it: one-line errors, exit codes, JSON, and no plotting imports."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import fixture_path
+
+
+def kexecfw(*args: str, check: bool = False) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "kexecfw", *args], capture_output=True, text=True, check=check,
+                          timeout=120)
+
+
+def one_line_error(proc: subprocess.CompletedProcess) -> str:
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("kexecfw: error: ")
+    return lines[0]
+
+
+@pytest.mark.parametrize("arch", ["arm64", "x86_64"])
+def test_memmap_json_on_real_sysroots(arch):
+    root = fixture_path(arch, "sysroot")
+    doc = json.loads(kexecfw("--sysroot", str(root), "memmap", "--json", check=True).stdout)
+    assert doc["schema"] == 1 and doc["arch"] == arch  # arch detected from the snapshot's proc/kcore
+    assert len(doc["crash_regions"]) == 1
+    start, end = (int(x, 16) for x in doc["crash_regions"][0])
+    assert end - start + 1 == 384 << 20
+
+
+def test_status_exit_codes_like_kexec_S():
+    root = fixture_path("x86_64", "sysroot")
+    assert kexecfw("--sysroot", str(root), "status").returncode == 1   # nothing loaded in that snapshot
+    doc = json.loads(kexecfw("--sysroot", str(root), "status", "--json").stdout)
+    assert doc == {"schema": 1, "loaded": False, "crash_loaded": False, "crash_size": hex(384 << 20)}
+
+
+def test_real_load_on_a_snapshot_is_refused(tmp_path):
+    root = fixture_path("arm64", "sysroot")
+    k = tmp_path / "Image"
+    k.write_bytes(b"\0" * 4096)
+    line = one_line_error(kexecfw("--sysroot", str(root), "load", "-p", str(k)))
+    assert "--sysroot" in line and "--dry-run" in line
+
+
+@pytest.mark.parametrize("action", [["exec"], ["unload", "-p"]])
+def test_exec_and_unload_refuse_snapshots(action):
+    root = fixture_path("arm64", "sysroot")
+    line = one_line_error(kexecfw("--sysroot", str(root), *action))
+    assert "snapshot" in line
+
+
+def test_missing_kernel_file(tmp_path):
+    root = fixture_path("arm64", "sysroot")
+    line = one_line_error(kexecfw("--sysroot", str(root), "load", "--dry-run", str(tmp_path / "nope")))
+    assert "does not exist" in line
+
+
+def test_panic_load_without_crashkernel(tmp_path):
+    root = tmp_path / "root"
+    (root / "proc").mkdir(parents=True)
+    (root / "proc/iomem").write_text("40000000-7fffffff : System RAM\n")
+    k = tmp_path / "k"
+    k.write_bytes(b"\0" * 64)
+    line = one_line_error(kexecfw("--sysroot", str(root), "--arch", "arm64", "load", "-p", "--dry-run", str(k)))
+    assert "crashkernel=" in line
+
+
+def test_unknown_arch(tmp_path):
+    line = one_line_error(kexecfw("--arch", "vax", "memmap"))
+    assert "vax" in line
+
+
+def test_snapshot_of_a_snapshot_round_trips(tmp_path):
+    root = fixture_path("x86_64", "sysroot")
+    kexecfw("--sysroot", str(root), "snapshot", str(tmp_path / "copy"), check=True)
+    a = json.loads(kexecfw("--sysroot", str(root), "memmap", "--json", check=True).stdout)
+    b = json.loads(kexecfw("--sysroot", str(tmp_path / "copy"), "memmap", "--json", check=True).stdout)
+    a.pop("source"), b.pop("source")
+    assert a == b
+    line = one_line_error(kexecfw("--sysroot", str(root), "snapshot", str(tmp_path / "copy")))
+    assert "not empty" in line
+
+
+def test_cli_does_not_import_plotting_or_widgets():
+    root = fixture_path("arm64", "sysroot")
+    code = ("import sys; from kexecfw.cli import main; "
+            f"main(['--sysroot', {str(root)!r}, 'memmap', '--json']); "
+            "bad = [m for m in ('matplotlib', 'ipywidgets', 'elftools') if m in sys.modules]; "
+            "assert not bad, bad")
+    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, timeout=60)

@@ -1,0 +1,121 @@
+"""The plugin system: a third-party architecture added without touching the core."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+import kexecfw.hookspecs as hookspecs
+from kexecfw.load import plan_load
+from kexecfw.model import KEXEC_ON_CRASH, LoadOptions
+from kexecfw.pluginmanager import Hooks, describe_plugins, new_plugin_manager
+from kexecfw.sysroot import Sysroot
+from tests import toyarch
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def toy_sysroot(tmp_path: Path) -> Sysroot:
+    root = tmp_path / "sysroot"
+    files = {
+        "proc/iomem": "00000000-00000fff : reserved\n00001000-3fffffff : System RAM\n"
+                      "  01000000-01ffffff : Kernel code\n  20000000-2fffffff : Crash kernel\n",
+        "proc/cmdline": "BOOT_IMAGE=/vmlinuz root=/dev/vda crashkernel=256M quiet\n",
+        "sys/kernel/vmcoreinfo": "3ff00000 1000\n",
+        "sys/devices/system/cpu/possible": "0-1\n",
+        "sys/devices/system/cpu/cpu0/crash_notes": "3fe00000\n",
+        "sys/devices/system/cpu/cpu0/crash_notes_size": "400\n",
+        "sys/devices/system/cpu/cpu1/crash_notes": "3fe01000\n",
+        "sys/devices/system/cpu/cpu1/crash_notes_size": "400\n",
+    }
+    for rel, text in files.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text(text)
+    return Sysroot(root)
+
+
+def test_toy_plugin_is_called_through_the_whole_load(tmp_path):
+    sysroot = toy_sysroot(tmp_path)
+    kernel = tmp_path / "toy.img"
+    kernel.write_bytes(toyarch.MAGIC + b"\x90" * 5000)
+    initrd = tmp_path / "initrd"
+    initrd.write_bytes(b"\x07" * 9000)
+    hooks = Hooks(new_plugin_manager(extra=[toyarch], entry_points=False))
+    toyarch.calls.clear()
+    plan, ctx = plan_load(LoadOptions(kernel=kernel, initrd=initrd, cmdline="console=ttyS0", panic=True),
+                          sysroot, arch="toy", hooks=hooks)
+    assert toyarch.calls == ["probe", "place_kernel", "elfcore_info", "boot_params"]
+    names = [s.name for s in plan.segments]
+    assert names == ["kernel", "initrd", "elfcorehdr", "bootinfo"]
+    crash = plan.crash_region
+    assert all(crash.contains(s.range) for s in plan.segments)
+    assert plan.flags == KEXEC_ON_CRASH | (0x7777 << 16)
+    assert plan.entry == plan.segment("kernel").mem and plan.entry % (2 << 20) == 0
+    hdr = plan.segment("elfcorehdr")
+    assert hdr.mem + hdr.memsz == crash.end  # top-down, like the kernel and kexec-tools
+    assert f"elfcorehdr={hdr.mem:#x}" in plan.cmdline
+    # the core's default initrd placement (toy64 has none of its own): just above the kernel
+    assert plan.segment("initrd").mem >= plan.segment("kernel").range.end
+
+
+def test_third_party_plugin_found_through_entry_point(tmp_path, monkeypatch):
+    dist = tmp_path / "site"
+    (dist / "kexecfw_toyarch-1.0.dist-info").mkdir(parents=True)
+    (dist / "kexecfw_toyarch-1.0.dist-info" / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: kexecfw-toyarch\nVersion: 1.0\n")
+    (dist / "kexecfw_toyarch-1.0.dist-info" / "entry_points.txt").write_text("[kexecfw]\ntoy64 = toyarch_ep\n")
+    (dist / "toyarch_ep.py").write_text((REPO / "tests" / "toyarch.py").read_text())
+    monkeypatch.syspath_prepend(str(dist))
+    pm = new_plugin_manager(entry_points=True)
+    hooks = Hooks(pm)
+    assert hooks.arch("toy64").elf_machine == 0x7777
+    found = {p["name"]: p for p in describe_plugins(pm)}
+    assert "toy64" in found and "kexecfw_probe_kernel" in found["toy64"]["hooks"]
+    # the in-repo arches are registered once, as built-ins, though their entry points exist too
+    assert [p["name"] for p in describe_plugins(pm)].count("arm64") == 1
+
+
+def test_blocked_plugin_is_not_registered(monkeypatch):
+    monkeypatch.setenv("KEXECFW_BLOCK_PLUGINS", "x86_64")
+    hooks = Hooks(new_plugin_manager(entry_points=False))
+    assert [a.name for a in hooks.architectures()] == ["arm64"]
+
+
+def test_misspelt_hook_fails_loudly():
+    from kexecfw import hookimpl
+
+    class Bad:
+        @hookimpl
+        def kexecfw_probe_kernal(self, ctx):  # noqa: D401 - deliberate typo
+            return None
+
+    import pluggy
+    with pytest.raises(pluggy.PluginValidationError):
+        new_plugin_manager(extra=[Bad()], entry_points=False)
+
+
+def test_every_hook_is_documented_and_prefixed():
+    specs = [name for name in dir(hookspecs) if name.startswith("kexecfw_")]
+    assert len(specs) >= 10
+    readme_and_doc = hookspecs.__doc__ or ""
+    for name in specs:
+        fn = getattr(hookspecs, name)
+        assert fn.__doc__ and len(fn.__doc__.strip()) > 40, f"{name} needs a docstring for plugin authors"
+        assert hasattr(fn, "kexecfw_spec"), f"{name} is not marked as a hook spec"
+    load_hooks = [n for n in specs if n not in ("kexecfw_architectures", "kexecfw_prstatus_registers")]
+    for name in load_hooks:
+        if name in ("kexecfw_relocation_types",):
+            continue
+        assert name in readme_and_doc or name.replace("kexecfw_", "") in readme_and_doc, \
+            f"{name} is missing from the load order in hookspecs' module docstring"
+
+
+def test_plugins_command_lists_both_architectures():
+    import subprocess
+    out = subprocess.run([sys.executable, "-m", "kexecfw", "plugins", "--json"], capture_output=True, text=True,
+                         check=True).stdout
+    import json
+    doc = json.loads(out)
+    archs = {a for p in doc["plugins"] for a in p["architectures"]}
+    assert {"arm64", "x86_64"} <= archs
