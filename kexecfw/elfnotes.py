@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 from kexecfw.errors import BadInputError
+
+if TYPE_CHECKING:  # the capture path (vmcore dmesg) must not pay for pathlib
+    from kexecfw.sysroot import Sysroot
 
 ELFMAG = b"\x7fELF"
 ELFCLASS64 = 2
@@ -120,5 +123,3 @@ def read_kcore_notes(sysroot: "Sysroot", limit: int = 1 << 20) -> tuple[ElfCoreH
     data = sysroot.read_bytes(path, limit)
     return read_core_notes(data, str(sysroot.path(path)))
 
-
-from kexecfw.sysroot import Sysroot  # noqa: E402  (type used in a signature only)

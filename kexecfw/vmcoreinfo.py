@@ -4,16 +4,20 @@ Values are typed by key family: ``SYMBOL(x)``, ``OFFSET(x.y)``, ``SIZE(x)``,
 ``LENGTH(x)``, ``NUMBER(x)``, ``PAGESIZE``, ``CRASHTIME``, ``OSRELEASE``,
 ``KERNELOFFSET`` ... Symbols and KERNELOFFSET are hex without 0x; SIZE, OFFSET,
 LENGTH, PAGESIZE and CRASHTIME are decimal; NUMBER is decimal (may be
-negative) except a few that the kernel prints in hex (``NUMBER(PAGE_OFFSET)`` style
-keys print with 0x on some arches — both forms are accepted).
+negative, e.g. ``NUMBER(PAGE_BUDDY_MAPCOUNT_VALUE)=-129``; x86_64's
+``NUMBER(phys_base)`` is decimal too) except those arm64 prints with a ``0x``
+prefix (``NUMBER(kimage_voffset)``, ``NUMBER(PHYS_OFFSET)``, ``NUMBER(VMALLOC_START)`` ...),
+which the prefix identifies.
 """
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
 
-_HEX_KEYS = {"KERNELOFFSET", "kimage_voffset", "PHYS_OFFSET", "TCR_EL1_T1SZ", "phys_base", "KERNELPACMASK"}
+# Keys the kernel prints in hex without a 0x prefix (values with 0x are read as hex anyway).
+_HEX_KEYS = {"KERNELOFFSET"}
 _HEX_FAMILIES = {"SYMBOL"}
+_INT_KEYS = {"KERNELOFFSET", "PAGESIZE", "CRASHTIME"}
 _KEY = re.compile(r"^(?P<family>[A-Z_]+)\((?P<name>[^)]*)\)$")
 
 
@@ -92,3 +96,15 @@ class VmcoreInfo:
     @property
     def crash_time(self) -> int | None:
         return self.get_int("CRASHTIME")
+
+    @property
+    def build_id(self) -> str | None:
+        return self.raw.get("BUILD-ID")
+
+    def typed(self) -> dict[str, int | str]:
+        """Every key with its typed value: integers where the key family is numeric, text otherwise."""
+        out: dict[str, int | str] = {}
+        for key, text in self.raw.items():
+            value = self.get_int(key) if (_KEY.match(key) or key in _INT_KEYS) else None
+            out[key] = value if value is not None else text
+        return out

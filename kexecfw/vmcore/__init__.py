@@ -1,1 +1,42 @@
+"""The capture side: read crash dumps (ELF, kdump-compressed, flattened), their notes and log, save them.
 
+``open_dump(path)`` recognises the format by its magic and returns a
+:class:`~kexecfw.vmcore.dumpfile.DumpFile`; :class:`~kexecfw.vmcore.kmem.KernelMemory`
+reads the crashed kernel's memory by virtual address on top of it.
+Modules import only what they need so that ``kexecfw vmcore dmesg`` stays fast.
+"""
+from __future__ import annotations
+
+import os
+
+from kexecfw.errors import BadInputError
+
+ELF_MAGIC = b"\x7fELF"
+KDUMP_MAGIC = b"KDUMP   "
+DISKDUMP_MAGIC = b"DISKDUMP"
+FLAT_MAGIC = b"makedumpfile\0\0\0\0"
+
+
+def open_dump(path: str):
+    """Open ``path`` as a crash dump of any supported format."""
+    try:
+        with open(path, "rb") as f:
+            magic = f.read(16)
+    except IsADirectoryError:
+        raise BadInputError(f"{path} is a directory, not a crash dump") from None
+    except OSError as e:
+        raise BadInputError(f"cannot read {path}: {e.strerror}") from None
+    if magic[:4] == ELF_MAGIC:
+        from kexecfw.vmcore.elfdump import ElfDump
+        return ElfDump(path)
+    if magic[:8] in (KDUMP_MAGIC, DISKDUMP_MAGIC) or magic[:16] == FLAT_MAGIC:
+        from kexecfw.vmcore.kdumpfile import KdumpFile
+        return KdumpFile(path)
+    if not magic:
+        raise BadInputError(f"{path} is empty: not a crash dump")
+    raise BadInputError(f"{path} is not a crash dump kexecfw knows (ELF, kdump-compressed or "
+                        f"flattened): it starts with {magic[:8]!r}")
+
+
+def default_dump_path() -> str:
+    return os.environ.get("KEXECFW_VMCORE", "/proc/vmcore")

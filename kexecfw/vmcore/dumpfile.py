@@ -1,0 +1,101 @@
+"""What every dump format offers: physical memory by address, the notes, VMCOREINFO.
+
+The ELF reader (/proc/vmcore, saved ELF dumps) and the kdump-compressed reader
+(makedumpfile's format, plain or flattened) both implement :class:`DumpFile`;
+everything above them (address translation, dmesg, notes, the writer) only
+uses this interface.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator
+
+from kexecfw.elfnotes import NT_PRSTATUS, VMCOREINFO_NOTE_NAME, Note
+from kexecfw.errors import BadInputError
+from kexecfw.vmcoreinfo import VmcoreInfo
+
+
+class MemoryMissing(BadInputError):
+    """A physical address the dump does not hold (a hole, or a page the dump level excluded)."""
+
+    def __init__(self, paddr: int, what: str = "") -> None:
+        where = f" ({what})" if what else ""
+        super().__init__(f"physical address {paddr:#x}{where} is not in the dump; "
+                         "was it filtered out (dump level) or is the dump truncated?")
+        self.paddr = paddr
+
+
+@dataclass(frozen=True)
+class PhysRange:
+    """Physical memory [start, end) the dump covers, with its kernel virtual address if known."""
+
+    start: int
+    end: int
+    vaddr: int | None = None
+
+
+class DumpFile:
+    """Base of the readers. Subclasses fill the attributes and implement ``read_phys``."""
+
+    path: str
+    format: str            # "elf", "kdump", "flattened-kdump"
+    machine: int           # ELF e_machine (EM_X86_64, EM_AARCH64 ...)
+    notes: list[Note]
+    page_size: int
+
+    def __enter__(self) -> "DumpFile":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Release the file and its mappings."""
+
+    # --- memory -------------------------------------------------------------------------
+    def read_phys(self, paddr: int, size: int) -> bytes:
+        """``size`` bytes at physical ``paddr``; raises MemoryMissing for a hole or an excluded page."""
+        raise NotImplementedError
+
+    def ranges(self) -> list[PhysRange]:
+        """Physical ranges present in the dump (for ELF: the PT_LOADs, merged where adjacent)."""
+        raise NotImplementedError
+
+    def has_page(self, pfn: int) -> bool:
+        """Is page frame ``pfn`` readable from this dump?"""
+        raise NotImplementedError
+
+    def max_pfn(self) -> int:
+        """One past the highest page frame number the dump describes."""
+        return max((r.end + self.page_size - 1) // self.page_size for r in self.ranges()) if self.ranges() else 0
+
+    def iter_present_pfns(self) -> Iterator[tuple[int, int]]:
+        """(first_pfn, end_pfn) runs of pages present, in address order."""
+        for r in self.ranges():
+            lo = r.start // self.page_size
+            hi = (r.end + self.page_size - 1) // self.page_size
+            if hi > lo:
+                yield lo, hi
+
+    # --- notes --------------------------------------------------------------------------
+    def vmcoreinfo_bytes(self) -> bytes | None:
+        for note in self.notes:
+            if note.name == VMCOREINFO_NOTE_NAME:
+                return note.desc
+        return None
+
+    _vmcoreinfo: VmcoreInfo | None = None
+
+    @property
+    def vmcoreinfo(self) -> VmcoreInfo:
+        """The crashed kernel's VMCOREINFO; raises BadInputError when the dump has none."""
+        if self._vmcoreinfo is None:
+            raw = self.vmcoreinfo_bytes()
+            if raw is None:
+                raise BadInputError(f"{self.path} has no VMCOREINFO note: it is not a kernel crash dump "
+                                    "(or the kernel was built without CONFIG_VMCORE_INFO)")
+            self._vmcoreinfo = VmcoreInfo.parse(raw)
+        return self._vmcoreinfo
+
+    def prstatus_notes(self) -> list[Note]:
+        return [n for n in self.notes if n.type == NT_PRSTATUS and n.name == b"CORE"]

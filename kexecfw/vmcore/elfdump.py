@@ -1,0 +1,177 @@
+"""ELF crash dumps: /proc/vmcore in a capture kernel, and ELF dumps saved from it.
+
+The file is mmap'ed (``/proc/vmcore`` supports mmap) and read lazily: only the
+header, program headers and notes are parsed up front; memory is read on
+demand through the PT_LOADs, looked up by physical address with a bisect over
+the segments sorted by ``p_paddr``. Struct layouts are in :mod:`kexecfw.elfnotes`
+(Elf64_Ehdr, Elf64_Phdr, Elf64_Nhdr from include/uapi/linux/elf.h).
+"""
+from __future__ import annotations
+
+import bisect
+import mmap
+import os
+
+from kexecfw.elfnotes import (ELF64_EHDR, ELF64_PHDR, PT_LOAD, PT_NOTE, ElfCoreHeader, ProgramHeader,
+                              iter_notes, parse_elf_header)
+from kexecfw.errors import BadInputError
+from kexecfw.vmcore.dumpfile import DumpFile, MemoryMissing, PhysRange
+
+PN_XNUM = 0xFFFF
+# struct elf64_shdr: sh_name, sh_type, sh_flags, sh_addr, sh_offset, sh_size, sh_link, sh_info,
+# sh_addralign, sh_entsize (include/uapi/linux/elf.h); only section 0 matters (extended phnum).
+ELF64_SHDR_INFO_OFFSET = 44
+MAX_HEADER_BYTES = 64 << 20   # headers + notes of any real vmcore fit; guards against absurd e_phnum
+
+
+def _read_header(fd: int, size: int, path: str) -> tuple[ElfCoreHeader, bytes]:
+    head = os.pread(fd, min(size, 1 << 16), 0)
+    if len(head) < ELF64_EHDR.size:
+        raise BadInputError(f"{path} is too short ({len(head)} bytes) to be an ELF dump")
+    fields = ELF64_EHDR.unpack_from(head)
+    if head[:4] == b"\x7fELF" and head[4] == 2:
+        e_phoff, e_shoff, e_phnum = fields[5], fields[6], fields[10]
+        if e_phnum == PN_XNUM and e_shoff:
+            # More than 65534 program headers: the real count is section 0's sh_info.
+            raw = os.pread(fd, 4, e_shoff + ELF64_SHDR_INFO_OFFSET)
+            if len(raw) == 4:
+                e_phnum = int.from_bytes(raw, "little")
+                head = bytearray(head)
+                ELF64_EHDR.pack_into(head, 0, *fields[:10], e_phnum & 0xFFFF, *fields[11:])
+        need = e_phoff + e_phnum * ELF64_PHDR.size
+        if need > MAX_HEADER_BYTES:
+            raise BadInputError(f"{path}: {e_phnum} program headers at {e_phoff:#x} is not a plausible "
+                                "vmcore header (corrupt ELF header?)")
+        if need > len(head):
+            head = bytes(head[:ELF64_EHDR.size]) + os.pread(fd, need - ELF64_EHDR.size, ELF64_EHDR.size)
+            if fields[10] == PN_XNUM:
+                head = bytearray(head)
+                ELF64_EHDR.pack_into(head, 0, *fields[:10], 0, *fields[11:])
+        if fields[10] == PN_XNUM:
+            # parse_elf_header takes e_phnum from the header: decode the phdrs here instead.
+            phdrs = []
+            for i in range(e_phnum):
+                at = e_phoff + i * ELF64_PHDR.size
+                if at + ELF64_PHDR.size > len(head):
+                    raise BadInputError(f"{path} is truncated inside its program headers")
+                phdrs.append(ProgramHeader(*ELF64_PHDR.unpack_from(head, at)))
+            return ElfCoreHeader(fields[2], fields[1], tuple(phdrs)), bytes(head)
+    return parse_elf_header(bytes(head), path), bytes(head)
+
+
+class ElfDump(DumpFile):
+    """An ELF64 little-endian core with PT_LOADs (physical addresses in ``p_paddr``)."""
+
+    format = "elf"
+
+    def __init__(self, path: str, page_size: int | None = None) -> None:
+        self.path = path
+        try:
+            self._fd = os.open(path, os.O_RDONLY)
+        except OSError as e:
+            raise BadInputError(f"cannot open {path}: {e.strerror}") from None
+        try:
+            self._open(page_size)
+        except BaseException:
+            os.close(self._fd)
+            raise
+
+    def _open(self, page_size: int | None) -> None:
+        st = os.fstat(self._fd)
+        self.size = st.st_size
+        header, _ = _read_header(self._fd, self.size, self.path)
+        self.header = header
+        self.machine = header.machine
+        self.notes = []
+        self.truncated_at: int | None = None
+        for ph in header.phdrs:
+            if ph.type != PT_NOTE:
+                continue
+            if ph.filesz > MAX_HEADER_BYTES:
+                raise BadInputError(f"{self.path}: a PT_NOTE of {ph.filesz} bytes is not plausible")
+            data = os.pread(self._fd, ph.filesz, ph.offset)
+            if len(data) != ph.filesz:
+                raise BadInputError(f"{self.path} is truncated: its notes end at {ph.offset + ph.filesz:#x}, "
+                                    f"past the end of the file ({self.size:#x})")
+            self.notes.extend(iter_notes(data, ph.offset, self.path))
+        loads = []
+        for ph in header.phdrs:
+            if ph.type != PT_LOAD or ph.filesz == 0:
+                continue
+            filesz = ph.filesz
+            if self.size and ph.offset + filesz > self.size:
+                # A dump cut short (disk full, copy interrupted): keep what is there, remember where.
+                self.truncated_at = ph.offset if self.truncated_at is None else min(self.truncated_at, ph.offset)
+                filesz = max(0, self.size - ph.offset)
+                if filesz == 0:
+                    continue
+            loads.append((ph.paddr, ph.paddr + filesz, ph.offset, ph.vaddr, ph.paddr + ph.memsz))
+        loads.sort()
+        self._loads = loads
+        self._starts = [seg[0] for seg in loads]
+        self._map: mmap.mmap | None = None
+        if self.size:
+            try:
+                self._map = mmap.mmap(self._fd, 0, prot=mmap.PROT_READ)
+            except (OSError, ValueError):
+                self._map = None     # fall back to pread (some /proc/vmcore or pipes)
+        if page_size is None:
+            try:
+                page_size = self.vmcoreinfo.page_size or 4096
+            except BadInputError:
+                page_size = 4096
+        self.page_size = page_size
+
+    def close(self) -> None:
+        if self._map is not None:
+            self._map.close()
+            self._map = None
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    def _segment(self, paddr: int) -> tuple[int, int, int, int, int] | None:
+        i = bisect.bisect_right(self._starts, paddr) - 1
+        if i >= 0:
+            seg = self._loads[i]
+            if paddr < seg[1]:
+                return seg
+        return None
+
+    def _read_file(self, offset: int, size: int) -> bytes:
+        if self._map is not None:
+            return self._map[offset:offset + size]
+        return os.pread(self._fd, size, offset)
+
+    def read_phys(self, paddr: int, size: int) -> bytes:
+        out = bytearray()
+        while size > 0:
+            seg = self._segment(paddr)
+            if seg is None:
+                raise MemoryMissing(paddr)
+            start, end, offset, _, _ = seg
+            n = min(size, end - paddr)
+            out += self._read_file(offset + paddr - start, n)
+            paddr += n
+            size -= n
+        return bytes(out)
+
+    def file_offset(self, paddr: int) -> int | None:
+        """Offset in the file of physical ``paddr`` (None if not present)."""
+        seg = self._segment(paddr)
+        return None if seg is None else seg[2] + paddr - seg[0]
+
+    def ranges(self) -> list[PhysRange]:
+        return [PhysRange(s, e, v) for s, e, _, v, _ in self._loads]
+
+    def has_page(self, pfn: int) -> bool:
+        paddr = pfn * self.page_size
+        seg = self._segment(paddr)
+        return seg is not None and paddr + self.page_size <= seg[1]
+
+    def read_page(self, pfn: int) -> bytes:
+        return self.read_phys(pfn * self.page_size, self.page_size)
+
+    def virtual_segments(self) -> list[tuple[int, int, int]]:
+        """(vaddr, paddr, size) of each PT_LOAD: a translation the ELF header itself gives."""
+        return [(v, s, e - s) for s, e, _, v, _ in self._loads if v]

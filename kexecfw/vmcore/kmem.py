@@ -1,0 +1,258 @@
+"""Kernel virtual memory of a dump: virtual-to-physical translation from VMCOREINFO and page tables.
+
+Order of translation for a kernel virtual address:
+
+1. the dump's own (vaddr, paddr) pairs (ELF PT_LOADs carry both; exact by construction);
+2. the architecture's linear rules that need no memory reads: the direct map
+   (arm64: ``(va - PAGE_OFFSET) + PHYS_OFFSET``) and the kernel image
+   (x86_64: ``va - __START_KERNEL_map + phys_base``; arm64: ``va - kimage_voffset``);
+3. a walk of the kernel's page tables (``init_top_pgt`` on x86_64 with 4 or 5
+   levels; ``swapper_pg_dir`` on arm64 for 4K/16K/64K granules, 48- and 52-bit
+   VA including LPA2 descriptors), for vmalloc, vmemmap and (x86_64) a KASLR'd
+   direct map.
+
+Only VMCOREINFO is used: no vmlinux, no debug info.
+"""
+from __future__ import annotations
+
+import struct
+
+from kexecfw.errors import BadInputError
+from kexecfw.vmcore.dumpfile import DumpFile, MemoryMissing
+
+EM_X86_64 = 62
+EM_AARCH64 = 183
+U64 = struct.Struct("<Q")
+U32 = struct.Struct("<I")
+U16 = struct.Struct("<H")
+MASK64 = (1 << 64) - 1
+
+
+class TranslationError(BadInputError):
+    """A kernel virtual address that no rule and no page table maps."""
+
+
+class Translator:
+    """Architecture rules; ``walk`` reads page tables through ``read_phys``."""
+
+    page_size = 4096
+
+    def linear(self, vaddr: int) -> int | None:
+        return None
+
+    def walk(self, mem: "KernelMemory", vaddr: int) -> int:
+        raise TranslationError(f"no page-table walker for this architecture (address {vaddr:#x})")
+
+
+class X86_64Translator(Translator):
+    """x86_64: kernel image by phys_base, everything else by a 4- or 5-level page-table walk.
+
+    Entry format: arch/x86/include/asm/pgtable_types.h (_PAGE_PRESENT bit 0,
+    _PAGE_PSE bit 7 for 1 GiB / 2 MiB leaves; address bits 12..51; the SME
+    C-bit is masked out with NUMBER(sme_mask)).
+    """
+
+    START_KERNEL_MAP = 0xFFFFFFFF80000000
+    PRESENT = 1 << 0
+    PSE = 1 << 7
+
+    def __init__(self, info) -> None:
+        self.phys_base = info.number("phys_base") or 0
+        self.image_size = info.number("KERNEL_IMAGE_SIZE") or (1 << 30)
+        self.levels = 5 if info.number("pgtable_l5_enabled") else 4
+        top = info.symbol("init_top_pgt") or info.symbol("swapper_pg_dir")
+        self.top_vaddr = top
+        sme = info.number("sme_mask") or 0
+        self.addr_mask = 0x000FFFFFFFFFF000 & ~sme
+
+    def linear(self, vaddr: int) -> int | None:
+        if self.START_KERNEL_MAP <= vaddr < self.START_KERNEL_MAP + self.image_size:
+            return vaddr - self.START_KERNEL_MAP + self.phys_base
+        return None
+
+    def walk(self, mem: "KernelMemory", vaddr: int) -> int:
+        if self.top_vaddr is None:
+            raise TranslationError("VMCOREINFO lacks SYMBOL(init_top_pgt): cannot walk page tables")
+        table = self.linear(self.top_vaddr)
+        assert table is not None
+        shift = 48 if self.levels == 5 else 39
+        for level in range(self.levels, 0, -1):
+            index = (vaddr >> shift) & 0x1FF
+            entry = mem.read_phys_u64(table + index * 8, f"level-{level} page table of {vaddr:#x}")
+            if not entry & self.PRESENT:
+                raise TranslationError(f"kernel address {vaddr:#x} is not mapped (level-{level} entry empty)")
+            if level in (2, 3) and entry & self.PSE:
+                size = 1 << shift
+                return (entry & self.addr_mask & ~(size - 1)) | (vaddr & (size - 1))
+            table = entry & self.addr_mask
+            shift -= 9
+        return table | (vaddr & 0xFFF)
+
+
+class Arm64Translator(Translator):
+    """arm64: linear map and kernel image by VMCOREINFO numbers, the rest by a walk of swapper_pg_dir.
+
+    Descriptor format: arch/arm64/include/asm/pgtable-hwdef.h. Bit 0 valid, bit 1
+    table (levels above the last) or page (last level); a block otherwise.
+    Output address: bits [47:PAGE_SHIFT]; with 64K pages and 52-bit PA, PA[51:48]
+    sit in bits [15:12]; with LPA2 (4K/16K pages, 52-bit VA, 6.9+) the address is
+    bits [49:PAGE_SHIFT] and PA[51:50] sit in bits [9:8].
+    """
+
+    def __init__(self, info) -> None:
+        self.page_size = info.page_size or 4096
+        self.page_shift = self.page_size.bit_length() - 1
+        self.va_bits = info.number("VA_BITS") or 48
+        t1sz = info.get_int("NUMBER(TCR_EL1_T1SZ)")
+        self.va_bits_actual = 64 - t1sz if t1sz else self.va_bits
+        self.phys_offset = info.get_int("NUMBER(PHYS_OFFSET)") or 0
+        self.kimage_voffset = info.get_int("NUMBER(kimage_voffset)")
+        self.page_offset = (-(1 << self.va_bits)) & MASK64
+        va_bits_min = 48 if self.va_bits > 48 else self.va_bits
+        self.page_end = (-(1 << (va_bits_min - 1))) & MASK64
+        self.top_vaddr = info.symbol("swapper_pg_dir")
+        self.lpa2 = self.page_size != 65536 and self.va_bits_actual == 52
+        bits_per_level = self.page_shift - 3
+        self.levels = -(-(self.va_bits_actual - self.page_shift) // bits_per_level)
+        self.bits_per_level = bits_per_level
+        # Kernel image bounds are not in VMCOREINFO; the image starts a little below _stext.
+        self.image_start = ((info.symbol("_stext") or 0) & ~((2 << 20) - 1)) - (2 << 20)
+
+    def linear(self, vaddr: int) -> int | None:
+        if self.page_offset <= vaddr < self.page_end:
+            return ((vaddr - self.page_offset) + self.phys_offset) & MASK64
+        return None
+
+    def image(self, vaddr: int) -> int | None:
+        if self.kimage_voffset is not None and vaddr >= self.image_start and vaddr >= self.page_end:
+            return (vaddr - self.kimage_voffset) & MASK64
+        return None
+
+    def _output_address(self, desc: int, block_shift: int) -> int:
+        mask = ((1 << 48) - 1) & ~((1 << block_shift) - 1)
+        if self.lpa2:
+            mask = ((1 << 50) - 1) & ~((1 << block_shift) - 1)
+            return (desc & mask) | (((desc >> 8) & 0x3) << 50)
+        addr = desc & mask
+        if self.page_size == 65536:
+            addr |= ((desc >> 12) & 0xF) << 48
+        return addr
+
+    def walk(self, mem: "KernelMemory", vaddr: int) -> int:
+        if self.top_vaddr is None:
+            raise TranslationError("VMCOREINFO lacks SYMBOL(swapper_pg_dir): cannot walk page tables")
+        table = self.image(self.top_vaddr)
+        if table is None:
+            raise TranslationError("VMCOREINFO lacks NUMBER(kimage_voffset): cannot find swapper_pg_dir")
+        shift = self.page_shift + self.bits_per_level * (self.levels - 1)
+        for level in range(self.levels):
+            last = level == self.levels - 1
+            bits = self.va_bits_actual - shift if level == 0 else self.bits_per_level
+            index = (vaddr >> shift) & ((1 << bits) - 1)
+            desc = mem.read_phys_u64(table + index * 8, f"page table of {vaddr:#x}")
+            if not desc & 1:
+                raise TranslationError(f"kernel address {vaddr:#x} is not mapped (invalid descriptor "
+                                       f"at level {level})")
+            if last or not desc & 2:
+                out = self._output_address(desc, shift)
+                return out | (vaddr & ((1 << shift) - 1))
+            table = self._output_address(desc, self.page_shift)
+            shift -= self.bits_per_level
+        raise TranslationError(f"kernel address {vaddr:#x}: page-table walk did not end")
+
+
+def translator_for(machine: int, info) -> Translator:
+    if machine == EM_X86_64:
+        return X86_64Translator(info)
+    if machine == EM_AARCH64:
+        return Arm64Translator(info)
+    return Translator()
+
+
+class KernelMemory:
+    """Read the crashed kernel's memory by kernel virtual address."""
+
+    def __init__(self, dump: DumpFile) -> None:
+        self.dump = dump
+        self.info = dump.vmcoreinfo
+        self.page_size = dump.page_size
+        self.arch = translator_for(dump.machine, self.info)
+        segs = getattr(dump, "virtual_segments", None)
+        self._vsegs = sorted(segs()) if segs else []
+        self._cache: dict[int, int] = {}
+
+    # --- physical ------------------------------------------------------------------------
+    def read_phys(self, paddr: int, size: int) -> bytes:
+        return self.dump.read_phys(paddr, size)
+
+    def read_phys_u64(self, paddr: int, what: str = "") -> int:
+        try:
+            return U64.unpack(self.dump.read_phys(paddr, 8))[0]
+        except MemoryMissing:
+            raise MemoryMissing(paddr, what) from None
+
+    # --- virtual -------------------------------------------------------------------------
+    def vtop(self, vaddr: int) -> int:
+        """Physical address of kernel virtual ``vaddr``."""
+        page = vaddr & ~(self.page_size - 1)
+        hit = self._cache.get(page)
+        if hit is not None:
+            return hit | (vaddr & (self.page_size - 1))
+        paddr = self._translate(page)
+        if len(self._cache) > 65536:
+            self._cache.clear()
+        self._cache[page] = paddr
+        return paddr | (vaddr & (self.page_size - 1))
+
+    def _translate(self, vaddr: int) -> int:
+        for v, p, size in self._vsegs:
+            if v <= vaddr < v + size:
+                return p + (vaddr - v)
+        paddr = self.arch.linear(vaddr)
+        if paddr is not None:
+            return paddr
+        try:
+            return self.arch.walk(self, vaddr)
+        except MemoryMissing:
+            image = getattr(self.arch, "image", None)
+            paddr = image(vaddr) if image else None
+            if paddr is None:
+                raise TranslationError(f"cannot translate kernel address {vaddr:#x}: the page tables "
+                                       "are not in the dump") from None
+            return paddr
+
+    def read(self, vaddr: int, size: int) -> bytes:
+        out = bytearray()
+        while size > 0:
+            n = min(size, self.page_size - (vaddr & (self.page_size - 1)))
+            out += self.dump.read_phys(self.vtop(vaddr), n)
+            vaddr += n
+            size -= n
+        return bytes(out)
+
+    def read_u64(self, vaddr: int) -> int:
+        return U64.unpack(self.read(vaddr, 8))[0]
+
+    def read_u32(self, vaddr: int) -> int:
+        return U32.unpack(self.read(vaddr, 4))[0]
+
+    def read_cstring(self, vaddr: int, limit: int) -> str:
+        raw = self.read(vaddr, limit)
+        return raw.split(b"\0", 1)[0].decode("utf-8", "replace")
+
+    def utsname(self) -> dict[str, str]:
+        """init_uts_ns.name: the crashed kernel's struct new_utsname (6 fields of 65 bytes)."""
+        base = self.info.symbol("init_uts_ns")
+        if base is None:
+            raise BadInputError("VMCOREINFO lacks SYMBOL(init_uts_ns)")
+        base += self.info.offset("uts_namespace.name") or 0
+        raw = self.read(base, 6 * 65)
+        names = ("sysname", "nodename", "release", "version", "machine", "domainname")
+        return {n: raw[i * 65:(i + 1) * 65].split(b"\0", 1)[0].decode("utf-8", "replace")
+                for i, n in enumerate(names)}
+
+    def utsname_raw(self) -> bytes:
+        base = self.info.symbol("init_uts_ns")
+        if base is None:
+            raise BadInputError("VMCOREINFO lacks SYMBOL(init_uts_ns)")
+        return self.read(base + (self.info.offset("uts_namespace.name") or 0), 6 * 65)
