@@ -1,0 +1,105 @@
+"""Figures of a memory map and of a load plan over it. Each function returns a Figure (headless-safe)."""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from kexecfw.memory.model import MemoryMap, RegionKind
+from kexecfw.viz.scale import AddressScale
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+    from kexecfw.segments.plan import Plan
+
+COLOURS = {
+    RegionKind.RAM: "#9ecae1", RegionKind.RESERVED: "#bdbdbd", RegionKind.ACPI: "#fdd0a2",
+    RegionKind.NVS: "#fdae6b", RegionKind.PMEM: "#c7e9c0", RegionKind.CRASH: "#de2d26",
+    RegionKind.CRASH_LOW: "#fb6a4a", RegionKind.KERNEL_CODE: "#3182bd", RegionKind.KERNEL_RODATA: "#6baed6",
+    RegionKind.KERNEL_DATA: "#08519c", RegionKind.KERNEL_BSS: "#4292c6", RegionKind.OTHER: "#f0f0f0",
+}
+SEGMENT_COLOURS = ["#31a354", "#756bb1", "#e6550d", "#636363", "#d6616b", "#8c6d31", "#7b4173"]
+
+
+def _size(n: int) -> str:
+    for unit, shift in (("GiB", 30), ("MiB", 20), ("KiB", 10)):
+        if n >= 1 << shift:
+            return f"{n / (1 << shift):.3g} {unit}"
+    return f"{n} B"
+
+
+def _figure(width: float, height: float) -> "Figure":
+    from matplotlib.figure import Figure
+    return Figure(figsize=(width, height), layout="constrained")
+
+
+def draw_memmap(memmap: MemoryMap, *, plan: "Plan | None" = None, title: str = "",
+                window: tuple[int, int] | None = None) -> "Figure":
+    """The physical memory map in rows (firmware view, kernel and crash regions, planned segments).
+
+    The address axis is broken and size-aware (:class:`AddressScale`): each row is readable whatever the
+    ratio of region sizes. ``window`` zooms into ``[start, end)``.
+    """
+    regions = [r for r in memmap.regions if r.kind is not RegionKind.OTHER or r.depth == 0]
+    if window:
+        regions = [r for r in regions if r.end > window[0] and r.start < window[1]]
+    top = [r for r in regions if r.depth == 0 and r.kind is not RegionKind.OTHER]
+    nested = [r for r in regions if r.depth > 0]
+    segments = list(plan.segments) if plan else []
+    bounds = [b for r in top + nested for b in (r.start, r.end)] + [b for s in segments for b in (s.mem, s.mem + s.memsz)]
+    if window:
+        bounds = [min(max(b, window[0]), window[1]) for b in bounds] + list(window)
+    scale = AddressScale(bounds, [(r.start, r.end) for r in top] + [(s.mem, s.mem + s.memsz) for s in segments])
+    rows = ["firmware / System RAM", "kernel, crash region"] + (["planned segments"] if segments else [])
+    fig = _figure(13, 1.3 + 0.9 * len(rows))
+    ax = fig.add_subplot()
+    y = {name: len(rows) - 1 - i for i, name in enumerate(rows)}
+    seen: set[str] = set()
+
+    def bar(row: str, start: int, end: int, colour: str, label: str, legend: str | None) -> None:
+        x0, x1 = scale(start), scale(end)
+        ax.barh(y[row], max(x1 - x0, 0.05), left=x0, height=0.7, color=colour, edgecolor="black", linewidth=0.4,
+                label=legend if legend and legend not in seen else None)
+        if legend:
+            seen.add(legend)
+        if label and x1 - x0 > 1.2:
+            ax.text((x0 + x1) / 2, y[row], label, ha="center", va="center", fontsize=7, clip_on=True)
+
+    for r in top:
+        bar(rows[0], r.start, r.end, COLOURS[r.kind], _size(r.size) if r.kind is RegionKind.RAM else "", r.kind.value)
+    for r in nested:
+        if r.kind in (RegionKind.RESERVED, RegionKind.ACPI, RegionKind.NVS):
+            bar(rows[0], r.start, r.end, COLOURS[r.kind], "", r.kind.value)
+        else:
+            bar(rows[1], r.start, r.end, COLOURS[r.kind],
+                f"crash {_size(r.size)}" if r.kind in (RegionKind.CRASH, RegionKind.CRASH_LOW) else "", r.kind.value)
+    for i, s in enumerate(sorted(segments, key=lambda s: s.mem)):
+        bar(rows[2], s.mem, s.mem + s.memsz, SEGMENT_COLOURS[i % len(SEGMENT_COLOURS)],
+            f"{s.name}\n{_size(s.memsz)}", None)
+    ticks = sorted({r.start for r in top} | {r.start for r in nested if r.kind in (RegionKind.CRASH,
+                   RegionKind.CRASH_LOW, RegionKind.KERNEL_CODE)} | ({max(r.end for r in top)} if top else set()))
+    kept: list[int] = []
+    for t in ticks:  # drop ticks that would overlap their neighbour
+        if not kept or scale(t) - scale(kept[-1]) > scale.width * 0.03:
+            kept.append(t)
+    ax.set_xticks([scale(t) for t in kept], [f"{t:#x}" for t in kept], rotation=40, ha="right", fontsize=7)
+    ax.set_yticks(list(y.values()), list(y.keys()), fontsize=8)
+    ax.set_xlim(0, scale.width)
+    ax.set_xlabel("physical address (broken axis: width grows with log of size)")
+    ax.set_title(title or f"memory map ({memmap.source})", fontsize=10)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=7, frameon=False)
+    return fig
+
+
+def save_memmap_plot(memmap: MemoryMap, path: str, title: str = "") -> None:
+    draw_memmap(memmap, title=title).savefig(path, dpi=110)
+
+
+def save_plan_plot(plan: "Plan", memmap: MemoryMap | None, path: str) -> None:
+    if memmap is None:
+        memmap = MemoryMap([], "plan only")
+    window = None
+    if plan.crash_region is not None:
+        pad = plan.crash_region.size // 8
+        window = (max(plan.crash_region.start - pad, 0), plan.crash_region.end + pad)
+    draw_memmap(memmap, plan=plan, window=window,
+                title=f"{plan.arch} {plan.mode} load plan ({len(plan.segments)} segments)").savefig(path, dpi=110)
