@@ -1,11 +1,32 @@
-"""arm64 (AArch64) architecture plugin: Image, DTB /chosen, elfcorehdr and purgatory."""
+"""arm64 (AArch64) architecture plugin: Image, DTB /chosen, elfcorehdr and purgatory.
+
+The hooks here are thin: each delegates to a module that does one thing
+(image.py probes, placement.py places, chosen.py builds the DTB,
+vmcore_facts.py derives the kernel's address space, relocations.py links the
+purgatory, purgatory/ holds its source and the prebuilt object).
+"""
 from __future__ import annotations
 
+from pathlib import Path
+
 from kexecfw import hookimpl
-from kexecfw.model import ArchSpec
+from kexecfw.errors import BadInputError
+from kexecfw.memory.devicetree import DeviceTree
+from kexecfw.memory.iomem import read_iomem
+from kexecfw.memory.model import MemoryMap, Region, RegionKind
+from kexecfw.memory.ranges import subtract
+from kexecfw.model import (ArchSpec, ElfcoreInfo, KernelFile, KernelImage, KernelTextLoad, LoadContext,
+                           PurgatoryObject, RelocationApplier)
+from kexecfw.plugins.arm64 import chosen, placement
 from kexecfw.plugins.arm64.capture import kexecfw_prstatus_registers  # noqa: F401  (hook implementation)
+from kexecfw.plugins.arm64.image import check_loadable, is_uki, unwrap
+from kexecfw.plugins.arm64.relocations import RELOCATION_TYPES
+from kexecfw.plugins.arm64.vmcore_facts import kernel_address_space, read_vmcoreinfo
+from kexecfw.segments.plan import Segment
+from kexecfw.segments.planner import Planner
 
 EM_AARCH64 = 183
+PURGATORY_OBJECT = Path(__file__).parent / "purgatory" / "purgatory.ro"
 
 ARCH = ArchSpec(
     name="arm64",
@@ -20,6 +41,119 @@ ARCH = ArchSpec(
 )
 
 
+def _ours(ctx: LoadContext) -> bool:
+    return ctx.arch.name == ARCH.name
+
+
 @hookimpl
 def kexecfw_architectures() -> list[ArchSpec]:
     return [ARCH]
+
+
+def _running_page_size(ctx: LoadContext) -> int:
+    try:
+        return read_vmcoreinfo(ctx.sysroot).page_size or ctx.arch.page_size
+    except BadInputError:
+        return ctx.arch.page_size       # no readable proc/kcore (not root, or a sparse snapshot)
+
+
+@hookimpl
+def kexecfw_probe_kernel(ctx: LoadContext, kernel_file: KernelFile) -> KernelImage | None:
+    if not _ours(ctx):
+        return None
+    what = str(kernel_file.path)
+    probed = unwrap(kernel_file.data, what)
+    if probed is None:
+        if is_uki(kernel_file.data):
+            raise BadInputError(f"{what} is a Unified Kernel Image (UKI); extract its .linux section "
+                                "(objcopy -O binary --only-section=.linux) and its .initrd, and load those")
+        return None
+    check_loadable(probed.header, what, _running_page_size(ctx))
+    h = probed.header
+    details = {"text_offset": h.text_offset, "image_size": h.image_size, "flags": h.flags,
+               "page_size": h.page_size, "placement_anywhere": h.placement_anywhere,
+               "efi_stub": h.efi_stub, "file_size": len(kernel_file.data)}
+    return KernelImage(arch=ARCH.name, format=probed.format, payload=probed.payload, details=details)
+
+
+@hookimpl
+def kexecfw_memory_map(ctx: LoadContext) -> MemoryMap | None:
+    """iomem, plus what the running device tree reserves (/memreserve/, no-reuse /reserved-memory) and
+    iomem does not already mark: the next kernel honours those reservations too."""
+    if not _ours(ctx):
+        return None
+    memmap = read_iomem(ctx.sysroot)
+    if not ctx.sysroot.exists(chosen.FIRMWARE_DTB):
+        return memmap
+    tree = DeviceTree.from_bytes(ctx.sysroot.read_bytes(chosen.FIRMWARE_DTB), str(ctx.sysroot.path(chosen.FIRMWARE_DTB)))
+    known = memmap.ranges(RegionKind.RESERVED, RegionKind.ACPI, RegionKind.NVS, RegionKind.PMEM)
+    extra = subtract(tree.reserved_ranges(include_reusable=False), known)
+    for r in extra:
+        memmap.regions.append(Region(r, RegionKind.RESERVED, "reserved (device tree)", 1))
+    if extra:
+        ctx.note(f"device tree reserves {len(extra)} range(s) iomem does not show: "
+                 + ", ".join(str(r) for r in extra))
+    return memmap
+
+
+@hookimpl
+def kexecfw_place_kernel(ctx: LoadContext, planner: Planner) -> int | None:
+    return placement.place_kernel(ctx, planner) if _ours(ctx) else None
+
+
+@hookimpl
+def kexecfw_place_initrd(ctx: LoadContext, planner: Planner, initrd: bytes) -> Segment | None:
+    return placement.place_initrd(ctx, planner, initrd) if _ours(ctx) else None
+
+
+@hookimpl
+def kexecfw_elfcore_info(ctx: LoadContext) -> ElfcoreInfo | None:
+    if not _ours(ctx):
+        return None
+    memmap = ctx.memmap if ctx.memmap is not None else read_iomem(ctx.sysroot)
+    space = kernel_address_space(ctx.sysroot, memmap)
+    ctx.artifacts["arm64_address_space"] = space
+    ctx.note(f"_text {space.text_vaddr:#x} at physical {space.text_paddr:#x} ({space.text_source}); "
+             f"kernel image {space.text_size:#x} bytes; PAGE_OFFSET {space.page_offset:#x} (VA_BITS "
+             f"{space.va_bits}), PHYS_OFFSET {space.phys_offset:#x}")
+    return ElfcoreInfo(machine=EM_AARCH64,
+                       kernel_text=KernelTextLoad(space.text_vaddr, space.text_paddr, space.text_size),
+                       page_offset=space.page_offset, phys_offset=space.phys_offset)
+
+
+@hookimpl
+def kexecfw_boot_params(ctx: LoadContext, planner: Planner, kernel_entry: int) -> bool | None:
+    if not _ours(ctx):
+        return None
+    tree = chosen.boot_params(ctx, planner)
+    blob = tree.to_bytes()
+    seg = placement.place_dtb(ctx, planner, blob)
+    ctx.artifacts["dtb"] = blob
+    ctx.note(f"dtb at {seg.mem:#x}, {len(blob):#x} bytes")
+    return True
+
+
+@hookimpl
+def kexecfw_purgatory(ctx: LoadContext, planner: Planner, kernel_entry: int) -> PurgatoryObject | None:
+    if not _ours(ctx):
+        return None
+    dtb = planner.get("dtb")
+    if dtb is None:
+        raise BadInputError("the arm64 purgatory needs the DTB segment; kexecfw_boot_params did not add one")
+    try:
+        elf = PURGATORY_OBJECT.read_bytes()
+    except OSError:
+        raise BadInputError(f"the arm64 purgatory {PURGATORY_OBJECT} is missing; build it with "
+                            "`make purgatory` (needs gcc-aarch64-linux-gnu) or reinstall kexecfw") from None
+    return PurgatoryObject(
+        elf=elf,
+        entry_symbol="purgatory_start",
+        min_addr=placement.purgatory_min_addr(planner),
+        symbols={"purgatory_kernel_entry": kernel_entry.to_bytes(8, "little"),
+                 "purgatory_dtb_addr": dtb.mem.to_bytes(8, "little")},
+    )
+
+
+@hookimpl
+def kexecfw_relocation_types(machine: int) -> dict[int, tuple[str, RelocationApplier]] | None:
+    return dict(RELOCATION_TYPES) if machine == EM_AARCH64 else None

@@ -1,0 +1,220 @@
+"""Recognise an arm64 kernel file: a raw Image, a gzip'd Image, an EFI zboot image or a vmlinux ELF.
+
+What gets loaded is always the raw Image; wrappers are opened here. The Image
+header is ``struct arm64_image_header`` from arch/arm64/include/asm/image.h,
+the zboot header the one of drivers/firmware/efi/libstub/zboot-header.S.
+"""
+from __future__ import annotations
+
+import lzma
+import struct
+import zlib
+from dataclasses import dataclass
+
+from kexecfw.errors import BadInputError
+from kexecfw.elfnotes import ELF64_EHDR, ELF64_PHDR, ELFMAG, PT_LOAD
+
+EM_AARCH64 = 183
+
+# struct arm64_image_header: code0, code1 (u32), text_offset, image_size, flags, res2, res3, res4 (u64),
+# magic, res5 (u32; res5 is the PE header offset of an EFI-stub kernel), little-endian
+ARM64_IMAGE_HEADER = struct.Struct("<IIQQQQQQII")
+ARM64_IMAGE_MAGIC = 0x644D5241          # "ARM\x64"
+ARM64_IMAGE_FLAG_BE = 1 << 0
+ARM64_IMAGE_FLAG_PAGE_SIZE_SHIFT = 1
+ARM64_IMAGE_FLAG_PAGE_SIZE_MASK = 0x3
+ARM64_IMAGE_FLAG_PHYS_BASE = 1 << 3      # 1: the 2 MiB aligned base may be anywhere in RAM
+PAGE_SIZES = {0: None, 1: 4096, 2: 16384, 3: 65536}
+
+# zboot-header.S: "MZ" DOS signature (u32), "zimg", payload offset, payload size, 2 reserved u32,
+# then the compression type as a NUL-terminated string
+ZBOOT_HEADER = struct.Struct("<I4sII8x")
+ZBOOT_COMP_TYPE_AT = 0x18
+IMAGE_DOS_SIGNATURE = 0x5A4D
+GZIP_MAGIC = b"\x1f\x8b"
+
+# Kernels stop growing long before this; a bound keeps a bad file from exhausting memory.
+MAX_IMAGE = 1 << 30
+
+
+@dataclass(frozen=True)
+class Arm64ImageHeader:
+    text_offset: int
+    image_size: int
+    flags: int
+    pe_header: int          # res5: offset of the PE header for an EFI-stub kernel, else 0
+
+    @property
+    def big_endian(self) -> bool:
+        return bool(self.flags & ARM64_IMAGE_FLAG_BE)
+
+    @property
+    def page_size(self) -> int | None:
+        """4096, 16384 or 65536; None when the header does not say (kernels before 3.17)."""
+        return PAGE_SIZES[(self.flags >> ARM64_IMAGE_FLAG_PAGE_SIZE_SHIFT) & ARM64_IMAGE_FLAG_PAGE_SIZE_MASK]
+
+    @property
+    def placement_anywhere(self) -> bool:
+        return bool(self.flags & ARM64_IMAGE_FLAG_PHYS_BASE)
+
+    @property
+    def efi_stub(self) -> bool:
+        return self.pe_header != 0
+
+
+def parse_image_header(data: bytes) -> Arm64ImageHeader | None:
+    """The header of a raw arm64 Image, or None when ``data`` is not one (no "ARM\\x64" magic at 0x38)."""
+    if len(data) < ARM64_IMAGE_HEADER.size:
+        return None
+    _, _, text_offset, image_size, flags, _, _, _, magic, res5 = ARM64_IMAGE_HEADER.unpack_from(data)
+    if magic != ARM64_IMAGE_MAGIC:
+        return None
+    return Arm64ImageHeader(text_offset, image_size, flags, res5)
+
+
+def _gunzip(data: bytes, what: str) -> bytes:
+    d = zlib.decompressobj(wbits=31)
+    try:
+        out = d.decompress(data, MAX_IMAGE)
+    except zlib.error as e:
+        raise BadInputError(f"{what} is gzip-compressed but does not decompress: {e}") from None
+    if not d.eof:
+        raise BadInputError(f"{what}: its gzip stream is truncated or decompresses beyond {MAX_IMAGE >> 20} MiB")
+    return out
+
+
+def _zboot_payload(data: bytes, what: str) -> tuple[bytes, str]:
+    """Decompress an EFI zboot image's payload; returns (Image, compression type)."""
+    _, _, offset, size = ZBOOT_HEADER.unpack_from(data)
+    end = data.find(b"\0", ZBOOT_COMP_TYPE_AT, ZBOOT_COMP_TYPE_AT + 32)
+    comp = data[ZBOOT_COMP_TYPE_AT:end if end > 0 else ZBOOT_COMP_TYPE_AT + 32].decode("ascii", "replace")
+    payload = data[offset:offset + size]
+    if offset == 0 or len(payload) != size:
+        raise BadInputError(f"{what} is an EFI zboot image whose payload ({size} bytes at {offset:#x}) "
+                            "lies outside the file; the file is truncated")
+    if comp == "gzip":
+        return _gunzip(payload, what), comp
+    if comp.startswith("zstd"):
+        import zstandard
+        try:
+            out = zstandard.ZstdDecompressor().decompressobj().decompress(payload)
+        except zstandard.ZstdError as e:
+            raise BadInputError(f"{what}: its zstd zboot payload does not decompress: {e}") from None
+        return out, comp
+    if comp in ("lzma", "xzkern"):
+        fmt = lzma.FORMAT_ALONE if comp == "lzma" else lzma.FORMAT_XZ
+        try:
+            return lzma.LZMADecompressor(format=fmt).decompress(payload, MAX_IMAGE), comp
+        except lzma.LZMAError as e:
+            raise BadInputError(f"{what}: its {comp} zboot payload does not decompress: {e}") from None
+    raise BadInputError(f"{what} is an EFI zboot image compressed with {comp!r}, which kexecfw cannot "
+                        "unpack (gzip, zstd, lzma, xz are supported); build the kernel with another "
+                        "CONFIG_KERNEL_* compression or pass the plain arch/arm64/boot/Image")
+
+
+def _vmlinux_image(data: bytes, what: str) -> bytes | None:
+    """The Image inside an arm64 vmlinux ELF: its PT_LOAD contents laid out by virtual address
+    (what ``objcopy -O binary`` makes). None if ``data`` is an ELF file of another machine."""
+    if len(data) < 64:
+        return None
+    if data[5] == 2:   # ELFDATA2MSB
+        machine = int.from_bytes(data[18:20], "big")
+        if machine == EM_AARCH64:
+            raise BadInputError(f"{what} is a big-endian arm64 vmlinux; this kernel runs little-endian")
+        return None
+    if data[4] != 2:   # ELFCLASS64
+        return None
+    (_, _, e_machine, _, _, e_phoff, _, _, _, e_phentsize, e_phnum, _, _, _) = ELF64_EHDR.unpack_from(data)
+    if e_machine != EM_AARCH64:
+        return None
+    loads = []
+    for i in range(e_phnum):
+        p = ELF64_PHDR.unpack_from(data, e_phoff + i * e_phentsize)
+        p_type, _, p_offset, p_vaddr, _, p_filesz, _, _ = p
+        if p_type == PT_LOAD and p_filesz:
+            loads.append((p_vaddr, p_offset, p_filesz))
+    if not loads:
+        raise BadInputError(f"{what} is an arm64 ELF file without loadable segments")
+    loads.sort()
+    base = loads[0][0]
+    size = max(v + n for v, _, n in loads) - base
+    if size > MAX_IMAGE:
+        raise BadInputError(f"{what}: its loadable segments span {size >> 20} MiB; is it really a vmlinux?")
+    image = bytearray(size)
+    for vaddr, offset, filesz in loads:
+        chunk = data[offset:offset + filesz]
+        if len(chunk) != filesz:
+            raise BadInputError(f"{what} is truncated inside a loadable segment")
+        image[vaddr - base:vaddr - base + filesz] = chunk
+    return bytes(image)
+
+
+@dataclass
+class ProbedImage:
+    header: Arm64ImageHeader
+    payload: bytes
+    format: str             # "arm64 Image", "gzip arm64 Image", "EFI zboot (zstd22) arm64 Image", "vmlinux ELF"
+
+
+def unwrap(data: bytes, what: str) -> ProbedImage | None:
+    """Open ``data`` down to a raw Image. None if it is not an arm64 kernel in a form we know."""
+    header = parse_image_header(data)
+    if header is not None:
+        return ProbedImage(header, data, "arm64 Image")
+    if data[:2] == GZIP_MAGIC:
+        inner = _gunzip(data, what)
+        header = parse_image_header(inner)
+        return ProbedImage(header, inner, "gzip arm64 Image") if header else None
+    if len(data) >= ZBOOT_HEADER.size + 32:
+        dos, kind, _, _ = ZBOOT_HEADER.unpack_from(data)
+        if dos & 0xFFFF == IMAGE_DOS_SIGNATURE and kind == b"zimg":
+            inner, comp = _zboot_payload(data, what)
+            header = parse_image_header(inner)
+            if header is None:
+                raise BadInputError(f"{what} is an EFI zboot image whose payload is not an arm64 Image "
+                                    "(another architecture's zboot kernel?)")
+            return ProbedImage(header, inner, f"EFI zboot ({comp}) arm64 Image")
+        if data[:2] == b"MZ":
+            return None     # a PE file without the arm64 Image header: a UKI or another EFI binary
+    if data[:4] == ELFMAG:
+        inner = _vmlinux_image(data, what)
+        if inner is None:
+            return None
+        header = parse_image_header(inner)
+        if header is None:
+            raise BadInputError(f"{what} is an arm64 ELF file but not a kernel vmlinux "
+                                "(no arm64 Image header at its first loadable byte)")
+        return ProbedImage(header, inner, "vmlinux ELF")
+    return None
+
+
+def is_uki(data: bytes) -> bool:
+    """A Unified Kernel Image: a PE file with a ``.linux`` section (systemd-stub)."""
+    if data[:2] != b"MZ" or len(data) < 0x40:
+        return False
+    pe = int.from_bytes(data[0x3C:0x40], "little")
+    if data[pe:pe + 4] != b"PE\0\0":
+        return False
+    nsections = int.from_bytes(data[pe + 6:pe + 8], "little")
+    opt_size = int.from_bytes(data[pe + 20:pe + 22], "little")
+    table = pe + 24 + opt_size
+    return any(data[table + 40 * i:table + 40 * i + 8].rstrip(b"\0") == b".linux" for i in range(nsections))
+
+
+def check_loadable(header: Arm64ImageHeader, what: str, running_page_size: int) -> None:
+    """The checks the kernel's arm64 image loader makes (arch/arm64/kernel/kexec_image.c), and ours."""
+    if header.big_endian:
+        raise BadInputError(f"{what} is a big-endian arm64 kernel; the running kernel is little-endian "
+                            "and kexec cannot switch endianness: use a little-endian build")
+    if header.image_size == 0:
+        raise BadInputError(f"{what} has image_size 0 in its header (a kernel older than 3.17); "
+                            "its memory footprint is unknown, so it cannot be placed safely")
+    page = header.page_size
+    if page is not None and page != running_page_size:
+        raise BadInputError(f"{what} is built for {page // 1024} KiB pages but the running kernel uses "
+                            f"{running_page_size // 1024} KiB pages; kexecfw cannot tell whether this CPU "
+                            f"supports the {page // 1024} KiB granule: load a {running_page_size // 1024} KiB "
+                            "page kernel")
+    if header.text_offset % 4096:
+        raise BadInputError(f"{what}: text_offset {header.text_offset:#x} is not page aligned; "
+                            "the header is corrupt")
