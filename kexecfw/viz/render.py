@@ -61,7 +61,7 @@ def draw_memmap(memmap: MemoryMap, *, plan: "Plan | None" = None, title: str = "
                 label=legend if legend and legend not in seen else None)
         if legend:
             seen.add(legend)
-        if label and x1 - x0 > 1.2:
+        if label and x1 - x0 >= 0.95:
             ax.text((x0 + x1) / 2, y[row], label, ha="center", va="center", fontsize=7, clip_on=True)
 
     for r in top:
