@@ -1,0 +1,89 @@
+"""What the lab boots: guest architectures and Debian kernel generations.
+
+An :class:`ArchTarget` says how QEMU emulates a guest and which Debian packages
+it needs; a :class:`Generation` says which Debian suite provides the kernel and
+the guest userland (Debian 12 for 6.1, Debian 13 for 6.12).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from kexecfw.errors import KexecfwError
+
+
+@dataclass(frozen=True)
+class ArchTarget:
+    name: str                     # kexecfw's name: arm64, x86_64
+    deb_arch: str                 # Debian's: arm64, amd64
+    triplet: str                  # multiarch triplet: aarch64-linux-gnu
+    kernel_metapackage: str       # depends on the ABI package, e.g. linux-image-6.1.0-NN-arm64
+    qemu_system: str              # qemu-system-aarch64
+    qemu_user: str | None         # qemu-aarch64-static, to run guest binaries on the host (None: native)
+    machine_args: tuple[str, ...]  # -M/-cpu
+    console: str                  # serial console device in the guest
+    virtio_blk_device: str        # QEMU device for a virtio disk
+    virtio_modules: tuple[str, ...]  # modules (or built-ins) the guest needs for virtio-blk, in load order
+    pip_platform: str             # wheel platform tag for guest-arch binary wheels
+
+
+ARCHES: dict[str, ArchTarget] = {
+    "arm64": ArchTarget(
+        name="arm64", deb_arch="arm64", triplet="aarch64-linux-gnu",
+        kernel_metapackage="linux-image-arm64",
+        qemu_system="qemu-system-aarch64", qemu_user="qemu-aarch64-static",
+        # pauth-impdef: the architected QARMA pointer-auth algorithm is very slow under TCG.
+        machine_args=("-M", "virt", "-cpu", "max,pauth-impdef=on"),
+        console="ttyAMA0", virtio_blk_device="virtio-blk-device",
+        virtio_modules=("virtio_mmio", "virtio_blk"),
+        pip_platform="manylinux2014_aarch64",
+    ),
+    "x86_64": ArchTarget(
+        name="x86_64", deb_arch="amd64", triplet="x86_64-linux-gnu",
+        kernel_metapackage="linux-image-cloud-amd64",
+        qemu_system="qemu-system-x86_64", qemu_user=None,
+        machine_args=("-M", "pc", "-cpu", "max"),
+        console="ttyS0", virtio_blk_device="virtio-blk-pci",
+        virtio_modules=("virtio_pci", "virtio_blk"),
+        pip_platform="manylinux2014_x86_64",
+    ),
+}
+
+ARCH_ALIASES = {"aarch64": "arm64", "amd64": "x86_64", "x86-64": "x86_64"}
+
+
+@dataclass(frozen=True)
+class Generation:
+    name: str                 # "6.1", "6.12"
+    suites: tuple[str, ...]   # apt suites, first is the release
+    python: str               # guest Python version, e.g. "3.11"
+    host_release: bool        # True when it is the host's own Debian release
+
+
+GENERATIONS: dict[str, Generation] = {
+    "6.1": Generation("6.1", ("bookworm", "bookworm-updates"), "3.11", True),
+    "6.12": Generation("6.12", ("trixie", "trixie-updates"), "3.13", False),
+}
+
+SECURITY_SUITE_SUFFIX = "-security"
+
+
+def arch_target(name: str) -> ArchTarget:
+    key = ARCH_ALIASES.get(name, name)
+    try:
+        return ARCHES[key]
+    except KeyError:
+        raise KexecfwError(f"the lab has no guest architecture {name!r}: use one of {', '.join(ARCHES)}") from None
+
+
+def generation(name: str) -> Generation:
+    try:
+        return GENERATIONS[name]
+    except KeyError:
+        raise KexecfwError(f"unknown kernel generation {name!r}: use one of {', '.join(GENERATIONS)}") from None
+
+
+def guest_packages(gen: Generation) -> tuple[str, ...]:
+    """Userland packages the guest initramfs is made from (libraries are added by dependency)."""
+    py = gen.python
+    return ("busybox-static", "kexec-tools", "makedumpfile",
+            f"python{py}-minimal", f"libpython{py}-minimal", f"libpython{py}-stdlib")

@@ -1,0 +1,168 @@
+"""The guest's userland: busybox, Python, kexec-tools, makedumpfile, the kernel and its modules.
+
+Built once per (generation, architecture, package versions) from Debian
+packages into ``<cache>/guest/<suite>-<arch>/<key>/``: ``root/`` is the tree
+the initramfs packs, ``vmlinuz`` the kernel, ``manifest.json`` what was built.
+Only the files the guest runs are kept: the libraries come from the
+programs' ELF NEEDED entries, the stdlib is pruned and byte-compiled by the
+guest's own Python (run on the host through its ld.so, or qemu-user for a
+foreign architecture), which also proves that Python works before a boot.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+
+from kexecfw.lab.apt import AptRoot, extract
+from kexecfw.lab.elfdeps import resolve_in_root, resolve_libraries
+from kexecfw.lab.errors import LabError
+from kexecfw.lab.modules import ModuleIndex
+from kexecfw.lab.targets import SECURITY_SUITE_SUFFIX, ArchTarget, Generation, guest_packages
+
+BUILD_VERSION = "1"  # bump when the layout of root/ changes
+STDLIB_PRUNE = ("idlelib", "tkinter", "turtledemo", "ensurepip", "lib2to3", "pydoc_data", "test",
+                "unittest/test", "distutils/tests", "venv", "turtle.py", "__phello__")
+PROGRAMS = {"bin/busybox": "busybox-static", "sbin/kexec": "kexec-tools", "sbin/vmcore-dmesg": "kexec-tools",
+            "usr/bin/makedumpfile": "makedumpfile"}
+Log = Callable[[str], None]
+
+
+@dataclass
+class Userland:
+    root: Path             # the tree to pack into the initramfs
+    kernel: Path           # the kernel image (vmlinuz) the guest boots and kexecs
+    release: str           # kernel release, e.g. 6.1.0-56-arm64
+    kernel_package: str
+    modules: list[str]     # modules to insmod, in order (also in root/lab/modules)
+    python: str            # guest Python version
+    arch: str
+    generation: str
+
+    @classmethod
+    def load(cls, path: Path) -> Userland:
+        data = json.loads(path.read_text())
+        return cls(**{**data, "root": Path(data["root"]), "kernel": Path(data["kernel"])})
+
+    def save(self, path: Path) -> None:
+        data = {**asdict(self), "root": str(self.root), "kernel": str(self.kernel)}
+        path.write_text(json.dumps(data, indent=2) + "\n")
+
+
+def guest_python_command(arch: ArchTarget, root: Path, python: str) -> tuple[list[str], dict[str, str]]:
+    """argv prefix and environment that run the guest's Python on this host.
+
+    The guest's own ld.so and libraries are used (through qemu-user's -L prefix
+    for a foreign architecture), so a newer Debian's Python runs on an older host.
+    """
+    env = {"PATH": "/usr/bin:/bin", "PYTHONHOME": str(root / "usr"), "PYTHONDONTWRITEBYTECODE": "1",
+           "LC_ALL": "C.UTF-8"}
+    binary = str(root / f"usr/bin/python{python}")
+    if arch.qemu_user:
+        return [arch.qemu_user, "-L", str(root), binary], env
+    libdirs = f"{root}/lib/{arch.triplet}:{root}/usr/lib/{arch.triplet}"
+    interp = "lib64/ld-linux-x86-64.so.2"
+    return [str(root / interp), "--library-path", libdirs, binary], env
+
+
+def run_guest_python(arch: ArchTarget, root: Path, python: str, args: list[str],
+                     extra_env: dict[str, str] | None = None, timeout: int = 600) -> str:
+    argv, env = guest_python_command(arch, root, python)
+    env.update(extra_env or {})
+    try:
+        proc = subprocess.run(argv + args, env=env, capture_output=True, text=True, timeout=timeout)
+    except FileNotFoundError as e:
+        raise LabError(f"cannot run the guest Python ({e.filename} missing): run the lab's host preparation") from None
+    except subprocess.TimeoutExpired:
+        raise LabError(f"the guest Python took over {timeout} s for {' '.join(args[:3])}") from None
+    if proc.returncode != 0:
+        tail = " | ".join(proc.stderr.strip().splitlines()[-3:])
+        raise LabError(f"the guest Python failed ({' '.join(args[:3])}): {tail}")
+    return proc.stdout
+
+
+def prepare_userland(arch: ArchTarget, gen: Generation, cache: Path, log: Log = print) -> Userland:
+    apt = AptRoot(cache, gen.suites, gen.suites[0] + SECURITY_SUITE_SUFFIX, arch.deb_arch)
+    kernel_package = apt.resolve_kernel_package(arch.kernel_metapackage)
+    packages = apt.library_closure(list(guest_packages(gen)))
+    debs = apt.download(packages + [kernel_package])
+    key = hashlib.sha256(("\n".join(sorted(d.name for d in debs.values())) + BUILD_VERSION).encode()).hexdigest()[:16]
+    out = cache / "guest" / f"{gen.suites[0]}-{arch.deb_arch}" / key
+    manifest = out / "manifest.json"
+    if manifest.exists():
+        return Userland.load(manifest)
+
+    log(f"building the {arch.name} guest userland ({len(debs)} Debian packages, kernel {kernel_package})")
+    if out.exists():
+        shutil.rmtree(out)
+    pkgroot = out / "pkgroot"
+    for deb in debs.values():
+        extract(deb, pkgroot)
+    root = out / "root"
+    root.mkdir(parents=True)
+
+    def copy(rel_src: str, rel_dst: str | None = None, mode: int | None = None) -> Path:
+        src = resolve_in_root(pkgroot, pkgroot / rel_src)
+        if not src.is_file():
+            raise LabError(f"{rel_src} is missing from the extracted packages in {pkgroot}")
+        dst = root / (rel_dst or rel_src)
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src, dst)
+        os.chmod(dst, mode if mode is not None else (0o755 if os.access(src, os.X_OK) else 0o644))
+        return dst
+
+    programs = [copy(p) for p in PROGRAMS]
+    programs.append(copy(f"usr/bin/python{gen.python}"))
+    (root / "usr/bin/python3").symlink_to(f"python{gen.python}")
+    stdlib = root / f"usr/lib/python{gen.python}"
+    shutil.copytree(pkgroot / f"usr/lib/python{gen.python}", stdlib, symlinks=True,
+                    ignore=shutil.ignore_patterns("__pycache__", "config-*", "_test*.so", "xxlimited*.so"))
+    for name in STDLIB_PRUNE:
+        target = stdlib / name
+        if target.is_dir():
+            shutil.rmtree(target)
+        elif target.exists():
+            target.unlink()
+    programs += sorted((stdlib / "lib-dynload").glob("*.so"))
+
+    libraries, interps = resolve_libraries(pkgroot, arch.triplet, programs)
+    for soname, real in libraries.items():
+        copy(str(real.relative_to(pkgroot)), f"lib/{arch.triplet}/{soname}")
+    for interp in interps:
+        copy(interp.lstrip("/"))
+
+    release = _kernel_release(pkgroot, kernel_package)
+    kernel = out / "vmlinuz"
+    shutil.copyfile(pkgroot / f"boot/vmlinuz-{release}", kernel)
+    index = ModuleIndex.read(pkgroot / f"lib/modules/{release}")
+    order = index.load_order(arch.virtio_modules)
+    moddir = root / f"lib/modules/{release}"
+    moddir.mkdir(parents=True)
+    for name in order:
+        (moddir / f"{name}.ko").write_bytes(index.module_bytes(name))
+    (root / "lab").mkdir()
+    (root / "lab/modules").write_text("".join(f"/lib/modules/{release}/{n}.ko\n" for n in order))
+
+    log(f"byte-compiling the guest's Python {gen.python} stdlib with the guest's own Python")
+    run_guest_python(arch, root, gen.python, ["-m", "compileall", "-q", "-j", "0", "--invalidation-mode",
+                                              "unchecked-hash", "-d", f"/usr/lib/python{gen.python}", str(stdlib)])
+    shutil.rmtree(pkgroot)
+    userland = Userland(root=root, kernel=kernel, release=release, kernel_package=kernel_package,
+                        modules=order, python=gen.python, arch=arch.name, generation=gen.name)
+    userland.save(manifest)
+    return userland
+
+
+def _kernel_release(pkgroot: Path, kernel_package: str) -> str:
+    release = kernel_package.removeprefix("linux-image-").removesuffix("-unsigned")
+    if (pkgroot / f"boot/vmlinuz-{release}").exists():
+        return release
+    found = sorted(p.name.removeprefix("vmlinuz-") for p in (pkgroot / "boot").glob("vmlinuz-*"))
+    if len(found) != 1:
+        raise LabError(f"{kernel_package} has {len(found)} kernels in /boot, expected one")
+    return found[0]
