@@ -63,3 +63,31 @@ def test_bad_iomem_gives_one_clear_error(text, words):
     with pytest.raises(BadInputError, match=words) as e:
         parse_iomem(text)
     assert "\n" not in e.value.message
+
+
+from hypothesis import given, strategies as st  # noqa: E402
+
+iomem_lines = st.lists(st.one_of(
+    st.tuples(st.integers(0, 8), st.integers(0, 1 << 48), st.integers(0, 1 << 48),
+              st.sampled_from(["System RAM", "reserved", "Crash kernel", "Kernel code", "PCI Bus", ""])).map(
+        lambda t: f"{' ' * t[0]}{t[1]:x}-{t[2]:x} : {t[3]}"),
+    st.text(max_size=40)), max_size=20)
+
+
+@given(iomem_lines)
+def test_any_iomem_text_parses_or_fails_with_one_line(lines):
+    try:
+        m = parse_iomem("\n".join(lines))
+    except BadInputError as e:
+        assert "\n" not in e.message
+    else:
+        assert all(r.size > 0 for r in m.regions)
+        _ = (m.system_ram, m.usable_ram, m.crash_dump_ranges, m.main_crash_region)
+
+
+def test_reuse_cmdline_drops_boot_image_and_crashkernel(tmp_path):
+    from kexecfw.load import reuse_cmdline
+    (tmp_path / "proc").mkdir()
+    (tmp_path / "proc/cmdline").write_text("BOOT_IMAGE=/boot/vmlinuz-6.1 root=UUID=1 ro crashkernel=256M quiet\n")
+    assert reuse_cmdline(Sysroot(tmp_path), panic=True) == "root=UUID=1 ro quiet"
+    assert reuse_cmdline(Sysroot(tmp_path), panic=False) == "root=UUID=1 ro crashkernel=256M quiet"
