@@ -7,8 +7,7 @@ Layouts: Elf64_Ehdr, Elf64_Phdr, Elf64_Nhdr from include/uapi/linux/elf.h.
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING, Iterator, NamedTuple
 
 from kexecfw.errors import BadInputError
 
@@ -36,8 +35,8 @@ ELF64_PHDR = struct.Struct("<IIQQQQQQ")
 ELF64_NHDR = struct.Struct("<III")
 
 
-@dataclass(frozen=True)
-class ProgramHeader:
+# NamedTuples rather than dataclasses: `vmcore dmesg` must not pay for importing dataclasses.
+class ProgramHeader(NamedTuple):
     type: int
     flags: int
     offset: int
@@ -48,15 +47,13 @@ class ProgramHeader:
     align: int
 
 
-@dataclass(frozen=True)
-class ElfCoreHeader:
+class ElfCoreHeader(NamedTuple):
     machine: int
     type: int
     phdrs: tuple[ProgramHeader, ...]
 
 
-@dataclass(frozen=True)
-class Note:
+class Note(NamedTuple):
     name: bytes          # without the trailing NUL
     type: int
     desc: bytes

@@ -12,7 +12,6 @@ which the prefix identifies.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
 
 # Keys the kernel prints in hex without a 0x prefix (values with 0x are read as hex anyway).
 _HEX_KEYS = {"KERNELOFFSET"}
@@ -37,11 +36,17 @@ def _parse_int(text: str, hex_default: bool) -> int | None:
     return -v if neg else v
 
 
-@dataclass
 class VmcoreInfo:
     """Parsed VMCOREINFO; ``raw`` keeps every line's text value by key."""
 
-    raw: dict[str, str] = field(default_factory=dict)
+    def __init__(self, raw: dict[str, str] | None = None) -> None:
+        self.raw: dict[str, str] = dict(raw or {})
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, VmcoreInfo) and other.raw == self.raw
+
+    def __repr__(self) -> str:
+        return f"VmcoreInfo({len(self.raw)} keys, OSRELEASE={self.osrelease!r})"
 
     @classmethod
     def parse(cls, text: str | bytes) -> "VmcoreInfo":

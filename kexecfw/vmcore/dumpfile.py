@@ -7,8 +7,7 @@ uses this interface.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Iterator
+from typing import Iterator, NamedTuple
 
 from kexecfw.elfnotes import NT_PRSTATUS, VMCOREINFO_NOTE_NAME, Note
 from kexecfw.errors import BadInputError
@@ -25,8 +24,7 @@ class MemoryMissing(BadInputError):
         self.paddr = paddr
 
 
-@dataclass(frozen=True)
-class PhysRange:
+class PhysRange(NamedTuple):
     """Physical memory [start, end) the dump covers, with its kernel virtual address if known."""
 
     start: int

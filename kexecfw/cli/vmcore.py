@@ -1,0 +1,217 @@
+"""``kexecfw vmcore info|notes|dmesg|save [FILE]``: read a crash dump (default /proc/vmcore) or save it.
+
+Only argparse is imported here; each action imports the readers it needs, so
+``vmcore dmesg`` loads neither pluggy nor pyelftools.
+"""
+from __future__ import annotations
+
+import argparse
+
+ARCH_NAMES = {62: "x86_64", 183: "arm64"}
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="vmcore_command", metavar="ACTION", required=True)
+
+    def add(name: str, help_text: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.add_argument("--json", action="store_true", help="print a JSON document on stdout")
+        return p
+
+    p = add("info", "what the dump is: format, kernel, crash time, memory, log")
+    p.add_argument("file", nargs="?", default=None, metavar="FILE", help="dump file (default /proc/vmcore)")
+
+    p = add("notes", "per-CPU registers at the crash (NT_PRSTATUS) and the panicking CPU")
+    p.add_argument("file", nargs="?", default=None, metavar="FILE", help="dump file (default /proc/vmcore)")
+    p.add_argument("--online-cpus", metavar="LIST",
+                   help="the crashed kernel's online CPUs (e.g. 0-3) to name each note's CPU exactly")
+    p.add_argument("--all", action="store_true", help="show every register, not only pc/sp/lr")
+
+    p = add("dmesg", "the crashed kernel's log (same output as kexec-tools' vmcore-dmesg)")
+    p.add_argument("file", nargs="?", default=None, metavar="FILE", help="dump file (default /proc/vmcore)")
+    p.add_argument("--kernel-style", action="store_true",
+                   help="prefix every line of multi-line records, like the kernel's console")
+    p.add_argument("--level", action="store_true", help="show <syslog level> (implies --kernel-style)")
+    p.add_argument("--caller", action="store_true", help="show the caller id [T<pid>]/[C<cpu>] "
+                   "(implies --kernel-style)")
+
+    p = add("save", "save the dump: kdump-compressed (readable by makedumpfile, crash, drgn) or ELF")
+    p.add_argument("out", nargs="?", default=None, metavar="OUT", help="output file (or use --dir)")
+    p.add_argument("--input", "-i", default=None, metavar="FILE", help="dump to read (default /proc/vmcore)")
+    p.add_argument("-d", "--dump-level", type=int, default=31, metavar="LEVEL",
+                   help="makedumpfile -d bits: 1 zero, 2 cache, 4 cache private, 8 user, 16 free (default 31)")
+    p.add_argument("-c", "--compress", default="zlib", choices=["zlib", "zstd", "lzo", "none"],
+                   help="page compression (default zlib, which every reader supports)")
+    p.add_argument("--elf", action="store_true", help="write an ELF dump instead of kdump-compressed")
+    p.add_argument("--threads", type=int, default=0, metavar="N", help="compression threads (default: CPUs)")
+    p.add_argument("--dir", default=None, metavar="DIR",
+                   help="save flow: make DIR/<timestamp>/ with the dump, dmesg.txt and summary.json")
+    p.add_argument("--keep", type=int, default=3, metavar="N", help="with --dir: keep the last N dumps")
+    p.add_argument("--min-free", default="256M", metavar="SIZE",
+                   help="with --dir: refuse to leave less than SIZE free on its filesystem")
+    p.add_argument("--progress", choices=["auto", "always", "never"], default="auto",
+                   help="progress on stderr (auto: when stderr is a terminal)")
+
+
+def run(args: argparse.Namespace) -> int:
+    action = args.vmcore_command
+    if action == "info":
+        return _info(args)
+    if action == "notes":
+        return _notes(args)
+    if action == "dmesg":
+        return _dmesg(args)
+    from kexecfw.vmcore.save import run_save_cli
+    return run_save_cli(args)
+
+
+def _path(args: argparse.Namespace) -> str:
+    from kexecfw.vmcore import default_dump_path
+    return args.file or default_dump_path()
+
+
+def _hex(v: int | None) -> str | None:
+    return None if v is None else f"{v:#x}"
+
+
+def _warn(msg: str) -> None:
+    import sys
+    print(f"kexecfw: warning: {msg}", file=sys.stderr)
+
+
+def _dmesg(args: argparse.Namespace) -> int:
+    import sys
+
+    from kexecfw.vmcore import open_dump
+    from kexecfw.vmcore.dmesg import dmesg_bytes, log_kind, records
+    from kexecfw.vmcore.kmem import KernelMemory
+    with open_dump(_path(args)) as dump:
+        mem = KernelMemory(dump)
+        if args.json:
+            import json
+            if log_kind(mem) == "legacy":
+                doc = {"schema": 1, "kind": "legacy", "text": dmesg_bytes(mem, _warn).decode("utf-8", "replace")}
+            else:
+                doc = {"schema": 1, "kind": log_kind(mem), "records": [
+                    {"seq": r.seq, "ts_nsec": r.ts_nsec, "level": r.level, "facility": r.facility,
+                     "caller_id": r.caller_id, "text": r.text.decode("utf-8", "replace")}
+                    for r in records(mem, _warn)]}
+            print(json.dumps(doc, indent=1))
+            return 0
+        kernel_style = args.kernel_style or args.level or args.caller
+        out = dmesg_bytes(mem, _warn, kernel_style=kernel_style, show_level=args.level, show_caller=args.caller)
+    sys.stdout.buffer.write(out)
+    sys.stdout.buffer.flush()
+    return 0
+
+
+def _cpu_states(dump, online_text: str | None, log: bytes | None):
+    from kexecfw.pluginmanager import Hooks
+    from kexecfw.vmcore.prstatus import assign_cpus, panic_from_log, parse_prstatus
+    names = Hooks().prstatus_registers(dump.machine)
+    states = [parse_prstatus(n, i, names) for i, n in enumerate(dump.prstatus_notes())]
+    online = None
+    if online_text:
+        from kexecfw.sysroot import parse_cpu_list
+        online = parse_cpu_list(online_text)
+    panic = panic_from_log(log) if log else None
+    known = assign_cpus(states, online, panic)
+    return states, known, panic
+
+
+def _log_or_none(dump) -> bytes | None:
+    from kexecfw.errors import KexecfwError
+    from kexecfw.vmcore.dmesg import dmesg_bytes
+    from kexecfw.vmcore.kmem import KernelMemory
+    try:
+        return dmesg_bytes(KernelMemory(dump))
+    except KexecfwError:
+        return None
+
+
+def _notes(args: argparse.Namespace) -> int:
+    import json
+
+    from kexecfw.vmcore import open_dump
+    with open_dump(_path(args)) as dump:
+        states, known, panic = _cpu_states(dump, args.online_cpus, _log_or_none(dump))
+    if args.json:
+        doc = {"schema": 1, "cpus_known": known,
+               "panic": None if panic is None else {"cpu": panic[0], "pid": panic[1], "comm": panic[2]},
+               "cpus": [{"cpu": s.cpu, "note_index": s.index, "pid": s.pid, "panic": s.panic,
+                         "pc": _hex(s.pc), "sp": _hex(s.sp), "lr": _hex(s.lr),
+                         **({"registers": {k: _hex(v) for k, v in s.registers.items()}} if args.all else {})}
+                        for s in states]}
+        print(json.dumps(doc, indent=1))
+        return 0
+    if not states:
+        print("no NT_PRSTATUS notes in this dump")
+        return 0
+    has_lr = any(s.lr is not None for s in states)
+    head = f"{'CPU':>4} {'PID':>7}  {'PC':<18} {'SP':<18}" + (f" {'LR':<18}" if has_lr else "")
+    print(head)
+    for s in states:
+        line = f"{s.cpu:>4} {s.pid:>7}  {_hex(s.pc) or '-':<18} {_hex(s.sp) or '-':<18}"
+        if has_lr:
+            line += f" {_hex(s.lr) or '-':<18}"
+        print(line + ("  <- panic" if s.panic else ""))
+        if args.all:
+            for k, v in s.registers.items():
+                print(f"{'':>14}{k:>8} = {v:#018x}")
+    if panic is not None:
+        print(f"panic: CPU {panic[0]}, PID {panic[1]} ({panic[2]})")
+    if not known:
+        print("CPU numbers assume every CPU 0..n-1 was online at the crash; pass --online-cpus to be exact")
+    return 0
+
+
+def _info(args: argparse.Namespace) -> int:
+    import json
+    import time
+
+    from kexecfw.errors import KexecfwError
+    from kexecfw.vmcore import open_dump
+    from kexecfw.vmcore.kmem import KernelMemory
+    with open_dump(_path(args)) as dump:
+        info = dump.vmcoreinfo
+        ranges = dump.ranges()
+        doc: dict = {"schema": 1, "file": dump.path, "format": dump.format,
+                     "arch": ARCH_NAMES.get(dump.machine, f"machine {dump.machine}"),
+                     "osrelease": info.osrelease, "build_id": info.build_id, "page_size": dump.page_size,
+                     "crash_time": info.crash_time,
+                     "kernel_offset": _hex(info.kernel_offset),
+                     "cpus_with_notes": len(dump.prstatus_notes()),
+                     "memory_ranges": len(ranges),
+                     "memory_bytes": sum(r.end - r.start for r in ranges)}
+        for key in ("dump_level", "compression", "incomplete", "dumped_pages"):
+            if hasattr(dump, key):
+                doc[key] = getattr(dump, key)
+        if getattr(dump, "truncated_at", None) is not None:
+            doc["truncated_at"] = _hex(dump.truncated_at)
+        try:
+            mem = KernelMemory(dump)
+            doc["utsname"] = mem.utsname()
+            from kexecfw.vmcore.dmesg import log_kind
+            doc["log"] = log_kind(mem)
+        except KexecfwError as e:
+            doc["utsname_error"] = e.message
+    if args.json:
+        print(json.dumps(doc, indent=1))
+        return 0
+    when = (time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(doc["crash_time"]))
+            if doc["crash_time"] else "unknown")
+    print(f"file:        {doc['file']} ({doc['format']})")
+    print(f"arch:        {doc['arch']}, page size {doc['page_size']}")
+    print(f"kernel:      {doc['osrelease']}" + (f" ({doc['utsname']['version']})" if "utsname" in doc else ""))
+    if "utsname" in doc:
+        print(f"host:        {doc['utsname']['nodename']}")
+    print(f"crash time:  {when}")
+    print(f"KASLR:       offset {doc['kernel_offset'] or 'none'}")
+    print(f"CPUs:        {doc['cpus_with_notes']} with crash notes")
+    print(f"memory:      {doc['memory_bytes'] / (1 << 20):.1f} MiB in {doc['memory_ranges']} ranges")
+    if "log" in doc:
+        print(f"log buffer:  {doc['log']}")
+    for key in ("dump_level", "compression", "dumped_pages", "incomplete", "truncated_at"):
+        if key in doc:
+            print(f"{key.replace('_', ' ') + ':':<13}{doc[key]}")
+    return 0

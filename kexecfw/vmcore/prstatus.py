@@ -1,0 +1,124 @@
+"""NT_PRSTATUS notes of a crash dump: one per CPU that saved its registers at the crash.
+
+Layout: ``struct elf_prstatus`` (include/uapi/linux/elfcore.h, 64-bit):
+``pr_info`` (3 ints), ``pr_cursig`` (short, padded), ``pr_sigpend``, ``pr_sighold``
+(unsigned long), ``pr_pid``, ``pr_ppid``, ``pr_pgrp``, ``pr_sid`` (int), four
+``struct timeval``, then ``pr_reg`` at offset 112: the architecture's general
+registers as unsigned longs, whose names come from the arch plugin
+(hook ``kexecfw_prstatus_registers``), then ``pr_fpvalid``.
+
+Which CPU a note belongs to
+---------------------------
+The note does not say. /proc/vmcore merges the elfcorehdr's per-CPU PT_NOTEs in
+CPU order (kexec-tools and kexec_file_load both emit one per possible CPU, in
+increasing CPU number), and drops the empty buffers of CPUs that saved nothing
+(offline at the crash). So the i-th NT_PRSTATUS belongs to the i-th CPU that
+was online when the kernel crashed. Pids cannot tell CPUs apart (every idle task
+has pid 0). :func:`assign_cpus` therefore maps by position over the crashed
+kernel's online CPU list when it is known (``--online-cpus``, or a snapshot of
+its ``sys/devices/system/cpu/online``) and over 0..n-1 otherwise, flagging the
+mapping as assumed. The panicking CPU comes from the log: the last
+"Kernel panic - not syncing" is followed by dump_stack()'s ``CPU: N ... PID: P``
+line; the note whose ``pr_pid`` is P confirms it.
+"""
+from __future__ import annotations
+
+import re
+import struct
+from dataclasses import dataclass, field
+
+from kexecfw.elfnotes import Note
+from kexecfw.errors import BadInputError
+
+# struct elf_prstatus up to pr_reg: elf_siginfo {si_signo, si_code, si_errno}, pr_cursig (+2 pad),
+# pr_sigpend, pr_sighold, pr_pid, pr_ppid, pr_pgrp, pr_sid, pr_utime, pr_stime, pr_cutime, pr_cstime
+ELF_PRSTATUS_HEAD = struct.Struct("<iiih2xQQiiii16s16s16s16s")
+PR_REG_OFFSET = 112
+assert ELF_PRSTATUS_HEAD.size == PR_REG_OFFSET
+
+PANIC_LINE = re.compile(rb"Kernel panic - not syncing")
+DUMP_STACK_LINE = re.compile(rb"CPU: (\d+) (?:UID: \d+ )?PID: (\d+) Comm: ([^\n ]*)")
+
+# Registers to show per architecture: program counter, stack pointer, link register.
+PC_NAMES = ("pc", "rip")
+SP_NAMES = ("sp", "rsp")
+LR_NAMES = ("x30",)
+
+
+@dataclass
+class CpuState:
+    index: int                    # position among the NT_PRSTATUS notes
+    cpu: int                      # CPU number (see the module docstring for how it is chosen)
+    pid: int
+    signal: int
+    registers: dict[str, int] = field(default_factory=dict)
+    panic: bool = False
+
+    def reg(self, names: tuple[str, ...]) -> int | None:
+        return next((self.registers[n] for n in names if n in self.registers), None)
+
+    @property
+    def pc(self) -> int | None:
+        return self.reg(PC_NAMES)
+
+    @property
+    def sp(self) -> int | None:
+        return self.reg(SP_NAMES)
+
+    @property
+    def lr(self) -> int | None:
+        return self.reg(LR_NAMES)
+
+
+def parse_prstatus(note: Note, index: int, register_names: list[str] | None) -> CpuState:
+    desc = note.desc
+    if len(desc) < PR_REG_OFFSET:
+        raise BadInputError(f"NT_PRSTATUS note #{index} at file offset {note.offset:#x} is {len(desc)} bytes, "
+                            f"shorter than its {PR_REG_OFFSET}-byte header")
+    head = ELF_PRSTATUS_HEAD.unpack_from(desc)
+    signo, cursig, pid = head[0], head[3], head[6]
+    regs: dict[str, int] = {}
+    if register_names:
+        need = PR_REG_OFFSET + 8 * len(register_names)
+        if len(desc) < need:
+            raise BadInputError(f"NT_PRSTATUS note #{index} at file offset {note.offset:#x} is {len(desc)} bytes; "
+                                f"{len(register_names)} registers need {need}: wrong architecture?")
+        values = struct.unpack_from(f"<{len(register_names)}Q", desc, PR_REG_OFFSET)
+        regs = dict(zip(register_names, values))
+    return CpuState(index=index, cpu=index, pid=pid, signal=cursig or signo, registers=regs)
+
+
+def panic_from_log(log: bytes) -> tuple[int, int, str] | None:
+    """(cpu, pid, comm) of the panic, from the last panic line and the dump_stack() header after it."""
+    last = None
+    for m in PANIC_LINE.finditer(log):
+        last = m
+    if last is None:
+        return None
+    m = DUMP_STACK_LINE.search(log, last.end())
+    if m is None:
+        return None
+    return int(m[1]), int(m[2]), m[3].decode("utf-8", "replace")
+
+
+def assign_cpus(states: list[CpuState], online: list[int] | None,
+                panic: tuple[int, int, str] | None) -> bool:
+    """Set ``cpu`` and ``panic`` on each state; return True when the CPU numbers are known, not assumed."""
+    known = online is not None and len(online) == len(states)
+    cpus = online if known else list(range(len(states)))
+    for st, cpu in zip(states, cpus):
+        st.cpu = cpu
+    if panic is not None:
+        cpu, pid, _ = panic
+        by_cpu = [s for s in states if s.cpu == cpu]
+        if by_cpu and by_cpu[0].pid == pid:
+            by_cpu[0].panic = True
+        else:
+            by_pid = [s for s in states if s.pid == pid]
+            if len(by_pid) == 1:
+                # The log names the CPU; trust it over the position.
+                by_pid[0].cpu = cpu
+                by_pid[0].panic = True
+            elif by_cpu:
+                by_cpu[0].panic = True
+    return known
