@@ -41,6 +41,15 @@ def resolve_arch(hooks: Hooks, sysroot: Sysroot, name: str | None = None) -> Arc
     return hooks.arch(platform.machine())
 
 
+def discover_memory(sysroot: Sysroot, *, arch: str | None = None,
+                    hooks: Hooks | None = None) -> tuple[ArchSpec, "MemoryMap"]:
+    """The architecture of ``sysroot`` and its memory map, as a load would see them."""
+    hooks = hooks or Hooks()
+    spec = resolve_arch(hooks, sysroot, arch)
+    ctx = LoadContext(arch=spec, sysroot=sysroot, options=LoadOptions(kernel=Path()), hooks=hooks)
+    return spec, hooks.memory_map(ctx)
+
+
 def reuse_cmdline(sysroot: Sysroot, panic: bool) -> str:
     """The running kernel's command line without BOOT_IMAGE= (and crashkernel= for a panic load)."""
     drop = ("BOOT_IMAGE=",) + (("crashkernel=",) if panic else ())
@@ -202,4 +211,5 @@ def execute_plan(plan: Plan, ctx: LoadContext, layer: "SyscallLayer | None" = No
         layer.kexec_load(plan.entry, plan.segments, plan.flags)
 
 
+from kexecfw.memory.model import MemoryMap  # noqa: E402,F401  (annotation only)
 from kexecfw.syscalls import SyscallLayer  # noqa: E402,F401  (annotation only)

@@ -108,7 +108,8 @@ def take_snapshot(source: Sysroot, dest: Path) -> SnapshotReport:
                               if " : " in ln):
         report.warnings.append("proc/iomem shows all addresses as 0: not root; run the snapshot as root")
     if "proc/kcore" in report.missing:
-        report.warnings.append("proc/kcore was unreadable (needs root): VMCOREINFO from kcore is missing")
+        report.warnings.append("proc/kcore could not be read (not root, or no CONFIG_PROC_KCORE): "
+                               "the snapshot lacks VMCOREINFO from kcore")
     meta = {"schema": 1, "taken": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "source": str(source.root), "machine": platform.machine() if source.is_live else None,
             "kernel_has_kexec_file_load": has_file_load, "euid": os.geteuid(),
@@ -126,3 +127,19 @@ def snapshot_metadata(sysroot: Sysroot) -> dict:
 
 
 __all__ = ["take_snapshot", "snapshot_metadata", "SnapshotReport"]
+
+
+def find_snapshots(*extra: Path) -> dict[str, Path]:
+    """Snapshots (sysroots) on this machine, by label: ``$KEXECFW_SNAPSHOTS`` (a ``:``-separated list),
+    the lab's results (``lab-results/*/snapshot``), and the shared fixtures of a development checkout."""
+    repo = Path(__file__).resolve().parent.parent
+    candidates: list[tuple[str, Path]] = [(p.name, p) for p in extra]
+    for entry in filter(None, os.environ.get("KEXECFW_SNAPSHOTS", "").split(":")):
+        candidates.append((Path(entry).name, Path(entry)))
+    for base in {Path.cwd(), repo}:
+        for snap in sorted(base.glob("lab-results/*/snapshot")):
+            candidates.append((f"lab {snap.parent.name}", snap))
+    fixtures = Path(os.environ.get("KEXECFW_FIXTURES", repo.parent / "shared" / "fixtures"))
+    for snap in sorted(fixtures.glob("*/sysroot")):
+        candidates.append((f"{snap.parent.name} fixture", snap))
+    return {label: path for label, path in candidates if (path / "proc" / "iomem").is_file()}

@@ -12,16 +12,10 @@ def configure(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from kexecfw.cli.common import human_size, print_json, sysroot_of
-    from kexecfw.load import resolve_arch
-    from kexecfw.model import LoadContext, LoadOptions
-    from kexecfw.pluginmanager import Hooks
-    from pathlib import Path
+    from kexecfw.load import discover_memory
 
     sysroot = sysroot_of(args)
-    hooks = Hooks()
-    arch = resolve_arch(hooks, sysroot, args.arch)
-    ctx = LoadContext(arch=arch, sysroot=sysroot, options=LoadOptions(kernel=Path()), hooks=hooks)
-    memmap = hooks.memory_map(ctx)
+    arch, memmap = discover_memory(sysroot, arch=args.arch)
     if args.plot:
         from kexecfw.viz.render import save_memmap_plot
         save_memmap_plot(memmap, args.plot, title=f"{arch.name} memory map ({sysroot.root})")

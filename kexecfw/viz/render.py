@@ -39,6 +39,21 @@ def draw_memmap(memmap: MemoryMap, *, plan: "Plan | None" = None, title: str = "
     The address axis is broken and size-aware (:class:`AddressScale`): each row is readable whatever the
     ratio of region sizes. ``window`` zooms into ``[start, end)``.
     """
+    fig = _figure(13, 1.3 + 0.9 * (3 if plan and plan.segments else 2))
+    _draw_on(fig.add_subplot(), memmap, plan=plan, title=title, window=window)
+    return fig
+
+
+def draw_memmaps(maps: list[tuple[str, MemoryMap]]) -> "Figure":
+    """Several memory maps one above the other (e.g. arm64 and x86_64 side by side)."""
+    fig = _figure(13, 2.4 * max(len(maps), 1))
+    for i, (title, memmap) in enumerate(maps):
+        _draw_on(fig.add_subplot(len(maps), 1, i + 1), memmap, plan=None, title=title, window=None)
+    return fig
+
+
+def _draw_on(ax: "object", memmap: MemoryMap, *, plan: "Plan | None", title: str,
+             window: tuple[int, int] | None) -> None:
     regions = [r for r in memmap.regions if r.kind is not RegionKind.OTHER or r.depth == 0]
     if window:
         regions = [r for r in regions if r.end > window[0] and r.start < window[1]]
@@ -50,8 +65,6 @@ def draw_memmap(memmap: MemoryMap, *, plan: "Plan | None" = None, title: str = "
         bounds = [min(max(b, window[0]), window[1]) for b in bounds] + list(window)
     scale = AddressScale(bounds, [(r.start, r.end) for r in top] + [(s.mem, s.mem + s.memsz) for s in segments])
     rows = ["firmware / System RAM", "kernel, crash region"] + (["planned segments"] if segments else [])
-    fig = _figure(13, 1.3 + 0.9 * len(rows))
-    ax = fig.add_subplot()
     y = {name: len(rows) - 1 - i for i, name in enumerate(rows)}
     seen: set[str] = set()
 
@@ -87,7 +100,6 @@ def draw_memmap(memmap: MemoryMap, *, plan: "Plan | None" = None, title: str = "
     ax.set_xlabel("physical address (broken axis: width grows with log of size)")
     ax.set_title(title or f"memory map ({memmap.source})", fontsize=10)
     ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=7, frameon=False)
-    return fig
 
 
 def save_memmap_plot(memmap: MemoryMap, path: str, title: str = "") -> None:
