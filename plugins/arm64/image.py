@@ -113,8 +113,9 @@ def _zboot_payload(data: bytes, what: str) -> tuple[bytes, str]:
 
 
 def _vmlinux_image(data: bytes, what: str) -> bytes | None:
-    """The Image inside an arm64 vmlinux ELF: its PT_LOAD contents laid out by virtual address
-    (what ``objcopy -O binary`` makes). None if ``data`` is an ELF file of another machine."""
+    """The Image inside an arm64 vmlinux ELF: its PT_LOAD contents laid out by virtual address from
+    the entry point, ``_text`` (arch/arm64/kernel/vmlinux.lds.S: ENTRY(_text)), on: what
+    ``objcopy -O binary`` makes. None if ``data`` is an ELF file of another machine."""
     if len(data) < 64:
         return None
     if data[5] == 2:   # ELFDATA2MSB
@@ -124,7 +125,7 @@ def _vmlinux_image(data: bytes, what: str) -> bytes | None:
         return None
     if data[4] != 2:   # ELFCLASS64
         return None
-    (_, _, e_machine, _, _, e_phoff, _, _, _, e_phentsize, e_phnum, _, _, _) = ELF64_EHDR.unpack_from(data)
+    (_, _, e_machine, _, e_entry, e_phoff, _, _, _, e_phentsize, e_phnum, _, _, _) = ELF64_EHDR.unpack_from(data)
     if e_machine != EM_AARCH64:
         return None
     loads = []
@@ -136,7 +137,9 @@ def _vmlinux_image(data: bytes, what: str) -> bytes | None:
     if not loads:
         raise BadInputError(f"{what} is an arm64 ELF file without loadable segments")
     loads.sort()
-    base = loads[0][0]
+    # Start at the entry (_text) when a segment holds it; headers mapped below it are not the Image.
+    base = e_entry if any(v <= e_entry < v + n for v, _, n in loads) else loads[0][0]
+    loads = [(max(v, base), o + max(base - v, 0), n - max(base - v, 0)) for v, o, n in loads if v + n > base]
     size = max(v + n for v, _, n in loads) - base
     if size > MAX_IMAGE:
         raise BadInputError(f"{what}: its loadable segments span {size >> 20} MiB; is it really a vmlinux?")
