@@ -12,6 +12,7 @@ Environment switches:
 """
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import os
 import sys
@@ -43,7 +44,7 @@ def new_plugin_manager(*, builtins: Iterable[str] = BUILTIN_PLUGINS, entry_point
             continue
         pm.register(importlib.import_module(module_name), name=short)
     for plugin in extra:
-        pm.register(plugin)
+        pm.register(plugin, name=_plugin_name(plugin))
     if entry_points is None:
         entry_points = os.environ.get("KEXECFW_DISABLE_PLUGIN_AUTOLOAD", "") in ("", "0")
     if entry_points:
@@ -53,6 +54,14 @@ def new_plugin_manager(*, builtins: Iterable[str] = BUILTIN_PLUGINS, entry_point
         pm.trace.root.setwriter(lambda msg: print(msg, end="", file=sys.stderr))
         pm.enable_tracing()
     return pm
+
+
+def _plugin_name(plugin: object) -> str:
+    """A readable registration name: a module's last dotted part, else the class name in lower case."""
+    module_name = getattr(plugin, "__name__", None)
+    if isinstance(module_name, str):
+        return module_name.rsplit(".", 1)[-1]
+    return type(plugin).__name__.lower()
 
 
 def plugin_manager() -> pluggy.PluginManager:
@@ -125,6 +134,47 @@ class Hooks:
 
     def implemented_hooks(self, plugin: object) -> list[str]:
         return sorted(h.name for h in self.pm.get_hookcallers(plugin) or [])
+
+
+class HookRecorder:
+    """Records every hook call of a plugin manager: the hook, the plugins implementing it, the result.
+
+    Notebooks use it to watch the core call the plugins step by step::
+
+        with HookRecorder(pm) as rec:
+            plan_load(...)
+        for call in rec.calls:
+            print(call.hook, call.implementers, call.result)
+    """
+
+    @dataclasses.dataclass
+    class Call:
+        hook: str
+        implementers: list[str]          # in pluggy's call order (last registered first)
+        kwargs: dict[str, Any]
+        result: Any = None
+        done: bool = False
+
+    def __init__(self, pm: pluggy.PluginManager) -> None:
+        self.pm = pm
+        self.calls: list[HookRecorder.Call] = []
+        self._undo: Any = None
+
+    def __enter__(self) -> "HookRecorder":
+        def before(hook_name: str, impls: list, kwargs: dict) -> None:
+            self.calls.append(self.Call(hook_name, [i.plugin_name for i in reversed(impls)], dict(kwargs)))
+
+        def after(outcome: Any, hook_name: str, impls: list, kwargs: dict) -> None:
+            call = next(c for c in reversed(self.calls) if c.hook == hook_name and not c.done)
+            call.done = True
+            call.result = outcome.exception if outcome.exception is not None else outcome.get_result()
+
+        self._undo = self.pm.add_hookcall_monitoring(before, after)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._undo:
+            self._undo()
 
 
 def describe_plugins(pm: pluggy.PluginManager | None = None) -> list[dict[str, Any]]:
