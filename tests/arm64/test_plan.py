@@ -1,0 +1,154 @@
+"""Whole arm64 load plans on the real Debian 6.1 guest's snapshot with the real Debian kernel,
+compared with what kexec-tools 2.0.25 did for the same panic load (fixtures/arm64/kexec-tools)."""
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from kexecfw.elfnotes import parse_elf_header
+from kexecfw.load import plan_load
+from kexecfw.memory.devicetree import DeviceTree
+from kexecfw.memory.ranges import Range
+from kexecfw.model import LoadOptions
+from kexecfw.purgatory import SHA256_REGION
+from kexecfw.sysroot import Sysroot
+from tests.conftest import REPO
+
+CMDLINE = "console=ttyAMA0 maxcpus=1 reset_devices irqpoll panic=-1 lab.capture=1"
+INITRD_SIZE = 3147352      # the size of the lab's capture initrd in that run
+
+
+def kexec_tools_segments(debug: str) -> list[dict[str, int]]:
+    segs: dict[int, dict[str, int]] = {}
+    for m in re.finditer(r"segment\[(\d+)\]\.(buf|bufsz|mem|memsz)\s*=\s*(0x[0-9a-f]+)", debug):
+        segs.setdefault(int(m[1]), {})[m[2]] = int(m[3], 16)
+    return [segs[i] for i in sorted(segs)]
+
+
+def kexec_tools_phdrs(debug: str) -> list[tuple[int, int, int, int, int]]:
+    """(type, offset, paddr, vaddr, filesz) of each program header kexec-tools printed, in order."""
+    return [tuple(int(x, 0) for x in m.groups()) for m in re.finditer(
+        r"header: p_type = (\d+), p_offset = (0x[0-9a-f]+) p_paddr = (0x[0-9a-f]+) p_vaddr = (0x[0-9a-f]+) "
+        r"p_filesz = (0x[0-9a-f]+)", debug)]
+
+
+@pytest.fixture()
+def debug(arm64_fixture: Path) -> str:
+    return (arm64_fixture / "kexec-tools" / "kexec-p-debug.txt").read_text()
+
+
+@pytest.fixture()
+def initrd(tmp_path: Path) -> Path:
+    path = tmp_path / "capture-initrd"
+    path.write_bytes(bytes(range(256)) * (INITRD_SIZE // 256) + bytes(INITRD_SIZE % 256))
+    return path
+
+
+def panic_plan(image: Path, initrd: Path, sysroot: Path, **extra):
+    options = LoadOptions(kernel=image, initrd=initrd, cmdline=CMDLINE, panic=True, **extra)
+    return plan_load(options, Sysroot(sysroot), arch="arm64")
+
+
+def test_panic_plan_matches_kexec_tools(arm64_image: Path, initrd: Path, arm64_sysroot: Path, debug: str) -> None:
+    plan, ctx = panic_plan(arm64_image, initrd, arm64_sysroot)
+    theirs = kexec_tools_segments(debug)
+    by_address = sorted(plan.segments, key=lambda s: s.mem)
+    assert [s.name for s in by_address] == ["kernel", "initrd", "dtb", "purgatory", "elfcorehdr"]
+    kernel, initrd_seg, dtb, purgatory, hdr = by_address
+    # Same order and addresses for kernel, initrd and elfcorehdr; same sizes.
+    for ours, their in ((kernel, theirs[0]), (initrd_seg, theirs[1])):
+        assert (ours.mem, ours.memsz, ours.bufsz) == (their["mem"], their["memsz"], their["bufsz"])
+    assert (hdr.mem, hdr.memsz) == (theirs[4]["mem"], theirs[4]["memsz"])
+    assert dtb.mem == theirs[2]["mem"]                  # right above the initrd
+    assert abs(dtb.bufsz - theirs[2]["bufsz"]) < 256    # the same tree, give or take property order/padding
+    assert purgatory.mem == dtb.range.end               # right above the DTB, like kexec-tools'
+    crash = Range(0xA1A00000, 0xB9A00000)
+    assert plan.crash_region == crash
+    assert all(crash.contains(s.range) for s in plan.segments)
+    assert purgatory.mem <= plan.entry < purgatory.range.end
+    assert plan.flags == 0xB70001                       # KEXEC_ARCH_AARCH64 | KEXEC_ON_CRASH, as kexec-tools
+
+
+def test_elfcorehdr_program_headers_equal_kexec_tools(arm64_image: Path, initrd: Path, arm64_sysroot: Path,
+                                                      debug: str) -> None:
+    """kexec-tools only got the kernel text right because a _text line was added to kallsyms by hand."""
+    plan, _ = panic_plan(arm64_image, initrd, arm64_sysroot)
+    header = parse_elf_header(plan.segment("elfcorehdr").buf, "elfcorehdr")
+    assert header.machine == 183 and header.type == 4
+    ours = [(p.type, p.offset, p.paddr, p.vaddr, p.filesz) for p in header.phdrs]
+    assert ours == kexec_tools_phdrs(debug)
+
+
+def test_dtb_of_the_plan(arm64_image: Path, initrd: Path, arm64_sysroot: Path) -> None:
+    plan, _ = panic_plan(arm64_image, initrd, arm64_sysroot)
+    chosen = DeviceTree.from_bytes(plan.segment("dtb").buf).properties("/chosen")
+    init, hdr = plan.segment("initrd"), plan.segment("elfcorehdr")
+    assert chosen["bootargs"] == CMDLINE.encode() + b"\0"
+    assert chosen["linux,initrd-start"] == init.mem.to_bytes(8, "big")
+    assert chosen["linux,initrd-end"] == (init.mem + INITRD_SIZE).to_bytes(8, "big")
+    assert chosen["linux,elfcorehdr"] == hdr.mem.to_bytes(8, "big") + hdr.bufsz.to_bytes(8, "big")
+    assert chosen["linux,usable-memory-range"] == bytes.fromhex("00000000a1a00000 0000000018000000")
+    assert chosen["kaslr-seed"] != bytes(8)
+
+
+def test_purgatory_symbols_and_checksum(arm64_image: Path, initrd: Path, arm64_sysroot: Path) -> None:
+    plan, ctx = panic_plan(arm64_image, initrd, arm64_sysroot)
+    linked = ctx.artifacts["purgatory"]
+    assert linked.patched["purgatory_kernel_entry"] == plan.segment("kernel").mem.to_bytes(8, "little")
+    assert linked.patched["purgatory_dtb_addr"] == plan.segment("dtb").mem.to_bytes(8, "little")
+    others = [s for s in plan.segments if s.name != "purgatory"]
+    expected = hashlib.sha256(b"".join(s.buf + bytes(s.memsz - s.bufsz) for s in others)).digest()
+    image = plan.segment("purgatory").buf
+    digest_at = linked.symbols["purgatory_sha256_digest"].offset
+    assert image[digest_at:digest_at + 32] == expected
+    regions_at = linked.symbols["purgatory_sha256_regions"].offset
+    regions = [SHA256_REGION.unpack_from(image, regions_at + 16 * i) for i in range(16)]
+    assert regions[:len(others)] == [(s.mem, s.memsz) for s in others]
+    assert all(r == (0, 0) for r in regions[len(others):])
+
+
+def test_skip_sha256_leaves_regions_empty(arm64_image: Path, initrd: Path, arm64_sysroot: Path) -> None:
+    plan, ctx = panic_plan(arm64_image, initrd, arm64_sysroot, skip_sha256=True)
+    linked = ctx.artifacts["purgatory"]
+    assert linked.patched["purgatory_sha256_digest"] == bytes(32)
+    assert linked.patched["purgatory_sha256_regions"] == bytes(256)
+
+
+def test_normal_plan(arm64_image: Path, initrd: Path, arm64_sysroot: Path) -> None:
+    options = LoadOptions(kernel=arm64_image, initrd=initrd, cmdline="console=ttyAMA0 marker=kexecfw")
+    plan, _ = plan_load(options, Sysroot(arm64_sysroot), arch="arm64")
+    assert sorted(s.name for s in plan.segments) == ["dtb", "initrd", "kernel", "purgatory"]
+    kernel = plan.segment("kernel")
+    # The lowest 2 MiB aligned hole of 0x2010000 bytes: 0x40000000-0x4185ffff (24 MiB) is too small.
+    assert kernel.mem == 0x42000000
+    assert plan.crash_region is None and plan.flags == 0xB70000
+    chosen = DeviceTree.from_bytes(plan.segment("dtb").buf).properties("/chosen")
+    assert "linux,elfcorehdr" not in chosen and "linux,usable-memory-range" not in chosen
+    window = kernel.mem // (32 << 30)
+    assert plan.segment("initrd").mem // (32 << 30) == window
+
+
+def test_cli_dry_run_json(arm64_image: Path, initrd: Path, arm64_sysroot: Path) -> None:
+    out = subprocess.run([sys.executable, "-m", "kexecfw", "--sysroot", str(arm64_sysroot), "--arch", "arm64",
+                          "load", "-p", str(arm64_image), "--initrd", str(initrd), "--append", CMDLINE,
+                          "--dry-run", "--json"], capture_output=True, text=True, cwd=REPO)
+    assert out.returncode == 0, out.stderr
+    doc = json.loads(out.stdout)
+    assert doc["mode"] == "panic" and doc["arch"] == "arm64"
+    assert sorted(s["name"] for s in doc["segments"]) == ["dtb", "elfcorehdr", "initrd", "kernel", "purgatory"]
+
+
+def test_cli_error_is_one_line(arm64_sysroot: Path, tmp_path: Path) -> None:
+    bad = tmp_path / "Image"
+    bad.write_bytes(b"\x1f\x8b" + b"garbage" * 10)
+    out = subprocess.run([sys.executable, "-m", "kexecfw", "--sysroot", str(arm64_sysroot), "--arch", "arm64",
+                          "load", "-p", str(bad), "--dry-run"], capture_output=True, text=True, cwd=REPO)
+    assert out.returncode != 0
+    assert "Traceback" not in out.stderr and len(out.stderr.strip().splitlines()) == 1
+    assert "gzip" in out.stderr
