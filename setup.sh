@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 export DEBIAN_FRONTEND=noninteractive
 SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
-PKGS="python3-venv python3-dev gcc make gcc-aarch64-linux-gnu binutils-aarch64-linux-gnu device-tree-compiler xz-utils cpio"
+PKGS="python3-venv python3-dev gcc make gcc-aarch64-linux-gnu binutils-aarch64-linux-gnu device-tree-compiler xz-utils cpio qemu-user-static libc6-dev-arm64-cross"
 missing=""
 for p in $PKGS; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
 if [ -n "$missing" ]; then
