@@ -25,7 +25,7 @@ from kexecfw.lab.errors import LabError
 from kexecfw.lab.modules import ModuleIndex
 from kexecfw.lab.targets import SECURITY_SUITE_SUFFIX, ArchTarget, Generation, guest_packages
 
-BUILD_VERSION = "1"  # bump when the layout of root/ changes
+BUILD_VERSION = "2"  # bump when the layout of root/ changes
 STDLIB_PRUNE = ("idlelib", "tkinter", "turtledemo", "ensurepip", "lib2to3", "pydoc_data", "test",
                 "unittest/test", "distutils/tests", "venv", "turtle.py", "__phello__")
 PROGRAMS = {"bin/busybox": "busybox-static", "sbin/kexec": "kexec-tools", "sbin/vmcore-dmesg": "kexec-tools",
@@ -149,8 +149,13 @@ def prepare_userland(arch: ArchTarget, gen: Generation, cache: Path, log: Log = 
     (root / "lab/modules").write_text("".join(f"/lib/modules/{release}/{n}.ko\n" for n in order))
 
     log(f"byte-compiling the guest's Python {gen.python} stdlib with the guest's own Python")
-    run_guest_python(arch, root, gen.python, ["-m", "compileall", "-q", "-j", "0", "--invalidation-mode",
+    # Sourceless (-b: x.pyc beside x.py, then x.py removed): the capture kernel has ~130 MiB
+    # of RAM and the initramfs lives in it; a TCG guest must not compile on import either.
+    run_guest_python(arch, root, gen.python, ["-m", "compileall", "-q", "-b", "-j", "0", "--invalidation-mode",
                                               "unchecked-hash", "-d", f"/usr/lib/python{gen.python}", str(stdlib)])
+    for source in stdlib.rglob("*.py"):
+        if source.with_suffix(".pyc").exists():
+            source.unlink()
     shutil.rmtree(pkgroot)
     userland = Userland(root=root, kernel=kernel, release=release, kernel_package=kernel_package,
                         modules=order, python=gen.python, arch=arch.name, generation=gen.name)

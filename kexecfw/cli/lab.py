@@ -1,0 +1,77 @@
+"""``kexecfw lab``: run real Debian kernels in QEMU - load, crash, capture - and report.
+
+    kexecfw lab run --arch arm64 [--scenario panic|exec] [--loader kexecfw|kexec-tools] ...
+    kexecfw lab prepare --arch x86_64     (install QEMU, download and build the guest; no boot)
+    kexecfw lab show DIR                  (the summary of an earlier run)
+"""
+from __future__ import annotations
+
+import argparse
+
+
+def configure(p: argparse.ArgumentParser) -> None:
+    sub = p.add_subparsers(dest="lab_command", metavar="ACTION", required=True)
+    run = sub.add_parser("run", help="boot a guest, run a scenario, bring the results back",
+                         description="Boot a Debian kernel in QEMU, run the scenario, print a summary.")
+    _common(run)
+    run.add_argument("--mem", type=int, default=1024, metavar="MIB", help="guest RAM in MiB (default 1024)")
+    run.add_argument("--smp", type=int, default=2, metavar="N", help="guest CPUs (default 2)")
+    run.add_argument("--crashkernel", default="256M", metavar="SIZE", help="crashkernel= of the first kernel")
+    run.add_argument("--scenario", choices=["panic", "exec"], default="panic",
+                     help="panic: load -p, crash, capture (default); exec: load + exec a second kernel")
+    run.add_argument("--loader", choices=["kexecfw", "kexec-tools"], default="kexecfw",
+                     help="who loads the next kernel in the guest (default kexecfw)")
+    run.add_argument("--compare-kexec-tools", action="store_true",
+                     help="also record Debian's `kexec -d` plan for the same load")
+    run.add_argument("--keep", metavar="DIR", default=None,
+                     help="results directory (default ./lab-results/ARCH-TIMESTAMP)")
+    run.add_argument("--accel", choices=["auto", "tcg", "kvm"], default="auto",
+                     help="auto probes KVM once (it hangs without nested virtualisation) and falls back to TCG")
+    run.add_argument("--timeout", type=float, default=900, metavar="S", help="give up on the guest after S seconds")
+    run.add_argument("--json", action="store_true", help="print result.json instead of the summary")
+    prep = sub.add_parser("prepare", help="install QEMU and build the guest userland, without booting")
+    _common(prep)
+    show = sub.add_parser("show", help="print the summary of an earlier run")
+    show.add_argument("directory", metavar="DIR")
+    show.add_argument("--json", action="store_true", help="print result.json")
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--arch", dest="lab_arch", choices=["arm64", "x86_64"], required=True, help="guest architecture")
+    p.add_argument("--kernel-generation", choices=["6.1", "6.12"], default="6.1",
+                   help="Debian 12's 6.1 (default) or Debian 13's 6.12 kernel and userland")
+    p.add_argument("--cache", metavar="DIR", default=None,
+                   help="download/build cache (default $KEXECFW_LAB_CACHE or ~/.cache/kexecfw-lab)")
+
+
+def run(args: argparse.Namespace) -> int:
+    import json
+
+    from kexecfw.errors import ExitCode
+
+    if args.lab_command == "show":
+        from kexecfw.lab.result import LabResult
+        result = LabResult.load(args.directory)
+    elif args.lab_command == "prepare":
+        from kexecfw.lab.cache import cache_dir
+        from kexecfw.lab.hostprep import ensure_host_tools
+        from kexecfw.lab.runner import _stderr_log
+        from kexecfw.lab.targets import arch_target, generation
+        from kexecfw.lab.userland import prepare_userland
+        target = arch_target(args.lab_arch)
+        ensure_host_tools(target, _stderr_log)
+        u = prepare_userland(target, generation(args.kernel_generation), cache_dir(args.cache), _stderr_log)
+        print(f"{target.name}: {u.kernel_package} ({u.release}), Python {u.python}, modules {' '.join(u.modules)}")
+        print(f"guest userland in {u.root}")
+        return int(ExitCode.OK)
+    else:
+        from kexecfw.lab.runner import run as lab_run
+        result = lab_run(args.lab_arch, args.scenario, args.loader, compare_kexec_tools=args.compare_kexec_tools,
+                         mem=args.mem, smp=args.smp, crashkernel=args.crashkernel, keep=args.keep,
+                         kernel_generation=args.kernel_generation, accel=args.accel, timeout=args.timeout,
+                         cache=args.cache)
+    if args.json:
+        print(json.dumps(result.to_json(), indent=2))
+    else:
+        print(result.summary())
+    return int(ExitCode.OK if result.ok else ExitCode.FAILURE)

@@ -1,0 +1,57 @@
+"""Host preparation: the QEMU system emulator (and qemu-user for foreign guests), installed when missing.
+
+Idempotent: a tool already on PATH is not reinstalled. Installing needs root
+(the lab is meant for CI machines and developer boxes where that is normal);
+otherwise the error names the apt-get command to run.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from typing import Callable
+
+from kexecfw.lab.errors import LabError
+from kexecfw.lab.targets import ArchTarget
+
+# program -> Debian package that provides it
+TOOLS = {
+    "qemu-system-x86_64": "qemu-system-x86",
+    "qemu-system-aarch64": "qemu-system-arm",
+    "qemu-aarch64-static": "qemu-user-static",
+    "dpkg-deb": "dpkg",
+    "apt-get": "apt",
+}
+APT_LOCK_WAIT = "600"  # seconds to wait for another apt/dpkg (setup.sh, unattended upgrades)
+
+
+def tools_for(arch: ArchTarget) -> list[str]:
+    tools = ["apt-get", "dpkg-deb", arch.qemu_system]
+    if arch.qemu_user:
+        tools.append(arch.qemu_user)
+    return tools
+
+
+def missing_packages(arch: ArchTarget) -> list[str]:
+    return sorted({TOOLS[t] for t in tools_for(arch) if shutil.which(t) is None})
+
+
+def ensure_host_tools(arch: ArchTarget, log: Callable[[str], None] = print) -> None:
+    """apt-get install what the lab needs for this guest architecture, if anything is missing."""
+    packages = missing_packages(arch)
+    if not packages:
+        return
+    if os.geteuid() != 0:
+        raise LabError(f"the lab needs {', '.join(packages)}: run `apt-get install {' '.join(packages)}` as root")
+    log(f"installing {' '.join(packages)} with apt-get")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    lock = ["-o", f"DPkg::Lock::Timeout={APT_LOCK_WAIT}"]
+    for cmd in (["apt-get", *lock, "-q", "update"],
+                ["apt-get", *lock, "-q", "-y", "--no-install-recommends", "install", *packages]):
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=1800)
+        if proc.returncode != 0:
+            last = (proc.stderr.strip().splitlines() or ["(no output)"])[-1]
+            raise LabError(f"{' '.join(cmd[:1] + cmd[3:6])} failed: {last}")
+    still = missing_packages(arch)
+    if still:
+        raise LabError(f"apt-get installed {' '.join(packages)} but {', '.join(still)} is still missing")

@@ -1,0 +1,205 @@
+"""The guest's initramfs: the userland, kexecfw itself, the /init script and the run's payload.
+
+Layout of the first kernel's initrd (concatenated archives, which the kernel
+unpacks one after the other):
+
+* ``userland.cpio.gz`` - busybox, Python, kexec-tools, makedumpfile, modules
+  (cached next to the userland: it changes only with the Debian packages);
+* ``site.cpio.gz``     - kexecfw from this source tree and its pure-Python
+  dependencies, /init and the guest helper (rebuilt every run);
+* ``payload.cpio``     - uncompressed, 4-byte aligned: the kernel to load, the
+  initrd to give it (the two archives above: the capture kernel runs the same
+  /init) and /lab/config.sh with the scenario.
+"""
+from __future__ import annotations
+
+import gzip
+import importlib.resources
+import importlib.util
+import io
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+from typing import BinaryIO
+
+from kexecfw.lab.cpio import CpioWriter, align4
+from kexecfw.lab.errors import LabError
+from kexecfw.lab.qemu import HOST_ARCH
+from kexecfw.lab.targets import ArchTarget
+from kexecfw.lab.userland import Userland, run_guest_python
+
+SITE = "opt/kexecfw/site"        # the guest's PYTHONPATH
+PURE_PYTHON_DEPS = ("pluggy", "elftools", "fdt")
+BASE_DIRS = ("dev", "proc", "sys", "tmp", "out", "mnt", "run", "etc")
+
+
+def write_tree(writer: CpioWriter, tree: Path, prefix: str = "") -> None:
+    """Add every directory, file and symlink under tree (sorted, parents first)."""
+    for dirpath, dirnames, filenames in os.walk(tree):
+        dirnames.sort()
+        rel_dir = os.path.relpath(dirpath, tree)
+        base = prefix if rel_dir == "." else f"{prefix}/{rel_dir}" if prefix else rel_dir
+        if base:
+            writer.directory(base, os.stat(dirpath).st_mode & 0o7777)
+        for name in sorted(filenames + [d for d in dirnames if os.path.islink(os.path.join(dirpath, d))]):
+            path = os.path.join(dirpath, name)
+            rel = f"{base}/{name}" if base else name
+            if os.path.islink(path):
+                writer.symlink(rel, os.readlink(path))
+            else:
+                with open(path, "rb") as f:
+                    writer.file(rel, f.read(), os.stat(path).st_mode & 0o7777)
+        dirnames[:] = [d for d in dirnames if not os.path.islink(os.path.join(dirpath, d))]
+
+
+def gzip_cpio(build: callable, out: Path) -> None:  # type: ignore[valid-type]
+    """Write a gzip-compressed cpio archive made by build(writer) to out (atomically)."""
+    tmp = out.with_suffix(out.suffix + ".tmp")
+    with open(tmp, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=6, mtime=0) as gz:
+        writer = CpioWriter(gz)  # type: ignore[arg-type]
+        build(writer)
+        writer.close()
+    tmp.replace(out)
+
+
+def userland_archive(userland: Userland) -> Path:
+    """userland.cpio.gz beside the userland tree, built once."""
+    out = userland.root.parent / "userland.cpio.gz"
+    if out.exists():
+        return out
+
+    def build(w: CpioWriter) -> None:
+        for d in BASE_DIRS:
+            w.directory(d)
+        w.char_device("dev/console", 5, 1)  # the kernel opens it for /init before devtmpfs exists
+        w.char_device("dev/null", 1, 3, 0o666)
+        write_tree(w, userland.root)
+        w.symlink("bin/sh", "busybox")
+
+    gzip_cpio(build, out)
+    return out
+
+
+def guest_wheel(arch: ArchTarget, python: str, package: str, wheels: Path) -> Path | None:
+    """A binary wheel of package for the guest (pip download, cached); None if PyPI has none."""
+    target = wheels / f"{arch.pip_platform}-py{python}"
+    target.mkdir(parents=True, exist_ok=True)
+    found = sorted(target.glob(f"{package}-*.whl"))
+    if not found:
+        py_nodot = python.replace(".", "")
+        cmd = [sys.executable, "-m", "pip", "download", "-q", "--no-deps",
+               "--only-binary=:all:", "--platform", arch.pip_platform, "--python-version", python,
+               "--implementation", "cp", "--abi", f"cp{py_nodot}", "-d", str(target), package]
+        try:
+            subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=True)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        found = sorted(target.glob(f"{package}-*.whl"))
+    return found[-1] if found else None
+
+
+def strip_debug(arch: ArchTarget, path: Path) -> None:
+    """Drop debug info from a guest ELF file when a strip for its architecture is installed.
+
+    PyPI's manylinux wheels ship unstripped objects (zstandard's is 10 MB, 1 MB stripped),
+    and every MiB of the initramfs is RAM the capture kernel does not have.
+    """
+    for tool in (f"{arch.triplet}-strip", "strip" if arch.name == HOST_ARCH else None):
+        if tool and shutil.which(tool):
+            subprocess.run([tool, "--strip-debug", str(path)], capture_output=True)
+            return
+
+
+def build_site(arch: ArchTarget, userland: Userland, site_root: Path, wheels: Path) -> list[str]:
+    """Lay out kexecfw and its dependencies as the guest's site dir; returns notes on what is missing."""
+    notes: list[str] = []
+    site = site_root / SITE
+    if site_root.exists():
+        shutil.rmtree(site_root)
+    site.mkdir(parents=True)
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+
+    def location(module: str) -> Path:
+        spec = importlib.util.find_spec(module)
+        if spec is None or not spec.submodule_search_locations:
+            raise LabError(f"cannot find the {module} package on the host: run setup.sh (pip install -e .)")
+        return Path(list(spec.submodule_search_locations)[0])
+
+    shutil.copytree(location("kexecfw"), site / "kexecfw", ignore=ignore)
+    shutil.copytree(location("kexecfw.plugins"), site / "kexecfw" / "plugins", ignore=ignore)
+    for dep in PURE_PYTHON_DEPS:
+        shutil.copytree(location(dep), site / dep, ignore=ignore)
+    wheel = guest_wheel(arch, userland.python, "zstandard", wheels)
+    if wheel:
+        with zipfile.ZipFile(wheel) as z:
+            # The C backend only: the cffi one doubles the size for nothing.
+            z.extractall(site, [n for n in z.namelist() if n.startswith("zstandard/")
+                                and "cffi" not in n and not n.endswith(".pyi")])
+        for so in (site / "zstandard").glob("*.so"):
+            strip_debug(arch, so)
+    else:
+        notes.append(f"no zstandard wheel for {arch.pip_platform} / Python {userland.python}: zstd unavailable in the guest")
+    guest_dir = importlib.resources.files("kexecfw.lab") / "guest"
+    (site_root / "lab").mkdir()
+    for name in ("init", "guest.py"):
+        data = (guest_dir / name).read_bytes()
+        dest = site_root / ("init" if name == "init" else f"lab/{name}")
+        dest.write_bytes(data)
+        dest.chmod(0o755)
+    # Byte-compile with the guest's Python: a TCG guest would otherwise compile on every import.
+    run_guest_python(arch, userland.root, userland.python,
+                     ["-m", "compileall", "-q", "--invalidation-mode", "unchecked-hash", "-d", f"/{SITE}", str(site)])
+    return notes
+
+
+def site_archive(site_root: Path, out: Path) -> Path:
+    gzip_cpio(lambda w: write_tree(w, site_root), out)
+    return out
+
+
+def concatenate(parts: list[Path], out: BinaryIO) -> int:
+    """Write archives one after the other, each starting 4-byte aligned; returns the length."""
+    length = 0
+    for part in parts:
+        pad = align4(length)
+        out.write(b"\0" * pad)
+        data = part.read_bytes()
+        out.write(data)
+        length += pad + len(data)
+    return length
+
+
+def payload_archive(kernel: Path, capture_initrd: bytes, config: dict[str, str], out: Path) -> None:
+    """The uncompressed archive with the kernel to load, its initrd and the scenario's settings."""
+    with open(out, "wb") as f:
+        w = CpioWriter(f)
+        w.directory("lab")
+        text = "".join(f"{k}={shlex.quote(v)}\n" for k, v in config.items())
+        w.file("lab/config.sh", text.encode(), 0o644)
+        w.file("lab/vmlinuz", kernel.read_bytes(), 0o644)
+        w.file("lab/initrd", capture_initrd, 0o644)
+        w.close()
+
+
+def build_initrds(arch: ArchTarget, userland: Userland, workdir: Path, wheels: Path,
+                  config: dict[str, str]) -> tuple[Path, list[str]]:
+    """Build the first kernel's initrd in workdir; returns its path and notes on what is missing."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    notes = build_site(arch, userland, workdir / "site", wheels)
+    base_parts = [userland_archive(userland), site_archive(workdir / "site", workdir / "site.cpio.gz")]
+    buf = io.BytesIO()
+    concatenate(base_parts, buf)
+    base = buf.getvalue()
+    payload = workdir / "payload.cpio"
+    payload_archive(userland.kernel, base, config, payload)
+    first = workdir / "first-initrd"
+    with open(first, "wb") as f:
+        f.write(base)
+        f.write(b"\0" * align4(len(base)))
+        f.write(payload.read_bytes())
+    payload.unlink()
+    return first, notes

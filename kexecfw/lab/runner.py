@@ -1,0 +1,203 @@
+"""One lab run: prepare the host, build the guest, boot it in QEMU, bring the results back.
+
+``run(arch="arm64", scenario="panic", loader="kexecfw")`` is the API the CLI,
+the tests and the notebooks share; it returns a :class:`LabResult` (also
+written as result.json) and raises :class:`LabError` only when the lab itself
+cannot work (no QEMU, no packages). A guest that fails or hangs is a result
+with ``ok=False`` and the phase that failed, with the console's tail.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Callable
+
+from kexecfw.lab.cache import cache_dir
+from kexecfw.lab.datadisk import SLOTS, create_disk, read_slot
+from kexecfw.lab.errors import LabError
+from kexecfw.lab.hostprep import ensure_host_tools
+from kexecfw.lab.initramfs import build_initrds
+from kexecfw.lab.qemu import Disk, kvm_usable, qemu_command, run_qemu
+from kexecfw.lab.result import LabResult, Phase, Step
+from kexecfw.lab.targets import arch_target, generation
+from kexecfw.lab.userland import prepare_userland
+
+SCENARIOS = ("panic", "exec")
+LOADERS = ("kexecfw", "kexec-tools")
+Log = Callable[[str], None]
+
+
+def _stderr_log(msg: str) -> None:
+    import sys
+    print(f"lab: {msg}", file=sys.stderr, flush=True)
+
+
+def default_results_dir(arch: str) -> Path:
+    return Path("lab-results") / f"{arch}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def run(arch: str = "arm64", scenario: str = "panic", loader: str = "kexecfw", *,
+        compare_kexec_tools: bool = False, mem: int = 1024, smp: int = 2, crashkernel: str = "256M",
+        keep: str | os.PathLike[str] | None = None, kernel_generation: str = "6.1",
+        accel: str = "auto", timeout: float = 900, silence: float = 300,
+        cache: str | os.PathLike[str] | None = None, log: Log = _stderr_log) -> LabResult:
+    target = arch_target(arch)
+    gen = generation(kernel_generation)
+    if scenario not in SCENARIOS:
+        raise LabError(f"unknown scenario {scenario!r}: use one of {', '.join(SCENARIOS)}")
+    if loader not in LOADERS:
+        raise LabError(f"unknown loader {loader!r}: use one of {', '.join(LOADERS)}")
+    if accel not in ("auto", "tcg", "kvm"):
+        raise LabError(f"unknown accelerator {accel!r}: use auto, tcg or kvm")
+    cache_path = cache_dir(cache)
+    out = Path(keep) if keep else default_results_dir(target.name)
+    if out.exists() and any(out.iterdir()):
+        raise LabError(f"results directory {out} exists and is not empty: choose another --keep DIR")
+    out.mkdir(parents=True, exist_ok=True)
+    phases: list[Phase] = []
+
+    t0 = time.monotonic()
+    ensure_host_tools(target, log)
+    userland = prepare_userland(target, gen, cache_path, log)
+    phases.append(Phase("prepare host and guest userland", True, True, round(time.monotonic() - t0, 2),
+                        f"{userland.kernel_package}, Python {userland.python}"))
+    result = LabResult(directory=out, arch=target.name, scenario=scenario, loader=loader,
+                       generation=gen.name, kernel_release=userland.release, phases=phases,
+                       settings={"mem": mem, "smp": smp, "crashkernel": crashkernel,
+                                 "compare_kexec_tools": compare_kexec_tools})
+
+    build_root = cache_path / "build"
+    build_root.mkdir(exist_ok=True)
+    workdir = Path(tempfile.mkdtemp(prefix=f"{target.name}-", dir=build_root))
+    try:
+        marker = f"LAB-EXEC-{uuid.uuid4().hex[:12]}"
+        console = f"console={target.console}"
+        config = {
+            "SCENARIO": scenario, "LOADER": loader, "COMPARE": "1" if compare_kexec_tools else "0",
+            "CAPTURE_APPEND": f"{console} maxcpus=1 reset_devices irqpoll panic=-1 lab.role=capture",
+            "SECOND_APPEND": f"{console} panic=-1 lab.role=second lab.marker={marker}",
+        }
+        t1 = time.monotonic()
+        initrd, notes = build_initrds(target, userland, workdir, cache_path / "wheels", config)
+        result.notes += notes
+        phases.append(Phase("build initramfs", True, True, round(time.monotonic() - t1, 2),
+                            f"{initrd.stat().st_size / (1 << 20):.1f} MiB"))
+        use_kvm = accel == "kvm" or (accel == "auto" and kvm_usable(target, userland.kernel, cache_path))
+        disk = create_disk(workdir / "data.img")
+        append = f"{console} crashkernel={crashkernel} panic=-1 loglevel=7"
+        cmd = qemu_command(target, userland.kernel, initrd, append, mem, smp, [Disk(disk, "labdata")],
+                           "kvm" if use_kvm else "tcg")
+        (out / "qemu-cmdline.txt").write_text(" ".join(cmd) + "\n")
+        log(f"booting {target.name} ({'KVM' if use_kvm else 'TCG'}), {scenario} with {loader}; "
+            f"console in {out / 'console.log'}")
+        outcome = run_qemu(cmd, out / "console.log", timeout, silence)
+        result.qemu_seconds, result.ended_by = outcome.seconds, outcome.ended_by
+        slots = {role: read_slot(disk, offset, out) for role, offset in SLOTS.items()}
+        _analyse(result, outcome, slots, marker)
+    finally:
+        if not os.environ.get("KEXECFW_LAB_KEEP_BUILD"):
+            shutil.rmtree(workdir, ignore_errors=True)
+    result.save()
+    return result
+
+
+def _read_steps(out: Path, role: str) -> list[Step]:
+    steps: list[Step] = []
+    path = out / role / "steps.txt"
+    if not path.is_file():
+        return steps
+    for line in path.read_text().splitlines():
+        parts = line.split()
+        if len(parts) != 4:
+            continue
+        name, rc, start, end = parts[0], int(parts[1]), float(parts[2]), float(parts[3])
+        err = out / role / "steps" / f"{name}.err"
+        tail = "\n".join(err.read_text(errors="replace").strip().splitlines()[-3:]) if err.is_file() else ""
+        steps.append(Step(role, name, rc, start, end, tail))
+    return steps
+
+
+def _analyse(result: LabResult, outcome, slots: dict, marker: str) -> None:  # noqa: ANN001
+    out = result.directory
+    for role in ("first", "capture", "second"):
+        result.steps += _read_steps(out, role)
+    console = outcome.console.read_text(errors="replace") if outcome.console.exists() else ""
+    host = [(t, line.split()[1]) for t, line in outcome.host_marks if line.startswith("LAB-MARK ")]
+    seen = [m for _, m in host]
+
+    def at(mark: str, after: float = 0.0) -> float | None:
+        return next((t for t, m in host if m == mark and t >= after), None)
+
+    def add(name: str, ok: bool, required: bool = True, seconds: float | None = None, detail: str = "") -> None:
+        result.phases.append(Phase(name, ok, required, None if seconds is None else round(seconds, 2), detail))
+
+    def add_step(phase: str, name: str, role: str, required: bool) -> None:
+        s = result.step(name, role)
+        if s is None:
+            add(phase, False, required, detail="not run")
+        else:
+            add(phase, s.rc == 0, required, s.seconds, s.stderr_tail.splitlines()[-1] if s.rc and s.stderr_tail else "")
+
+    add("boot first kernel to /init", "first-init" in seen, True, at("first-init"))
+    snap = result.step("snapshot", "first") or result.step("snapshot-by-copy", "first")
+    add_step("snapshot" if snap is None else f"snapshot ({snap.name})", snap.name if snap else "snapshot", "first", True)
+    state = dict(line.split() for line in (result.read_text("first/kexec-state") or "").splitlines() if line.strip())
+    loaded_flag = "kexec_crash_loaded" if result.scenario == "panic" else "kexec_loaded"
+    load = result.step("load", "first")
+    add(f"load ({result.loader}, {'kexec -p' if result.scenario == 'panic' else 'kexec -l'})",
+        bool(load and load.rc == 0 and state.get(loaded_flag) == "1"), True, load.seconds if load else None,
+        (load.stderr_tail.splitlines() or [""])[-1] if load and load.rc else f"{loaded_flag}={state.get(loaded_flag, '?')}")
+    if result.settings.get("compare_kexec_tools") and result.loader == "kexecfw":
+        add_step("kexec-tools load for comparison", "kexec-tools-debug", "first", False)
+    add_step("dry-run on the guest's snapshot", "dryrun", "first", False)
+    add("first kernel's results saved", slots.get("first") is not None, True)
+
+    if result.scenario == "panic":
+        crash_t, capture_t = at("crash"), at("capture-init")
+        add("crash -> capture kernel /init", capture_t is not None, True,
+            capture_t - crash_t if capture_t is not None and crash_t is not None else None)
+        size = result.vmcore_size()
+        add("/proc/vmcore", bool(size), True, detail=f"{size} bytes" if size else "missing")
+        add_step("vmcore headers and notes", "vmcore-headers", "capture", True)
+        for what in ("info", "notes", "dmesg", "save"):
+            add_step(f"kexecfw vmcore {what}", f"kexecfw-vmcore-{what}", "capture", False)
+        add_step("vmcore-dmesg (kexec-tools)", "vmcore-dmesg", "capture", False)
+        add_step("makedumpfile -c", "makedumpfile", "capture", False)
+        add("capture kernel's results saved", slots.get("second") is not None and (out / "capture").is_dir(), True)
+    else:
+        exec_t, second_t = at("exec"), at("second-init")
+        add("exec -> second kernel /init", second_t is not None, True,
+            second_t - exec_t if second_t is not None and exec_t is not None else None)
+        seen_marker = f"EXEC-MARKER {marker}" in console
+        add("marker on the second kernel's console", seen_marker, True, detail=marker)
+    add(f"QEMU ({result.ended_by})", result.ended_by == "exit", True, result.qemu_seconds)
+
+    failed = [p for p in result.phases if p.required and not p.ok]
+    result.ok = not failed
+    if failed:
+        tail = outcome.tail(12)
+        result.failure = f"{failed[0].name} failed" + (f" ({failed[0].detail})" if failed[0].detail else "")
+        if result.ended_by != "exit":
+            result.failure += f"; QEMU ended by {result.ended_by} after {result.qemu_seconds} s"
+        result.notes.append("console tail:\n" + tail)
+    _write_timings(result, host)
+
+
+def _write_timings(result: LabResult, host: list[tuple[float, str]]) -> None:
+    phases, previous = [], 0.0
+    for t, mark in host:
+        phases.append({"until": mark, "host_seconds": round(t - previous, 3), "at": t})
+        previous = t
+    timings = {
+        "schema": 1,
+        "qemu_seconds": result.qemu_seconds,
+        "phases": [{"name": p.name, "seconds": p.seconds} for p in result.phases],
+        "host_marks": phases,
+        "guest_steps": [{"role": s.role, "name": s.name, "seconds": s.seconds, "rc": s.rc} for s in result.steps],
+    }
+    (result.directory / "timings.json").write_text(json.dumps(timings, indent=2) + "\n")
