@@ -155,3 +155,46 @@ def test_cli_dry_run_json(x86_sysroot: Path, fixture_bzimage: Path, initrd: Path
     doc = json.loads(out.stdout)
     assert doc["schema"] == 1 and doc["syscall"] == "kexec_load" and doc["mode"] == "panic"
     assert [s["name"] for s in doc["segments"]] == ["kernel", "initrd", "elfcorehdr", "boot_params", "purgatory"]
+
+
+def test_file_load_prediction_panic(x86_sysroot: Path, fixture_bzimage: Path, initrd: Path) -> None:
+    opts = LoadOptions(kernel=fixture_bzimage, initrd=initrd, cmdline=CMDLINE, panic=True, file_load=True)
+    plan, ctx = plan_load(opts, Sysroot(x86_sysroot), arch="x86_64")
+    assert plan.syscall == "kexec_file_load"
+    assert plan.cmdline == CMDLINE                      # the kernel adds elfcorehdr= itself
+    assert plan.flags == 0x2                            # KEXEC_FILE_ON_CRASH
+    assert [s.name for s in plan.segments] == ["elfcorehdr", "purgatory", "boot_params", "kernel", "initrd"]
+    crash = plan.crash_region
+    assert all(crash.contains(s.range) for s in plan.segments)
+    assert plan.segment("elfcorehdr").mem == crash.start          # bottom-up, the first fit
+    assert plan.entry in plan.segment("purgatory").range
+    kernel = plan.segment("kernel")
+    assert kernel.mem % 0x200000 == 0 and kernel.memsz == parse_bzimage(fixture_bzimage.read_bytes()).header.init_size
+    # the predicted segments obey the kernel's own rules for segments
+    import dataclasses
+    from kexecfw.load import kernel_limits
+    validate_plan(dataclasses.replace(plan, syscall="kexec_load", flags=0x3E0001), kernel_limits(ctx))
+    zp = plan.segment("boot_params").buf
+    hdr = SetupHeader.unpack(zp)
+    cmd = zp[hdr.cmd_line_ptr - plan.segment("boot_params").mem:].split(b"\0", 1)[0].decode()
+    assert cmd == f"elfcorehdr={plan.segment('elfcorehdr').mem:#x} {CMDLINE}"
+
+
+def test_file_load_prediction_normal_uses_kernels_purgatory(x86_sysroot: Path, fixture_bzimage: Path,
+                                                            initrd: Path) -> None:
+    from kexecfw.plugins.x86_64.payload import decompress_payload, embedded_purgatory
+    from kexecfw.purgatory import PurgatoryLayout
+    image = parse_bzimage(fixture_bzimage.read_bytes())
+    obj = embedded_purgatory(decompress_payload(image))
+    assert obj is not None
+    layout = PurgatoryLayout(obj, 62)
+    names = {s.name for s in layout.elf.get_section_by_name(".symtab").iter_symbols()}
+    assert {"entry64_regs", "stack_end", "purgatory_sha256_digest"} <= names   # what bzImage64_load patches
+    opts = LoadOptions(kernel=fixture_bzimage, initrd=initrd, cmdline="console=ttyS0", file_load=True)
+    plan, _ = plan_load(opts, Sysroot(x86_sysroot), arch="x86_64")
+    assert plan.segment("purgatory").memsz == (layout.size + 4095) // 4096 * 4096
+    # Linux 6.1 walks System RAM from the bottom: purgatory and boot_params land in the first RAM
+    # resource above 0x3000, the kernel above pref_address, the initrd above 16 MiB
+    assert plan.segment("purgatory").mem >= 0x3000 and plan.segment("purgatory").range.end <= 0xA0000
+    assert plan.segment("kernel").mem >= image.header.pref_address
+    assert plan.segment("initrd").mem >= 0x1000000
