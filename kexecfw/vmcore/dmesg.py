@@ -114,9 +114,9 @@ def _prb_records(mem: KernelMemory, warn: Warn) -> Iterator[Record]:
     # trusted when caller_id sits right after them as in every kernel since 5.10.
     has_level = o_caller == o_len + 4
 
-    descs = mem.read(descs_va, desc_size * count)
-    infos = mem.read(infos_va, info_size * count)
-    text = mem.read(text_va, ring_size)
+    descs = mem.read(descs_va, desc_size * count, excluded_as_zero=True)
+    infos = mem.read(infos_va, info_size * count, excluded_as_zero=True)
+    text = mem.read(text_va, ring_size, excluded_as_zero=True)
 
     head_id &= DESC_ID_MASK
     tail_id &= DESC_ID_MASK
@@ -226,6 +226,29 @@ def _legacy_text(mem: KernelMemory) -> bytes:
     ordered = buf[wrap:] + buf[:wrap]
     logged = min(log_end, buf_len)
     return ordered[buf_len - logged:]
+
+
+def log_buffer_extents(mem: KernelMemory) -> list[tuple[int, int]]:
+    """(vaddr, size) of the memory holding the log: what a dump must keep for dmesg to work."""
+    info = mem.info
+    kind = log_kind(mem)
+    if kind != "lockless":
+        log_buf = mem.read_u64(_need(info, "symbol", "log_buf"))
+        return [(log_buf, mem.read_u32(_need(info, "symbol", "log_buf_len")))]
+    prb_ptr = _need(info, "symbol", "prb")
+    prb = mem.read_u64(prb_ptr)
+    rb_size = _need(info, "size", "printk_ringbuffer")
+    rb = mem.read(prb, rb_size)
+    dr = _need(info, "offset", "printk_ringbuffer.desc_ring")
+    tr = _need(info, "offset", "printk_ringbuffer.text_data_ring")
+    count = 1 << min(_U32.unpack_from(rb, dr + _need(info, "offset", "prb_desc_ring.count_bits"))[0], 30)
+    size = 1 << min(_U32.unpack_from(rb, tr + _need(info, "offset", "prb_data_ring.size_bits"))[0], 31)
+    return [(prb_ptr, 8), (prb, rb_size),
+            (_U64.unpack_from(rb, dr + _need(info, "offset", "prb_desc_ring.descs"))[0],
+             count * _need(info, "size", "prb_desc")),
+            (_U64.unpack_from(rb, dr + _need(info, "offset", "prb_desc_ring.infos"))[0],
+             count * _need(info, "size", "printk_info")),
+            (_U64.unpack_from(rb, tr + _need(info, "offset", "prb_data_ring.data"))[0], size)]
 
 
 def log_kind(mem: KernelMemory) -> str:

@@ -17,11 +17,12 @@ from kexecfw.vmcoreinfo import VmcoreInfo
 class MemoryMissing(BadInputError):
     """A physical address the dump does not hold (a hole, or a page the dump level excluded)."""
 
-    def __init__(self, paddr: int, what: str = "") -> None:
+    def __init__(self, paddr: int, what: str = "", excluded: bool = False) -> None:
         where = f" ({what})" if what else ""
         super().__init__(f"physical address {paddr:#x}{where} is not in the dump; "
                          "was it filtered out (dump level) or is the dump truncated?")
         self.paddr = paddr
+        self.excluded = excluded     # RAM the dump level filtered out (reads as zeros for some readers)
 
 
 class PhysRange(NamedTuple):

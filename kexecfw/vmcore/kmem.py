@@ -221,11 +221,22 @@ class KernelMemory:
                                        "are not in the dump") from None
             return paddr
 
-    def read(self, vaddr: int, size: int) -> bytes:
+    def read(self, vaddr: int, size: int, excluded_as_zero: bool = False) -> bytes:
+        """``size`` bytes at kernel virtual ``vaddr``.
+
+        ``excluded_as_zero``: pages the dump level filtered out read as zeros. Right for
+        static kernel arrays such as the printk ring (never cache, user or free memory,
+        so only ever excluded for being zero); wrong in general, hence off by default.
+        """
         out = bytearray()
         while size > 0:
             n = min(size, self.page_size - (vaddr & (self.page_size - 1)))
-            out += self.dump.read_phys(self.vtop(vaddr), n)
+            try:
+                out += self.dump.read_phys(self.vtop(vaddr), n)
+            except MemoryMissing as e:
+                if not (excluded_as_zero and e.excluded):
+                    raise
+                out += bytes(n)
             vaddr += n
             size -= n
         return bytes(out)

@@ -1,0 +1,198 @@
+"""Page classification from the crashed kernel's mem_map, with VMCOREINFO only (makedumpfile -d bits).
+
+mem_map is found through SPARSEMEM: ``mem_section`` (SYMBOL, the root array when
+SPARSEMEM_EXTREME), ``section_mem_map`` (an encoded pointer: mem_map minus the
+section's first pfn, low bits are flags, include/linux/mmzone.h), ``SIZE(page)``.
+Each section's struct pages are read in one go (2 MiB for a 128 MiB section)
+and unpacked with a struct format built from the VMCOREINFO offsets.
+
+Rules (those of makedumpfile's page filter, restated):
+
+* free (16): a buddy page (``_mapcount`` == ``PAGE_BUDDY_MAPCOUNT_VALUE``) and the
+  2^order pages it heads (order in ``page.private``);
+* cache (2): on the LRU or in the swap cache (PG_swapcache counts only with
+  PG_swapbacked), not anonymous, without PG_private;
+* cache private (4): the same with PG_private;
+* user (8): anonymous (``mapping`` has PAGE_MAPPING_ANON) and not slab, or a
+  hugetlbfs page (``compound_dtor`` == HUGETLB_PAGE_DTOR);
+* always: hardware-poisoned pages and logically offline pages
+  (``_mapcount`` == PAGE_OFFLINE_MAPCOUNT_VALUE).
+
+A compound page (PG_head) excluded as cache or user takes its tail pages with it
+(order from the first tail page's ``compound_order``). Zero pages (1) are found
+by the writer while it reads them. Memory for classification: one section of
+struct pages at a time (SIZE(page) x pages per section).
+"""
+from __future__ import annotations
+
+import struct
+from typing import Iterator
+
+from kexecfw.errors import BadInputError
+from kexecfw.vmcore.dumpfile import MemoryMissing
+from kexecfw.vmcore.kdumpfmt import (DL_EXCLUDE_CACHE, DL_EXCLUDE_CACHE_PRI, DL_EXCLUDE_FREE,
+                                     DL_EXCLUDE_USER_DATA)
+from kexecfw.vmcore.kmem import KernelMemory, TranslationError
+
+PAGE_MAPPING_ANON = 0x1
+SECTION_MAP_MASK_BITS = 6       # flags below the encoded mem_map pointer (mmzone.h SECTION_MAP_LAST_BIT <= 6)
+
+
+class Classifier:
+    """Excluded pfns of the dump levels that need mem_map (2, 4, 8, 16)."""
+
+    def __init__(self, mem: KernelMemory, dump_level: int) -> None:
+        self.mem = mem
+        self.level = dump_level
+        info = mem.info
+        self.page_size = mem.page_size
+
+        def num(name: str) -> int | None:
+            return info.number(name)
+
+        def need(value: int | None, what: str) -> int:
+            if value is None:
+                raise BadInputError(f"VMCOREINFO lacks {what}: cannot filter pages at dump level {dump_level}; "
+                                    "use -d 0 or -d 1")
+            return value
+
+        self.section_bits = need(num("SECTION_SIZE_BITS"), "NUMBER(SECTION_SIZE_BITS)")
+        self.physmem_bits = need(num("MAX_PHYSMEM_BITS"), "NUMBER(MAX_PHYSMEM_BITS)")
+        self.mem_section = need(info.symbol("mem_section"), "SYMBOL(mem_section)")
+        self.ms_size = need(info.size("mem_section"), "SIZE(mem_section)")
+        self.ms_map_off = need(info.offset("mem_section.section_mem_map"), "OFFSET(mem_section.section_mem_map)")
+        self.page_struct = need(info.size("page"), "SIZE(page)")
+        self.pages_per_section = 1 << (self.section_bits - (self.page_size.bit_length() - 1))
+        nr_sections = 1 << (self.physmem_bits - self.section_bits)
+        roots = info.length("mem_section")
+        per_root = self.page_size // self.ms_size
+        self.extreme = roots is not None and per_root > 0 and roots * per_root == nr_sections and roots != nr_sections
+        self.per_root = per_root if self.extreme else 1
+        o = info.offset
+        self.off = {"flags": need(o("page.flags"), "OFFSET(page.flags)"),
+                    "mapping": need(o("page.mapping"), "OFFSET(page.mapping)"),
+                    "private": o("page.private"), "_mapcount": o("page._mapcount")}
+        self.o_compound_order = o("page.compound_order")
+        self.o_compound_dtor = o("page.compound_dtor")
+        self.pg = {n: num(f"PG_{n}") for n in ("lru", "private", "swapcache", "swapbacked", "slab", "hwpoison")}
+        self.head_mask = num("PG_head_mask") or 0
+        self.buddy_value = num("PAGE_BUDDY_MAPCOUNT_VALUE")
+        self.offline_value = num("PAGE_OFFLINE_MAPCOUNT_VALUE")
+        self.hugetlb_dtor = num("HUGETLB_PAGE_DTOR")
+        if dump_level & DL_EXCLUDE_FREE and (self.buddy_value is None or self.off["_mapcount"] is None):
+            raise BadInputError("VMCOREINFO lacks NUMBER(PAGE_BUDDY_MAPCOUNT_VALUE): cannot find free pages; "
+                                "drop 16 from the dump level")
+        # one struct page as a tuple: flags, mapping, private, _mapcount (missing fields read as 0)
+        fields = [(self.off["flags"], "Q", "flags"), (self.off["mapping"], "Q", "mapping")]
+        if self.off["private"] is not None:
+            fields.append((self.off["private"], "Q", "private"))
+        if self.off["_mapcount"] is not None:
+            fields.append((self.off["_mapcount"], "i", "_mapcount"))
+        fields.sort()
+        fmt, pos, names = "<", 0, []
+        for offset, code, name in fields:
+            if offset < pos:
+                raise BadInputError(f"VMCOREINFO: OFFSET(page.{name}) overlaps another field")
+            fmt += f"{offset - pos}x{code}" if offset > pos else code
+            pos = offset + struct.calcsize("<" + code)
+        if pos > self.page_struct:
+            raise BadInputError("VMCOREINFO: struct page offsets lie past SIZE(page)")
+        fmt += f"{self.page_struct - pos}x"
+        self.page_fmt = struct.Struct(fmt)
+        self.field_names = [n for _, _, n in fields]
+        self.stats = {"free": 0, "cache": 0, "cache_private": 0, "user": 0, "hwpoison": 0, "offline": 0,
+                      "no_mem_map": 0}
+
+    def _section_mem_map(self, nr: int) -> int:
+        if self.extreme:
+            root_ptr = self.mem.read_u64(self.mem_section + (nr // self.per_root) * 8)
+            if root_ptr == 0:
+                return 0
+            addr = root_ptr + (nr % self.per_root) * self.ms_size
+        else:
+            addr = self.mem_section + nr * self.ms_size
+        encoded = self.mem.read_u64(addr + self.ms_map_off)
+        return encoded & ~((1 << SECTION_MAP_MASK_BITS) - 1)
+
+    def excluded(self, pfn_runs: list[tuple[int, int]]) -> Iterator[tuple[int, int]]:
+        """(first_pfn, count) runs to exclude, for the present pfn runs given, in pfn order."""
+        sections = sorted({nr for lo, hi in pfn_runs
+                           for nr in range(lo // self.pages_per_section, (hi - 1) // self.pages_per_section + 1)})
+        for nr in sections:
+            yield from self._section(nr)
+
+    def _section(self, nr: int) -> Iterator[tuple[int, int]]:
+        pps = self.pages_per_section
+        start_pfn = nr * pps
+        try:
+            base = self._section_mem_map(nr)
+            if base == 0:
+                return
+            mem_map = (base + start_pfn * self.page_struct) & ((1 << 64) - 1)
+            blob = self.mem.read(mem_map, pps * self.page_struct)
+        except (MemoryMissing, TranslationError):
+            # No struct pages for this section in the dump: keep its pages (never drop what we can't classify).
+            self.stats["no_mem_map"] += pps
+            return
+        level = self.level
+        pg = self.pg
+        bit = {k: (1 << v if v is not None else 0) for k, v in pg.items()}
+        lru, private, swapcache, swapbacked = bit["lru"], bit["private"], bit["swapcache"], bit["swapbacked"]
+        slab, hwpoison = bit["slab"], bit["hwpoison"]
+        buddy, offline = self.buddy_value, self.offline_value
+        head_mask = self.head_mask
+        names = self.field_names
+        i_flags, i_map = names.index("flags"), names.index("mapping")
+        i_priv = names.index("private") if "private" in names else None
+        i_mc = names.index("_mapcount") if "_mapcount" in names else None
+        pages = list(self.page_fmt.iter_unpack(blob))
+        skip_until = 0
+        for i, page in enumerate(pages):
+            if i < skip_until:
+                continue
+            flags, mapping = page[i_flags], page[i_map]
+            mapcount = page[i_mc] if i_mc is not None else None
+            pfn = start_pfn + i
+            if level & DL_EXCLUDE_FREE and mapcount == buddy:
+                order = page[i_priv] if i_priv is not None else 0
+                n = 1 << order if order < 11 + 8 else 1
+                n = min(n, pps - i)
+                self.stats["free"] += n
+                skip_until = i + n
+                yield pfn, n
+                continue
+            anon = bool(mapping & PAGE_MAPPING_ANON) and not flags & slab
+            is_cache = bool(flags & lru) or bool(flags & swapcache and (not swapbacked or flags & swapbacked))
+            kind = None
+            if level & DL_EXCLUDE_CACHE and is_cache and not flags & private and not anon:
+                kind = "cache"
+            elif level & DL_EXCLUDE_CACHE_PRI and is_cache and not anon:
+                kind = "cache_private"
+            elif level & DL_EXCLUDE_USER_DATA and (anon or self._hugetlb(blob, i, flags, len(pages))):
+                kind = "user"
+            elif hwpoison and flags & hwpoison:
+                kind = "hwpoison"
+            elif offline is not None and mapcount == offline:
+                kind = "offline"
+            if kind is None:
+                continue
+            n = 1
+            if head_mask and flags & head_mask and kind in ("cache", "cache_private", "user"):
+                n = min(1 << self._order(pages, i, blob), pps - i)
+            self.stats[kind] += n
+            skip_until = i + n
+            yield pfn, n
+
+    def _order(self, pages: list, i: int, blob: bytes) -> int:
+        if self.o_compound_order is None or i + 1 >= len(pages):
+            return 0
+        order = blob[(i + 1) * self.page_struct + self.o_compound_order]
+        return order if order < 20 else 0
+
+    def _hugetlb(self, blob: bytes, i: int, flags: int, npages: int) -> bool:
+        if self.hugetlb_dtor is None or self.o_compound_dtor is None or not self.head_mask:
+            return False
+        if not flags & self.head_mask or i + 1 >= npages:
+            return False
+        # compound_dtor (a byte) lives in the first tail page, the struct page of pfn + 1
+        return blob[(i + 1) * self.page_struct + self.o_compound_dtor] == self.hugetlb_dtor

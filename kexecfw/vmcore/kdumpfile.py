@@ -1,0 +1,277 @@
+"""Read kdump-compressed dumps (makedumpfile's format and ours), plain or flattened (-F).
+
+Random access: the 2nd bitmap says which pfns were dumped; a page's descriptor
+index is the number of dumped pfns before it, found with a prefix count kept per
+4096-pfn chunk of the bitmap. A flattened file is indexed once (its records say
+at which offset of the plain file each piece belongs) and then read the same way.
+"""
+from __future__ import annotations
+
+import bisect
+import os
+
+from kexecfw.elfnotes import iter_notes
+from kexecfw.errors import BadInputError
+from kexecfw.vmcore.dumpfile import DumpFile, MemoryMissing, PhysRange
+from kexecfw.vmcore.kdumpfmt import (DISK_DUMP_HEADER, DISKDUMP_SIGNATURE, DUMP_DH_COMPRESSED_INCOMPLETE,
+                                     END_FLAG_FLAT_HEADER, FLAT_DATA_HEADER, FLAT_HEADER, FLAT_HEADER_SIZE,
+                                     KDUMP_SIGNATURE, KDUMP_SUB_HEADER, MAKEDUMPFILE_SIGNATURE, PAGE_DESC,
+                                     codec_name, decompressor)
+
+CHUNK_BITS = 4096                     # pfns per prefix-count entry
+MAX_NOTES = 64 << 20
+MACHINE_BY_UTS = {"x86_64": 62, "aarch64": 183, "arm64": 183}
+
+
+class _Plain:
+    """pread on a regular kdump file."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.size = os.fstat(fd).st_size
+
+    def pread(self, size: int, offset: int) -> bytes:
+        return os.pread(self.fd, size, offset)
+
+
+class _Flat:
+    """pread on a flattened file: an index of (plain offset, size, position in the flat file)."""
+
+    def __init__(self, fd: int, path: str) -> None:
+        self.fd = fd
+        pieces: dict[int, tuple[int, int]] = {}
+        pos = FLAT_HEADER_SIZE
+        file_size = os.fstat(fd).st_size
+        while True:
+            raw = os.pread(fd, FLAT_DATA_HEADER.size, pos)
+            if len(raw) < FLAT_DATA_HEADER.size:
+                raise BadInputError(f"{path}: flattened dump ends at {pos:#x} without its end marker "
+                                    "(truncated; rearrange what is there with makedumpfile -R)")
+            offset, size = FLAT_DATA_HEADER.unpack(raw)
+            if offset == END_FLAG_FLAT_HEADER and size == END_FLAG_FLAT_HEADER:
+                break
+            if offset < 0 or size < 0 or pos + FLAT_DATA_HEADER.size + size > file_size:
+                raise BadInputError(f"{path}: flattened record at {pos:#x} (offset {offset}, size {size}) "
+                                    "is corrupt or truncated")
+            pieces[offset] = (size, pos + FLAT_DATA_HEADER.size)   # a later write of the same place wins
+            pos += FLAT_DATA_HEADER.size + size
+        self.starts = sorted(pieces)
+        self.pieces = [(s, *pieces[s]) for s in self.starts]
+        self.size = max((s + n for s, n, _ in self.pieces), default=0)
+
+    def pread(self, size: int, offset: int) -> bytes:
+        out = bytearray()
+        while size > 0:
+            i = bisect.bisect_right(self.starts, offset) - 1
+            if i < 0:
+                break
+            start, n, at = self.pieces[i]
+            if offset >= start + n:
+                # A gap the writer skipped (sparse): zeros, up to the next piece.
+                nxt = self.starts[i + 1] if i + 1 < len(self.starts) else offset + size
+                gap = min(size, nxt - offset)
+                out += bytes(gap)
+                offset += gap
+                size -= gap
+                continue
+            take = min(size, start + n - offset)
+            out += os.pread(self.fd, take, at + offset - start)
+            offset += take
+            size -= take
+        return bytes(out)
+
+
+class KdumpFile(DumpFile):
+    """A kdump-compressed dump: ``read_phys`` decompresses pages on demand (a small page cache)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        try:
+            self._fd = os.open(path, os.O_RDONLY)
+        except OSError as e:
+            raise BadInputError(f"cannot open {path}: {e.strerror}") from None
+        try:
+            self._open()
+        except BaseException:
+            os.close(self._fd)
+            raise
+
+    def _open(self) -> None:
+        head = os.pread(self._fd, FLAT_HEADER.size, 0)
+        if head.startswith(MAKEDUMPFILE_SIGNATURE):
+            self._io: _Plain | _Flat = _Flat(self._fd, self.path)
+            self.format = "flattened-kdump"
+        else:
+            self._io = _Plain(self._fd)
+            self.format = "kdump"
+        raw = self._io.pread(DISK_DUMP_HEADER.size, 0)
+        if len(raw) < DISK_DUMP_HEADER.size:
+            raise BadInputError(f"{self.path} is too short for a kdump header")
+        (sig, version, uts, tv_sec, _tv_usec, status, block_size, sub_hdr_size, bitmap_blocks, max_mapnr,
+         _total, _dev, _written, current_cpu, nr_cpus) = DISK_DUMP_HEADER.unpack(raw)
+        if sig not in (KDUMP_SIGNATURE, DISKDUMP_SIGNATURE):
+            raise BadInputError(f"{self.path}: not a kdump-compressed dump (signature {sig!r})")
+        if block_size <= 0 or block_size & (block_size - 1) or block_size > (1 << 20):
+            raise BadInputError(f"{self.path}: block size {block_size} is not a power of two up to 1 MiB "
+                                "(corrupt header)")
+        if sub_hdr_size < 0 or bitmap_blocks == 0:
+            raise BadInputError(f"{self.path}: corrupt header (sub header {sub_hdr_size} blocks, "
+                                f"bitmap {bitmap_blocks} blocks)")
+        self.header_version = version
+        self.status = status
+        self.incomplete = bool(status & DUMP_DH_COMPRESSED_INCOMPLETE)
+        self.compression = codec_name(status)
+        self.page_size = block_size
+        self.timestamp = tv_sec
+        self.current_cpu = current_cpu
+        self.nr_cpus = nr_cpus
+        fields = [f.split(b"\0", 1)[0].decode("utf-8", "replace") for f in
+                  (uts[i * 65:(i + 1) * 65] for i in range(6))]
+        self.utsname = dict(zip(("sysname", "nodename", "release", "version", "machine", "domainname"), fields))
+        self.machine = MACHINE_BY_UTS.get(self.utsname["machine"], 0)
+        self.dump_level = None
+        self.notes = []
+        self.max_mapnr = max_mapnr
+        if version >= 1:
+            sub = self._io.pread(KDUMP_SUB_HEADER.size, block_size)
+            if len(sub) < KDUMP_SUB_HEADER.size:
+                raise BadInputError(f"{self.path} is truncated inside its sub header")
+            (self.phys_base, self.dump_level, self.split, _sp, _ep, _ovi, _svi, off_note, size_note,
+             _oe, _se, _sp64, _ep64, max64) = KDUMP_SUB_HEADER.unpack(sub)
+            if version >= 6 and max64:
+                self.max_mapnr = max64
+            if version >= 4 and size_note:
+                if size_note > MAX_NOTES or off_note <= 0:
+                    raise BadInputError(f"{self.path}: notes of {size_note} bytes at {off_note:#x} "
+                                        "are not plausible (corrupt sub header)")
+                data = self._io.pread(size_note, off_note)
+                if len(data) != size_note:
+                    raise BadInputError(f"{self.path} is truncated inside its notes")
+                self.notes = list(iter_notes(data, off_note, self.path))
+            elif version >= 3 and _svi:
+                from kexecfw.elfnotes import Note
+                if _svi > MAX_NOTES:
+                    raise BadInputError(f"{self.path}: VMCOREINFO of {_svi} bytes is not plausible")
+                self.notes = [Note(b"VMCOREINFO", 0, self._io.pread(_svi, _ovi), _ovi)]
+        if self.max_mapnr > (1 << 40):
+            raise BadInputError(f"{self.path}: max_mapnr {self.max_mapnr} is not plausible (corrupt header)")
+        bitmap_len = bitmap_blocks * block_size // 2
+        if bitmap_len * 8 < self.max_mapnr:
+            raise BadInputError(f"{self.path}: its bitmaps ({bitmap_blocks} blocks) cannot cover "
+                                f"{self.max_mapnr} pages (corrupt header)")
+        bitmap_at = (1 + sub_hdr_size) * block_size
+        need = (self.max_mapnr + 7) // 8
+        self._bitmap1 = self._io.pread(need, bitmap_at)
+        self._bitmap2 = self._io.pread(need, bitmap_at + bitmap_len)
+        if len(self._bitmap2) < need:
+            raise BadInputError(f"{self.path} is truncated inside its bitmaps")
+        self._desc_at = (1 + sub_hdr_size + bitmap_blocks) * block_size
+        # prefix counts of dumped pages per CHUNK_BITS pfns
+        step = CHUNK_BITS // 8
+        self._prefix = [0]
+        total = 0
+        for at in range(0, need, step):
+            total += int.from_bytes(self._bitmap2[at:at + step], "little").bit_count()
+            self._prefix.append(total)
+        self.dumped_pages = total
+        self._cache: dict[int, bytes] = {}
+        self._decomp: dict[int, object] = {}
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    def _dumped(self, pfn: int) -> bool:
+        return 0 <= pfn < self.max_mapnr and bool(self._bitmap2[pfn >> 3] >> (pfn & 7) & 1)
+
+    def has_page(self, pfn: int) -> bool:
+        return self._dumped(pfn)
+
+    def _desc_index(self, pfn: int) -> int:
+        chunk = pfn // CHUNK_BITS
+        start = chunk * CHUNK_BITS
+        count = self._prefix[chunk]
+        lo = start // 8
+        hi = pfn // 8
+        if hi > lo:
+            count += int.from_bytes(self._bitmap2[lo:hi], "little").bit_count()
+        count += (self._bitmap2[hi] & ((1 << (pfn & 7)) - 1)).bit_count()
+        return count
+
+    def read_page(self, pfn: int) -> bytes:
+        page = self._cache.get(pfn)
+        if page is not None:
+            return page
+        if not self._dumped(pfn):
+            excluded = 0 <= pfn < self.max_mapnr and bool(self._bitmap1[pfn >> 3] >> (pfn & 7) & 1)
+            raise MemoryMissing(pfn * self.page_size, "excluded by the dump level" if excluded else "not RAM",
+                                excluded=excluded)
+        raw = self._io.pread(PAGE_DESC.size, self._desc_at + self._desc_index(pfn) * PAGE_DESC.size)
+        if len(raw) < PAGE_DESC.size:
+            raise MemoryMissing(pfn * self.page_size, "page descriptor past the end of the file")
+        offset, size, flags, _ = PAGE_DESC.unpack(raw)
+        if offset <= 0 or size == 0:
+            raise MemoryMissing(pfn * self.page_size, "not written: the dump is incomplete"
+                                if self.incomplete else "empty page descriptor")
+        if size > 2 * self.page_size + 1024:
+            raise BadInputError(f"{self.path}: page {pfn:#x} claims {size} bytes of data (corrupt descriptor)")
+        data = self._io.pread(size, offset)
+        if len(data) != size:
+            raise MemoryMissing(pfn * self.page_size, "page data past the end of the file (truncated)")
+        fn = self._decomp.get(flags)
+        if fn is None:
+            try:
+                fn = decompressor(flags, self.page_size)
+            except ImportError as e:
+                raise BadInputError(f"{self.path}: pages compressed with {codec_name(flags)} need the "
+                                    f"Python module {e.name!r}; install it") from None
+            self._decomp[flags] = fn
+        try:
+            page = fn(data)  # type: ignore[operator]
+        except Exception as e:  # codec errors have many types; the page is what is wrong
+            raise BadInputError(f"{self.path}: page {pfn:#x} does not decompress ({e})") from None
+        if len(page) != self.page_size:
+            raise BadInputError(f"{self.path}: page {pfn:#x} decompresses to {len(page)} bytes, "
+                                f"not {self.page_size}")
+        if len(self._cache) >= 64:
+            self._cache.clear()
+        self._cache[pfn] = page
+        return page
+
+    def read_phys(self, paddr: int, size: int) -> bytes:
+        out = bytearray()
+        while size > 0:
+            pfn, off = divmod(paddr, self.page_size)
+            n = min(size, self.page_size - off)
+            out += self.read_page(pfn)[off:off + n]
+            paddr += n
+            size -= n
+        return bytes(out)
+
+    def ranges(self) -> list[PhysRange]:
+        """Runs of dumped pages."""
+        out: list[PhysRange] = []
+        bm = self._bitmap2
+        start = None
+        for byte_i, byte in enumerate(bm):
+            if byte == 0 and start is None:
+                continue
+            if byte == 0xFF and start is not None:
+                continue
+            for bit in range(8):
+                pfn = byte_i * 8 + bit
+                if pfn >= self.max_mapnr:
+                    break
+                on = byte >> bit & 1
+                if on and start is None:
+                    start = pfn
+                elif not on and start is not None:
+                    out.append(PhysRange(start * self.page_size, pfn * self.page_size))
+                    start = None
+        if start is not None:
+            out.append(PhysRange(start * self.page_size, self.max_mapnr * self.page_size))
+        return out
+
+    def max_pfn(self) -> int:
+        return self.max_mapnr
