@@ -40,7 +40,8 @@ class Range:
         return self.start <= other.start and other.end <= self.end
 
     def overlaps(self, other: "Range") -> bool:
-        return self.start < other.end and other.start < self.end
+        """True when the two share at least one address (an empty range overlaps nothing)."""
+        return self.start < other.end and other.start < self.end and self.size > 0 and other.size > 0
 
     def __str__(self) -> str:
         return f"{self.start:#018x}-{self.last:#018x}" if self.size else f"{self.start:#018x}-(empty)"
