@@ -164,6 +164,9 @@ class KdumpFile(DumpFile):
         self._bitmap1 = self._io.pread(need, bitmap_at)
         self._bitmap2 = self._io.pread(need, bitmap_at + bitmap_len)
         if len(self._bitmap2) < need:
+            if self.incomplete:
+                raise BadInputError(f"{self.path} is an incomplete dump (marked so when the disk filled up) "
+                                    "that ends inside its bitmaps: no page of it is readable")
             raise BadInputError(f"{self.path} is truncated inside its bitmaps")
         self._desc_at = (1 + sub_hdr_size + bitmap_blocks) * block_size
         # prefix counts of dumped pages per CHUNK_BITS pfns

@@ -170,7 +170,8 @@ class DumpWriter:
     """Save ``dump`` to ``out`` at ``dump_level`` with ``compress`` (kdump) or as ELF."""
 
     def __init__(self, dump: DumpFile, dump_level: int = 31, compress: str = "zlib", elf: bool = False,
-                 threads: int = 0, progress: bool = False, panic_cpu: int = 0) -> None:
+                 threads: int = 0, progress: bool = False, panic_cpu: int = 0,
+                 byte_limit: int | None = None) -> None:
         if not 0 <= dump_level <= 31:
             raise BadInputError(f"dump level {dump_level} is not in 0..31 (makedumpfile -d bits)")
         if threads < 0:
@@ -187,6 +188,8 @@ class DumpWriter:
         self.stats: dict[str, int | float | str] = {}
         self._local = threading.local()
         self.zero_page = bytes(self.page_size)
+        # the file may not grow past this (the save flow's free-space floor): treated as a full disk
+        self.byte_limit = byte_limit
 
     # --- planning -----------------------------------------------------------------------
     def _bitmaps(self) -> tuple[bytearray, bytearray, int]:
@@ -363,6 +366,8 @@ class DumpWriter:
         return self.stats
 
     def _pwrite(self, fd: int, data: bytes, offset: int) -> None:
+        if self.byte_limit is not None and offset + len(data) > self.byte_limit:
+            raise _NoSpace()
         view = memoryview(data)
         while view:
             try:
@@ -415,7 +420,6 @@ class DumpWriter:
                                     note_at + vi_off if vi_off is not None else 0, vi_size,
                                     note_at, len(blob), 0, 0, 0, max_pfn, max_pfn)
         status = CODEC_FLAGS[self.codec] | DUMP_DH_COMPRESSED_INCOMPLETE
-        written = 0
         try:
             self._pwrite(fd, self._header(status, sub_hdr_size, bitmap_blocks, max_pfn, planned), 0)
             self._pwrite(fd, sub + blob, ps)
@@ -456,7 +460,6 @@ class DumpWriter:
                 self._pwrite(fd, bytes(descs), desc_pos)
                 data_pos += len(data)
                 desc_pos += len(descs)
-                written = lo + len(results) - lo
                 done += len(results)
                 progress.update(done)
         except _NoSpace:
@@ -481,7 +484,6 @@ class DumpWriter:
                                           self.stats["pages_written"]), 0)
         except _NoSpace:
             return False
-        del written
         return complete
 
     def _write_elf(self, fd: int) -> bool:
@@ -532,3 +534,34 @@ class DumpWriter:
         progress.update(done, force=True)
         self.stats["pages_written"] = done
         return True
+
+
+def flatten(src: str, dst_fd: int, piece: int = 1 << 20) -> None:
+    """Write kdump file ``src`` as makedumpfile's flattened stream (what ``-F`` sends through a pipe).
+
+    All-zero pieces are left out (readers and ``makedumpfile -R`` rebuild them as holes).
+    """
+    from kexecfw.vmcore.kdumpfmt import (END_FLAG_FLAT_HEADER, FLAT_DATA_HEADER, FLAT_HEADER, FLAT_HEADER_SIZE,
+                                         MAKEDUMPFILE_SIGNATURE, TYPE_FLAT_HEADER, VERSION_FLAT_HEADER)
+
+    def put(data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(dst_fd, view):]
+
+    put(FLAT_HEADER.pack(MAKEDUMPFILE_SIGNATURE, TYPE_FLAT_HEADER, VERSION_FLAT_HEADER)
+        .ljust(FLAT_HEADER_SIZE, b"\0"))
+    with open(src, "rb") as f:
+        offset = 0
+        while True:
+            data = f.read(piece)
+            if not data:
+                break
+            if data.count(0) != len(data) or offset == 0:
+                put(FLAT_DATA_HEADER.pack(offset, len(data)) + data)
+            offset += len(data)
+        # the last byte, so that the rebuilt file has the full length
+        if offset:
+            f.seek(offset - 1)
+            put(FLAT_DATA_HEADER.pack(offset - 1, 1) + f.read(1))
+    put(FLAT_DATA_HEADER.pack(END_FLAG_FLAT_HEADER, END_FLAG_FLAT_HEADER))

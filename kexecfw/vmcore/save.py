@@ -1,0 +1,165 @@
+"""``kexecfw vmcore save``: one dump file, or the save flow into a crash directory.
+
+Save flow (``--dir /var/crash``): makes ``DIR/<UTC timestamp>/`` holding ``dmesg.txt``
+(written first: it is small and the most useful part if the disk fills up), the
+dump (``vmcore.kdump`` or ``vmcore.elf``) and ``summary.json`` (kernel release,
+crash time, panic CPU, per-CPU pc/sp, dump level, sizes, timings, complete or not).
+The dump may use the filesystem's free space minus the floor (``--min-free``);
+past that it stops and is marked incomplete exactly as on a full disk. After a
+complete save only the newest ``--keep`` crash directories made by kexecfw
+(those with a summary.json) are kept.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import sys
+import time
+
+from kexecfw.errors import BadInputError, KexecfwError, NoSpaceError
+from kexecfw.vmcore import default_dump_path, open_dump
+from kexecfw.vmcore.writer import DumpIncomplete, DumpWriter
+
+STAMP = re.compile(r"^\d{8}-\d{6}(-\d+)?$")
+_SIZE = re.compile(r"^\s*(\d+)\s*([kKmMgGtT]?)(i?[bB])?\s*$")
+
+
+def parse_size(text: str) -> int:
+    m = _SIZE.match(text)
+    if not m:
+        raise BadInputError(f"size {text!r} is not a number with an optional K/M/G/T suffix")
+    return int(m[1]) << {"": 0, "k": 10, "m": 20, "g": 30, "t": 40}[m[2].lower()]
+
+
+def _atomic_write(path: str, data: bytes) -> None:
+    tmp = f"{path}.{os.getpid()}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+
+
+def crash_summary(dump) -> dict:
+    """Kernel, crash time, panic CPU and per-CPU pc/sp of ``dump`` (best effort, never raises)."""
+    from kexecfw.vmcore.dmesg import dmesg_bytes
+    from kexecfw.vmcore.kmem import KernelMemory
+    out: dict = {}
+    log = None
+    try:
+        info = dump.vmcoreinfo
+        out["osrelease"] = info.osrelease
+        out["crash_time"] = info.crash_time
+        log = dmesg_bytes(KernelMemory(dump))
+    except KexecfwError as e:
+        out["error"] = e.message
+    try:
+        from kexecfw.pluginmanager import Hooks
+        from kexecfw.vmcore.prstatus import assign_cpus, panic_from_log, parse_prstatus
+        names = Hooks().prstatus_registers(dump.machine)
+        states = [parse_prstatus(n, i, names) for i, n in enumerate(dump.prstatus_notes())]
+        panic = panic_from_log(log) if log else None
+        assign_cpus(states, None, panic)
+        out["panic_cpu"] = panic[0] if panic else None
+        out["cpus"] = [{"cpu": s.cpu, "pid": s.pid, "pc": None if s.pc is None else f"{s.pc:#x}",
+                        "sp": None if s.sp is None else f"{s.sp:#x}", "panic": s.panic} for s in states]
+    except KexecfwError as e:
+        out.setdefault("error", e.message)
+    return out, log
+
+
+def save_file(input_path: str, out: str, *, dump_level: int, compress: str, elf: bool, threads: int,
+              progress: bool, byte_limit: int | None = None) -> dict:
+    with open_dump(input_path) as dump:
+        summary, _ = crash_summary(dump)
+        writer = DumpWriter(dump, dump_level, compress, elf, threads, progress,
+                            panic_cpu=summary.get("panic_cpu") or 0, byte_limit=byte_limit)
+        stats = writer.write(out)
+    return {**summary, **stats}
+
+
+def save_flow(input_path: str, base: str, *, dump_level: int, compress: str, elf: bool, threads: int,
+              progress: bool, keep: int, min_free: int) -> dict:
+    if not os.path.isdir(base):
+        try:
+            os.makedirs(base, mode=0o700, exist_ok=True)
+        except OSError as e:
+            raise BadInputError(f"cannot create {base}: {e.strerror}") from None
+    st = os.statvfs(base)
+    free = st.f_bavail * st.f_frsize
+    if free <= min_free:
+        raise NoSpaceError(f"{base} has {free >> 20} MiB free, not more than the {min_free >> 20} MiB floor "
+                           "(--min-free): free space or lower the floor")
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+    target = os.path.join(base, stamp)
+    n = 1
+    while os.path.exists(target):
+        target = os.path.join(base, f"{stamp}-{n}")
+        n += 1
+    os.makedirs(target, mode=0o700)
+    t0 = time.monotonic()
+    with open_dump(input_path) as dump:
+        summary, log = crash_summary(dump)
+        if log is not None:
+            _atomic_write(os.path.join(target, "dmesg.txt"), log)
+        summary.update({"schema": 1, "input": input_path, "dump_level": dump_level,
+                        "compression": "none" if elf else compress, "complete": False})
+        name = "vmcore.elf" if elf else "vmcore.kdump"
+        # what the dump may use: the free space now minus the floor (and what dmesg.txt took)
+        st = os.statvfs(target)
+        budget = st.f_bavail * st.f_frsize - min_free
+        writer = DumpWriter(dump, dump_level, compress, elf, threads, progress,
+                            panic_cpu=summary.get("panic_cpu") or 0, byte_limit=max(budget, 0))
+        try:
+            stats = writer.write(os.path.join(target, name))
+            summary["complete"] = True
+        except DumpIncomplete:
+            stats = writer.stats
+            summary.update({"dump": stats, "seconds": round(time.monotonic() - t0, 3)})
+            _atomic_write(os.path.join(target, "summary.json"), json.dumps(summary, indent=1).encode())
+            raise
+        summary.update({"dump": stats, "seconds": round(time.monotonic() - t0, 3), "directory": target})
+        _atomic_write(os.path.join(target, "summary.json"), json.dumps(summary, indent=1).encode())
+    summary["removed"] = prune(base, keep)
+    return summary
+
+
+def prune(base: str, keep: int) -> list[str]:
+    """Remove all but the newest ``keep`` crash directories kexecfw made in ``base``."""
+    if keep <= 0:
+        return []
+    ours = sorted(d for d in os.listdir(base)
+                  if STAMP.match(d) and os.path.isfile(os.path.join(base, d, "summary.json")))
+    removed = []
+    for d in ours[:-keep]:
+        shutil.rmtree(os.path.join(base, d), ignore_errors=True)
+        removed.append(d)
+    return removed
+
+
+def run_save_cli(args) -> int:
+    input_path = args.input or default_dump_path()
+    progress = args.progress == "always" or (args.progress == "auto" and sys.stderr.isatty() and not args.json)
+    common = dict(dump_level=args.dump_level, compress=args.compress, elf=args.elf, threads=args.threads,
+                  progress=progress)
+    if args.dir:
+        if args.out:
+            raise BadInputError("give OUT or --dir, not both")
+        result = save_flow(input_path, args.dir, keep=args.keep, min_free=parse_size(args.min_free), **common)
+    else:
+        if not args.out:
+            raise BadInputError("vmcore save needs OUT (a file) or --dir DIR")
+        result = save_file(input_path, args.out, **common)
+    if args.json:
+        print(json.dumps({"schema": 1, **result}, indent=1))
+    else:
+        dump = result.get("dump", result)
+        print(f"saved {dump['path']}: {dump['pages_written']} pages, {dump['size'] / (1 << 20):.1f} MiB "
+              f"({dump.get('format')}, level {dump.get('dump_level')}) in {dump['seconds']} s")
+        if result.get("directory"):
+            print(f"crash directory: {result['directory']}")
+    return 0

@@ -1,0 +1,52 @@
+"""Fixtures for the capture side: the real vmcores of ../shared/fixtures (or $KEXECFW_FIXTURES)."""
+from __future__ import annotations
+
+import lzma
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+ARCHES = ("arm64", "x86_64")
+
+
+def fixtures_dir() -> Path | None:
+    env = os.environ.get("KEXECFW_FIXTURES")
+    for cand in ([Path(env)] if env else []) + [REPO.parent / "shared" / "fixtures"]:
+        if cand.is_dir():
+            return cand
+    return None
+
+
+@pytest.fixture(scope="session")
+def fixtures() -> Path:
+    d = fixtures_dir()
+    if d is None:
+        pytest.skip("fixtures not found (../shared/fixtures or $KEXECFW_FIXTURES)")
+    return d
+
+
+@pytest.fixture(scope="session")
+def mini_vmcores(fixtures: Path, tmp_path_factory) -> dict[str, Path]:
+    """The fixtures' vmcore-mini.elf.xz, decompressed once per session."""
+    out = tmp_path_factory.mktemp("mini")
+    paths = {}
+    for arch in ARCHES:
+        src = fixtures / arch / "capture" / "vmcore-mini.elf.xz"
+        if not src.is_file():
+            pytest.skip(f"{src} missing")
+        dst = out / f"{arch}.elf"
+        dst.write_bytes(lzma.decompress(src.read_bytes()))
+        paths[arch] = dst
+    return paths
+
+
+@pytest.fixture(scope="session")
+def expected_dmesg(fixtures: Path) -> dict[str, bytes]:
+    return {a: (fixtures / a / "capture" / "vmcore-dmesg.txt").read_bytes() for a in ARCHES}
+
+
+def have(tool: str) -> bool:
+    return shutil.which(tool) is not None

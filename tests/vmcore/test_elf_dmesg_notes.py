@@ -1,0 +1,129 @@
+"""ELF vmcores from real Debian 6.1 crashes: dmesg, notes, VMCOREINFO, address translation."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ARCHES, have
+from kexecfw.vmcore import open_dump
+from kexecfw.vmcore.dmesg import dmesg_bytes, format_record, records
+from kexecfw.vmcore.kmem import KernelMemory
+from kexecfw.vmcore.prstatus import assign_cpus, panic_from_log, parse_prstatus
+
+REGS = {"arm64": 34, "x86_64": 27}
+
+
+@pytest.mark.parametrize("arch", ARCHES)
+def test_dmesg_is_byte_identical_to_vmcore_dmesg(arch, mini_vmcores, expected_dmesg):
+    with open_dump(str(mini_vmcores[arch])) as dump:
+        out = dmesg_bytes(KernelMemory(dump))
+    assert out == expected_dmesg[arch]
+    assert b"sysrq: Trigger a crash" in out and b"Kernel panic - not syncing" in out
+
+
+@pytest.mark.parametrize("arch", ARCHES)
+def test_dmesg_through_vmcoreinfo_translation_only(arch, mini_vmcores, expected_dmesg):
+    """Ignore the ELF's virtual addresses: KASLR offsets and linear rules from VMCOREINFO must suffice."""
+    with open_dump(str(mini_vmcores[arch])) as dump:
+        mem = KernelMemory(dump)
+        mem._vsegs = []
+        assert dmesg_bytes(mem) == expected_dmesg[arch]
+        for vaddr, paddr, _ in dump.virtual_segments():
+            if arch == "arm64" or vaddr >= 0xFFFFFFFF80000000:   # x86 direct map needs page tables
+                mem._cache.clear()
+                assert mem.vtop(vaddr) == paddr
+
+
+@pytest.mark.skipif(not have("vmcore-dmesg"), reason="kexec-tools' vmcore-dmesg not installed")
+@pytest.mark.parametrize("arch", ARCHES)
+def test_dmesg_equals_vmcore_dmesg_binary(arch, mini_vmcores):
+    ref = subprocess.run(["vmcore-dmesg", str(mini_vmcores[arch])], capture_output=True, check=True).stdout
+    ours = subprocess.run([sys.executable, "-m", "kexecfw", "vmcore", "dmesg", str(mini_vmcores[arch])],
+                          capture_output=True, check=True).stdout
+    assert ours == ref
+
+
+@pytest.mark.parametrize("arch", ARCHES)
+def test_kernel_style_prefixes_every_line_and_shows_caller(arch, mini_vmcores):
+    with open_dump(str(mini_vmcores[arch])) as dump:
+        recs = list(records(KernelMemory(dump)))
+    assert len(recs) > 250
+    assert [r.seq for r in recs] == sorted(r.seq for r in recs)
+    panic = next(r for r in recs if r.text.startswith(b"Kernel panic"))
+    assert panic.level == 0 and panic.caller_id == 1        # KERN_EMERG, task pid 1 (init)
+    line = format_record(panic, kernel_style=True, show_level=True, show_caller=True)
+    assert line.startswith(b"<0>[") and b"][    T1] Kernel panic" in line
+    multi = [r for r in recs if b"\n" in r.text]
+    for r in multi:
+        out = format_record(r, kernel_style=True)
+        assert out.count(b"\n[") == r.text.count(b"\n")
+
+
+@pytest.mark.parametrize("arch", ARCHES)
+def test_notes_per_cpu_and_panicking_cpu(arch, mini_vmcores, expected_dmesg):
+    from kexecfw.pluginmanager import Hooks
+    with open_dump(str(mini_vmcores[arch])) as dump:
+        names = Hooks().prstatus_registers(dump.machine)
+        assert len(names) == REGS[arch]
+        states = [parse_prstatus(n, i, names) for i, n in enumerate(dump.prstatus_notes())]
+        info = dump.vmcoreinfo
+    assert len(states) == 4
+    panic = panic_from_log(expected_dmesg[arch])
+    assert panic == (2, 1, "init")
+    assert assign_cpus(states, None, panic) is False
+    assert [s.cpu for s in states] == [0, 1, 2, 3]
+    assert [s.panic for s in states] == [False, False, True, False]
+    assert [s.pid for s in states] == [0, 0, 1, 0]
+    stext = info.symbol("_stext")
+    for s in states:
+        # every CPU stopped inside the kernel image (idle loop, NMI/IPI handler or the panic path)
+        assert stext <= s.pc < stext + (64 << 20)
+    if arch == "arm64":
+        assert states[2].lr is not None and stext <= states[2].lr < stext + (64 << 20)
+    # online CPUs known: the mapping is exact and follows the list
+    assert assign_cpus(states, [0, 1, 2, 3], panic) is True
+
+
+def test_vmcoreinfo_types(mini_vmcores):
+    with open_dump(str(mini_vmcores["x86_64"])) as dump:
+        info = dump.vmcoreinfo
+        assert info.number("phys_base") == 0x49C00000            # decimal in the kernel's output
+        assert info.number("PAGE_BUDDY_MAPCOUNT_VALUE") == -129
+        assert info.kernel_offset == 0x2A800000
+        assert info.number("pgtable_l5_enabled") == 1
+        assert info.page_size == 4096 and info.crash_time == 1795685684
+        typed = info.typed()
+        assert typed["OSRELEASE"] == "6.1.0-56-cloud-amd64" and typed["SIZE(page)"] == 64
+    with open_dump(str(mini_vmcores["arm64"])) as dump:
+        info = dump.vmcoreinfo
+        assert info.number("kimage_voffset") == 0xFFFFB9F55A400000
+        assert info.number("PHYS_OFFSET") == 0x40000000
+        assert info.number("TCR_EL1_T1SZ") == 16 and info.number("VA_BITS") == 48
+
+
+@pytest.mark.parametrize("arch", ARCHES)
+def test_cli_info_notes_json(arch, mini_vmcores):
+    import json
+    run = lambda *a: subprocess.run([sys.executable, "-m", "kexecfw", "vmcore", *a, str(mini_vmcores[arch])],
+                                    capture_output=True, check=True, text=True).stdout
+    info = json.loads(run("info", "--json"))
+    assert info["schema"] == 1 and info["arch"] == arch and info["log"] == "lockless"
+    assert info["utsname"]["release"].startswith("6.1.0-56")
+    notes = json.loads(run("notes", "--json"))
+    assert notes["panic"] == {"cpu": 2, "pid": 1, "comm": "init"}
+    assert [c["panic"] for c in notes["cpus"]] == [False, False, True, False]
+    assert all(c["pc"].startswith("0x") for c in notes["cpus"])
+    text = run("notes")
+    assert "<- panic" in text and ("LR" in text) == (arch == "arm64")
+
+
+def test_cli_bad_input_is_one_line(tmp_path):
+    bad = tmp_path / "not-a-dump"
+    bad.write_bytes(b"hello world, no dump here")
+    for action in ("info", "notes", "dmesg"):
+        r = subprocess.run([sys.executable, "-m", "kexecfw", "vmcore", action, str(bad)],
+                           capture_output=True, text=True)
+        assert r.returncode == 3
+        assert r.stderr.count("\n") == 1 and "not a crash dump" in r.stderr and "Traceback" not in r.stderr
