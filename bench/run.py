@@ -1,0 +1,152 @@
+#!/usr/bin/env python3
+"""Side-by-side benchmarks of kexecfw against the tools it replaces.
+
+Each benchmark runs kexecfw and the reference on the same input, alternating, N times, and prints
+medians, the ratio (reference time / kexecfw time: > 1 means kexecfw is faster), output sizes and
+peak RSS. Timings are wall-clock of whole processes, so start-up counts, as it does in a capture kernel.
+
+kexecfw runs from a regular (non-editable) install in bench/.venv-bench, made on first use: an
+editable install adds tens of milliseconds of import-hook start-up that no user has.
+
+    python3 bench/run.py dmesg --vmcore FILE     # vs vmcore-dmesg (kexec-tools)
+    python3 bench/run.py plan  --sysroot DIR --kernel K [--initrd I]   # cold dry-run vs `python -c pass`
+    python3 bench/run.py all                     # every benchmark whose inputs are found
+"""
+from __future__ import annotations
+
+import argparse
+import lzma
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+BENCH_VENV = REPO / "bench" / ".venv-bench"
+
+
+@dataclass
+class Sample:
+    seconds: float
+    max_rss_kib: int
+
+
+def run_once(cmd: list[str], stdout_path: Path | None = None) -> Sample:
+    """Wall time and peak RSS of one child process (os.wait4 gives the child's own rusage)."""
+    out = open(stdout_path, "wb") if stdout_path else subprocess.DEVNULL
+    try:
+        start = time.perf_counter()
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.DEVNULL)
+        _, status, usage = os.wait4(proc.pid, 0)
+        elapsed = time.perf_counter() - start
+    finally:
+        if stdout_path:
+            out.close()
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"bench: {' '.join(cmd)} failed with status {os.waitstatus_to_exitcode(status)}")
+    return Sample(elapsed, usage.ru_maxrss)
+
+
+def compare(name: str, ours: list[str], reference: list[str], runs: int, ref_label: str) -> dict:
+    """Alternate the two commands ``runs`` times; report medians and the ratio."""
+    a: list[Sample] = []
+    b: list[Sample] = []
+    run_once(ours), run_once(reference)  # warm the page cache for both
+    for _ in range(runs):
+        a.append(run_once(ours))
+        b.append(run_once(reference))
+    ta = statistics.median(s.seconds for s in a)
+    tb = statistics.median(s.seconds for s in b)
+    row = {"benchmark": name, "reference": ref_label, "kexecfw_s": ta, "reference_s": tb, "ratio": tb / ta,
+           "kexecfw_rss_mib": max(s.max_rss_kib for s in a) / 1024,
+           "reference_rss_mib": max(s.max_rss_kib for s in b) / 1024}
+    print(f"{name:<28} kexecfw {ta * 1000:8.1f} ms  {ref_label} {tb * 1000:8.1f} ms  "
+          f"ratio {row['ratio']:5.2f}  peak RSS {row['kexecfw_rss_mib']:.0f} / {row['reference_rss_mib']:.0f} MiB")
+    return row
+
+
+def bench_python() -> str:
+    """A venv with kexecfw installed normally (not editable)."""
+    py = BENCH_VENV / "bin" / "python"
+    if not py.exists():
+        subprocess.run([sys.executable, "-m", "venv", str(BENCH_VENV)], check=True)
+        subprocess.run([str(py), "-m", "pip", "install", "-q", str(REPO)], check=True)
+    else:
+        subprocess.run([str(py), "-m", "pip", "install", "-q", "--force-reinstall", "--no-deps", str(REPO)],
+                       check=True)
+    return str(py)
+
+
+def fixture_vmcore() -> Path | None:
+    """The x86_64 fixture's mini vmcore, decompressed, when the shared fixtures are present."""
+    src = REPO.parent / "shared" / "fixtures" / "x86_64" / "capture" / "vmcore-mini.elf.xz"
+    if not src.exists():
+        return None
+    dst = Path(tempfile.gettempdir()) / "kexecfw-bench-x86_64-mini.elf"
+    if not dst.exists():
+        dst.write_bytes(lzma.decompress(src.read_bytes()))
+    return dst
+
+
+def bench_dmesg(py: str, vmcore: Path, runs: int) -> list[dict]:
+    tool = shutil.which("vmcore-dmesg")
+    if tool is None:
+        raise SystemExit("bench: vmcore-dmesg not found: apt-get install kexec-tools")
+    with tempfile.TemporaryDirectory() as tmp:
+        ours, theirs = Path(tmp) / "ours.txt", Path(tmp) / "theirs.txt"
+        run_once([py, "-m", "kexecfw", "vmcore", "dmesg", str(vmcore)], ours)
+        run_once([tool, str(vmcore)], theirs)
+        identical = ours.read_bytes() == theirs.read_bytes()
+    print(f"dmesg output byte-identical to vmcore-dmesg: {identical}")
+    rows = [compare("vmcore dmesg", [py, "-m", "kexecfw", "vmcore", "dmesg", str(vmcore)], [tool, str(vmcore)],
+                    runs, "vmcore-dmesg"),
+            compare("vmcore dmesg vs bare python", [py, "-m", "kexecfw", "vmcore", "dmesg", str(vmcore)],
+                    [py, "-c", "pass"], runs, "python -c pass")]
+    rows[0]["identical"] = identical
+    return rows
+
+
+def bench_plan(py: str, sysroot: Path, kernel: Path, initrd: Path | None, runs: int) -> list[dict]:
+    cmd = [py, "-m", "kexecfw", "--sysroot", str(sysroot), "load", "-p", "--dry-run", "--json", str(kernel),
+           "--append", "console=ttyS0 maxcpus=1 reset_devices"]
+    if initrd:
+        cmd += ["--initrd", str(initrd)]
+    return [compare("load -p --dry-run (cold)", cmd, [py, "-c", "pass"], runs, "python -c pass")]
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("which", choices=["dmesg", "plan", "all"])
+    p.add_argument("--vmcore", type=Path, help="ELF vmcore for dmesg (default: the x86_64 fixture's mini vmcore)")
+    p.add_argument("--sysroot", type=Path, help="sysroot for plan (default: the x86_64 fixture's)")
+    p.add_argument("--kernel", type=Path, help="kernel for plan (default: the lab cache's x86_64 kernel)")
+    p.add_argument("--initrd", type=Path)
+    p.add_argument("--runs", type=int, default=15)
+    args = p.parse_args(argv)
+    py = bench_python()
+    print(f"# {platform.node()} {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
+          f"{time.strftime('%Y-%m-%d')}")
+    rows: list[dict] = []
+    if args.which in ("dmesg", "all"):
+        vmcore = args.vmcore or fixture_vmcore()
+        if vmcore is None:
+            raise SystemExit("bench: no vmcore: pass --vmcore FILE")
+        rows += bench_dmesg(py, vmcore, args.runs)
+    if args.which in ("plan", "all"):
+        sysroot = args.sysroot or REPO.parent / "shared" / "fixtures" / "x86_64" / "sysroot"
+        kernel = args.kernel or next(iter(sorted((Path.home() / ".cache" / "kexecfw-lab").glob(
+            "x86_64-extract/boot/vmlinuz-*"))), None)
+        if kernel is None or not sysroot.is_dir():
+            raise SystemExit("bench: plan needs --sysroot DIR and --kernel FILE")
+        rows += bench_plan(py, sysroot, kernel, args.initrd, args.runs)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
