@@ -37,20 +37,32 @@ class Sample:
     max_rss_kib: int
 
 
+GNU_TIME = "/usr/bin/time"   # Debian package "time"
+
+
 def run_once(cmd: list[str], stdout_path: Path | None = None) -> Sample:
-    """Wall time and peak RSS of one child process (os.wait4 gives the child's own rusage)."""
-    out = open(stdout_path, "wb") if stdout_path else subprocess.DEVNULL
-    try:
-        start = time.perf_counter()
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.DEVNULL)
-        _, status, usage = os.wait4(proc.pid, 0)
-        elapsed = time.perf_counter() - start
-    finally:
-        if stdout_path:
-            out.close()
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"bench: {' '.join(cmd)} failed with status {os.waitstatus_to_exitcode(status)}")
-    return Sample(elapsed, usage.ru_maxrss)
+    """Wall time and peak RSS of one child process.
+
+    Peak RSS comes from GNU time (a small C parent): a child forked or vfork'ed from this Python
+    process would report this process's RSS as its own high-water mark. PYTHONSAFEPATH keeps
+    `python -m kexecfw` off the source tree.
+    """
+    if not os.path.exists(GNU_TIME):
+        raise SystemExit("bench: /usr/bin/time not found: apt-get install time")
+    with tempfile.NamedTemporaryFile("r", suffix=".rss") as rss:
+        argv = [GNU_TIME, "-f", "%M", "-o", rss.name, *cmd]
+        out = open(stdout_path, "wb") if stdout_path else subprocess.DEVNULL
+        try:
+            start = time.perf_counter()
+            code = subprocess.call(argv, stdout=out, stderr=subprocess.DEVNULL,
+                                   env=dict(os.environ, PYTHONSAFEPATH="1"))
+            elapsed = time.perf_counter() - start
+        finally:
+            if stdout_path:
+                out.close()
+        if code != 0:
+            raise SystemExit(f"bench: {' '.join(cmd)} failed with status {code}")
+        return Sample(elapsed, int(rss.read().split()[-1]))
 
 
 def compare(name: str, ours: list[str], reference: list[str], runs: int, ref_label: str) -> dict:
