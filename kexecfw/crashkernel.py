@@ -1,0 +1,302 @@
+"""``crashkernel=``: parse it exactly as the kernel does, and estimate what to reserve.
+
+Parsing follows kernel/crash_core.c (kernel/crash_reserve.c since 6.9):
+
+* the **last** ``crashkernel=`` on the command line wins; the search is a plain
+  substring search, and a value ending in a known suffix (``,high``, ``,low``,
+  ``,cma``) is skipped when looking for the plain form (and is the only kind
+  considered when looking for that suffix);
+* ``size[@offset]`` is the simple form; a ``:`` before the first space selects
+  the range form ``start-[end]:size[,start-[end]:size...][@offset]``, matched
+  against the system RAM **rounded up to 128 MiB** (``start <= ram < end``), and
+  every size up to the match must be smaller than that RAM;
+* ``size,high`` / ``size,low``: the kernel only uses ``,high`` when there is no
+  usable plain form; ``,low`` gives the low part (default 256 MiB on x86_64 —
+  in fact max(swiotlb + 8 MiB, 256 MiB) — and 128 MiB on arm64);
+* numbers are ``memparse``: C integer syntax with base detection (``0x`` hex,
+  leading ``0`` octal) and an optional K, M, G, T, P or E suffix (either case).
+
+Estimate (documented formula, all sizes in bytes, result rounded up to 16 MiB)::
+
+    kernel   = memory the capture kernel image occupies when running:
+               x86_64 bzImage: setup header init_size; arm64 Image: header image_size
+               (gzip'ed Images are inflated to read it); otherwise 3 x file size
+    initrd   = compressed size + uncompressed size (both live while it is unpacked)
+    runtime  = 64 MiB: kernel slab, page tables, devices, and the user space that saves
+               the dump (Python + kexecfw's writer budget, see kexecfw.vmcore.writer)
+    cpus     = 1 MiB per CPU the capture kernel brings up (percpu areas, stacks);
+               capture kernels usually boot with nr_cpus=1
+    bitmaps  = RAM / 16384: the writer's two page bitmaps for the crashed system's RAM
+    total    = (kernel + initrd + runtime + cpus + bitmaps) / (1 - 64/4096)
+               (the capture kernel's own struct pages: 64 bytes per 4 KiB page)
+
+For the fixtures' Debian 6.1 guests (2 GiB, busybox initramfs) this gives about
+128 MiB for x86_64 and 112 MiB for arm64; they ran with 384M and the lab with 256M.
+"""
+from __future__ import annotations
+
+import gzip
+import io
+import lzma
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+from kexecfw.errors import BadInputError
+
+SZ_128M = 128 << 20
+ULLONG_MAX = (1 << 64) - 1
+KNOWN_SUFFIXES = (",high", ",low", ",cma")
+DEFAULT_LOW = {"x86_64": 256 << 20, "arm64": 128 << 20}
+_SHIFTS = {"k": 10, "m": 20, "g": 30, "t": 40, "p": 50, "e": 60}
+
+
+class CrashkernelError(BadInputError):
+    """A crashkernel= value the kernel would reject (the message is the kernel's reason)."""
+
+
+def memparse(text: str, pos: int = 0) -> tuple[int, int]:
+    """The kernel's memparse() at ``pos``: (value, position after it); position unchanged if no number."""
+    start = pos
+    base = 10
+    if text.startswith(("0x", "0X"), pos) and pos + 2 < len(text) and text[pos + 2] in "0123456789abcdefABCDEF":
+        base, pos = 16, pos + 2
+    elif text.startswith("0", pos):
+        base = 8
+    digits = "0123456789abcdef"[:base]
+    value = 0
+    p = pos
+    while p < len(text) and text[p].lower() in digits:
+        value = value * base + int(text[p], 16)
+        p += 1
+    if p == pos and base != 16:
+        return 0, start
+    if p < len(text) and text[p].lower() in _SHIFTS:
+        value <<= _SHIFTS[text[p].lower()]
+        p += 1
+    return value & ULLONG_MAX, p
+
+
+def roundup(value: int, step: int) -> int:
+    return -(-value // step) * step
+
+
+def _last(cmdline: str, name: str, suffix: str | None) -> int | None:
+    """get_last_crashkernel(): index just after ``name`` of the occurrence to use."""
+    found = None
+    p = cmdline.find(name)
+    while p != -1:
+        end = cmdline.find(" ", p)
+        if end == -1:
+            end = len(cmdline)
+        word = cmdline[p:end]
+        if suffix is None:
+            if not any(word.endswith(s) for s in KNOWN_SUFFIXES):
+                found = p
+        elif word.endswith(suffix):
+            found = p
+        p = cmdline.find(name, p + 1)
+    return None if found is None else found + len(name)
+
+
+def _parse_simple(s: str, at: int) -> tuple[int, int | None]:
+    size, cur = memparse(s, at)
+    if cur == at:
+        raise CrashkernelError("crashkernel: memory value expected")
+    base = None
+    if cur < len(s) and s[cur] == "@":
+        base, after = memparse(s, cur + 1)
+        if after == cur + 1:
+            raise CrashkernelError("crashkernel: memory value expected after '@'")
+    elif cur < len(s) and s[cur] != " ":
+        raise CrashkernelError(f"crashkernel: unrecognized char: {s[cur]}")
+    return size, base
+
+
+def _parse_ranges(s: str, at: int, system_ram: int) -> tuple[int, int | None, tuple[int, int] | None]:
+    total = roundup(system_ram, SZ_128M)
+    cur = at
+    size_found = 0
+    matched = None
+    while True:
+        start, tmp = memparse(s, cur)
+        if tmp == cur:
+            raise CrashkernelError("crashkernel: Memory value expected")
+        cur = tmp
+        if cur >= len(s) or s[cur] != "-":
+            raise CrashkernelError("crashkernel: '-' expected")
+        cur += 1
+        end = ULLONG_MAX
+        if cur >= len(s) or s[cur] != ":":
+            end, tmp = memparse(s, cur)
+            if tmp == cur:
+                raise CrashkernelError("crashkernel: Memory value expected")
+            cur = tmp
+            if end <= start:
+                raise CrashkernelError("crashkernel: end <= start")
+        if cur >= len(s) or s[cur] != ":":
+            raise CrashkernelError("crashkernel: ':' expected")
+        cur += 1
+        size, tmp = memparse(s, cur)
+        if tmp == cur:
+            raise CrashkernelError("crashkernel: Memory value expected")
+        cur = tmp
+        if size >= total:
+            raise CrashkernelError(f"crashkernel: invalid size ({size >> 20} MiB is not below the "
+                                   f"{total >> 20} MiB of RAM)")
+        if start <= total < end:
+            size_found = size
+            matched = (start, end)
+            break
+        sep = s[cur] if cur < len(s) else ""
+        cur += 1
+        if sep != ",":
+            break
+    base = None
+    if size_found > 0:
+        while cur < len(s) and s[cur] not in " @":
+            cur += 1
+        if cur < len(s) and s[cur] == "@":
+            base, tmp = memparse(s, cur + 1)
+            if tmp == cur + 1:
+                raise CrashkernelError("crashkernel: Memory value expected after '@'")
+    return size_found, base, matched
+
+
+@dataclass
+class Reservation:
+    """What the kernel would reserve for ``crashkernel=`` on a system with ``ram`` bytes."""
+
+    size: int = 0
+    base: int | None = None          # @offset, None: the kernel chooses
+    high: bool = False               # crashkernel=X,high was used
+    low: int | None = None           # the low part for a ,high reservation
+    low_default: bool = False        # ... taken from the architecture's default
+    form: str = "none"               # "simple", "ranges", "high"
+    matched: tuple[int, int] | None = None
+    ram_rounded: int = 0
+    source: str = ""                 # the crashkernel= word used
+
+    def as_dict(self) -> dict:
+        hx = lambda v: None if v is None else f"{v:#x}"  # noqa: E731
+        return {"size": self.size, "size_mib": self.size / (1 << 20), "base": hx(self.base), "high": self.high,
+                "low": self.low, "low_default": self.low_default, "form": self.form,
+                "matched_range": None if self.matched is None else
+                [hx(self.matched[0]), None if self.matched[1] == ULLONG_MAX else hx(self.matched[1])],
+                "ram_rounded": self.ram_rounded, "source": self.source}
+
+
+def _word(cmdline: str, at: int) -> str:
+    end = cmdline.find(" ", at)
+    return cmdline[at - len("crashkernel="):end if end != -1 else len(cmdline)]
+
+
+def parse(cmdline: str, system_ram: int, arch: str = "x86_64") -> Reservation:
+    """Parse ``cmdline`` (a whole command line or just ``crashkernel=...``, or only its value)."""
+    if "crashkernel=" not in cmdline:
+        cmdline = "crashkernel=" + cmdline
+    name = "crashkernel="
+    res = Reservation(ram_rounded=roundup(system_ram, SZ_128M))
+    at = _last(cmdline, name, None)
+    if at is not None:
+        colon = cmdline.find(":", at)
+        space = cmdline.find(" ", at)
+        if colon != -1 and (space == -1 or colon < space):
+            res.size, res.base, res.matched = _parse_ranges(cmdline, at, system_ram)
+            res.form = "ranges"
+        else:
+            res.size, res.base = _parse_simple(cmdline, at)
+            res.form = "simple"
+        res.source = _word(cmdline, at)
+    if res.size == 0:
+        at = _last(cmdline, name, ",high")
+        if at is not None:
+            size, cur = memparse(cmdline, at)
+            if cur == at:
+                raise CrashkernelError("crashkernel: memory value expected")
+            res.size, res.base, res.high, res.form, res.source = size, None, True, "high", _word(cmdline, at)
+    if res.size and (res.high or res.form != "none"):
+        at = _last(cmdline, name, ",low")
+        if at is not None:
+            low, cur = memparse(cmdline, at)
+            if cur == at:
+                raise CrashkernelError("crashkernel: memory value expected")
+            res.low = low
+        elif res.high:
+            res.low, res.low_default = DEFAULT_LOW.get(arch, 128 << 20), True
+    return res
+
+
+# --- estimate ---------------------------------------------------------------------------------
+
+def _inflate_prefix(data: bytes, n: int) -> bytes | None:
+    try:
+        if data[:2] == b"\x1f\x8b":
+            with gzip.GzipFile(fileobj=io.BytesIO(data)) as g:
+                return g.read(n)
+        if data[:6] == b"\xfd7zXZ\x00":
+            return lzma.LZMADecompressor().decompress(data, n)
+    except (OSError, EOFError, lzma.LZMAError):
+        return None
+    return None
+
+
+def kernel_memory(path: str) -> tuple[int, str]:
+    """Bytes the kernel image needs when running, and how that was found."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as e:
+        raise BadInputError(f"cannot read kernel {path}: {e.strerror}") from None
+    # x86 boot protocol: "HdrS" at 0x202, init_size (u32) at 0x260 since protocol 2.10
+    if len(data) > 0x264 and data[0x202:0x206] == b"HdrS" and struct.unpack_from("<H", data, 0x206)[0] >= 0x20A:
+        return struct.unpack_from("<I", data, 0x260)[0], "bzImage init_size"
+    head = data[:64] if data[56:60] == b"ARM\x64" else _inflate_prefix(data, 64)
+    if head and len(head) >= 64 and head[56:60] == b"ARM\x64":
+        image_size = struct.unpack_from("<Q", head, 16)[0]
+        if image_size:
+            return image_size, "arm64 Image image_size"
+    return 3 * len(data), "3 x file size (unknown image format)"
+
+
+def initrd_memory(path: str) -> tuple[int, int]:
+    """(compressed size, uncompressed size) of an initrd (concatenated cpio archives are fine)."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as e:
+        raise BadInputError(f"cannot read initrd {path}: {e.strerror}") from None
+    size = len(data)
+    try:
+        if data[:2] == b"\x1f\x8b":
+            with gzip.GzipFile(fileobj=io.BytesIO(data)) as g:
+                return size, sum(len(c) for c in iter(lambda: g.read(1 << 20), b""))
+        if data[:6] == b"\xfd7zXZ\x00":
+            return size, len(lzma.decompress(data))
+        if data[:4] == b"\x28\xb5\x2f\xfd":
+            import zstandard
+            reader = zstandard.ZstdDecompressor().stream_reader(io.BytesIO(data))
+            return size, sum(len(c) for c in iter(lambda: reader.read(1 << 20), b""))
+    except (OSError, EOFError, lzma.LZMAError) as e:
+        raise BadInputError(f"initrd {path} does not decompress: {e}") from None
+    except Exception as e:  # zstandard.ZstdError
+        raise BadInputError(f"initrd {path} does not decompress: {e}") from None
+    return size, 0    # uncompressed cpio: unpacked size ~ its size, counted once more below
+
+RUNTIME = 64 << 20
+PER_CPU = 1 << 20
+STRUCT_PAGE_FRACTION = 64 / 4096
+ALIGN = 16 << 20
+
+
+def estimate(kernel: str, initrd: str | None, cpus: int = 1, ram: int = 0) -> dict:
+    """The reservation the formula in the module docstring gives, with its terms."""
+    if cpus < 1:
+        raise BadInputError("--cpus must be at least 1")
+    k, how = kernel_memory(kernel)
+    ci, ui = initrd_memory(initrd) if initrd else (0, 0)
+    initrd_total = ci + (ui if ui else ci)
+    bitmaps = ram // 16384
+    subtotal = k + initrd_total + RUNTIME + PER_CPU * cpus + bitmaps
+    total = roundup(int(subtotal / (1 - STRUCT_PAGE_FRACTION)), ALIGN)
+    return {"kernel": k, "kernel_source": how, "initrd_compressed": ci, "initrd_uncompressed": ui,
+            "runtime": RUNTIME, "cpus": cpus, "per_cpu": PER_CPU, "bitmaps": bitmaps, "total": total,
+            "crashkernel": f"{total >> 20}M"}
