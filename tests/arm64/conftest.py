@@ -11,8 +11,13 @@ import pytest
 
 from tests.conftest import fixture_path
 
-# The kernel the fixtures' guest ran (fixtures/arm64/kernel-package).
-KERNEL_PACKAGE = "linux-image-6.1.0-56-arm64"
+# Debian arm64 kernels of two generations: (package, extract folder, vmlinuz glob). 6.1 is the one the
+# fixtures' guest ran (fixtures/arm64/kernel-package); 6.12 is Debian 13's (52-bit VA, KALLSYMS_ALL=y),
+# also built for Debian 12 (bookworm-security).
+KERNELS = {
+    "6.1": ("linux-image-6.1.0-56-arm64", "arm64-extract", "vmlinuz-6.1.0-*-arm64"),
+    "6.12": ("linux-image-6.12.117+deb12-arm64", "arm64-612-extract", "vmlinuz-6.12.*-arm64"),
+}
 
 
 def lab_cache() -> Path:
@@ -26,35 +31,46 @@ def _extract(deb: Path, dest: Path) -> None:
     subprocess.run(["tar", "-x", "-C", str(dest), "./boot"], input=tar, check=True, capture_output=True)
 
 
-def debian_arm64_image() -> Path | None:
-    """A real Debian 6.1 arm64 kernel Image from the cache, downloading it with apt-get when possible."""
+def debian_arm64_image(generation: str = "6.1") -> Path | None:
+    """A real Debian arm64 kernel Image from the cache, downloading it with apt-get when possible."""
+    package, folder, pattern = KERNELS[generation]
     cache = lab_cache()
-    found = sorted(glob.glob(str(cache / "arm64-extract" / "boot" / "vmlinuz-6.1.0-*-arm64")))
+    found = sorted(glob.glob(str(cache / folder / "boot" / pattern)))
     if found:
         return Path(found[-1])
-    debs = sorted(glob.glob(str(cache / "linux-image-6.1.0-*-arm64_*_arm64.deb")))
+    debs = sorted(glob.glob(str(cache / f"{package}_*_arm64.deb")))
     if not debs and shutil.which("apt-get") and shutil.which("dpkg-deb"):
         cache.mkdir(parents=True, exist_ok=True)
         try:
-            subprocess.run(["apt-get", "download", f"{KERNEL_PACKAGE}:arm64"], cwd=cache, check=True,
+            subprocess.run(["apt-get", "download", f"{package}:arm64"], cwd=cache, check=True,
                            capture_output=True, timeout=600)
         except (subprocess.SubprocessError, OSError):
             return None     # no arm64 apt architecture configured, or offline
-        debs = sorted(glob.glob(str(cache / "linux-image-6.1.0-*-arm64_*_arm64.deb")))
+        debs = sorted(glob.glob(str(cache / f"{package}_*_arm64.deb")))
     if not debs:
         return None
-    _extract(Path(debs[-1]), cache / "arm64-extract")
-    found = sorted(glob.glob(str(cache / "arm64-extract" / "boot" / "vmlinuz-6.1.0-*-arm64")))
+    _extract(Path(debs[-1]), cache / folder)
+    found = sorted(glob.glob(str(cache / folder / "boot" / pattern)))
     return Path(found[-1]) if found else None
+
+
+def _image_or_skip(generation: str) -> Path:
+    image = debian_arm64_image(generation)
+    if image is None:
+        pytest.skip(f"no Debian {generation} arm64 kernel: run `dpkg --add-architecture arm64 && apt-get update` "
+                    f"or put {KERNELS[generation][0]}_*.deb in {lab_cache()}")
+    return image
 
 
 @pytest.fixture(scope="session")
 def arm64_image() -> Path:
-    image = debian_arm64_image()
-    if image is None:
-        pytest.skip("no Debian arm64 kernel: run `dpkg --add-architecture arm64 && apt-get update` "
-                    f"or put {KERNEL_PACKAGE}_*.deb in {lab_cache()}")
-    return image
+    return _image_or_skip("6.1")
+
+
+@pytest.fixture(scope="session", params=["6.1", "6.12"])
+def any_arm64_image(request: pytest.FixtureRequest) -> Path:
+    """Each kernel generation in turn."""
+    return _image_or_skip(request.param)
 
 
 @pytest.fixture(scope="session")

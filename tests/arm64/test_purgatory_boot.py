@@ -87,8 +87,9 @@ def run_plan(plan, tmp_path: Path, timeout: int, tamper: str | None = None,
 
 
 @pytest.fixture()
-def plan(arm64_image: Path, initramfs: Path, arm64_sysroot: Path):
-    options = LoadOptions(kernel=arm64_image, initrd=initramfs, cmdline=CMDLINE, panic=True)
+def plan(any_arm64_image: Path, initramfs: Path, arm64_sysroot: Path):
+    """A panic load of either kernel generation as the crash kernel of the fixture's 6.1 guest."""
+    options = LoadOptions(kernel=any_arm64_image, initrd=initramfs, cmdline=CMDLINE, panic=True)
     return plan_load(options, Sysroot(arm64_sysroot), arch="arm64")[0]
 
 
@@ -103,6 +104,17 @@ def test_purgatory_enters_the_crash_kernel_with_our_dtb(plan, tmp_path: Path, ar
     assert f"KEXECFW-INIT vmcore=present size={real_size}" in console, console[-3000:]
     assert f"KEXECFW-INIT elfcorehdr={hdr.mem:016x}{hdr.bufsz:016x}" in console
     assert "KEXECFW-INIT usable=00000000a1a000000000000018000000" in console
+
+
+def test_normal_load_boots_the_next_kernel(arm64_image: Path, initramfs: Path, arm64_sysroot: Path,
+                                          tmp_path: Path) -> None:
+    cmdline = "console=ttyAMA0 rdinit=/init kexecfw.marker=normal-kexec"
+    options = LoadOptions(kernel=arm64_image, initrd=initramfs, cmdline=cmdline)
+    plan = plan_load(options, Sysroot(arm64_sysroot), arch="arm64")[0]
+    console = run_plan(plan, tmp_path, timeout=600)
+    assert f"Kernel command line: {cmdline}" in console, console[-2000:]
+    assert "KEXECFW-INIT vmcore=absent" in console
+    assert "KEXECFW-INIT elfcorehdr=\r\n" in console        # no crash properties in a normal load's DTB
 
 
 def test_purgatory_refuses_a_changed_segment(plan, tmp_path: Path) -> None:
