@@ -13,6 +13,7 @@ kernel's own kexec_file_load does (drivers/of/kexec.c).
 from __future__ import annotations
 
 import os
+from typing import Callable
 
 from kexecfw.errors import BadInputError
 from kexecfw.memory.devicetree import DeviceTree, encode_cells
@@ -52,14 +53,12 @@ def _drop_old_initrd_reservation(tree: DeviceTree) -> None:
 
 
 def update_chosen(tree: DeviceTree, *, cmdline: str, initrd: Range | None, elfcorehdr: Range | None,
-                  usable: list[Range] | None, random_bytes=os.urandom) -> list[str]:
+                  usable: list[Range] | None, random_bytes: Callable[[int], bytes] = os.urandom) -> list[str]:
     """Rewrite /chosen for the next kernel; returns what changed, in words."""
     changes: list[str] = []
     addr_cells, _ = tree.root_cells
     _drop_old_initrd_reservation(tree)
-    for name in STALE_PROPERTIES:
-        if tree.remove(CHOSEN, name):
-            changes.append(f"removed {name}")
+    removed = [name for name in STALE_PROPERTIES if tree.remove(CHOSEN, name)]
     if cmdline:
         tree.set_string(CHOSEN, "bootargs", cmdline)
         changes.append(f"bootargs={cmdline!r}")
@@ -80,7 +79,8 @@ def update_chosen(tree: DeviceTree, *, cmdline: str, initrd: Range | None, elfco
     if usable:
         tree.set_ranges(CHOSEN, "linux,usable-memory-range", usable)
         changes.append("linux,usable-memory-range=" + " ".join(f"<{r.start:#x} {r.size:#x}>" for r in usable))
-    return changes
+    # Report a removal only when the property did not come back with a new value.
+    return [f"removed {name}" for name in removed if tree.get(CHOSEN, name) is None] + changes
 
 
 def boot_params(ctx: LoadContext, planner: Planner) -> DeviceTree:

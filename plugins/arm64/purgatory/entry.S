@@ -43,5 +43,5 @@ purgatory_dtb_addr:
 	.section .bss.purgatory_stack, "aw", %nobits
 	.balign	16
 purgatory_stack:
-	.space	16384
+	.space	4096		/* sha256 needs well under 1 KiB */
 purgatory_stack_top:
