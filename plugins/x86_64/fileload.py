@@ -44,6 +44,7 @@ IMA_SETUP_DATA_SIZE = 16             # struct ima_setup_data: addr, size
 RNG_SEED_LENGTH = 32
 ELF_CORE_HEADER_ALIGN = 4096
 ELF64_EHDR_SIZE, ELF64_PHDR_SIZE = 64, 56
+SHF_EXECINSTR = 0x4
 REVERSE_WALK_SINCE = (6, 7)          # kexec_walk_resources uses walk_system_ram_res_rev for top-down
 
 
@@ -96,13 +97,24 @@ def _kernel_purgatory(ctx: LoadContext, image: BzImage) -> tuple[int, int, int]:
     except BadInputError as e:
         ctx.note(f"cannot read the kernel's own purgatory ({e})")
     if obj is None:
-        obj = PURGATORY_OBJECT.read_bytes()
+        ours = PurgatoryLayout(PURGATORY_OBJECT.read_bytes(), EM_X86_64)
         ctx.note("purgatory size: kexecfw's own object as an estimate (the kernel's was not found)")
+        return ours.size, ours.align, _symbol_offset(ours, "purgatory_start")
     layout = PurgatoryLayout(obj, EM_X86_64)
     (e_entry,) = struct.unpack_from("<Q", obj, 0x18)
-    text = layout.elf.get_section_by_name(".text")
-    text_index = next(i for i, s in enumerate(layout.elf.iter_sections()) if s is text or s.name == ".text")
-    return layout.size, layout.align, layout.offsets.get(text_index, 0) + e_entry
+    # kexec_purgatory_setup_sechdrs: the entry is e_entry within the executable section holding it
+    for index, sec in enumerate(layout.elf.iter_sections()):
+        if (index in layout.offsets and sec["sh_flags"] & SHF_EXECINSTR
+                and sec["sh_addr"] <= e_entry < sec["sh_addr"] + sec["sh_size"]):
+            return layout.size, layout.align, layout.offsets[index] + e_entry - sec["sh_addr"]
+    return layout.size, layout.align, e_entry
+
+
+def _symbol_offset(layout, name: str) -> int:  # noqa: ANN001  (a kexecfw.purgatory.PurgatoryLayout)
+    for sym in layout.elf.get_section_by_name(".symtab").iter_symbols():
+        if sym.name == name and isinstance(sym["st_shndx"], int) and sym["st_shndx"] in layout.offsets:
+            return layout.offsets[sym["st_shndx"]] + sym["st_value"]
+    return 0
 
 
 def predict_file_load(ctx: LoadContext) -> Plan:

@@ -193,6 +193,8 @@ def test_file_load_prediction_normal_uses_kernels_purgatory(x86_sysroot: Path, f
     opts = LoadOptions(kernel=fixture_bzimage, initrd=initrd, cmdline="console=ttyS0", file_load=True)
     plan, _ = plan_load(opts, Sysroot(x86_sysroot), arch="x86_64")
     assert plan.segment("purgatory").memsz == (layout.size + 4095) // 4096 * 4096
+    from kexecfw.plugins.x86_64.fileload import _symbol_offset
+    assert plan.entry == plan.segment("purgatory").mem + _symbol_offset(layout, "purgatory_start")
     # Linux 6.1 walks System RAM from the bottom: purgatory and boot_params land in the first RAM
     # resource above 0x3000, the kernel above pref_address, the initrd above 16 MiB
     assert plan.segment("purgatory").mem >= 0x3000 and plan.segment("purgatory").range.end <= 0xA0000
