@@ -45,7 +45,8 @@ def run(arch: str = "arm64", scenario: str = "panic", loader: str = "kexecfw", *
         compare_kexec_tools: bool = False, mem: int = 1024, smp: int = 2, crashkernel: str = "256M",
         keep: str | os.PathLike[str] | None = None, kernel_generation: str = "6.1",
         accel: str = "auto", timeout: float = 900, silence: float = 300,
-        cache: str | os.PathLike[str] | None = None, log: Log = _stderr_log) -> LabResult:
+        cache: str | os.PathLike[str] | None = None, log: Log = _stderr_log,
+        load_args: str = "") -> LabResult:
     target = arch_target(arch)
     gen = generation(kernel_generation)
     if scenario not in SCENARIOS:
@@ -69,7 +70,7 @@ def run(arch: str = "arm64", scenario: str = "panic", loader: str = "kexecfw", *
     result = LabResult(directory=out, arch=target.name, scenario=scenario, loader=loader,
                        generation=gen.name, kernel_release=userland.release, phases=phases,
                        settings={"mem": mem, "smp": smp, "crashkernel": crashkernel,
-                                 "compare_kexec_tools": compare_kexec_tools})
+                                 "compare_kexec_tools": compare_kexec_tools, "load_args": load_args})
 
     build_root = cache_path / "build"
     build_root.mkdir(exist_ok=True)
@@ -79,6 +80,7 @@ def run(arch: str = "arm64", scenario: str = "panic", loader: str = "kexecfw", *
         console = f"console={target.console}"
         config = {
             "SCENARIO": scenario, "LOADER": loader, "COMPARE": "1" if compare_kexec_tools else "0",
+            "LOAD_ARGS": load_args,   # extra `kexecfw load` options, e.g. --classic
             "CAPTURE_APPEND": f"{console} maxcpus=1 reset_devices irqpoll panic=-1 lab.role=capture",
             "SECOND_APPEND": f"{console} panic=-1 lab.role=second lab.marker={marker}",
         }
