@@ -85,7 +85,12 @@ def kexecfw_memory_map(ctx: LoadContext) -> MemoryMap | None:
     memmap = read_iomem(ctx.sysroot)
     if not ctx.sysroot.exists(chosen.FIRMWARE_DTB):
         return memmap
-    tree = DeviceTree.from_bytes(ctx.sysroot.read_bytes(chosen.FIRMWARE_DTB), str(ctx.sysroot.path(chosen.FIRMWARE_DTB)))
+    try:
+        tree = DeviceTree.from_bytes(ctx.sysroot.read_bytes(chosen.FIRMWARE_DTB),
+                                     str(ctx.sysroot.path(chosen.FIRMWARE_DTB)))
+    except BadInputError as e:
+        ctx.note(f"device tree reservations not checked: {e}")
+        return memmap
     known = memmap.ranges(RegionKind.RESERVED, RegionKind.ACPI, RegionKind.NVS, RegionKind.PMEM)
     extra = subtract(tree.reserved_ranges(include_reusable=False), known)
     for r in extra:
