@@ -106,8 +106,21 @@ class ElfDump(DumpFile):
                 if filesz == 0:
                     continue
             loads.append((ph.paddr, ph.paddr + filesz, ph.offset, ph.vaddr, ph.paddr + ph.memsz))
-        loads.sort()
-        self._loads = loads
+        # PT_LOADs may overlap physically (/proc/vmcore has the kernel text both as its own
+        # segment and inside System RAM): index disjoint pieces, the first segment covering wins.
+        loads.sort(key=lambda seg: (seg[0], -seg[1]))
+        disjoint = []
+        covered = -1
+        for start, end, offset, vaddr, mend in loads:
+            if end <= covered:
+                continue
+            if start < covered:
+                skip = covered - start
+                start, offset, vaddr = covered, offset + skip, vaddr + skip if vaddr else vaddr
+            disjoint.append((start, end, offset, vaddr, mend))
+            covered = end
+        self._loads = disjoint
+        self._all_loads = loads
         self._starts = [seg[0] for seg in loads]
         self._map: mmap.mmap | None = None
         if self.size:
@@ -174,4 +187,4 @@ class ElfDump(DumpFile):
 
     def virtual_segments(self) -> list[tuple[int, int, int]]:
         """(vaddr, paddr, size) of each PT_LOAD: a translation the ELF header itself gives."""
-        return [(v, s, e - s) for s, e, _, v, _ in self._loads if v]
+        return [(v, s, e - s) for s, e, _, v, _ in self._all_loads if v]

@@ -416,7 +416,7 @@ class DumpWriter:
         desc_at = bitmap_at + 2 * bitmap_len
         data_at = desc_at + -(-planned * PAGE_DESC.size // ps) * ps
         note_at = ps + KDUMP_SUB_HEADER.size
-        sub = KDUMP_SUB_HEADER.pack(self._phys_base(), self.level, 0, 0, min(max_pfn, 0xFFFFFFFF),
+        sub = KDUMP_SUB_HEADER.pack(self._phys_base() & ((1 << 64) - 1), self.level, 0, 0, min(max_pfn, 0xFFFFFFFF),
                                     note_at + vi_off if vi_off is not None else 0, vi_size,
                                     note_at, len(blob), 0, 0, 0, max_pfn, max_pfn)
         status = CODEC_FLAGS[self.codec] | DUMP_DH_COMPRESSED_INCOMPLETE
