@@ -42,6 +42,9 @@ from kexecfw.vmcore.kdumpfmt import (CODEC_FLAGS, DISK_DUMP_HEADER, DL_EXCLUDE_Z
 from kexecfw.vmcore.kmem import EM_AARCH64, EM_X86_64, KernelMemory
 
 CHUNK_PAGES = 256
+# A capture kernel has little RAM: write back and drop the dump's page cache every so often
+# so that dirty pages of a slow disk do not pile up (they count against the RSS budget's host).
+FLUSH_BYTES = 32 << 20
 NO_SPACE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 
 
@@ -365,6 +368,16 @@ class DumpWriter:
                                  f"of {self.stats.get('pages_planned', 0)} pages and is marked incomplete")
         return self.stats
 
+    def _flush(self, fd: int) -> None:
+        try:
+            os.fdatasync(fd)
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        except OSError as e:
+            if e.errno in NO_SPACE_ERRNOS:
+                raise _NoSpace() from None
+            if e.errno not in (errno.EINVAL, errno.ENOSYS, errno.EROFS):
+                raise
+
     def _pwrite(self, fd: int, data: bytes, offset: int) -> None:
         if self.byte_limit is not None and offset + len(data) > self.byte_limit:
             raise _NoSpace()
@@ -433,6 +446,7 @@ class DumpWriter:
         zero_desc = None
         progress = Progress(self.progress_enabled, planned, ps)
         done = 0
+        flushed = data_pos
         complete = True
         try:
             if True:  # the one stored zero page every kept zero page points to (as makedumpfile)
@@ -460,6 +474,9 @@ class DumpWriter:
                 self._pwrite(fd, bytes(descs), desc_pos)
                 data_pos += len(data)
                 desc_pos += len(descs)
+                if data_pos - flushed >= FLUSH_BYTES:
+                    self._flush(fd)
+                    flushed = data_pos
                 done += len(results)
                 progress.update(done)
         except _NoSpace:
