@@ -6,11 +6,14 @@ vaddr 0xffffffffffffffff). Everything here comes from the VMCOREINFO note of
 proc/kcore and from /proc/iomem:
 
 * ``kimage_voffset`` (NUMBER) maps kernel-image virtual to physical addresses;
-  "Kernel code" in iomem starts at ``__pa(_stext)`` and "Kernel data" ends at
-  ``__pa(_end)`` (arch/arm64/kernel/setup.c, request_standard_resources).
+  "Kernel code" in iomem starts at ``__pa(_stext)`` on 6.1 and at ``__pa(_text)``
+  on 6.12 (arch/arm64/kernel/setup.c, request_standard_resources); "Kernel data"
+  ends at ``__pa(_end)``.
 * ``KERNELOFFSET`` is ``_text - KIMAGE_VADDR`` and KIMAGE_VADDR is 2 MiB
-  aligned, so ``_text = align_down(_stext - KERNELOFFSET, 2 MiB) + KERNELOFFSET``
-  (TEXT_OFFSET is 0 since 5.8; ``_stext`` sits less than 2 MiB after ``_text``).
+  aligned, so ``_text = align_down(code - KERNELOFFSET, 2 MiB) + KERNELOFFSET``
+  for ``code`` = the virtual start of "Kernel code", either way (TEXT_OFFSET is 0
+  since 5.8; ``_stext`` sits less than 2 MiB after ``_text``). VMCOREINFO's
+  ``SYMBOL(_stext)`` must then be ``_text`` or lie within those 2 MiB.
   The Image's physical base must be 2 MiB aligned (Documentation/arch/arm64/booting.rst):
   checked.
 * The linear map: vaddr = paddr - PHYS_OFFSET + PAGE_OFFSET with
@@ -92,19 +95,19 @@ def kernel_address_space(sysroot: Sysroot, memmap: MemoryMap, info: VmcoreInfo |
     code = memmap.kernel_code
     if code is None:
         raise BadInputError(f"{memmap.source} has no 'Kernel code' range; take the snapshot as root")
-    stext = (voffset + code.start) & _U64
-    listed_stext = info.symbol("_stext")
-    if listed_stext is not None and listed_stext != stext:
-        raise BadInputError(f"VMCOREINFO SYMBOL(_stext)={listed_stext:#x} but kimage_voffset + 'Kernel code' "
-                            f"start gives {stext:#x}: proc/kcore and proc/iomem are from different boots")
+    code_vaddr = (voffset + code.start) & _U64
     kernel_offset = info.kernel_offset
     if kernel_offset is not None:
-        text = (align_down((stext - kernel_offset) & _U64, _2M) + kernel_offset) & _U64
+        text = (align_down((code_vaddr - kernel_offset) & _U64, _2M) + kernel_offset) & _U64
         source = "kimage_voffset + 'Kernel code' start, KERNELOFFSET"
     else:
         text = (voffset + align_down(code.start, _2M)) & _U64
         kernel_offset = 0
         source = "kimage_voffset + 'Kernel code' start rounded down to 2 MiB"
+    stext = info.symbol("_stext")
+    if stext is not None and not (text <= stext < text + _2M and code_vaddr in (text, stext)):
+        raise BadInputError(f"VMCOREINFO SYMBOL(_stext)={stext:#x} does not fit 'Kernel code' at {code.start:#x} "
+                            f"(virtual {code_vaddr:#x}): proc/kcore and proc/iomem are from different boots")
     text_paddr = (text - voffset) & _U64
     if text_paddr % _2M or text_paddr > code.start or code.start - text_paddr >= _2M:
         raise BadInputError(f"derived _text at physical {text_paddr:#x} is not the 2 MiB aligned base of "

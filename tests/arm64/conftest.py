@@ -93,3 +93,20 @@ def need_tool(name: str) -> str:
     if path is None:
         pytest.skip(f"{name} is not installed (see setup.sh)")
     return path
+
+
+def build_initramfs(dest: Path, init_source: Path) -> Path:
+    """A newc cpio with /dev, /proc, /sys and ``init_source`` compiled as a static aarch64 /init."""
+    gcc = need_tool("aarch64-linux-gnu-gcc")
+    need_tool("cpio")
+    if not Path("/usr/aarch64-linux-gnu/lib/libc.a").exists():
+        pytest.skip("libc6-dev-arm64-cross is not installed (see setup.sh)")
+    root = dest / "root"
+    for d in ("dev", "proc", "sys"):
+        (root / d).mkdir(parents=True, exist_ok=True)
+    subprocess.run([gcc, "-static", "-O1", "-Wall", "-o", str(root / "init"), str(init_source)], check=True)
+    archive = dest / "initramfs.cpio"
+    with open(archive, "wb") as out:
+        subprocess.run(["cpio", "-o", "-H", "newc", "--quiet"], input=b"dev\nproc\nsys\ninit\n", stdout=out,
+                       cwd=root, check=True)
+    return archive

@@ -17,7 +17,7 @@ import pytest
 from kexecfw.load import plan_load
 from kexecfw.model import LoadOptions
 from kexecfw.sysroot import Sysroot
-from tests.arm64.conftest import need_tool
+from tests.arm64.conftest import build_initramfs, need_tool
 
 pytestmark = pytest.mark.slow
 CMDLINE = "console=ttyAMA0 maxcpus=1 reset_devices panic=-1 rdinit=/init kexecfw.marker=purgatory-boot"
@@ -29,21 +29,7 @@ MACHINE = ["-M", "virt", "-accel", "tcg,thread=multi", "-cpu", "max,pauth-impdef
 
 @pytest.fixture(scope="module")
 def initramfs(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    gcc = need_tool("aarch64-linux-gnu-gcc")
-    need_tool("cpio")
-    if not Path("/usr/aarch64-linux-gnu/lib/libc.a").exists():
-        pytest.skip("libc6-dev-arm64-cross is not installed (see setup.sh)")
-    root = tmp_path_factory.mktemp("initramfs")
-    for d in ("dev", "proc", "sys"):
-        (root / d).mkdir()
-    subprocess.run([gcc, "-static", "-O1", "-o", str(root / "init"), str(Path(__file__).with_name("boot_init.c"))],
-                   check=True)
-    archive = root.parent / "initramfs.cpio"
-    names = "\n".join(["dev", "proc", "sys", "init"]) + "\n"
-    with open(archive, "wb") as out:
-        subprocess.run(["cpio", "-o", "-H", "newc", "--quiet"], input=names.encode(), stdout=out, cwd=root,
-                       check=True)
-    return archive
+    return build_initramfs(tmp_path_factory.mktemp("initramfs"), Path(__file__).with_name("boot_init.c"))
 
 
 def crashed_kernel_memory(fixture: Path, sysroot: Path) -> list[tuple[int, bytes]]:
