@@ -34,6 +34,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--level", action="store_true", help="show <syslog level> (implies --kernel-style)")
     p.add_argument("--caller", action="store_true", help="show the caller id [T<pid>]/[C<cpu>] "
                    "(implies --kernel-style)")
+    p.add_argument("--makedumpfile", action="store_true",
+                   help="format like makedumpfile --dump-dmesg (caller ids, indented continuation lines)")
 
     p = add("save", "save the dump: kdump-compressed (readable by makedumpfile, crash, drgn) or ELF")
     p.add_argument("out", nargs="?", default=None, metavar="OUT", help="output file (or use --dir)")
@@ -99,7 +101,8 @@ def _dmesg(args: argparse.Namespace) -> int:
             print(json.dumps(doc, indent=1))
             return 0
         kernel_style = args.kernel_style or args.level or args.caller
-        out = dmesg_bytes(mem, _warn, kernel_style=kernel_style, show_level=args.level, show_caller=args.caller)
+        out = dmesg_bytes(mem, _warn, kernel_style=kernel_style, show_level=args.level, show_caller=args.caller,
+                          makedumpfile=args.makedumpfile)
     sys.stdout.buffer.write(out)
     sys.stdout.buffer.flush()
     return 0

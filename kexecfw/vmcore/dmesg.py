@@ -282,6 +282,14 @@ def _stamp(ts_nsec: int) -> bytes:
     return b"[%5d.%06d]" % (sec, rem // 1000)
 
 
+def format_record_makedumpfile(rec: Record) -> bytes:
+    """One record the way ``makedumpfile --dump-dmesg`` (1.7.2, Debian 12) prints it: continuation
+    lines indented under the text."""
+    head = _stamp(rec.ts_nsec) + b" "
+    indent = b"\n" + b" " * len(head)
+    return head + _escape(rec.text).replace(b"\n", indent) + b"\n"
+
+
 def format_record(rec: Record, kernel_style: bool = False, show_level: bool = False,
                   show_caller: bool = False) -> bytes:
     """One record as text, ending with a newline."""
@@ -300,10 +308,12 @@ def format_record(rec: Record, kernel_style: bool = False, show_level: bool = Fa
 
 
 def dmesg_bytes(mem: KernelMemory, warn: Warn = _ignore, kernel_style: bool = False,
-                show_level: bool = False, show_caller: bool = False) -> bytes:
+                show_level: bool = False, show_caller: bool = False, makedumpfile: bool = False) -> bytes:
     """The whole log, formatted (see the module docstring)."""
     if log_kind(mem) == "legacy":
         return _legacy_text(mem)
+    if makedumpfile:
+        return b"".join(format_record_makedumpfile(r) for r in records(mem, warn))
     return b"".join(format_record(r, kernel_style, show_level, show_caller) for r in records(mem, warn))
 
 

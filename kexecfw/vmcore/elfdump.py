@@ -121,7 +121,7 @@ class ElfDump(DumpFile):
             covered = end
         self._loads = disjoint
         self._all_loads = loads
-        self._starts = [seg[0] for seg in loads]
+        self._starts = [seg[0] for seg in self._loads]
         self._map: mmap.mmap | None = None
         if self.size:
             try:

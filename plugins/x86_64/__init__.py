@@ -225,7 +225,12 @@ def kexecfw_plan_load(ctx: LoadContext) -> Plan | None:
     if not _mine(ctx):
         return None
     from kexecfw.load import file_load_requested
+    from kexecfw.syscalls import lockdown_mode
     if not file_load_requested(ctx):
+        mode = lockdown_mode(ctx.sysroot)
+        if mode:
+            ctx.note(f"the kernel is locked down ({mode}): it will refuse kexec_load; "
+                     "kexec_file_load (without --classic, with a signed kernel) is the way")
         return None
     from kexecfw.plugins.x86_64.fileload import predict_file_load
     return predict_file_load(ctx)

@@ -127,3 +127,28 @@ def test_cli_bad_input_is_one_line(tmp_path):
                            capture_output=True, text=True)
         assert r.returncode == 3
         assert r.stderr.count("\n") == 1 and "not a crash dump" in r.stderr and "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize("arch", ARCHES)
+def test_overlapping_loads_of_real_proc_vmcore_header(arch, fixtures, tmp_path):
+    """/proc/vmcore's kernel-text PT_LOAD lies inside a System RAM PT_LOAD: every physical address
+    must map to the file offset some segment containing it gives (checked on the real header)."""
+    from kexecfw.elfnotes import PT_LOAD, parse_elf_header
+    hdr = (fixtures / arch / "capture" / "vmcore-hdr+notes.bin").read_bytes()
+    header = parse_elf_header(hdr, "hdr")
+    loads = [p for p in header.phdrs if p.type == PT_LOAD]
+    assert any(a is not b and a.paddr <= b.paddr < a.paddr + a.filesz for a in loads for b in loads)
+    f = tmp_path / "sparse.elf"
+    f.write_bytes(hdr)
+    with open(f, "r+b") as fh:
+        fh.truncate(max(p.offset + p.filesz for p in loads))
+    with open_dump(str(f)) as dump:
+        for p in loads:
+            for paddr in (p.paddr, p.paddr + p.filesz // 2, p.paddr + p.filesz - 1):
+                off = dump.file_offset(paddr)
+                assert any(q.paddr <= paddr < q.paddr + q.filesz and off == q.offset + paddr - q.paddr
+                           for q in loads)
+        mem = KernelMemory(dump)
+        uts = mem.info.symbol("init_uts_ns")
+        text = next(p for p in loads if p.vaddr <= uts < p.vaddr + p.filesz)
+        assert mem.vtop(uts) == text.paddr + uts - text.vaddr

@@ -1,0 +1,113 @@
+"""In a real x86_64 guest (the QEMU lab, TCG or KVM): kexecfw's classic kexec_load with our purgatory.
+
+A panic load with --classic next to Debian's kexec-tools 2.0.25 (`kexec -p -d`) in the same guest:
+the same kernel and initrd segments, everything in the crash region, the same elfcorehdr program
+headers (less kexec-tools' low-640K backup copy, which Linux 5.8+ does not need); then the crash,
+and a capture kernel that booted through our purgatory with a /proc/vmcore built from our
+elfcorehdr. And a normal load + exec that boots a second kernel carrying a marker.
+
+Generation: $KEXECFW_LAB_GENERATION (6.1 by default; 6.12 runs Debian 13's kernel, 5-level paging).
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+
+import pytest
+
+from kexecfw.elfnotes import NT_PRSTATUS, PT_LOAD, PT_NOTE, parse_elf_header
+from kexecfw.memory.iomem import parse_iomem
+from kexecfw.memory.ranges import Range, subtract
+from kexecfw.sysroot import Sysroot
+
+pytestmark = pytest.mark.slow
+GENERATION = os.environ.get("KEXECFW_LAB_GENERATION", "6.1")
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory: pytest.TempPathFactory):
+    from kexecfw.lab.runner import run
+    runs = {}
+
+    def get(scenario: str):
+        if scenario not in runs:
+            keep = tmp_path_factory.mktemp(f"lab-x86_64-classic-{scenario}") / "results"
+            runs[scenario] = run("x86_64", scenario, "kexecfw", compare_kexec_tools=(scenario == "panic"),
+                                 keep=keep, kernel_generation=GENERATION, timeout=900, load_args="--classic")
+            print(runs[scenario].summary())
+        return runs[scenario]
+    return get
+
+
+def _kexec_tools(result) -> tuple[list[dict], list[tuple]]:
+    text = result.read_text("first/steps/kexec-tools-debug.err") or ""
+    if "segment[0]" not in text:
+        pytest.fail(f"no kexec-tools debug output in {result.directory}/first/steps")
+    segs = [dict(bufsz=int(a, 16), mem=int(b, 16), memsz=int(c, 16)) for a, b, c in re.findall(
+        r"segment\[\d+\]\.bufsz = (0x[0-9a-f]+)\nsegment\[\d+\]\.mem   = (0x[0-9a-f]+)\n"
+        r"segment\[\d+\]\.memsz = (0x[0-9a-f]+)", text)]
+    phdrs = [tuple(int(x, 0) for x in m) for m in re.findall(
+        r"p_type = (\d+), p_offset = (0x[0-9a-f]+) p_paddr = (0x[0-9a-f]+) p_vaddr = (0x[0-9a-f]+) "
+        r"p_filesz = (0x[0-9a-f]+)", text)]
+    return segs, phdrs
+
+
+def test_classic_panic_load_matches_kexec_tools(lab) -> None:
+    result = lab("panic")
+    load = result.step("load", "first")
+    assert load is not None and load.rc == 0, load.stderr_tail if load else "no load step"
+    plan = json.loads(result.path("plan/plan.json").read_text())
+    assert plan["syscall"] == "kexec_load" and plan["flags"] == "0x3e0001"
+    ours = {s["name"]: {k: int(s[k], 16) for k in ("mem", "memsz", "bufsz")} for s in plan["segments"]}
+    theirs, _ = _kexec_tools(result)
+    crash = parse_iomem(result.path("snapshot/proc/iomem").read_text()).main_crash_region
+    for name, seg in ours.items():
+        assert crash.contains(Range(seg["mem"], seg["mem"] + seg["memsz"])), name
+    for their in theirs:
+        assert crash.contains(Range(their["mem"], their["mem"] + their["memsz"]))
+    for name in ("kernel", "initrd"):
+        assert any((t["bufsz"], t["memsz"]) == (ours[name]["bufsz"], ours[name]["memsz"]) for t in theirs), name
+    assert int(plan["entry"], 16) in range(ours["purgatory"]["mem"], ours["purgatory"]["mem"] + ours["purgatory"]["memsz"])
+    assert "kexec_crash_loaded 1" in (result.read_text("first/kexec-state") or "")
+
+
+def test_classic_elfcorehdr_matches_kexec_tools(lab) -> None:
+    result = lab("panic")
+    header = parse_elf_header(result.path("plan/02-elfcorehdr.bin").read_bytes(), "elfcorehdr")
+    ours = [(p.type, p.offset, p.paddr, p.vaddr, p.filesz) for p in header.phdrs]
+    _, theirs = _kexec_tools(result)
+    assert ours == [t for t in theirs if not (t[0] == PT_LOAD and t[2] < 0x100000)]
+
+
+def test_capture_kernel_booted_through_our_purgatory(lab) -> None:
+    result = lab("panic")
+    plan = json.loads(result.path("plan/plan.json").read_text())
+    cmdline = result.read_text("capture/cmdline") or ""
+    elfcorehdr = next(int(s["mem"], 16) for s in plan["segments"] if s["name"] == "elfcorehdr")
+    assert f"elfcorehdr={elfcorehdr >> 10}K" in cmdline.split()
+    assert "lab.role=capture" in cmdline
+    # /proc/vmcore comes from our elfcorehdr: one NT_PRSTATUS per online CPU, VMCOREINFO, RAM outside
+    # the crash region and the low 1 MiB, the kernel text at its KASLR address
+    header, notes = result.vmcore_headers()
+    online = Sysroot(result.directory / "snapshot").cpus("online")
+    assert len([n for n in notes if n.name == b"CORE" and n.type == NT_PRSTATUS]) == len(online)
+    assert len([n for n in notes if n.name == b"VMCOREINFO"]) == 1
+    memmap = parse_iomem(result.path("snapshot/proc/iomem").read_text())
+    want = subtract(memmap.system_ram, memmap.crash_regions + [Range(0, 1 << 20)])
+    loads = [p for p in header.phdrs if p.type == PT_LOAD and p.vaddr < 0xFFFFFFFF80000000]
+    assert [Range(p.paddr, p.paddr + p.memsz) for p in loads] == want
+    text = [p for p in header.phdrs if p.type == PT_LOAD and p.vaddr >= 0xFFFFFFFF80000000]
+    assert len(text) == 1 and memmap.kernel_code.start == text[0].paddr
+    assert header.phdrs[0].type == PT_NOTE
+    assert (result.vmcore_size() or 0) > 0
+
+
+def test_classic_exec_boots_the_second_kernel(lab) -> None:
+    result = lab("exec")
+    for prefix in ("load (", "exec -> second kernel", "marker on the second kernel's console"):
+        phase = next((p for p in result.phases if p.name.startswith(prefix)), None)
+        assert phase is not None and phase.ok, f"{prefix}: {phase and phase.detail} {result.failure}"
+    plan = json.loads(result.path("plan/plan.json").read_text())
+    assert plan["syscall"] == "kexec_load" and plan["mode"] == "normal"
+    assert "lab.role=second" in (result.read_text("second/cmdline") or "")
