@@ -58,7 +58,7 @@ def write_tree(writer: CpioWriter, tree: Path, prefix: str = "") -> None:
 
 def gzip_cpio(build: callable, out: Path) -> None:  # type: ignore[valid-type]
     """Write a gzip-compressed cpio archive made by build(writer) to out (atomically)."""
-    tmp = out.with_suffix(out.suffix + ".tmp")
+    tmp = out.with_suffix(f"{out.suffix}.{os.getpid()}.tmp")  # concurrent runs may build the same archive
     with open(tmp, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=6, mtime=0) as gz:
         writer = CpioWriter(gz)  # type: ignore[arg-type]
         build(writer)

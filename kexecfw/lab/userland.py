@@ -10,6 +10,7 @@ foreign architecture), which also proves that Python works before a boot.
 """
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -28,8 +29,9 @@ from kexecfw.lab.targets import SECURITY_SUITE_SUFFIX, ArchTarget, Generation, g
 BUILD_VERSION = "2"  # bump when the layout of root/ changes
 STDLIB_PRUNE = ("idlelib", "tkinter", "turtledemo", "ensurepip", "lib2to3", "pydoc_data", "test",
                 "unittest/test", "distutils/tests", "venv", "turtle.py", "__phello__")
-PROGRAMS = {"bin/busybox": "busybox-static", "sbin/kexec": "kexec-tools", "sbin/vmcore-dmesg": "kexec-tools",
-            "usr/bin/makedumpfile": "makedumpfile"}
+# Where the guest gets each program; found in the packages at that path or under usr/
+# (Debian 13 ships merged-/usr packages: /usr/sbin/kexec, /usr/lib64/ld-linux-x86-64.so.2).
+PROGRAMS = ("bin/busybox", "sbin/kexec", "sbin/vmcore-dmesg", "usr/bin/makedumpfile")
 Log = Callable[[str], None]
 
 
@@ -93,6 +95,14 @@ def prepare_userland(arch: ArchTarget, gen: Generation, cache: Path, log: Log = 
     debs = apt.download(packages + [kernel_package])
     key = hashlib.sha256(("\n".join(sorted(d.name for d in debs.values())) + BUILD_VERSION).encode()).hexdigest()[:16]
     out = cache / "guest" / f"{gen.suites[0]}-{arch.deb_arch}" / key
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(out.parent.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # one build at a time per suite and architecture
+        return _cached_or_built(arch, gen, debs, kernel_package, out, log)
+
+
+def _cached_or_built(arch: ArchTarget, gen: Generation, debs: dict[str, Path], kernel_package: str, out: Path,
+                     log: Log) -> Userland:
     manifest = out / "manifest.json"
     if manifest.exists():
         return Userland.load(manifest)
@@ -100,6 +110,19 @@ def prepare_userland(arch: ArchTarget, gen: Generation, cache: Path, log: Log = 
     log(f"building the {arch.name} guest userland ({len(debs)} Debian packages, kernel {kernel_package})")
     if out.exists():
         shutil.rmtree(out)
+    try:
+        userland = _build(arch, gen, debs, kernel_package, out, log)
+    except BaseException:
+        shutil.rmtree(out, ignore_errors=True)  # never leave a half-built tree (or its 1 GB pkgroot)
+        raise
+    for older in out.parent.iterdir():  # builds from superseded package versions
+        if older != out and older.is_dir():
+            shutil.rmtree(older, ignore_errors=True)
+    return userland
+
+
+def _build(arch: ArchTarget, gen: Generation, debs: dict[str, Path], kernel_package: str, out: Path,
+           log: Log) -> Userland:
     pkgroot = out / "pkgroot"
     for deb in debs.values():
         extract(deb, pkgroot)
@@ -107,9 +130,7 @@ def prepare_userland(arch: ArchTarget, gen: Generation, cache: Path, log: Log = 
     root.mkdir(parents=True)
 
     def copy(rel_src: str, rel_dst: str | None = None, mode: int | None = None) -> Path:
-        src = resolve_in_root(pkgroot, pkgroot / rel_src)
-        if not src.is_file():
-            raise LabError(f"{rel_src} is missing from the extracted packages in {pkgroot}")
+        src = find_file(pkgroot, rel_src)
         dst = root / (rel_dst or rel_src)
         dst.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(src, dst)
@@ -139,7 +160,10 @@ def prepare_userland(arch: ArchTarget, gen: Generation, cache: Path, log: Log = 
     release = _kernel_release(pkgroot, kernel_package)
     kernel = out / "vmlinuz"
     shutil.copyfile(pkgroot / f"boot/vmlinuz-{release}", kernel)
-    index = ModuleIndex.read(pkgroot / f"lib/modules/{release}")
+    moddirs = [pkgroot / d / release for d in ("lib/modules", "usr/lib/modules") if (pkgroot / d / release / "kernel").is_dir()]
+    if not moddirs:
+        raise LabError(f"{kernel_package} has no lib/modules/{release} (nor under usr/)")
+    index = ModuleIndex.read(moddirs[0])
     order = index.load_order(arch.virtio_modules)
     moddir = root / f"lib/modules/{release}"
     moddir.mkdir(parents=True)
@@ -151,7 +175,9 @@ def prepare_userland(arch: ArchTarget, gen: Generation, cache: Path, log: Log = 
     log(f"byte-compiling the guest's Python {gen.python} stdlib with the guest's own Python")
     # Sourceless (-b: x.pyc beside x.py, then x.py removed): the capture kernel has ~130 MiB
     # of RAM and the initramfs lives in it; a TCG guest must not compile on import either.
-    run_guest_python(arch, root, gen.python, ["-m", "compileall", "-q", "-b", "-j", "0", "--invalidation-mode",
+    # Sequential: compileall -j needs multiprocessing's semaphores, which a foreign guest's
+    # Python under qemu-user (or without /dev/shm) may not have.
+    run_guest_python(arch, root, gen.python, ["-m", "compileall", "-q", "-b", "--invalidation-mode",
                                               "unchecked-hash", "-d", f"/usr/lib/python{gen.python}", str(stdlib)])
     for source in stdlib.rglob("*.py"):
         if source.with_suffix(".pyc").exists():
@@ -159,8 +185,23 @@ def prepare_userland(arch: ArchTarget, gen: Generation, cache: Path, log: Log = 
     shutil.rmtree(pkgroot)
     userland = Userland(root=root, kernel=kernel, release=release, kernel_package=kernel_package,
                         modules=order, python=gen.python, arch=arch.name, generation=gen.name)
-    userland.save(manifest)
+    userland.save(out / "manifest.json")
     return userland
+
+
+def find_file(pkgroot: Path, rel: str) -> Path:
+    """rel in the extracted packages, at its path or its merged-/usr path, symlinks followed in-root."""
+    rel = rel.lstrip("/")
+    candidates = [rel] if rel.startswith("usr/") else [rel, f"usr/{rel}"]
+    if rel.startswith("usr/"):
+        candidates.append(rel.removeprefix("usr/"))
+    for candidate in candidates:
+        path = pkgroot / candidate
+        if path.exists() or path.is_symlink():
+            resolved = resolve_in_root(pkgroot, path)
+            if resolved.is_file():
+                return resolved
+    raise LabError(f"{rel} is missing from the extracted packages in {pkgroot}")
 
 
 def _kernel_release(pkgroot: Path, kernel_package: str) -> str:

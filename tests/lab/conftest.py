@@ -13,7 +13,7 @@ import pytest
 
 from kexecfw.lab.result import LabResult
 
-ARCHES = ["arm64", "x86_64"]
+
 
 
 @pytest.fixture(scope="session")
