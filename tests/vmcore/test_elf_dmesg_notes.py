@@ -152,3 +152,19 @@ def test_overlapping_loads_of_real_proc_vmcore_header(arch, fixtures, tmp_path):
         uts = mem.info.symbol("init_uts_ns")
         text = next(p for p in loads if p.vaddr <= uts < p.vaddr + p.filesz)
         assert mem.vtop(uts) == text.paddr + uts - text.vaddr
+
+
+def test_x86_64_five_level_walk(mini_vmcores, expected_dmesg, tmp_path):
+    """The real init_top_pgt (5-level) plus the lower tables the mini vmcore lacks (tests/vmcore/synth.py):
+    the walk must agree with the ELF's own virtual addresses for the direct map and the kernel image."""
+    from synth import x86_64_with_page_tables
+    out = tmp_path / "pt.elf"
+    x86_64_with_page_tables(str(mini_vmcores["x86_64"]), str(out))
+    with open_dump(str(out)) as dump:
+        mem = KernelMemory(dump)
+        mem._vsegs = []
+        assert mem.arch.levels == 5
+        for vaddr, paddr, size in dump.virtual_segments():
+            assert mem.arch.walk(mem, vaddr) == paddr
+            assert mem.arch.walk(mem, vaddr + size - 1) == paddr + size - 1
+        assert dmesg_bytes(mem) == expected_dmesg["x86_64"]
