@@ -95,8 +95,9 @@ def need_tool(name: str) -> str:
     return path
 
 
-def build_initramfs(dest: Path, init_source: Path) -> Path:
-    """A newc cpio with /dev, /proc, /sys and ``init_source`` compiled as a static aarch64 /init."""
+def build_initramfs(dest: Path, init_source: Path, extra: dict[str, Path] | None = None) -> Path:
+    """A newc cpio with /dev, /proc, /sys, ``init_source`` compiled as a static aarch64 /init, and
+    ``extra`` files (name in the archive -> file on the host)."""
     gcc = need_tool("aarch64-linux-gnu-gcc")
     need_tool("cpio")
     if not Path("/usr/aarch64-linux-gnu/lib/libc.a").exists():
@@ -105,8 +106,12 @@ def build_initramfs(dest: Path, init_source: Path) -> Path:
     for d in ("dev", "proc", "sys"):
         (root / d).mkdir(parents=True, exist_ok=True)
     subprocess.run([gcc, "-static", "-O1", "-Wall", "-o", str(root / "init"), str(init_source)], check=True)
+    names = ["dev", "proc", "sys", "init"]
+    for name, source in (extra or {}).items():
+        shutil.copyfile(source, root / name)
+        names.append(name)
     archive = dest / "initramfs.cpio"
     with open(archive, "wb") as out:
-        subprocess.run(["cpio", "-o", "-H", "newc", "--quiet"], input=b"dev\nproc\nsys\ninit\n", stdout=out,
-                       cwd=root, check=True)
+        subprocess.run(["cpio", "-o", "-H", "newc", "--quiet"], input="\n".join(names).encode() + b"\n",
+                       stdout=out, cwd=root, check=True)
     return archive

@@ -1,9 +1,22 @@
-/* /init of a test initramfs (hosted, static aarch64; not purgatory code): prints the files of a kexecfw
- * sysroot on the console, base64 encoded, then powers off. Framing, one file at a time:
- *   KEXECFW-FILE <path> <size> <sent>    (sent <= size: trailing zero bytes are not sent)
- *   <base64 lines>
- * and KEXECFW-SNAPSHOT-END at the end. */
+/* /init of a test initramfs (hosted, static aarch64; not purgatory code). A kdump cycle driven from the
+ * host over the serial console, with no Python in the guest:
+ *
+ * first kernel:  prints the files of a kexecfw sysroot, base64 encoded, one file at a time:
+ *                  KEXECFW-FILE <path> <size> <sent>    (sent <= size: trailing zero bytes are not sent)
+ *                  <base64 lines>
+ *                then KEXECFW-SNAPSHOT-END, and reads the host's plan from the console:
+ *                  SEG <mem> <memsz> file <path>        a file of this initramfs (/kernel, /capture.cpio)
+ *                  SEG <mem> <memsz> data <bytes>       followed by base64 lines and a line "."
+ *                  LOAD <entry> <flags>
+ *                calls kexec_load with it, then crashes the kernel through /proc/sysrq-trigger.
+ * capture kernel (/proc/vmcore exists): prints /proc/vmcore's size, program headers and notes, and the
+ *                DT /chosen values kexec passed, then powers off. */
+#include <elf.h>
 #include <fcntl.h>
+#include <linux/kexec.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <termios.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -68,6 +81,133 @@ static void dump(const char *rel, size_t limit)
 		emit(rel, buf, n);
 }
 
+static int unb64(int c)
+{
+	const char *p = c ? strchr(b64, c) : NULL;
+	return p ? (int)(p - b64) : -1;
+}
+
+static size_t decode_line(const char *line, unsigned char *out)
+{
+	size_t n = 0;
+	int acc = 0, bits = 0, v;
+
+	for (; *line && *line != '\n' && *line != '\r'; line++) {
+		if ((v = unb64(*line)) < 0)
+			continue;       /* '=' padding */
+		acc = (acc << 6) | v;
+		bits += 6;
+		if (bits >= 8) {
+			bits -= 8;
+			out[n++] = (unsigned char)(acc >> bits);
+		}
+	}
+	return n;
+}
+
+static void hexprop(const char *label, const char *path)
+{
+	unsigned char buf[64];
+	size_t n = slurp(path, buf, sizeof(buf));
+
+	printf("%s=", label);
+	for (size_t i = 0; n != (size_t)-1 && i < n; i++)
+		printf("%02x", buf[i]);
+	printf("\n");
+}
+
+static int capture(void)
+{
+	static unsigned char head[1 << 16];
+	struct stat st;
+	size_t n = slurp("/proc/vmcore", head, sizeof(head));
+	Elf64_Ehdr *eh = (Elf64_Ehdr *)head;
+
+	stat("/proc/vmcore", &st);
+	printf("KEXECFW-CAPTURE vmcore-size=%lld\n", (long long)st.st_size);
+	for (int i = 0; n != (size_t)-1 && i < eh->e_phnum; i++) {
+		Elf64_Phdr *ph = (Elf64_Phdr *)(head + eh->e_phoff + i * sizeof(Elf64_Phdr));
+		printf("KEXECFW-PHDR type=%u offset=%#llx vaddr=%#llx paddr=%#llx filesz=%#llx\n", ph->p_type,
+		       (unsigned long long)ph->p_offset, (unsigned long long)ph->p_vaddr,
+		       (unsigned long long)ph->p_paddr, (unsigned long long)ph->p_filesz);
+		for (size_t pos = ph->p_offset; ph->p_type == PT_NOTE && pos + 12 <= ph->p_offset + ph->p_filesz &&
+		     pos + 12 <= n;) {
+			Elf64_Nhdr *nh = (Elf64_Nhdr *)(head + pos);
+			printf("KEXECFW-NOTE name=%.*s type=%u descsz=%u\n", (int)(nh->n_namesz ? nh->n_namesz - 1 : 0),
+			       (char *)(nh + 1), nh->n_type, nh->n_descsz);
+			pos += 12 + ((nh->n_namesz + 3) & ~3u) + ((nh->n_descsz + 3) & ~3u);
+		}
+	}
+	hexprop("KEXECFW-CHOSEN elfcorehdr", "/proc/device-tree/chosen/linux,elfcorehdr");
+	hexprop("KEXECFW-CHOSEN usable", "/proc/device-tree/chosen/linux,usable-memory-range");
+	printf("KEXECFW-CAPTURE-END\n");
+	sync();
+	reboot(RB_POWER_OFF);
+	return 0;
+}
+
+static unsigned char *read_whole(const char *path, size_t *len)
+{
+	struct stat st;
+	unsigned char *buf;
+
+	if (stat(path, &st) || !(buf = malloc(st.st_size ? st.st_size : 1)))
+		return NULL;
+	*len = slurp(path, buf, st.st_size);
+	return *len == (size_t)st.st_size ? buf : NULL;
+}
+
+static void load_and_crash(void)
+{
+	struct kexec_segment segs[KEXEC_SEGMENT_MAX];
+	unsigned long long mem, memsz, entry, flags;
+	char line[4096], kind[16], arg[256];
+	int nr = 0;
+	struct termios raw;
+
+	if (tcgetattr(0, &raw) == 0) {
+		cfmakeraw(&raw);
+		tcsetattr(0, TCSANOW, &raw);
+	}
+	printf("KEXECFW-WAITING-PLAN\n");
+	while (fgets(line, sizeof(line), stdin)) {
+		if (sscanf(line, "SEG %llx %llx %15s %255s", &mem, &memsz, kind, arg) == 4 && nr < KEXEC_SEGMENT_MAX) {
+			size_t len = 0;
+			unsigned char *buf;
+			if (!strcmp(kind, "file")) {
+				buf = read_whole(arg, &len);
+			} else {
+				size_t want = strtoull(arg, NULL, 10);
+				buf = malloc(want + 64);
+				while (buf && fgets(line, sizeof(line), stdin) && strcmp(line, ".\n"))
+					len += decode_line(line, buf + len);
+				if (len != want)
+					buf = NULL;
+			}
+			if (!buf) {
+				printf("KEXECFW-LOAD-ERROR segment %d (%s %s)\n", nr, kind, arg);
+				return;
+			}
+			segs[nr].buf = buf;
+			segs[nr].bufsz = len;
+			segs[nr].mem = (void *)(unsigned long)mem;
+			segs[nr].memsz = memsz;
+			nr++;
+		} else if (sscanf(line, "LOAD %llx %llx", &entry, &flags) == 2) {
+			long rc = syscall(SYS_kexec_load, (unsigned long)entry, (unsigned long)nr, segs, (unsigned long)flags);
+			printf("KEXECFW-LOADED rc=%ld segments=%d\n", rc, nr);
+			hexprop("KEXECFW-STATE crash_loaded", "/sys/kernel/kexec_crash_loaded");
+			if (rc == 0) {
+				int fd = open("/proc/sysrq-trigger", O_WRONLY);
+				sync();
+				if (fd >= 0)
+					write(fd, "c", 1);
+			}
+			return;
+		}
+	}
+}
+
 int main(void)
 {
 	static unsigned char text[1 << 16];
@@ -88,6 +228,8 @@ int main(void)
 		dup2(fd, 2);
 	}
 	setvbuf(stdout, NULL, _IOLBF, 0);
+	if (access("/proc/vmcore", F_OK) == 0)
+		return capture();
 	printf("KEXECFW-SNAPSHOT-BEGIN\n");
 	dump("proc/iomem", MAX_FILE);
 	dump("proc/cmdline", MAX_FILE);
@@ -121,6 +263,8 @@ int main(void)
 		fclose(f);
 	emit("proc/kallsyms", (unsigned char *)kallsyms, klen);
 	printf("KEXECFW-SNAPSHOT-END\n");
+	if (access("/kernel", F_OK) == 0)
+		load_and_crash();
 	sync();
 	reboot(RB_POWER_OFF);
 	return 0;

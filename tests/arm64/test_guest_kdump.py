@@ -1,32 +1,42 @@
-"""Real first kernels of both generations booted in QEMU, snapshotted by a small /init, then planned
-against: Debian 12's 6.1 (48-bit VA, no _text in kallsyms) and 6.12 (52-bit VA with LPA2 on -cpu max,
-_text listed). The derivation of _text and of the linear map must hold on both."""
+"""Real kdump cycles on both kernel generations in QEMU, planned by kexecfw on the host, loaded by the
+guest kernel's own kexec_load, with no Python in the guest (tests/arm64/kdump_init.c does the guest side
+over the serial console):
+
+1. the first kernel (Debian 12's 6.1: 48-bit VA, no _text in kallsyms; or 6.12: 52-bit VA with LPA2 on
+   -cpu max, _text listed) prints a sysroot snapshot;
+2. kexecfw plans a panic load on that snapshot; the guest loads the plan with kexec_load and crashes;
+3. the capture kernel reports /proc/vmcore's headers and notes, and the /chosen values it booted with.
+"""
 from __future__ import annotations
 
 import base64
 import re
 import subprocess
+import threading
 from pathlib import Path
 
 import pytest
 
-from kexecfw.elfnotes import PT_LOAD, parse_elf_header
+from kexecfw.elfnotes import PT_LOAD, PT_NOTE, parse_elf_header
 from kexecfw.load import plan_load
 from kexecfw.memory.iomem import read_iomem
 from kexecfw.model import LoadOptions
 from kexecfw.plugins.arm64.vmcore_facts import kallsyms_symbol, kernel_address_space, read_vmcoreinfo
 from kexecfw.sysroot import Sysroot
-from tests.arm64.conftest import build_initramfs, need_tool
+from tests.arm64.conftest import _image_or_skip, build_initramfs, need_tool
 
 pytestmark = pytest.mark.slow
-MACHINE = ["-M", "virt", "-accel", "tcg,thread=multi", "-cpu", "max,pauth-impdef=on", "-m", "2048", "-smp", "2",
-           "-nodefaults", "-no-user-config", "-display", "none", "-serial", "stdio", "-monitor", "none",
-           "-no-reboot"]
+SMP = 2
+MACHINE = ["-M", "virt", "-accel", "tcg,thread=multi", "-cpu", "max,pauth-impdef=on", "-m", "2048",
+           "-smp", str(SMP), "-nodefaults", "-no-user-config", "-display", "none", "-serial", "stdio",
+           "-monitor", "none", "-no-reboot"]
+FIRST_CMDLINE = "console=ttyAMA0 crashkernel=256M quiet rdinit=/init"
+CAPTURE_CMDLINE = "console=ttyAMA0 maxcpus=1 reset_devices panic=-1 rdinit=/init kexecfw.role=capture"
 _B64 = re.compile(r"^[A-Za-z0-9+/=]+$")
 
 
 def parse_snapshot(console: str, dest: Path) -> Path:
-    """Write the files framed by snapshot_init.c under ``dest``."""
+    """Write the files framed by kdump_init.c under ``dest``."""
     lines = console.replace("\r", "").split("\n")
     begin = lines.index("KEXECFW-SNAPSHOT-BEGIN")
     end = lines.index("KEXECFW-SNAPSHOT-END")
@@ -54,28 +64,80 @@ def parse_snapshot(console: str, dest: Path) -> Path:
     return dest
 
 
+def manifest(plan, files: dict[str, str]) -> bytes:
+    """The plan in kdump_init.c's words: segments named in ``files`` come from the guest's initramfs."""
+    out = []
+    for seg in plan.segments:
+        if seg.name in files:
+            out.append(f"SEG {seg.mem:x} {seg.memsz:x} file {files[seg.name]}")
+        else:
+            out.append(f"SEG {seg.mem:x} {seg.memsz:x} data {seg.bufsz}")
+            text = base64.b64encode(seg.buf).decode()
+            out.extend(text[i:i + 76] for i in range(0, len(text), 76))
+            out.append(".")
+    out.append(f"LOAD {plan.entry:x} {plan.flags:x}")
+    return ("\n".join(out) + "\n").encode()
+
+
+class Cycle:
+    def __init__(self, generation: str, image: Path, sysroot: Path, plan, ctx, console: str) -> None:
+        self.generation, self.image, self.sysroot, self.plan, self.ctx = generation, image, sysroot, plan, ctx
+        self.console = console.replace("\r", "")
+
+    def lines(self, prefix: str) -> list[str]:
+        return [line[len(prefix):].strip() for line in self.console.split("\n") if line.startswith(prefix)]
+
+
 @pytest.fixture(scope="module", params=["6.1", "6.12"])
-def guest(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
-    from tests.arm64.conftest import _image_or_skip
-    image = _image_or_skip(request.param)
+def cycle(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Cycle:
+    generation = request.param
+    image = _image_or_skip(generation)
     qemu = need_tool("qemu-system-aarch64")
-    work = tmp_path_factory.mktemp(f"guest-{request.param}")
-    initrd = build_initramfs(work, Path(__file__).with_name("snapshot_init.c"))
-    cmdline = "console=ttyAMA0 crashkernel=256M quiet rdinit=/init"
-    out = subprocess.run([qemu, *MACHINE, "-kernel", str(image), "-initrd", str(initrd), "-append", cmdline],
-                         capture_output=True, timeout=600)
-    console = out.stdout.decode(errors="replace")
-    assert "KEXECFW-SNAPSHOT-END" in console, console[-3000:]
-    return request.param, image, parse_snapshot(console, work / "sysroot")
+    work = tmp_path_factory.mktemp(f"kdump-{generation}")
+    init = Path(__file__).with_name("kdump_init.c")
+    capture_cpio = build_initramfs(work / "capture", init)
+    first_cpio = build_initramfs(work / "first", init, {"kernel": image, "capture.cpio": capture_cpio})
+    proc = subprocess.Popen([qemu, *MACHINE, "-kernel", str(image), "-initrd", str(first_cpio),
+                             "-append", FIRST_CMDLINE], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    console: list[str] = []
+    waiting = threading.Event()
+
+    def reader() -> None:
+        for raw in proc.stdout:
+            line = raw.decode(errors="replace")
+            console.append(line)
+            if line.startswith("KEXECFW-WAITING-PLAN"):
+                waiting.set()
+        waiting.set()
+
+    thread = threading.Thread(target=reader, daemon=True)
+    thread.start()
+    try:
+        if not waiting.wait(timeout=600):
+            pytest.fail("the first kernel did not print its snapshot:\n" + "".join(console)[-3000:])
+        sysroot = parse_snapshot("".join(console), work / "sysroot")
+        options = LoadOptions(kernel=image, initrd=capture_cpio, cmdline=CAPTURE_CMDLINE, panic=True)
+        plan, ctx = plan_load(options, Sysroot(sysroot), arch="arm64")
+        assert plan.segment("kernel").buf == image.read_bytes()      # the guest loads /kernel itself
+        proc.stdin.write(manifest(plan, {"kernel": "/kernel", "initrd": "/capture.cpio"}))
+        proc.stdin.flush()
+        proc.wait(timeout=900)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        thread.join(timeout=10)
+    result = Cycle(generation, image, sysroot, plan, ctx, "".join(console))
+    print("\n".join(line for line in result.console.split("\n") if line.startswith(("KEXECFW-C", "KEXECFW-P",
+                                                                                  "KEXECFW-N", "KEXECFW-L"))))
+    return result
 
 
-def test_text_and_linear_map(guest) -> None:
-    generation, _, root = guest
-    sysroot = Sysroot(root)
+def test_text_and_linear_map_of_the_first_kernel(cycle: Cycle) -> None:
+    sysroot = Sysroot(cycle.sysroot)
     info = read_vmcoreinfo(sysroot)
     space = kernel_address_space(sysroot, read_iomem(sysroot), info)
     listed = kallsyms_symbol(sysroot, "_text")
-    if generation == "6.1":
+    if cycle.generation == "6.1":
         assert listed is None                                  # KALLSYMS_ALL=n: derived, not looked up
         assert space.va_bits == 48 and space.page_offset == 0xFFFF000000000000
     else:
@@ -83,22 +145,53 @@ def test_text_and_linear_map(guest) -> None:
         assert space.va_bits == 52 and space.page_offset == 0xFFF0000000000000
     # _text - KERNELOFFSET is KIMAGE_VADDR = MODULES_END (arch/arm64/include/asm/memory.h):
     # _PAGE_END(VA_BITS_MIN = 48) + MODULES_VSIZE, 128 MiB on 6.1 and 2 GiB on 6.12.
-    kimage_vaddr = {"6.1": 0xFFFF800008000000, "6.12": 0xFFFF800080000000}[generation]
+    kimage_vaddr = {"6.1": 0xFFFF800008000000, "6.12": 0xFFFF800080000000}[cycle.generation]
     assert space.text_vaddr - space.kernel_offset == kimage_vaddr
     assert space.text_paddr % (2 << 20) == 0
 
 
-def test_panic_plan_on_the_guest(guest) -> None:
-    generation, image, root = guest
-    plan, ctx = plan_load(LoadOptions(kernel=image, initrd=None, cmdline="console=ttyAMA0 maxcpus=1", panic=True),
-                          Sysroot(root), arch="arm64")
-    memmap = ctx.memmap
+def test_plan_on_the_snapshot(cycle: Cycle) -> None:
+    memmap, plan = cycle.ctx.memmap, cycle.plan
     crash = memmap.main_crash_region
     assert crash is not None and crash.size == 256 << 20
     assert all(crash.contains(s.range) for s in plan.segments)
     header = parse_elf_header(plan.segment("elfcorehdr").buf, "elfcorehdr")
     loads = [p for p in header.phdrs if p.type == PT_LOAD]
-    space = ctx.artifacts["arm64_address_space"]
+    space = cycle.ctx.artifacts["arm64_address_space"]
     assert (loads[0].vaddr, loads[0].paddr) == (space.text_vaddr, space.text_paddr)
     assert [(p.paddr, p.paddr + p.filesz) for p in loads[1:]] == [(r.start, r.end) for r in memmap.crash_dump_ranges]
     assert all(p.vaddr == space.linear_vaddr(p.paddr) for p in loads[1:])
+
+
+def test_guest_loaded_the_plan(cycle: Cycle) -> None:
+    assert cycle.lines("KEXECFW-LOADED") == [f"rc=0 segments={len(cycle.plan.segments)}"], cycle.console[-3000:]
+    assert cycle.lines("KEXECFW-STATE crash_loaded=") == ["310a"]                 # "1\n"
+
+
+def test_capture_kernel_booted_with_our_chosen(cycle: Cycle) -> None:
+    assert f"Kernel command line: {CAPTURE_CMDLINE}" in cycle.console, cycle.console[-3000:]
+    hdr = cycle.plan.segment("elfcorehdr")
+    crash = cycle.ctx.memmap.main_crash_region
+    assert cycle.lines("KEXECFW-CHOSEN elfcorehdr=") == [f"{hdr.mem:016x}{hdr.bufsz:016x}"]
+    assert cycle.lines("KEXECFW-CHOSEN usable=") == [f"{crash.start:016x}{crash.size:016x}"]
+
+
+def test_vmcore_covers_ram_outside_the_crash_region(cycle: Cycle) -> None:
+    phdrs = [dict(kv.split("=") for kv in line.split()) for line in cycle.lines("KEXECFW-PHDR")]
+    assert phdrs, cycle.console[-3000:]
+    loads = [(int(p["paddr"], 16), int(p["paddr"], 16) + int(p["filesz"], 16), int(p["vaddr"], 16))
+             for p in phdrs if int(p["type"]) == PT_LOAD]
+    memmap = cycle.ctx.memmap
+    space = cycle.ctx.artifacts["arm64_address_space"]
+    assert loads[0] == (space.text_paddr, space.text_paddr + space.text_size, space.text_vaddr)
+    assert [(a, b) for a, b, _ in loads[1:]] == [(r.start, r.end) for r in memmap.crash_dump_ranges]
+    size = int(cycle.lines("KEXECFW-CAPTURE vmcore-size=")[0])
+    assert size >= sum(b - a for a, b, _ in loads)
+
+
+def test_vmcore_notes(cycle: Cycle) -> None:
+    notes = cycle.lines("KEXECFW-NOTE")
+    prstatus = [n for n in notes if n.startswith("name=CORE type=1 ")]
+    assert len(prstatus) == SMP, notes            # one NT_PRSTATUS per online CPU of the crashed kernel
+    assert any(n.startswith("name=VMCOREINFO type=0 ") for n in notes)
+    assert len([p for p in cycle.lines("KEXECFW-PHDR") if p.startswith(f"type={PT_NOTE} ")]) == 1
