@@ -26,6 +26,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--online-cpus", metavar="LIST",
                    help="the crashed kernel's online CPUs (e.g. 0-3) to name each note's CPU exactly")
     p.add_argument("--all", action="store_true", help="show every register, not only pc/sp/lr")
+    p.add_argument("--no-symbols", action="store_true",
+                   help="do not read the kernel's kallsyms tables to name pc/lr and find each note's CPU")
 
     p = add("dmesg", "the crashed kernel's log (same output as kexec-tools' vmcore-dmesg)")
     p.add_argument("file", nargs="?", default=None, metavar="FILE", help="dump file (default /proc/vmcore)")
@@ -108,18 +110,13 @@ def _dmesg(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cpu_states(dump, online_text: str | None, log: bytes | None):
-    from kexecfw.pluginmanager import Hooks
-    from kexecfw.vmcore.prstatus import assign_cpus, panic_from_log, parse_prstatus
-    names = Hooks().prstatus_registers(dump.machine)
-    states = [parse_prstatus(n, i, names) for i, n in enumerate(dump.prstatus_notes())]
+def _cpu_states(dump, online_text: str | None, log: bytes | None, symbols: bool = True):
+    from kexecfw.vmcore.prstatus import describe_cpus
     online = None
     if online_text:
         from kexecfw.sysroot import parse_cpu_list
         online = parse_cpu_list(online_text)
-    panic = panic_from_log(log) if log else None
-    known = assign_cpus(states, online, panic)
-    return states, known, panic
+    return describe_cpus(dump, online, log, symbols)
 
 
 def _log_or_none(dump) -> bytes | None:
@@ -137,12 +134,19 @@ def _notes(args: argparse.Namespace) -> int:
 
     from kexecfw.vmcore import open_dump
     with open_dump(_path(args)) as dump:
-        states, known, panic = _cpu_states(dump, args.online_cpus, _log_or_none(dump))
+        states, known, panic, ksyms, exact = _cpu_states(dump, args.online_cpus, _log_or_none(dump),
+                                                         not args.no_symbols)
+
+    def sym(v: int | None) -> str | None:
+        return ksyms.lookup(v) if ksyms is not None and v is not None else None
+
     if args.json:
         doc = {"schema": 1, "cpus_known": known,
+               "cpu_mapping": "crash_notes in memory" if exact else ("--online-cpus" if known else "assumed 0..n-1"),
                "panic": None if panic is None else {"cpu": panic[0], "pid": panic[1], "comm": panic[2]},
                "cpus": [{"cpu": s.cpu, "note_index": s.index, "pid": s.pid, "panic": s.panic,
                          "pc": _hex(s.pc), "sp": _hex(s.sp), "lr": _hex(s.lr),
+                         "pc_symbol": sym(s.pc), "lr_symbol": sym(s.lr),
                          **({"registers": {k: _hex(v) for k, v in s.registers.items()}} if args.all else {})}
                         for s in states]}
         print(json.dumps(doc, indent=1))
@@ -152,18 +156,22 @@ def _notes(args: argparse.Namespace) -> int:
         return 0
     has_lr = any(s.lr is not None for s in states)
     head = f"{'CPU':>4} {'PID':>7}  {'PC':<18} {'SP':<18}" + (f" {'LR':<18}" if has_lr else "")
-    print(head)
+    print(head + ("  SYMBOL" if ksyms else ""))
     for s in states:
         line = f"{s.cpu:>4} {s.pid:>7}  {_hex(s.pc) or '-':<18} {_hex(s.sp) or '-':<18}"
         if has_lr:
             line += f" {_hex(s.lr) or '-':<18}"
+        if ksyms is not None:
+            line += f"  {sym(s.pc) or '?'}" + (f" <- {sym(s.lr) or '?'}" if has_lr else "")
         print(line + ("  <- panic" if s.panic else ""))
         if args.all:
             for k, v in s.registers.items():
                 print(f"{'':>14}{k:>8} = {v:#018x}")
     if panic is not None:
         print(f"panic: CPU {panic[0]}, PID {panic[1]} ({panic[2]})")
-    if not known:
+    if exact:
+        print("CPU numbers: from the per-CPU crash note buffers in the dump")
+    elif not known:
         print("CPU numbers assume every CPU 0..n-1 was online at the crash; pass --online-cpus to be exact")
     return 0
 

@@ -14,10 +14,13 @@ CPU order (kexec-tools and kexec_file_load both emit one per possible CPU, in
 increasing CPU number), and drops the empty buffers of CPUs that saved nothing
 (offline at the crash). So the i-th NT_PRSTATUS belongs to the i-th CPU that
 was online when the kernel crashed. Pids cannot tell CPUs apart (every idle task
-has pid 0). :func:`assign_cpus` therefore maps by position over the crashed
-kernel's online CPU list when it is known (``--online-cpus``, or a snapshot of
-its ``sys/devices/system/cpu/online``) and over 0..n-1 otherwise, flagging the
-mapping as assumed. The panicking CPU comes from the log: the last
+has pid 0). The exact answer is in memory: each CPU's crash note buffer
+(``crash_notes`` + ``__per_cpu_offset[cpu]``, found with the kernel's own kallsyms
+tables) holds the very note /proc/vmcore copied, so :func:`cpus_from_memory`
+matches them. Without symbols (kernels before 6.0, filtered dumps),
+:func:`assign_cpus` maps by position over the crashed kernel's online CPU list when
+it is known (``--online-cpus``, or a snapshot of its ``sys/devices/system/cpu/online``)
+and over 0..n-1 otherwise, flagging the mapping as assumed. The panicking CPU comes from the log: the last
 "Kernel panic - not syncing" is followed by dump_stack()'s ``CPU: N ... PID: P``
 line; the note whose ``pr_pid`` is P confirms it.
 """
@@ -102,8 +105,13 @@ def panic_from_log(log: bytes) -> tuple[int, int, str] | None:
 
 
 def assign_cpus(states: list[CpuState], online: list[int] | None,
-                panic: tuple[int, int, str] | None) -> bool:
-    """Set ``cpu`` and ``panic`` on each state; return True when the CPU numbers are known, not assumed."""
+                panic: tuple[int, int, str] | None, exact: list[int] | None = None) -> bool:
+    """Set ``cpu`` and ``panic`` on each state; return True when the CPU numbers are known, not assumed.
+
+    ``exact``: the CPU of each note from :func:`cpus_from_memory` (wins over ``online``).
+    """
+    if exact is not None and len(exact) == len(states):
+        online = exact
     known = online is not None and len(online) == len(states)
     cpus = online if known else list(range(len(states)))
     for st, cpu in zip(states, cpus):
@@ -122,3 +130,62 @@ def assign_cpus(states: list[CpuState], online: list[int] | None,
             elif by_cpu:
                 by_cpu[0].panic = True
     return known
+
+
+def cpus_from_memory(mem, ksyms, notes: list[Note], max_cpus: int = 8192) -> list[int] | None:
+    """Each note's CPU number, found by matching it with the per-CPU crash note buffers in memory.
+
+    ``crash_notes`` (kernel/crash_core.c) is a per-CPU pointer: CPU c's buffer is at
+    ``crash_notes + __per_cpu_offset[c]`` and holds exactly the note /proc/vmcore copied.
+    Needs the kernel's symbols (kallsyms, 6.0+); None when they or the pages are missing.
+    """
+    from kexecfw.errors import KexecfwError
+    if ksyms is None or not notes:
+        return None
+    crash_notes = ksyms.address("crash_notes")
+    per_cpu_offset = ksyms.address("__per_cpu_offset")
+    if crash_notes is None or per_cpu_offset is None:
+        return None
+    try:
+        base = mem.read_u64(crash_notes)
+        want = {n.desc: i for i, n in enumerate(notes)}
+        size = max(len(n.desc) for n in notes)
+        found: dict[int, int] = {}
+        for cpu in range(max_cpus):
+            off = mem.read_u64(per_cpu_offset + 8 * cpu)
+            try:
+                # Elf64_Nhdr (12 bytes) + "CORE\0" padded to 8, then the prstatus
+                desc = mem.read((base + off) & ((1 << 64) - 1), 20 + size)[20:]
+            except KexecfwError:
+                continue
+            for d, i in want.items():
+                if i not in found and desc[:len(d)] == d:
+                    found[i] = cpu
+                    break
+            if len(found) == len(notes):
+                return [found[i] for i in range(len(notes))]
+    except KexecfwError:
+        return None
+    return None
+
+
+def describe_cpus(dump, online: list[int] | None = None, log: bytes | None = None, symbols: bool = True):
+    """(states, cpus_known, panic, kallsyms or None, exact) for ``dump``: what ``vmcore notes`` shows."""
+    from kexecfw.errors import KexecfwError
+    from kexecfw.pluginmanager import Hooks
+    names = Hooks().prstatus_registers(dump.machine)
+    notes = dump.prstatus_notes()
+    states = [parse_prstatus(n, i, names) for i, n in enumerate(notes)]
+    panic = panic_from_log(log) if log else None
+    ksyms = exact = None
+    if symbols:
+        from kexecfw.vmcore import kallsyms
+        from kexecfw.vmcore.kmem import KernelMemory
+        try:
+            mem = KernelMemory(dump)
+            ksyms = kallsyms.load(mem)
+            exact = cpus_from_memory(mem, ksyms, notes)
+        except KexecfwError:
+            pass
+    known = assign_cpus(states, online, panic, exact)
+    return states, known, panic, ksyms, exact is not None

@@ -58,15 +58,14 @@ def crash_summary(dump) -> dict:
     except KexecfwError as e:
         out["error"] = e.message
     try:
-        from kexecfw.pluginmanager import Hooks
-        from kexecfw.vmcore.prstatus import assign_cpus, panic_from_log, parse_prstatus
-        names = Hooks().prstatus_registers(dump.machine)
-        states = [parse_prstatus(n, i, names) for i, n in enumerate(dump.prstatus_notes())]
-        panic = panic_from_log(log) if log else None
-        assign_cpus(states, None, panic)
+        from kexecfw.vmcore.prstatus import describe_cpus
+        states, known, panic, ksyms, exact = describe_cpus(dump, None, log)
+        sym = (lambda v: ksyms.lookup(v) if ksyms is not None and v is not None else None)  # noqa: E731
         out["panic_cpu"] = panic[0] if panic else None
+        out["cpus_known"] = known
         out["cpus"] = [{"cpu": s.cpu, "pid": s.pid, "pc": None if s.pc is None else f"{s.pc:#x}",
-                        "sp": None if s.sp is None else f"{s.sp:#x}", "panic": s.panic} for s in states]
+                        "sp": None if s.sp is None else f"{s.sp:#x}", "pc_symbol": sym(s.pc), "panic": s.panic}
+                       for s in states]
     except KexecfwError as e:
         out.setdefault("error", e.message)
     return out, log

@@ -111,3 +111,23 @@ def test_makedumpfile_reads_the_capture_kernels_save(d, tmp_path):
     mine = subprocess.run([sys.executable, "-m", "kexecfw", "vmcore", "dmesg", "--makedumpfile", ours],
                           capture_output=True, check=True).stdout
     assert (tmp_path / "o.txt").read_bytes() == mine
+
+
+@pytest.mark.parametrize("d", DIRS)
+def test_notes_name_the_panic_path(d):
+    """The panicking CPU stopped in the kernel's crash path; kallsyms from the dump itself names it."""
+    from kexecfw.vmcore.prstatus import describe_cpus
+    ref = open(os.path.join(d, "capture", "vmcore-dmesg.txt"), "rb").read()
+    for f in complete_dumps(d):
+        with open_dump(f) as k:
+            states, known, panic, ksyms, exact = describe_cpus(k, None, ref)
+            assert panic is not None and b"sysrq" in ref
+            (p,) = [s for s in states if s.panic]
+            assert p.cpu == panic[0] and p.pid == panic[1]
+            if ksyms is None:
+                continue
+            assert ksyms.address("_stext") == k.vmcoreinfo.symbol("_stext")
+            assert ksyms.lookup(p.pc).split("+")[0] in ("__crash_kexec", "crash_kexec", "panic",
+                                                        "machine_crash_shutdown", "crash_setup_regs")
+            if k.machine == EM_X86_64:
+                assert exact and known          # Debian's x86_64 kernel has KALLSYMS_ALL: crash_notes is named

@@ -1,0 +1,98 @@
+"""Kernel symbols from the dump itself: the kallsyms tables VMCOREINFO points at (kernel 6.0+).
+
+Layout (kernel/kallsyms.c, scripts/kallsyms.c):
+
+* ``kallsyms_num_syms``: unsigned int;
+* ``kallsyms_names``: per symbol a length (one byte, or two when the first has bit 7 set:
+  ``(b0 & 0x7f) | b1 << 7``, 6.1+) then that many token indices;
+* ``kallsyms_token_table`` / ``kallsyms_token_index``: 256 NUL-terminated tokens and their
+  u16 offsets; the expanded name's first character is the symbol type (``T``, ``t`` ...);
+* ``kallsyms_offsets`` (s32) + ``kallsyms_relative_base``: address = base + (u32)offset, except
+  with absolute per-CPU symbols (x86_64 SMP) where a non-negative offset is the address itself
+  and a negative one means ``base - 1 - offset``.
+
+Symbols are sorted by address, so a pc resolves by bisection. Only what ``vmcore notes``
+needs: no module symbols.
+"""
+from __future__ import annotations
+
+import bisect
+import struct
+
+from kexecfw.errors import BadInputError, KexecfwError
+from kexecfw.vmcore.kmem import EM_X86_64, KernelMemory
+
+MAX_SYMS = 1 << 22
+
+
+class Kallsyms:
+    def __init__(self, mem: KernelMemory) -> None:
+        info = mem.info
+        names = ("kallsyms_names", "kallsyms_num_syms", "kallsyms_token_table", "kallsyms_token_index",
+                 "kallsyms_offsets", "kallsyms_relative_base")
+        sym = {n: info.symbol(n) for n in names}
+        missing = [n for n, v in sym.items() if v is None]
+        if missing:
+            raise BadInputError(f"VMCOREINFO lacks SYMBOL({missing[0]}) (kernels before 6.0): no symbol names")
+        num = mem.read_u32(sym["kallsyms_num_syms"])
+        if not 0 < num < MAX_SYMS:
+            raise BadInputError(f"kallsyms_num_syms {num} is not plausible")
+        base = mem.read_u64(sym["kallsyms_relative_base"])
+        offsets = struct.unpack(f"<{num}i", mem.read(sym["kallsyms_offsets"], 4 * num))
+        absolute_percpu = mem.dump.machine == EM_X86_64
+        mask = (1 << 64) - 1
+        if absolute_percpu:
+            self.addrs = [o if o >= 0 else (base - 1 - o) & mask for o in offsets]
+        else:
+            self.addrs = [(base + (o & 0xFFFFFFFF)) & mask for o in offsets]
+        index = struct.unpack("<256H", mem.read(sym["kallsyms_token_index"], 512))
+        table_len = max(index) + 64
+        table = mem.read(sym["kallsyms_token_table"], table_len)
+        tokens = []
+        for off in index:
+            end = table.find(b"\0", off)
+            tokens.append(table[off:end if end != -1 else len(table)])
+        # the names run up to the next kallsyms table in memory
+        after = [v for n, v in sym.items() if v > sym["kallsyms_names"]]
+        size = (min(after) - sym["kallsyms_names"]) if after else num * 32
+        blob = mem.read(sym["kallsyms_names"], min(size, 64 << 20))
+        self.names: list[str] = []
+        self.types: list[str] = []
+        pos = 0
+        for _ in range(num):
+            if pos >= len(blob):
+                raise BadInputError("kallsyms_names ends early (corrupt dump?)")
+            n = blob[pos]
+            pos += 1
+            if n & 0x80:
+                n = (n & 0x7F) | (blob[pos] << 7)
+                pos += 1
+            name = b"".join(tokens[t] for t in blob[pos:pos + n])
+            pos += n
+            self.types.append(chr(name[0]) if name else "?")
+            self.names.append(name[1:].decode("utf-8", "replace"))
+        order = sorted(range(num), key=self.addrs.__getitem__)
+        self.addrs = [self.addrs[i] for i in order]
+        self.names = [self.names[i] for i in order]
+        self.types = [self.types[i] for i in order]
+
+    def lookup(self, addr: int) -> str | None:
+        """``name+0xoff`` for a text address, None outside the kernel's symbols."""
+        i = bisect.bisect_right(self.addrs, addr) - 1
+        if i < 0 or self.types[i] not in "tTwW":
+            return None
+        return f"{self.names[i]}+{addr - self.addrs[i]:#x}"
+
+    def address(self, name: str) -> int | None:
+        try:
+            return self.addrs[self.names.index(name)]
+        except ValueError:
+            return None
+
+
+def load(mem: KernelMemory) -> Kallsyms | None:
+    """The kernel's symbols, or None when the dump cannot give them (old kernel, pages filtered out)."""
+    try:
+        return Kallsyms(mem)
+    except (KexecfwError, struct.error, IndexError):
+        return None
