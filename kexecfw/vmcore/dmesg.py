@@ -22,7 +22,6 @@ reported through ``warn`` with its sequence number and descriptor index.
 """
 from __future__ import annotations
 
-import re
 import struct
 from typing import Callable, Iterator, NamedTuple
 
@@ -32,8 +31,10 @@ from kexecfw.vmcore.kmem import KernelMemory
 _U64 = struct.Struct("<Q")
 _U32 = struct.Struct("<I")
 _U16 = struct.Struct("<H")
-# Bytes vmcore-dmesg escapes: not isprint() and not isspace() in the C locale.
-_UNPRINTABLE = re.compile(rb"[^\x09-\x0d\x20-\x7e]")
+# Bytes vmcore-dmesg escapes: not isprint() and not isspace() in the C locale. (No `re`: the
+# dmesg path keeps its imports to what it needs.)
+_PRINTABLE = bytes(range(0x09, 0x0E)) + bytes(range(0x20, 0x7F))
+_ESCAPED = [bytes([b]) if b in _PRINTABLE else b"\\x%02x" % b for b in range(256)]
 
 # kernel/printk/printk_ringbuffer.h: the top two bits of a 64-bit state_var are the state.
 DESC_FLAGS_SHIFT = 62
@@ -272,9 +273,9 @@ def records(mem: KernelMemory, warn: Warn = _ignore) -> Iterator[Record]:
 
 
 def _escape(text: bytes) -> bytes:
-    if _UNPRINTABLE.search(text) is None:
+    if not text.translate(None, _PRINTABLE):
         return text
-    return _UNPRINTABLE.sub(lambda m: b"\\x%02x" % m[0][0], text)
+    return b"".join(_ESCAPED[b] for b in text)
 
 
 def _stamp(ts_nsec: int) -> bytes:

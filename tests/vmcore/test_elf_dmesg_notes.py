@@ -168,3 +168,17 @@ def test_x86_64_five_level_walk(mini_vmcores, expected_dmesg, tmp_path):
             assert mem.arch.walk(mem, vaddr) == paddr
             assert mem.arch.walk(mem, vaddr + size - 1) == paddr + size - 1
         assert dmesg_bytes(mem) == expected_dmesg["x86_64"]
+
+
+@pytest.mark.skipif(not have("vmcore-dmesg"), reason="kexec-tools' vmcore-dmesg not installed")
+@pytest.mark.parametrize("arch", ARCHES)
+def test_unprintable_bytes_escaped_like_vmcore_dmesg(arch, mini_vmcores, tmp_path):
+    data = bytearray(mini_vmcores[arch].read_bytes())
+    at = data.index(b"Linux version")
+    data[at:at + 6] = b"\x01\x7f\xff\x1b\x09\x0b"
+    f = tmp_path / "v.elf"
+    f.write_bytes(bytes(data))
+    ref = subprocess.run(["vmcore-dmesg", str(f)], capture_output=True, check=True).stdout
+    with open_dump(str(f)) as dump:
+        assert dmesg_bytes(KernelMemory(dump)) == ref
+    assert b"\\x01\\x7f\\xff\\x1b\t\x0bversion" in ref
