@@ -6,9 +6,13 @@ cd "$(dirname "$0")"
 export DEBIAN_FRONTEND=noninteractive
 SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
 PKGS="python3-venv python3-dev gcc make gcc-aarch64-linux-gnu binutils-aarch64-linux-gnu device-tree-compiler xz-utils cpio qemu-user-static libc6-dev-arm64-cross"
+# capture side: test oracles (vmcore-dmesg, makedumpfile) and liblzo2 for the optional python-lzo codec
+PKGS="$PKGS makedumpfile kexec-tools liblzo2-dev"
 missing=""
 for p in $PKGS; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
 if [ -n "$missing" ]; then
+    # kexec-tools must never kexec this machine on reboot (its default is to)
+    echo "kexec-tools kexec-tools/load_kexec boolean false" | $SUDO debconf-set-selections
     $SUDO apt-get update -qq
     $SUDO apt-get install -y -qq $missing >/dev/null
 fi
@@ -18,6 +22,8 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q -e '.[viz,test]'
+# optional: lzo pages (python-lzo) and drgn as an independent reader of our dumps in tests
+.venv/bin/python -m pip install -q -e '.[capture,oracles]' || echo "setup: optional capture extras not installed"
 # Purgatory objects are shipped prebuilt as package data; rebuild them from source here.
 if ls plugins/*/purgatory/*.S >/dev/null 2>&1; then make -s purgatory; fi
 echo "setup done: use .venv/bin/python"
