@@ -51,7 +51,8 @@ def ensure_host_tools(arch: ArchTarget, log: Callable[[str], None] = print) -> N
         proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=1800)
         if proc.returncode != 0:
             last = (proc.stderr.strip().splitlines() or ["(no output)"])[-1]
-            raise LabError(f"{' '.join(cmd[:1] + cmd[3:6])} failed: {last}")
+            action = "update" if "update" in cmd else f"install {' '.join(packages)}"
+            raise LabError(f"apt-get {action} failed: {last}")
     still = missing_packages(arch)
     if still:
         raise LabError(f"apt-get installed {' '.join(packages)} but {', '.join(still)} is still missing")

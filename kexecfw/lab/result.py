@@ -173,6 +173,12 @@ class LabResult:
         cmdline = self.read_text("capture/cmdline")
         if cmdline:
             out.append(f"cmdline: {cmdline.strip()}")
+        for prop in ("linux,elfcorehdr", "linux,usable-memory-range"):
+            p = self.path(f"capture/chosen/{prop}")
+            if p.is_file():
+                cells = p.read_bytes()
+                words = [int.from_bytes(cells[i:i + 8], "big") for i in range(0, len(cells) - 7, 8)]
+                out.append(f"/chosen {prop}: " + " ".join(f"{w:#x}" for w in words))
         size = self.vmcore_size()
         if size is not None:
             out.append(f"/proc/vmcore: {size} bytes ({size / (1 << 20):.0f} MiB)")
