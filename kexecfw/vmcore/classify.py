@@ -8,8 +8,7 @@ and unpacked with a struct format built from the VMCOREINFO offsets.
 
 Rules (those of makedumpfile's page filter, restated):
 
-* free (16): a buddy page (``_mapcount`` == ``PAGE_BUDDY_MAPCOUNT_VALUE``) and the
-  2^order pages it heads (order in ``page.private``);
+* free (16): a buddy page and the 2^order pages it heads (order in ``page.private``);
 * cache (2): on the LRU or in the swap cache (PG_swapcache counts only with
   PG_swapbacked), not anonymous, without PG_private;
 * cache private (4): the same with PG_private;
@@ -17,6 +16,13 @@ Rules (those of makedumpfile's page filter, restated):
   hugetlbfs page (``compound_dtor`` == HUGETLB_PAGE_DTOR);
 * always: hardware-poisoned pages and logically offline pages
   (``_mapcount`` == PAGE_OFFLINE_MAPCOUNT_VALUE).
+
+Page types (buddy, offline, and since 6.10 slab and hugetlb) live in ``page_type``, which
+shares ``_mapcount``'s place. VMCOREINFO gives ``PAGE_<TYPE>_MAPCOUNT_VALUE``: up to 6.11 it
+is ``~PG_<type>`` (one cleared bit under PAGE_TYPE_BASE 0xf0000000: the page has the type
+when ``page_type & (0xf0000000 | PG_<type>) == 0xf0000000``); from 6.12 the type is the top
+byte of page_type and the exported value has its low 24 bits clear (then the top bytes are
+compared).
 
 A compound page (PG_head) excluded as cache or user takes its tail pages with it
 (order from the first tail page's ``compound_order``). Zero pages (1) are found
@@ -35,6 +41,20 @@ from kexecfw.vmcore.kdumpfmt import (DL_EXCLUDE_CACHE, DL_EXCLUDE_CACHE_PRI, DL_
 from kexecfw.vmcore.kmem import KernelMemory, TranslationError
 
 PAGE_MAPPING_ANON = 0x1
+PAGE_TYPE_BASE = 0xF0000000
+
+
+def page_type_test(value: int | None):
+    """A predicate on a page's 32-bit page_type/_mapcount for VMCOREINFO's PAGE_*_MAPCOUNT_VALUE."""
+    if value is None:
+        return lambda mapcount: False
+    v = value & 0xFFFFFFFF
+    if v & 0x00FFFFFF == 0:                      # 6.12+: the type is the top byte
+        top = v >> 24
+        return lambda mapcount: ((mapcount & 0xFFFFFFFF) >> 24) == top
+    bit = ~v & 0xFFFFFFFF                        # up to 6.11: ~PG_<type>
+    mask = PAGE_TYPE_BASE | bit
+    return lambda mapcount: (mapcount & mask) == PAGE_TYPE_BASE
 SECTION_MAP_MASK_BITS = 6       # flags below the encoded mem_map pointer (mmzone.h SECTION_MAP_LAST_BIT <= 6)
 
 
@@ -79,6 +99,10 @@ class Classifier:
         self.buddy_value = num("PAGE_BUDDY_MAPCOUNT_VALUE")
         self.offline_value = num("PAGE_OFFLINE_MAPCOUNT_VALUE")
         self.hugetlb_dtor = num("HUGETLB_PAGE_DTOR")
+        self.is_buddy = page_type_test(self.buddy_value)
+        self.is_offline = page_type_test(self.offline_value)
+        self.is_slab_type = page_type_test(num("PAGE_SLAB_MAPCOUNT_VALUE"))          # 6.10+
+        self.is_hugetlb_type = page_type_test(num("PAGE_HUGETLB_MAPCOUNT_VALUE"))    # 6.9+
         if dump_level & DL_EXCLUDE_FREE and (self.buddy_value is None or self.off["_mapcount"] is None):
             raise BadInputError("VMCOREINFO lacks NUMBER(PAGE_BUDDY_MAPCOUNT_VALUE): cannot find free pages; "
                                 "drop 16 from the dump level")
@@ -139,7 +163,8 @@ class Classifier:
         bit = {k: (1 << v if v is not None else 0) for k, v in pg.items()}
         lru, private, swapcache, swapbacked = bit["lru"], bit["private"], bit["swapcache"], bit["swapbacked"]
         slab, hwpoison = bit["slab"], bit["hwpoison"]
-        buddy, offline = self.buddy_value, self.offline_value
+        is_buddy, is_offline, is_slab_type = self.is_buddy, self.is_offline, self.is_slab_type
+        is_hugetlb_type = self.is_hugetlb_type
         head_mask = self.head_mask
         names = self.field_names
         i_flags, i_map = names.index("flags"), names.index("mapping")
@@ -151,9 +176,9 @@ class Classifier:
             if i < skip_until:
                 continue
             flags, mapping = page[i_flags], page[i_map]
-            mapcount = page[i_mc] if i_mc is not None else None
+            mapcount = page[i_mc] if i_mc is not None else 0
             pfn = start_pfn + i
-            if level & DL_EXCLUDE_FREE and mapcount == buddy:
+            if level & DL_EXCLUDE_FREE and is_buddy(mapcount):
                 order = page[i_priv] if i_priv is not None else 0
                 n = 1 << order if order < 11 + 8 else 1
                 n = min(n, pps - i)
@@ -161,18 +186,19 @@ class Classifier:
                 skip_until = i + n
                 yield pfn, n
                 continue
-            anon = bool(mapping & PAGE_MAPPING_ANON) and not flags & slab
+            anon = bool(mapping & PAGE_MAPPING_ANON) and not flags & slab and not is_slab_type(mapcount)
             is_cache = bool(flags & lru) or bool(flags & swapcache and (not swapbacked or flags & swapbacked))
             kind = None
             if level & DL_EXCLUDE_CACHE and is_cache and not flags & private and not anon:
                 kind = "cache"
             elif level & DL_EXCLUDE_CACHE_PRI and is_cache and not anon:
                 kind = "cache_private"
-            elif level & DL_EXCLUDE_USER_DATA and (anon or self._hugetlb(blob, i, flags, len(pages))):
+            elif level & DL_EXCLUDE_USER_DATA and (anon or self._hugetlb(blob, i, flags, len(pages))
+                                                  or (flags & head_mask and is_hugetlb_type(mapcount))):
                 kind = "user"
             elif hwpoison and flags & hwpoison:
                 kind = "hwpoison"
-            elif offline is not None and mapcount == offline:
+            elif is_offline(mapcount):
                 kind = "offline"
             if kind is None:
                 continue
