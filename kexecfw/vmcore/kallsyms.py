@@ -56,8 +56,8 @@ class Kallsyms:
         after = [v for n, v in sym.items() if v > sym["kallsyms_names"]]
         size = (min(after) - sym["kallsyms_names"]) if after else num * 32
         blob = mem.read(sym["kallsyms_names"], min(size, 64 << 20))
-        self.names: list[str] = []
-        self.types: list[str] = []
+        names: list[bytes] = []
+        get = tokens.__getitem__
         pos = 0
         for _ in range(num):
             if pos >= len(blob):
@@ -67,27 +67,32 @@ class Kallsyms:
             if n & 0x80:
                 n = (n & 0x7F) | (blob[pos] << 7)
                 pos += 1
-            name = b"".join(tokens[t] for t in blob[pos:pos + n])
+            names.append(b"".join(map(get, blob[pos:pos + n])))
             pos += n
-            self.types.append(chr(name[0]) if name else "?")
-            self.names.append(name[1:].decode("utf-8", "replace"))
         order = sorted(range(num), key=self.addrs.__getitem__)
         self.addrs = [self.addrs[i] for i in order]
-        self.names = [self.names[i] for i in order]
-        self.types = [self.types[i] for i in order]
+        self._names = [names[i] for i in order]     # type character + name, decoded on use
+
+    @property
+    def names(self) -> list[str]:
+        return [n[1:].decode("utf-8", "replace") for n in self._names]
+
+    def _type(self, i: int) -> str:
+        return chr(self._names[i][0]) if self._names[i] else "?"
 
     def lookup(self, addr: int) -> str | None:
         """``name+0xoff`` for a text address, None outside the kernel's symbols."""
         i = bisect.bisect_right(self.addrs, addr) - 1
-        if i < 0 or self.types[i] not in "tTwW":
+        if i < 0 or self._type(i) not in "tTwW":
             return None
-        return f"{self.names[i]}+{addr - self.addrs[i]:#x}"
+        return f"{self._names[i][1:].decode('utf-8', 'replace')}+{addr - self.addrs[i]:#x}"
 
     def address(self, name: str) -> int | None:
-        try:
-            return self.addrs[self.names.index(name)]
-        except ValueError:
-            return None
+        want = name.encode()
+        for i, n in enumerate(self._names):
+            if n[1:] == want:
+                return self.addrs[i]
+        return None
 
 
 def load(mem: KernelMemory) -> Kallsyms | None:
