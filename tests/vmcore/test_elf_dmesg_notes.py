@@ -184,3 +184,18 @@ def test_unprintable_bytes_escaped_like_vmcore_dmesg(arch, mini_vmcores, tmp_pat
     with open_dump(str(f)) as dump:
         assert dmesg_bytes(KernelMemory(dump)) == ref
     assert b"\\x01\\x7f\\xff\\x1b\t\x0bversion" in ref
+
+
+@pytest.mark.parametrize("arch", ARCHES)
+def test_corrupt_record_is_skipped_and_reported(arch, mini_vmcores, expected_dmesg, tmp_path):
+    data = bytearray(mini_vmcores[arch].read_bytes())
+    line = next(l for l in expected_dmesg[arch].splitlines() if b"Kernel command line" in l)
+    text = line.split(b"] ", 1)[1]
+    at = data.rfind(text)                      # the record's text in the data ring
+    data[at - 8:at] = b"\xde\xad\xbe\xef\xde\xad\xbe\xef"   # its block's descriptor id
+    f = tmp_path / "c.elf"
+    f.write_bytes(bytes(data))
+    r = subprocess.run([sys.executable, "-m", "kexecfw", "vmcore", "dmesg", str(f)], capture_output=True)
+    assert r.returncode == 0
+    assert r.stdout == expected_dmesg[arch].replace(line + b"\n", b"")
+    assert b"printk record seq" in r.stderr and b"skipped" in r.stderr and r.stderr.count(b"\n") == 1
