@@ -185,15 +185,17 @@ def _info(args: argparse.Namespace) -> int:
     from kexecfw.vmcore.kmem import KernelMemory
     with open_dump(_path(args)) as dump:
         info = dump.vmcoreinfo
-        ranges = dump.ranges()
+        # a kdump file's ranges come from walking its bitmap: count its pages instead
+        ranges = [] if hasattr(dump, "dumped_pages") else dump.ranges()
         doc: dict = {"schema": 1, "file": dump.path, "format": dump.format,
                      "arch": ARCH_NAMES.get(dump.machine, f"machine {dump.machine}"),
                      "osrelease": info.osrelease, "build_id": info.build_id, "page_size": dump.page_size,
                      "crash_time": info.crash_time,
                      "kernel_offset": _hex(info.kernel_offset),
                      "cpus_with_notes": len(dump.prstatus_notes()),
-                     "memory_ranges": len(ranges),
-                     "memory_bytes": sum(r.end - r.start for r in ranges)}
+                     "memory_ranges": len(ranges) if ranges else None,
+                     "memory_bytes": (sum(r.end - r.start for r in ranges) if ranges
+                                      else getattr(dump, "dumped_pages", 0) * dump.page_size)}
         for key in ("dump_level", "compression", "incomplete", "dumped_pages"):
             if hasattr(dump, key):
                 doc[key] = getattr(dump, key)
@@ -219,10 +221,11 @@ def _info(args: argparse.Namespace) -> int:
     print(f"crash time:  {when}")
     print(f"KASLR:       offset {doc['kernel_offset'] or 'none'}")
     print(f"CPUs:        {doc['cpus_with_notes']} with crash notes")
-    print(f"memory:      {doc['memory_bytes'] / (1 << 20):.1f} MiB in {doc['memory_ranges']} ranges")
+    where = f" in {doc['memory_ranges']} ranges" if doc["memory_ranges"] else " of pages dumped"
+    print(f"memory:      {doc['memory_bytes'] / (1 << 20):.1f} MiB{where}")
     if "log" in doc:
         print(f"log buffer:  {doc['log']}")
     for key in ("dump_level", "compression", "dumped_pages", "incomplete", "truncated_at"):
         if key in doc:
-            print(f"{key.replace('_', ' ') + ':':<13}{doc[key]}")
+            print(f"{key.replace('_', ' ') + ':':<12} {doc[key]}")
     return 0
