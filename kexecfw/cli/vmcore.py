@@ -47,6 +47,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     p.add_argument("-c", "--compress", default="zlib", choices=["zlib", "zstd", "lzo", "none"],
                    help="page compression (default zlib, which every reader supports)")
     p.add_argument("--elf", action="store_true", help="write an ELF dump instead of kdump-compressed")
+    p.add_argument("-f", "--force", action="store_true", help="replace OUT if it exists")
     p.add_argument("--threads", type=int, default=0, metavar="N", help="compression threads (default: CPUs)")
     p.add_argument("--dir", default=None, metavar="DIR",
                    help="save flow: make DIR/<timestamp>/ with the dump, dmesg.txt and summary.json")

@@ -152,6 +152,8 @@ def run_save_cli(args) -> int:
     else:
         if not args.out:
             raise BadInputError("vmcore save needs OUT (a file) or --dir DIR")
+        if os.path.exists(args.out) and not args.force:
+            raise BadInputError(f"{args.out} exists: choose another name or pass --force to replace it")
         result = save_file(input_path, args.out, **common)
     if args.json:
         print(json.dumps({"schema": 1, **result}, indent=1))
