@@ -44,8 +44,12 @@ def _atomic_write(path: str, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-def crash_summary(dump) -> dict:
-    """Kernel, crash time, panic CPU and per-CPU pc/sp of ``dump`` (best effort, never raises)."""
+def crash_summary(dump, symbols: bool = True) -> tuple[dict, bytes | None]:
+    """Kernel, crash time, panic CPU and per-CPU pc/sp of ``dump`` (best effort, never raises).
+
+    ``symbols``: also name each pc and find each note's CPU from kallsyms (half a second on
+    real hardware, several seconds in an emulated capture kernel).
+    """
     from kexecfw.vmcore.dmesg import dmesg_bytes
     from kexecfw.vmcore.kmem import KernelMemory
     out: dict = {}
@@ -59,7 +63,7 @@ def crash_summary(dump) -> dict:
         out["error"] = e.message
     try:
         from kexecfw.vmcore.prstatus import describe_cpus
-        states, known, panic, ksyms, exact = describe_cpus(dump, None, log)
+        states, known, panic, ksyms, exact = describe_cpus(dump, None, log, symbols)
         sym = (lambda v: ksyms.lookup(v) if ksyms is not None and v is not None else None)  # noqa: E731
         out["panic_cpu"] = panic[0] if panic else None
         out["cpus_known"] = known
@@ -74,7 +78,7 @@ def crash_summary(dump) -> dict:
 def save_file(input_path: str, out: str, *, dump_level: int, compress: str, elf: bool, threads: int,
               progress: bool, byte_limit: int | None = None) -> dict:
     with open_dump(input_path) as dump:
-        summary, _ = crash_summary(dump)
+        summary, _ = crash_summary(dump, symbols=False)     # the header only needs the panic CPU
         writer = DumpWriter(dump, dump_level, compress, elf, threads, progress,
                             panic_cpu=summary.get("panic_cpu") or 0, byte_limit=byte_limit)
         stats = writer.write(out)
@@ -102,7 +106,7 @@ def save_flow(input_path: str, base: str, *, dump_level: int, compress: str, elf
     os.makedirs(target, mode=0o700)
     t0 = time.monotonic()
     with open_dump(input_path) as dump:
-        summary, log = crash_summary(dump)
+        summary, log = crash_summary(dump, symbols=False)
         if log is not None:
             _atomic_write(os.path.join(target, "dmesg.txt"), log)
         summary.update({"schema": 1, "input": input_path, "dump_level": dump_level,
@@ -121,6 +125,8 @@ def save_flow(input_path: str, base: str, *, dump_level: int, compress: str, elf
             summary.update({"dump": stats, "seconds": round(time.monotonic() - t0, 3)})
             _atomic_write(os.path.join(target, "summary.json"), json.dumps(summary, indent=1).encode())
             raise
+        # symbols and exact CPU numbers once the dump is safe on disk
+        summary.update(crash_summary(dump, symbols=True)[0])
         summary.update({"dump": stats, "seconds": round(time.monotonic() - t0, 3), "directory": target})
         _atomic_write(os.path.join(target, "summary.json"), json.dumps(summary, indent=1).encode())
     summary["removed"] = prune(base, keep)
