@@ -49,8 +49,9 @@ def library_dirs(root: Path, triplet: str) -> list[Path]:
     return [root / d for d in (f"lib/{triplet}", f"usr/lib/{triplet}", "lib", "usr/lib")]
 
 
-def resolve_libraries(root: Path, triplet: str, programs: list[Path]) -> tuple[dict[str, Path], set[str]]:
-    """Map each soname the programs need (transitively) to its file under root.
+def resolve_libraries(root: Path, triplet: str, programs: list[Path],
+                      extra_sonames: tuple[str, ...] = ()) -> tuple[dict[str, Path], set[str]]:
+    """Map each soname the programs need (transitively), and extra_sonames, to its file under root.
 
     Returns (soname -> real file, set of PT_INTERP paths). A soname that no
     extracted package provides is an error naming the program that wants it.
@@ -59,6 +60,12 @@ def resolve_libraries(root: Path, triplet: str, programs: list[Path]) -> tuple[d
     found: dict[str, Path] = {}
     interps: set[str] = set()
     todo = [(p, p) for p in programs]
+    for soname in extra_sonames:
+        for d in dirs:
+            if (d / soname).exists() or (d / soname).is_symlink():
+                found[soname] = resolve_in_root(root, d / soname)
+                todo.append((found[soname], found[soname]))
+                break
     while todo:
         path, wanted_by = todo.pop()
         needed, interp = elf_needed_and_interp(path)

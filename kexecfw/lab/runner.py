@@ -77,12 +77,12 @@ def run(arch: str = "arm64", scenario: str = "panic", loader: str = "kexecfw", *
     workdir = Path(tempfile.mkdtemp(prefix=f"{target.name}-", dir=build_root))
     try:
         marker = f"LAB-EXEC-{uuid.uuid4().hex[:12]}"
-        console = f"console={target.console}"
+        base_args = f"console={target.console} {target.kernel_args}".strip()
         config = {
             "SCENARIO": scenario, "LOADER": loader, "COMPARE": "1" if compare_kexec_tools else "0",
             "LOAD_ARGS": load_args,   # extra `kexecfw load` options, e.g. --classic
-            "CAPTURE_APPEND": f"{console} maxcpus=1 reset_devices irqpoll panic=-1 lab.role=capture",
-            "SECOND_APPEND": f"{console} panic=-1 lab.role=second lab.marker={marker}",
+            "CAPTURE_APPEND": f"{base_args} maxcpus=1 reset_devices irqpoll panic=-1 lab.role=capture",
+            "SECOND_APPEND": f"{base_args} panic=-1 lab.role=second lab.marker={marker}",
         }
         t1 = time.monotonic()
         initrd, notes = build_initrds(target, userland, workdir, cache_path / "wheels", config)
@@ -91,7 +91,7 @@ def run(arch: str = "arm64", scenario: str = "panic", loader: str = "kexecfw", *
                             f"{initrd.stat().st_size / (1 << 20):.1f} MiB"))
         use_kvm = accel == "kvm" or (accel == "auto" and kvm_usable(target, userland.kernel, cache_path))
         disk = create_disk(workdir / "data.img")
-        append = f"{console} crashkernel={crashkernel} panic=-1 loglevel=7"
+        append = f"{base_args} crashkernel={crashkernel} panic=-1 loglevel=7"
         cmd = qemu_command(target, userland.kernel, initrd, append, mem, smp, [Disk(disk, "labdata")],
                            "kvm" if use_kvm else "tcg")
         (out / "qemu-cmdline.txt").write_text(" ".join(cmd) + "\n")

@@ -26,11 +26,13 @@ from kexecfw.lab.errors import LabError
 from kexecfw.lab.modules import ModuleIndex
 from kexecfw.lab.targets import SECURITY_SUITE_SUFFIX, ArchTarget, Generation, guest_packages
 
-BUILD_VERSION = "2"  # bump when the layout of root/ changes
+BUILD_VERSION = "3"  # bump when the layout of root/ changes
 STDLIB_PRUNE = ("idlelib", "tkinter", "turtledemo", "ensurepip", "lib2to3", "pydoc_data", "test",
                 "unittest/test", "distutils/tests", "venv", "turtle.py", "__phello__")
 # Where the guest gets each program; found in the packages at that path or under usr/
 # (Debian 13 ships merged-/usr packages: /usr/sbin/kexec, /usr/lib64/ld-linux-x86-64.so.2).
+# glibc libraries that manylinux wheels (zstandard) link against but no Debian program here needs.
+WHEEL_SONAMES = ("libpthread.so.0", "libdl.so.2", "librt.so.1", "libm.so.6")
 PROGRAMS = ("bin/busybox", "sbin/kexec", "sbin/vmcore-dmesg", "usr/bin/makedumpfile")
 Log = Callable[[str], None]
 
@@ -151,7 +153,7 @@ def _build(arch: ArchTarget, gen: Generation, debs: dict[str, Path], kernel_pack
             target.unlink()
     programs += sorted((stdlib / "lib-dynload").glob("*.so"))
 
-    libraries, interps = resolve_libraries(pkgroot, arch.triplet, programs)
+    libraries, interps = resolve_libraries(pkgroot, arch.triplet, programs, WHEEL_SONAMES)
     for soname, real in libraries.items():
         copy(str(real.relative_to(pkgroot)), f"lib/{arch.triplet}/{soname}")
     for interp in interps:
