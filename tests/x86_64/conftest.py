@@ -48,9 +48,11 @@ def _download(package: str, dest: Path) -> None:
 
 @pytest.fixture(scope="session")
 def bzimages() -> list[Path]:
-    """Real x86_64 bzImages: the lab cache's Debian kernels, this host's /boot/vmlinuz-*."""
+    """Real x86_64 bzImages: the lab cache's Debian kernels (6.1, and 6.12 once the lab fetched Debian 13's),
+    this host's /boot/vmlinuz-*."""
     def found() -> list[Path]:
-        cands = sorted(_cache().glob("**/boot/vmlinuz-*")) + sorted(Path("/boot").glob("vmlinuz-*"))
+        cands = (sorted(_cache().glob("**/boot/vmlinuz-*")) + sorted(_cache().glob("guest/*-amd64/*/vmlinuz"))
+                 + sorted(Path("/boot").glob("vmlinuz-*")))
         return [p for p in cands if "arm64" not in p.name and _is_bzimage(p)]
     images = found()
     package = _fixture_kernel_package()

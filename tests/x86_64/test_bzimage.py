@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 
 from kexecfw.errors import BadInputError
+from kexecfw.plugins.x86_64.payload import decompress_payload, embedded_purgatory
+from kexecfw.purgatory import PurgatoryLayout
 from kexecfw.plugins.x86_64.bzimage import (SETUP_HEADER, SETUP_HEADER_OFFSET, XLF_5LEVEL, XLF_KERNEL_64,
                                             kernel_release, parse_bzimage)
 
@@ -22,10 +24,15 @@ def test_every_cached_bzimage_parses(bzimages: list[Path]) -> None:
         # setup + protected-mode kernel are the whole file
         assert image.setup_size + len(image.kernel) == len(data)
         assert image.setup_size == (h.setup_sects + 1) * 512
-        # the version string is the release in the file name
-        release = path.name.removeprefix("vmlinuz-")
+        # the version string is the release in the file name (the lab's copies are plain "vmlinuz")
+        release = path.name.removeprefix("vmlinuz-") if path.name != "vmlinuz" else image.version_string.split()[0]
         assert image.version_string.startswith(release)
         assert kernel_release(image.version_string) == tuple(int(x) for x in release.split("-")[0].split(".")[:2])
+        # the kernel's own purgatory is inside (what kexec_file_load runs; its size places the segments)
+        obj = embedded_purgatory(decompress_payload(image))
+        assert obj is not None, f"{path}: no purgatory in the payload"
+        symbols = {s.name for s in PurgatoryLayout(obj, 62).elf.get_section_by_name(".symtab").iter_symbols()}
+        assert {"purgatory_start", "entry64_regs"} <= symbols
         # the raw header ends where the jump at 0x200 says (boot.rst), and round-trips through the struct
         assert image.header_end == 0x202 + data[0x201]
         assert h.pack()[:len(image.raw_setup_header)] == image.raw_setup_header
