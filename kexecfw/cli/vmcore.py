@@ -19,10 +19,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
         return p
 
     p = add("info", "what the dump is: format, kernel, crash time, memory, log")
-    p.add_argument("file", nargs="?", default=None, metavar="FILE", help="dump file (default /proc/vmcore)")
+    p.add_argument("file", nargs="*", default=None, metavar="FILE",
+                   help="dump file (default /proc/vmcore); all files of a makedumpfile --split set")
 
     p = add("notes", "per-CPU registers at the crash (NT_PRSTATUS) and the panicking CPU")
-    p.add_argument("file", nargs="?", default=None, metavar="FILE", help="dump file (default /proc/vmcore)")
+    p.add_argument("file", nargs="*", default=None, metavar="FILE",
+                   help="dump file (default /proc/vmcore); all files of a makedumpfile --split set")
     p.add_argument("--online-cpus", metavar="LIST",
                    help="the crashed kernel's online CPUs (e.g. 0-3) to name each note's CPU exactly")
     p.add_argument("--all", action="store_true", help="show every register, not only pc/sp/lr")
@@ -30,18 +32,20 @@ def configure(parser: argparse.ArgumentParser) -> None:
                    help="do not read the kernel's kallsyms tables to name pc/lr and find each note's CPU")
 
     p = add("dmesg", "the crashed kernel's log (same output as kexec-tools' vmcore-dmesg)")
-    p.add_argument("file", nargs="?", default=None, metavar="FILE", help="dump file (default /proc/vmcore)")
+    p.add_argument("file", nargs="*", default=None, metavar="FILE",
+                   help="dump file (default /proc/vmcore); all files of a makedumpfile --split set")
     p.add_argument("--kernel-style", action="store_true",
                    help="prefix every line of multi-line records, like the kernel's console")
     p.add_argument("--level", action="store_true", help="show <syslog level> (implies --kernel-style)")
     p.add_argument("--caller", action="store_true", help="show the caller id [T<pid>]/[C<cpu>] "
                    "(implies --kernel-style)")
     p.add_argument("--makedumpfile", action="store_true",
-                   help="format like makedumpfile --dump-dmesg (caller ids, indented continuation lines)")
+                   help="format like makedumpfile --dump-dmesg (1.7.2: continuation lines indented)")
 
     p = add("save", "save the dump: kdump-compressed (readable by makedumpfile, crash, drgn) or ELF")
     p.add_argument("out", nargs="?", default=None, metavar="OUT", help="output file (or use --dir)")
-    p.add_argument("--input", "-i", default=None, metavar="FILE", help="dump to read (default /proc/vmcore)")
+    p.add_argument("--input", "-i", default=None, action="append", metavar="FILE",
+                   help="dump to read (default /proc/vmcore); repeat for every file of a split set")
     p.add_argument("-d", "--dump-level", type=int, default=31, metavar="LEVEL",
                    help="makedumpfile -d bits: 1 zero, 2 cache, 4 cache private, 8 user, 16 free (default 31)")
     p.add_argument("-c", "--compress", default="zlib", choices=["zlib", "zstd", "lzo", "none"],
@@ -70,9 +74,9 @@ def run(args: argparse.Namespace) -> int:
     return run_save_cli(args)
 
 
-def _path(args: argparse.Namespace) -> str:
+def _path(args: argparse.Namespace) -> list[str]:
     from kexecfw.vmcore import default_dump_path
-    return args.file or default_dump_path()
+    return args.file or [default_dump_path()]
 
 
 def _hex(v: int | None) -> str | None:

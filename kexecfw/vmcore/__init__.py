@@ -17,8 +17,24 @@ DISKDUMP_MAGIC = b"DISKDUMP"
 FLAT_MAGIC = b"makedumpfile\0\0\0\0"
 
 
-def open_dump(path: str):
-    """Open ``path`` as a crash dump of any supported format."""
+def open_dump(path):
+    """Open ``path`` as a crash dump of any supported format.
+
+    ``path`` may also be a list: one file, or every file of a ``makedumpfile --split`` set.
+    """
+    if isinstance(path, (list, tuple)):
+        if len(path) == 1:
+            path = path[0]
+        elif not path:
+            raise BadInputError("no dump file given")
+        else:
+            from kexecfw.vmcore.kdumpfile import KdumpSet
+            for p in path:
+                with open_dump(p) as d:
+                    if d.format not in ("kdump", "flattened-kdump"):
+                        raise BadInputError(f"{p} is {d.format}: only the files of a makedumpfile --split "
+                                            "set can be read together")
+            return KdumpSet(list(path))
     try:
         with open(path, "rb") as f:
             magic = f.read(16)

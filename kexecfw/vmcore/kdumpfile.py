@@ -132,14 +132,20 @@ class KdumpFile(DumpFile):
         self.dump_level = None
         self.notes = []
         self.max_mapnr = max_mapnr
+        self.split = 0
+        self.start_pfn = 0
+        self.end_pfn: int | None = None
         if version >= 1:
             sub = self._io.pread(KDUMP_SUB_HEADER.size, block_size)
             if len(sub) < KDUMP_SUB_HEADER.size:
                 raise BadInputError(f"{self.path} is truncated inside its sub header")
-            (self.phys_base, self.dump_level, self.split, _sp, _ep, _ovi, _svi, off_note, size_note,
-             _oe, _se, _sp64, _ep64, max64) = KDUMP_SUB_HEADER.unpack(sub)
+            (self.phys_base, self.dump_level, self.split, sp, ep, _ovi, _svi, off_note, size_note,
+             _oe, _se, sp64, ep64, max64) = KDUMP_SUB_HEADER.unpack(sub)
             if version >= 6 and max64:
                 self.max_mapnr = max64
+            if self.split:
+                # one file of a --split set: it holds the pages of [start_pfn, end_pfn) only
+                self.start_pfn, self.end_pfn = (sp64, ep64) if version >= 6 else (sp, ep)
             if version >= 4 and size_note:
                 if size_note > MAX_NOTES or off_note <= 0:
                     raise BadInputError(f"{self.path}: notes of {size_note} bytes at {off_note:#x} "
@@ -177,6 +183,15 @@ class KdumpFile(DumpFile):
             total += int.from_bytes(self._bitmap2[at:at + step], "little").bit_count()
             self._prefix.append(total)
         self.dumped_pages = total
+        if self.split:
+            end = min(self.end_pfn or self.max_mapnr, self.max_mapnr)
+            if not 0 <= self.start_pfn <= end:
+                raise BadInputError(f"{self.path}: split range {self.start_pfn:#x}..{end:#x} is corrupt")
+            self.end_pfn = end
+            self._base_index = self._count_before(self.start_pfn)
+            self.dumped_pages = self._count_before(end) - self._base_index
+        else:
+            self._base_index = 0
         self._cache: dict[int, bytes] = {}
         self._decomp: dict[int, object] = {}
 
@@ -186,12 +201,20 @@ class KdumpFile(DumpFile):
             self._fd = -1
 
     def _dumped(self, pfn: int) -> bool:
+        if self.split and not self.start_pfn <= pfn < self.end_pfn:
+            return False
         return 0 <= pfn < self.max_mapnr and bool(self._bitmap2[pfn >> 3] >> (pfn & 7) & 1)
 
     def has_page(self, pfn: int) -> bool:
         return self._dumped(pfn)
 
     def _desc_index(self, pfn: int) -> int:
+        return self._count_before(pfn) - self._base_index
+
+    def _count_before(self, pfn: int) -> int:
+        """Dumped pages below ``pfn`` according to the 2nd bitmap."""
+        if pfn >= self.max_mapnr:
+            return self._prefix[-1]
         chunk = pfn // CHUNK_BITS
         start = chunk * CHUNK_BITS
         count = self._prefix[chunk]
@@ -207,7 +230,8 @@ class KdumpFile(DumpFile):
         if page is not None:
             return page
         if not self._dumped(pfn):
-            excluded = 0 <= pfn < self.max_mapnr and bool(self._bitmap1[pfn >> 3] >> (pfn & 7) & 1)
+            excluded = 0 <= pfn < self.max_mapnr and bool(self._bitmap1[pfn >> 3] >> (pfn & 7) & 1) \
+                and bool(not self._bitmap2[pfn >> 3] >> (pfn & 7) & 1)
             raise MemoryMissing(pfn * self.page_size, "excluded by the dump level" if excluded else "not RAM",
                                 excluded=excluded)
         raw = self._io.pread(PAGE_DESC.size, self._desc_at + self._desc_index(pfn) * PAGE_DESC.size)
@@ -253,9 +277,17 @@ class KdumpFile(DumpFile):
         return bytes(out)
 
     def ranges(self) -> list[PhysRange]:
-        """Runs of dumped pages."""
+        """Runs of dumped pages (of this file's part for one file of a split set)."""
         out: list[PhysRange] = []
         bm = self._bitmap2
+        if self.split:
+            lo, hi = self.start_pfn * self.page_size, self.end_pfn * self.page_size
+            return [PhysRange(max(r.start, lo), min(r.end, hi)) for r in self._all_ranges(bm)
+                    if r.end > lo and r.start < hi]
+        return self._all_ranges(bm)
+
+    def _all_ranges(self, bm: bytes) -> list[PhysRange]:
+        out: list[PhysRange] = []
         start = None
         for byte_i, byte in enumerate(bm):
             if byte == 0 and start is None:
@@ -278,3 +310,55 @@ class KdumpFile(DumpFile):
 
     def max_pfn(self) -> int:
         return self.max_mapnr
+
+
+class KdumpSet(DumpFile):
+    """The files of a ``makedumpfile --split`` set read as one dump."""
+
+    format = "kdump-split"
+
+    def __init__(self, paths: list[str]) -> None:
+        self.parts = [KdumpFile(p) for p in paths]
+        self.parts.sort(key=lambda k: k.start_pfn)
+        first = self.parts[0]
+        for k in self.parts:
+            if not k.split:
+                raise BadInputError(f"{k.path} is not part of a split dump: open it alone")
+            if k.max_mapnr != first.max_mapnr or k.page_size != first.page_size:
+                raise BadInputError(f"{k.path} does not belong with {first.path} (different system)")
+        for a, b in zip(self.parts, self.parts[1:]):
+            if a.end_pfn != b.start_pfn:
+                raise BadInputError(f"split set is missing the pages {a.end_pfn:#x}..{b.start_pfn:#x} "
+                                    f"(between {a.path} and {b.path}): give every file of the set")
+        self.path = ",".join(paths)
+        self.machine, self.notes, self.page_size = first.machine, first.notes, first.page_size
+        self.incomplete = any(k.incomplete for k in self.parts)
+        self.compression, self.dump_level = first.compression, first.dump_level
+        self.dumped_pages = sum(k.dumped_pages for k in self.parts)
+        self._starts = [k.start_pfn for k in self.parts]
+
+    def close(self) -> None:
+        for k in self.parts:
+            k.close()
+
+    def _part(self, pfn: int) -> KdumpFile:
+        return self.parts[max(bisect.bisect_right(self._starts, pfn) - 1, 0)]
+
+    def read_phys(self, paddr: int, size: int) -> bytes:
+        out = bytearray()
+        while size > 0:
+            pfn, off = divmod(paddr, self.page_size)
+            n = min(size, self.page_size - off)
+            out += self._part(pfn).read_page(pfn)[off:off + n]
+            paddr += n
+            size -= n
+        return bytes(out)
+
+    def has_page(self, pfn: int) -> bool:
+        return self._part(pfn).has_page(pfn)
+
+    def ranges(self) -> list[PhysRange]:
+        return [r for k in self.parts for r in k.ranges()]
+
+    def max_pfn(self) -> int:
+        return self.parts[0].max_mapnr

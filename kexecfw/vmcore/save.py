@@ -109,7 +109,8 @@ def save_flow(input_path: str, base: str, *, dump_level: int, compress: str, elf
         summary, log = crash_summary(dump, symbols=False)
         if log is not None:
             _atomic_write(os.path.join(target, "dmesg.txt"), log)
-        summary.update({"schema": 1, "input": input_path, "dump_level": dump_level,
+        summary.update({"schema": 1, "input": input_path if isinstance(input_path, str) else ",".join(input_path),
+                        "dump_level": dump_level,
                         "compression": "none" if elf else compress, "complete": False})
         name = "vmcore.elf" if elf else "vmcore.kdump"
         # what the dump may use: the free space now minus the floor (and what dmesg.txt took)
@@ -147,7 +148,7 @@ def prune(base: str, keep: int) -> list[str]:
 
 
 def run_save_cli(args) -> int:
-    input_path = args.input or default_dump_path()
+    input_path = args.input or [default_dump_path()]
     progress = args.progress == "always" or (args.progress == "auto" and sys.stderr.isatty() and not args.json)
     common = dict(dump_level=args.dump_level, compress=args.compress, elf=args.elf, threads=args.threads,
                   progress=progress)

@@ -131,3 +131,27 @@ def test_notes_name_the_panic_path(d):
                                                         "machine_crash_shutdown", "crash_setup_regs")
             if k.machine == EM_X86_64:
                 assert exact and known          # Debian's x86_64 kernel has KALLSYMS_ALL: crash_notes is named
+
+
+@pytest.mark.skipif(not have("makedumpfile"), reason="makedumpfile not installed")
+@pytest.mark.parametrize("d", DIRS)
+def test_split_set_from_makedumpfile(d, tmp_path):
+    src = os.path.join(d, "dump", "makedumpfile-d31.kdump")
+    if src not in complete_dumps(d):
+        pytest.skip("no complete makedumpfile dump")
+    with open_dump(src) as k:
+        if k.machine != EM_X86_64:
+            pytest.skip("Debian's makedumpfile reads only x86_64 dumps on this host")
+    parts = [str(tmp_path / f"part{i}") for i in range(3)]
+    subprocess.run(["makedumpfile", "--split", "--splitblock-size", "64", "-d", "31", "-c", src, *parts],
+                   check=True, capture_output=True)
+    ref = open(os.path.join(d, "capture", "vmcore-dmesg.txt"), "rb").read()
+    with open_dump(list(reversed(parts))) as s, open_dump(src) as whole:
+        assert s.format == "kdump-split" and len({k.start_pfn for k in s.parts}) == 3
+        assert s.dumped_pages == whole.dumped_pages
+        assert dmesg_bytes(KernelMemory(s)) == ref
+        for r in whole.ranges()[::7]:
+            assert s.read_phys(r.start, r.end - r.start) == whole.read_phys(r.start, r.end - r.start)
+    r = subprocess.run([sys.executable, "-m", "kexecfw", "vmcore", "dmesg", parts[0], parts[2]],
+                       capture_output=True, text=True)
+    assert r.returncode == 3 and "give every file of the set" in r.stderr
