@@ -21,7 +21,8 @@ PN_XNUM = 0xFFFF
 # struct elf64_shdr: sh_name, sh_type, sh_flags, sh_addr, sh_offset, sh_size, sh_link, sh_info,
 # sh_addralign, sh_entsize (include/uapi/linux/elf.h); only section 0 matters (extended phnum).
 ELF64_SHDR_INFO_OFFSET = 44
-MAX_HEADER_BYTES = 64 << 20   # headers + notes of any real vmcore fit; guards against absurd e_phnum
+MAX_HEADER_BYTES = 64 << 20
+BULK_READ = 64 << 10   # headers + notes of any real vmcore fit; guards against absurd e_phnum
 
 
 def _read_header(fd: int, size: int, path: str) -> tuple[ElfCoreHeader, bytes]:
@@ -152,7 +153,9 @@ class ElfDump(DumpFile):
         return None
 
     def _read_file(self, offset: int, size: int) -> bytes:
-        if self._map is not None:
+        # Small random reads through the mapping; bulk reads (the writer's chunks) with pread so
+        # that the pages do not stay mapped and count against the process (RSS budget).
+        if self._map is not None and size < BULK_READ:
             return self._map[offset:offset + size]
         return os.pread(self._fd, size, offset)
 

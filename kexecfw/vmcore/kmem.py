@@ -267,3 +267,44 @@ class KernelMemory:
         if base is None:
             raise BadInputError("VMCOREINFO lacks SYMBOL(init_uts_ns)")
         return self.read(base + (self.info.offset("uts_namespace.name") or 0), 6 * 65)
+
+
+def kernel_layout(mem: KernelMemory) -> dict:
+    """Where the crashed kernel mapped things, for writing ELF program headers like /proc/vmcore's.
+
+    ``page_offset``: virtual address of physical 0 in the direct map (arm64: from
+    PAGE_OFFSET and PHYS_OFFSET; x86_64: the KASLR'd page_offset_base, found by translating
+    a direct-map pointer VMCOREINFO gives, SYMBOL(mem_section), through the page tables).
+    ``image``: (virtual start, physical start, size) of the kernel image, from kallsyms
+    ``_text``/``_end`` when the dump has them, else from ``_stext`` (64 MiB assumed).
+    Missing facts are None.
+    """
+    info = mem.info
+    out: dict = {"page_offset": None, "image": None}
+    arch = mem.arch
+    if isinstance(arch, Arm64Translator):
+        out["page_offset"] = (arch.page_offset - arch.phys_offset) & MASK64
+    elif isinstance(arch, X86_64Translator):
+        probe = info.symbol("mem_section")
+        if probe is not None and probe < arch.START_KERNEL_MAP:
+            try:
+                out["page_offset"] = (probe - mem.vtop(probe)) & ~((1 << 30) - 1) & MASK64
+            except BadInputError:
+                pass
+    start = info.symbol("_stext")
+    end = None
+    try:
+        from kexecfw.vmcore import kallsyms
+        ks = kallsyms.load(mem)
+        if ks is not None:
+            start = ks.address("_text") or start
+            end = ks.address("_end")
+    except BadInputError:
+        pass
+    if start is not None:
+        size = (end - start) if end and end > start else (64 << 20)
+        try:
+            out["image"] = (start, mem.vtop(start), size)
+        except BadInputError:
+            pass
+    return out

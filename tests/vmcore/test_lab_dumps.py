@@ -155,3 +155,17 @@ def test_split_set_from_makedumpfile(d, tmp_path):
     r = subprocess.run([sys.executable, "-m", "kexecfw", "vmcore", "dmesg", parts[0], parts[2]],
                        capture_output=True, text=True)
     assert r.returncode == 3 and "give every file of the set" in r.stderr
+
+
+@pytest.mark.skipif(not have("vmcore-dmesg"), reason="kexec-tools' vmcore-dmesg not installed")
+@pytest.mark.parametrize("d", DIRS)
+def test_elf_resave_reads_in_vmcore_dmesg(d, tmp_path):
+    """Our ELF output carries /proc/vmcore's virtual addresses (direct map, kernel image):
+    kexec-tools' vmcore-dmesg, which translates by them, reads it (any architecture)."""
+    ref = open(os.path.join(d, "capture", "vmcore-dmesg.txt"), "rb").read()
+    src = complete_dumps(d)[0]
+    out = tmp_path / "v.elf"
+    with open_dump(src) as k:
+        DumpWriter(k, 31, elf=True).write(str(out))
+    r = subprocess.run(["vmcore-dmesg", str(out)], capture_output=True)
+    assert r.returncode == 0 and r.stdout == ref
