@@ -125,3 +125,23 @@ def test_empty_and_tiny_files(tmp_path):
         p.write_bytes(data)
         exercise(str(p))
     os.remove(tmp_path / "d")
+
+
+@pytest.fixture(scope="module")
+def flat_bytes(kdump_bytes, tmp_path_factory):
+    from kexecfw.vmcore.writer import flatten
+    d = tmp_path_factory.mktemp("flat")
+    (d / "k").write_bytes(kdump_bytes)
+    fd = os.open(d / "f", os.O_WRONLY | os.O_CREAT, 0o600)
+    flatten(str(d / "k"), fd)
+    os.close(fd)
+    return (d / "f").read_bytes()
+
+
+@FUZZ
+@given(changes=edits, cut=st.integers(0, 0x50000))
+def test_flattened_stream(flat_bytes, tmp_path_factory, changes, cut):
+    data = mutate(flat_bytes, changes, (0x1000, 0x1000 + 64))     # the first record headers
+    if cut:
+        data = data[:cut]
+    exercise(_write(tmp_path_factory, data))
