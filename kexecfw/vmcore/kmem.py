@@ -15,6 +15,7 @@ Only VMCOREINFO is used: no vmlinux, no debug info.
 """
 from __future__ import annotations
 
+import bisect
 import struct
 
 from kexecfw.errors import BadInputError
@@ -179,6 +180,7 @@ class KernelMemory:
         self.arch = translator_for(dump.machine, self.info)
         segs = getattr(dump, "virtual_segments", None)
         self._vsegs = sorted(segs()) if segs else []
+        self._vstarts = [v for v, _, _ in self._vsegs]
         self._cache: dict[int, int] = {}
 
     # --- physical ------------------------------------------------------------------------
@@ -205,9 +207,14 @@ class KernelMemory:
         return paddr | (vaddr & (self.page_size - 1))
 
     def _translate(self, vaddr: int) -> int:
-        for v, p, size in self._vsegs:
-            if v <= vaddr < v + size:
-                return p + (vaddr - v)
+        if self._vsegs:
+            if len(self._vstarts) != len(self._vsegs):       # _vsegs replaced (tests switch it off)
+                self._vstarts = [v for v, _, _ in self._vsegs]
+            i = bisect.bisect_right(self._vstarts, vaddr) - 1
+            if i >= 0:
+                v, p, size = self._vsegs[i]
+                if vaddr < v + size:
+                    return p + (vaddr - v)
         paddr = self.arch.linear(vaddr)
         if paddr is not None:
             return paddr
