@@ -46,6 +46,9 @@ ELF_CORE_HEADER_ALIGN = 4096
 ELF64_EHDR_SIZE, ELF64_PHDR_SIZE = 64, 56
 SHF_EXECINSTR = 0x4
 REVERSE_WALK_SINCE = (6, 7)          # kexec_walk_resources uses walk_system_ram_res_rev for top-down
+# locate_mem_hole_top_down started at end - memsz (not end - memsz + 1) before this release, so the
+# top page of a resource stayed unused; the lab's 6.1 guests show it (boot_params one page lower)
+TOP_DOWN_EXACT_SINCE = (6, 5)
 
 
 @dataclass
@@ -54,6 +57,7 @@ class _KernelPlacer:
 
     resources: list[Range]
     reverse_for_top_down: bool
+    top_down_skips_last_page: bool
     page_size: int = 4096
 
     def __post_init__(self) -> None:
@@ -67,7 +71,8 @@ class _KernelPlacer:
             if res.size < memsz or res.last < buf_min:
                 continue
             free = subtract([res], [s.range for s in self.segments])
-            mem = find_hole(free, memsz, align=align, min_addr=buf_min, top_down=top_down)
+            top = res.end - 1 if top_down and self.top_down_skips_last_page else res.end
+            mem = find_hole(free, memsz, align=align, min_addr=buf_min, max_addr=top, top_down=top_down)
             if mem is not None:
                 seg = Segment(name, bytes(buf), mem, memsz)
                 self.segments.append(seg)
@@ -151,8 +156,9 @@ def predict_file_load(ctx: LoadContext) -> Plan:
         resources = [crash]
     else:
         resources = [r.range for r in iomem if r.kind is RegionKind.RAM and r.depth == 0]
-    reverse = rk.release is not None and rk.release >= REVERSE_WALK_SINCE
-    placer = _KernelPlacer(resources, reverse_for_top_down=reverse, page_size=ctx.arch.page_size)
+    release = rk.release or (6, 1)
+    placer = _KernelPlacer(resources, reverse_for_top_down=release >= REVERSE_WALK_SINCE,
+                           top_down_skips_last_page=release < TOP_DOWN_EXACT_SINCE, page_size=ctx.arch.page_size)
 
     elfcorehdr = None
     if opts.panic:
