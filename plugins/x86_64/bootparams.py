@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from kexecfw.errors import BadInputError
@@ -79,7 +80,7 @@ def rng_seed() -> SetupData:
 
 def build_zero_page(image: BzImage, *, base: int, cmdline: str, kernel_addr: int, initrd: Range | None,
                     e820: list[E820Entry], running_screen_info: bytes = bytes(SCREEN_INFO_SIZE),
-                    acpi_rsdp_addr: int = 0, setup_data: list[SetupData] = ()) -> bytes:
+                    acpi_rsdp_addr: int = 0, setup_data: Sequence[SetupData] = ()) -> bytes:
     """The whole segment's bytes for a zero page that will live at physical ``base``."""
     raw_cmdline = cmdline.encode() + b"\0"
     if len(raw_cmdline) - 1 > image.header.cmdline_size:
