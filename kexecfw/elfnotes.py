@@ -7,11 +7,14 @@ Layouts: Elf64_Ehdr, Elf64_Phdr, Elf64_Nhdr from include/uapi/linux/elf.h.
 from __future__ import annotations
 
 import struct
-from typing import TYPE_CHECKING, Iterator, NamedTuple
+from collections import namedtuple
+TYPE_CHECKING = False   # not typing.TYPE_CHECKING: the dmesg path does not import typing
 
 from kexecfw.errors import BadInputError
 
-if TYPE_CHECKING:  # the capture path (vmcore dmesg) must not pay for pathlib
+if TYPE_CHECKING:  # the capture path (vmcore dmesg) must not pay for pathlib or typing
+    from typing import Iterator
+
     from kexecfw.sysroot import Sysroot
 
 ELFMAG = b"\x7fELF"
@@ -35,29 +38,17 @@ ELF64_PHDR = struct.Struct("<IIQQQQQQ")
 ELF64_NHDR = struct.Struct("<III")
 
 
-# NamedTuples rather than dataclasses: `vmcore dmesg` must not pay for importing dataclasses.
-class ProgramHeader(NamedTuple):
-    type: int
-    flags: int
-    offset: int
-    vaddr: int
-    paddr: int
-    filesz: int
-    memsz: int
-    align: int
+# collections.namedtuple, not dataclasses or typing.NamedTuple: `vmcore dmesg` starts as fast as
+# python itself only if it imports nothing the interpreter has not already loaded.
+ProgramHeader = namedtuple("ProgramHeader", "type flags offset vaddr paddr filesz memsz align")
+ProgramHeader.__doc__ = "One Elf64_Phdr (all fields int)."
 
+ElfCoreHeader = namedtuple("ElfCoreHeader", "machine type phdrs")
+ElfCoreHeader.__doc__ = "e_machine, e_type and the program headers (a tuple of ProgramHeader)."
 
-class ElfCoreHeader(NamedTuple):
-    machine: int
-    type: int
-    phdrs: tuple[ProgramHeader, ...]
-
-
-class Note(NamedTuple):
-    name: bytes          # without the trailing NUL
-    type: int
-    desc: bytes
-    offset: int = 0      # file offset of the note header (for error messages)
+Note = namedtuple("Note", "name type desc offset", defaults=(0,))
+Note.__doc__ = ("One ELF note: name (bytes, without the trailing NUL), type, desc (bytes), "
+                "offset (file offset of its header, for error messages).")
 
 
 def _align4(n: int) -> int:

@@ -23,10 +23,16 @@ reported through ``warn`` with its sequence number and descriptor index.
 from __future__ import annotations
 
 import struct
-from typing import Callable, Iterator, NamedTuple
+from collections import namedtuple
+TYPE_CHECKING = False   # not typing.TYPE_CHECKING: the dmesg path does not import typing
 
 from kexecfw.errors import BadInputError
 from kexecfw.vmcore.kmem import KernelMemory
+
+if TYPE_CHECKING:
+    from typing import Callable, Iterator
+
+    Warn = Callable[[str], None]
 
 _U64 = struct.Struct("<Q")
 _U32 = struct.Struct("<I")
@@ -45,16 +51,8 @@ CALLER_ID_CPU = 0x80000000
 MAX_TEXT_RING = 1 << 31       # bigger than any log_buf_len the kernel accepts: corrupt count/size bits
 
 
-class Record(NamedTuple):
-    seq: int
-    ts_nsec: int
-    text: bytes
-    caller_id: int | None = None
-    level: int | None = None
-    facility: int | None = None
-
-
-Warn = Callable[[str], None]
+Record = namedtuple("Record", "seq ts_nsec text caller_id level facility", defaults=(None, None, None))
+Record.__doc__ = "One log record: seq, ts_nsec, text (bytes); caller_id, level, facility when known."
 
 
 def _ignore(_: str) -> None:

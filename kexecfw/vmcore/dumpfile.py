@@ -7,11 +7,15 @@ uses this interface.
 """
 from __future__ import annotations
 
-from typing import Iterator, NamedTuple
+from collections import namedtuple
+TYPE_CHECKING = False   # not typing.TYPE_CHECKING: the dmesg path does not import typing
 
 from kexecfw.elfnotes import NT_PRSTATUS, VMCOREINFO_NOTE_NAME, Note
 from kexecfw.errors import BadInputError
 from kexecfw.vmcoreinfo import VmcoreInfo
+
+if TYPE_CHECKING:
+    from typing import Iterator
 
 
 class MemoryMissing(BadInputError):
@@ -25,12 +29,8 @@ class MemoryMissing(BadInputError):
         self.excluded = excluded     # RAM the dump level filtered out (reads as zeros for some readers)
 
 
-class PhysRange(NamedTuple):
-    """Physical memory [start, end) the dump covers, with its kernel virtual address if known."""
-
-    start: int
-    end: int
-    vaddr: int | None = None
+PhysRange = namedtuple("PhysRange", "start end vaddr", defaults=(None,))
+PhysRange.__doc__ = "Physical memory [start, end) the dump covers, with its kernel virtual address if known."
 
 
 class DumpFile:
