@@ -96,3 +96,14 @@ def test_cli_does_not_import_plotting_or_widgets():
             "bad = [m for m in ('matplotlib', 'ipywidgets', 'elftools') if m in sys.modules]; "
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, timeout=60)
+
+
+def test_only_the_chosen_command_is_configured():
+    from kexecfw.cli import build_parser, chosen_command
+    assert chosen_command(["--sysroot", "/x", "--arch", "arm64", "vmcore", "dmesg"]) == "vmcore"
+    assert chosen_command(["--help"]) is None and chosen_command(["load", "--help"]) == "load"
+    full = build_parser()
+    assert full.parse_args(["load", "-p", "K"]).panic and full.parse_args(["snapshot", "X"]).dest == "X"
+    code = ("import sys; from kexecfw.cli import build_parser; build_parser(only='status'); "
+            "assert 'kexecfw.cli.vmcore' not in sys.modules and 'kexecfw.cli.lab' not in sys.modules")
+    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, timeout=60)

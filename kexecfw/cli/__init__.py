@@ -31,7 +31,11 @@ COMMANDS: list[tuple[str, str, str]] = [
 ]
 
 
-def build_parser() -> argparse.ArgumentParser:
+GLOBAL_OPTIONS_WITH_VALUE = ("--sysroot", "--arch")
+
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The argument parser; with ``only``, just that command's (start-up: see chosen_command)."""
     parser = argparse.ArgumentParser(prog="kexecfw", description="kexec and kdump, with architectures as plugins.")
     parser.add_argument("--sysroot", default="/", metavar="DIR",
                         help="read /proc and /sys from DIR instead of the live system (never syscalls then)")
@@ -39,20 +43,35 @@ def build_parser() -> argparse.ArgumentParser:
                         help="architecture plugin to use (default: the sysroot's proc/kcore machine, else the host)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, module_name, help_text in COMMANDS:
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as e:
-            if e.name != module_name:
-                raise
-            continue  # a command whose module is not there yet
         p = sub.add_parser(name, help=help_text, description=help_text)
+        if only is not None and name != only:
+            continue  # listed in --help, configured only when chosen
+        module = importlib.import_module(module_name)
         module.configure(p)
         p.set_defaults(_run=module.run)
     return parser
 
 
+def chosen_command(argv: Sequence[str]) -> str | None:
+    """The command word in ``argv`` (skipping global options), or None (e.g. ``--help``)."""
+    names = {name for name, _, _ in COMMANDS}
+    args = iter(argv)
+    for arg in args:
+        if arg in GLOBAL_OPTIONS_WITH_VALUE:
+            next(args, None)
+        elif arg.startswith("-"):
+            if arg in ("-h", "--help"):
+                return None
+        else:
+            return arg if arg in names else None
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # Configure only the chosen command: `vmcore dmesg` in a capture kernel should not pay for
+    # building every other command's parser.
+    parser = build_parser(only=chosen_command(argv))
     args = parser.parse_args(argv)
     try:
         return int(args._run(args))
