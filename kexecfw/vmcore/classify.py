@@ -4,7 +4,7 @@ mem_map is found through SPARSEMEM: ``mem_section`` (SYMBOL, the root array when
 SPARSEMEM_EXTREME), ``section_mem_map`` (an encoded pointer: mem_map minus the
 section's first pfn, low bits are flags, include/linux/mmzone.h), ``SIZE(page)``.
 Each section's struct pages are read in one go (2 MiB for a 128 MiB section)
-and unpacked with a struct format built from the VMCOREINFO offsets.
+and unpacked lazily with a struct format built from the VMCOREINFO offsets.
 
 Rules (those of makedumpfile's page filter, restated):
 
@@ -170,9 +170,9 @@ class Classifier:
         i_flags, i_map = names.index("flags"), names.index("mapping")
         i_priv = names.index("private") if "private" in names else None
         i_mc = names.index("_mapcount") if "_mapcount" in names else None
-        pages = list(self.page_fmt.iter_unpack(blob))
+        npages = len(blob) // self.page_struct      # unpacked lazily: no list of 32768 tuples
         skip_until = 0
-        for i, page in enumerate(pages):
+        for i, page in enumerate(self.page_fmt.iter_unpack(blob)):
             if i < skip_until:
                 continue
             flags, mapping = page[i_flags], page[i_map]
@@ -193,7 +193,7 @@ class Classifier:
                 kind = "cache"
             elif level & DL_EXCLUDE_CACHE_PRI and is_cache and not anon:
                 kind = "cache_private"
-            elif level & DL_EXCLUDE_USER_DATA and (anon or self._hugetlb(blob, i, flags, len(pages))
+            elif level & DL_EXCLUDE_USER_DATA and (anon or self._hugetlb(blob, i, flags, npages)
                                                   or (flags & head_mask and is_hugetlb_type(mapcount))):
                 kind = "user"
             elif hwpoison and flags & hwpoison:
@@ -204,13 +204,13 @@ class Classifier:
                 continue
             n = 1
             if head_mask and flags & head_mask and kind in ("cache", "cache_private", "user"):
-                n = min(1 << self._order(pages, i, blob), pps - i)
+                n = min(1 << self._order(npages, i, blob), pps - i)
             self.stats[kind] += n
             skip_until = i + n
             yield pfn, n
 
-    def _order(self, pages: list, i: int, blob: bytes) -> int:
-        if self.o_compound_order is None or i + 1 >= len(pages):
+    def _order(self, npages: int, i: int, blob: bytes) -> int:
+        if self.o_compound_order is None or i + 1 >= npages:
             return 0
         order = blob[(i + 1) * self.page_struct + self.o_compound_order]
         return order if order < 20 else 0

@@ -1,11 +1,11 @@
 """Write a dump: kdump-compressed (makedumpfile's format, header version 6) or ELF.
 
 Streaming with bounded memory. The writer holds the two bitmaps (max_pfn / 8
-bytes each), one section of struct pages while classifying (as tuples: ~6 MiB for
-a 128 MiB section), and at most ``2 x threads + 2`` chunks of ``CHUNK_PAGES`` pages
+bytes each), one section of struct pages while classifying (2 MiB for a 128 MiB
+section, unpacked lazily), and at most ``2 x threads + 2`` chunks of ``CHUNK_PAGES`` pages
 in flight (raw and compressed); page data is read with pread, not through the
 mapping, and the output's page cache is dropped every 32 MiB. RSS budget ~= 30 MiB
-(interpreter and codecs) + 2 x max_pfn/8 + (2 x threads + 2) x 2 MiB + 6 MiB:
+(interpreter and codecs) + 2 x max_pfn/8 + (2 x threads + 2) x 2 MiB + 2 MiB:
 measured 53 MiB peak saving a 1 GiB guest with 2 threads (python -m kexecfw.vmcore.bench),
 so a 256 MiB capture kernel keeps most of its memory for the kernel and page cache.
 
