@@ -5,10 +5,11 @@
  *                  KEXECFW-FILE <path> <size> <sent>    (sent <= size: trailing zero bytes are not sent)
  *                  <base64 lines>
  *                then KEXECFW-SNAPSHOT-END, and reads the host's plan from the console:
- *                  SEG <mem> <memsz> file <path>        a file of this initramfs (/kernel, /capture.cpio)
+ *                  SEG <mem> <memsz> file <path>        a file of this initramfs (/kernel, /next.cpio)
  *                  SEG <mem> <memsz> data <bytes>       followed by base64 lines and a line "."
  *                  LOAD <entry> <flags>
- *                calls kexec_load with it, then crashes the kernel through /proc/sysrq-trigger.
+ *                calls kexec_load with it, then crashes the kernel through /proc/sysrq-trigger (a panic
+ *                load) or reboots into the loaded kernel (reboot(RB_KEXEC), a normal load).
  * capture kernel (/proc/vmcore exists): prints /proc/vmcore's size, program headers and notes, and the
  *                DT /chosen values kexec passed, then powers off. */
 #include <elf.h>
@@ -197,11 +198,15 @@ static void load_and_crash(void)
 			long rc = syscall(SYS_kexec_load, (unsigned long)entry, (unsigned long)nr, segs, (unsigned long)flags);
 			printf("KEXECFW-LOADED rc=%ld segments=%d\n", rc, nr);
 			hexprop("KEXECFW-STATE crash_loaded", "/sys/kernel/kexec_crash_loaded");
-			if (rc == 0) {
+			hexprop("KEXECFW-STATE loaded", "/sys/kernel/kexec_loaded");
+			sync();
+			if (rc == 0 && (flags & KEXEC_ON_CRASH)) {
 				int fd = open("/proc/sysrq-trigger", O_WRONLY);
-				sync();
 				if (fd >= 0)
 					write(fd, "c", 1);
+			} else if (rc == 0) {
+				printf("KEXECFW-EXEC\n");
+				reboot(RB_KEXEC);
 			}
 			return;
 		}

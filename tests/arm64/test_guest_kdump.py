@@ -2,14 +2,17 @@
 guest kernel's own kexec_load, with no Python in the guest (tests/arm64/kdump_init.c does the guest side
 over the serial console):
 
-1. the first kernel (Debian 12's 6.1: 48-bit VA, no _text in kallsyms; or 6.12: 52-bit VA with LPA2 on
-   -cpu max, _text listed) prints a sysroot snapshot;
+1. the first kernel (Debian 12's 6.1: 48-bit VA, no _text in kallsyms; or 6.12, built for 52-bit VA:
+   with LPA2 on -cpu max, and without it (lpa2=off: the same kernel falls back to 48 bits at run time,
+   PHYS_OFFSET absorbs the difference); _text listed) prints a sysroot snapshot;
 2. kexecfw plans a panic load on that snapshot; the guest loads the plan with kexec_load and crashes;
 3. the capture kernel reports /proc/vmcore's headers and notes, and the /chosen values it booted with.
 """
 from __future__ import annotations
 
 import base64
+import os
+import sys
 import re
 import subprocess
 import threading
@@ -27,11 +30,14 @@ from tests.arm64.conftest import _image_or_skip, build_initramfs, need_tool
 
 pytestmark = pytest.mark.slow
 SMP = 2
-MACHINE = ["-M", "virt", "-accel", "tcg,thread=multi", "-cpu", "max,pauth-impdef=on", "-m", "2048",
-           "-smp", str(SMP), "-nodefaults", "-no-user-config", "-display", "none", "-serial", "stdio",
-           "-monitor", "none", "-no-reboot"]
+MACHINE = ["-M", "virt", "-accel", "tcg,thread=multi", "-m", "2048", "-smp", str(SMP), "-nodefaults",
+           "-no-user-config", "-display", "none", "-serial", "stdio", "-monitor", "none", "-no-reboot"]
+# (kernel generation, QEMU CPU): 6.12 with and without FEAT_LPA2 (52-bit or 48-bit VA at run time)
+GUESTS = {"6.1": ("6.1", "max,pauth-impdef=on"), "6.12": ("6.12", "max,pauth-impdef=on"),
+          "6.12-no-lpa2": ("6.12", "max,pauth-impdef=on,lpa2=off")}
 FIRST_CMDLINE = "console=ttyAMA0 crashkernel=256M quiet rdinit=/init"
 CAPTURE_CMDLINE = "console=ttyAMA0 maxcpus=1 reset_devices panic=-1 rdinit=/init kexecfw.role=capture"
+SECOND_CMDLINE = "console=ttyAMA0 quiet rdinit=/init kexecfw.role=second"
 _B64 = re.compile(r"^[A-Za-z0-9+/=]+$")
 
 
@@ -85,19 +91,19 @@ class Cycle:
         self.console = console.replace("\r", "")
 
     def lines(self, prefix: str) -> list[str]:
-        return [line[len(prefix):].strip() for line in self.console.split("\n") if line.startswith(prefix)]
+        """What follows ``prefix`` on each console line holding it (kernel messages may share the line)."""
+        return [line.split(prefix, 1)[1].strip() for line in self.console.split("\n") if prefix in line]
 
 
-@pytest.fixture(scope="module", params=["6.1", "6.12"])
-def cycle(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Cycle:
-    generation = request.param
+def run_cycle(guest: str, work: Path, panic: bool) -> Cycle:
+    """Boot the first kernel, plan on its snapshot, have it load the plan, and follow the console to the end."""
+    generation, cpu = GUESTS[guest]
     image = _image_or_skip(generation)
     qemu = need_tool("qemu-system-aarch64")
-    work = tmp_path_factory.mktemp(f"kdump-{generation}")
     init = Path(__file__).with_name("kdump_init.c")
-    capture_cpio = build_initramfs(work / "capture", init)
-    first_cpio = build_initramfs(work / "first", init, {"kernel": image, "capture.cpio": capture_cpio})
-    proc = subprocess.Popen([qemu, *MACHINE, "-kernel", str(image), "-initrd", str(first_cpio),
+    next_cpio = build_initramfs(work / "next", init)
+    first_cpio = build_initramfs(work / "first", init, {"kernel": image, "next.cpio": next_cpio})
+    proc = subprocess.Popen([qemu, *MACHINE, "-cpu", cpu, "-kernel", str(image), "-initrd", str(first_cpio),
                              "-append", FIRST_CMDLINE], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
     console: list[str] = []
     waiting = threading.Event()
@@ -106,6 +112,7 @@ def cycle(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
         for raw in proc.stdout:
             line = raw.decode(errors="replace")
             console.append(line)
+            if os.environ.get("KEXECFW_TEST_ECHO"): print(line, end="", file=sys.stderr)
             if line.startswith("KEXECFW-WAITING-PLAN"):
                 waiting.set()
         waiting.set()
@@ -116,20 +123,36 @@ def cycle(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
         if not waiting.wait(timeout=600):
             pytest.fail("the first kernel did not print its snapshot:\n" + "".join(console)[-3000:])
         sysroot = parse_snapshot("".join(console), work / "sysroot")
-        options = LoadOptions(kernel=image, initrd=capture_cpio, cmdline=CAPTURE_CMDLINE, panic=True)
+        options = LoadOptions(kernel=image, initrd=next_cpio, cmdline=CAPTURE_CMDLINE if panic else SECOND_CMDLINE,
+                              panic=panic)
         plan, ctx = plan_load(options, Sysroot(sysroot), arch="arm64")
         assert plan.segment("kernel").buf == image.read_bytes()      # the guest loads /kernel itself
-        proc.stdin.write(manifest(plan, {"kernel": "/kernel", "initrd": "/capture.cpio"}))
+        proc.stdin.write(manifest(plan, {"kernel": "/kernel", "initrd": "/next.cpio"}))
         proc.stdin.flush()
         proc.wait(timeout=900)
     finally:
         if proc.poll() is None:
             proc.kill()
         thread.join(timeout=10)
-    result = Cycle(generation, image, sysroot, plan, ctx, "".join(console))
+    result = Cycle(guest, image, sysroot, plan, ctx, "".join(console))
     print("\n".join(line for line in result.console.split("\n") if line.startswith(("KEXECFW-C", "KEXECFW-P",
                                                                                   "KEXECFW-N", "KEXECFW-L"))))
     return result
+
+
+@pytest.fixture(scope="module", params=list(GUESTS))
+def cycle(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Cycle:
+    """A panic load, a crash, the capture kernel."""
+    return run_cycle(request.param, tmp_path_factory.mktemp(f"kdump-{request.param}"), panic=True)
+
+
+@pytest.fixture(scope="module", params=["6.1", "6.12-no-lpa2"])
+def exec_cycle(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Cycle:
+    """A normal load and reboot(RB_KEXEC) into the second kernel.
+
+    Not 6.12 with LPA2: Debian's 6.12.117 oopses in trans_pgd_create_copy() (machine_kexec_post_load)
+    for any normal kexec_load when running with 52-bit VA, before the plan matters; a kernel bug."""
+    return run_cycle(request.param, tmp_path_factory.mktemp(f"exec-{request.param}"), panic=False)
 
 
 def test_text_and_linear_map_of_the_first_kernel(cycle: Cycle) -> None:
@@ -137,15 +160,18 @@ def test_text_and_linear_map_of_the_first_kernel(cycle: Cycle) -> None:
     info = read_vmcoreinfo(sysroot)
     space = kernel_address_space(sysroot, read_iomem(sysroot), info)
     listed = kallsyms_symbol(sysroot, "_text")
+    tcr_t1sz = info.get_int("NUMBER(TCR_EL1_T1SZ)")
     if cycle.generation == "6.1":
         assert listed is None                                  # KALLSYMS_ALL=n: derived, not looked up
         assert space.va_bits == 48 and space.page_offset == 0xFFFF000000000000
     else:
         assert listed == space.text_vaddr and space.text_source.endswith("matches kallsyms")
+        # PAGE_OFFSET follows the configured VA_BITS, whatever the hardware gives (T1SZ = 64 - bits)
         assert space.va_bits == 52 and space.page_offset == 0xFFF0000000000000
+        assert tcr_t1sz == (16 if cycle.generation == "6.12-no-lpa2" else 12)
     # _text - KERNELOFFSET is KIMAGE_VADDR = MODULES_END (arch/arm64/include/asm/memory.h):
     # _PAGE_END(VA_BITS_MIN = 48) + MODULES_VSIZE, 128 MiB on 6.1 and 2 GiB on 6.12.
-    kimage_vaddr = {"6.1": 0xFFFF800008000000, "6.12": 0xFFFF800080000000}[cycle.generation]
+    kimage_vaddr = 0xFFFF800008000000 if cycle.generation == "6.1" else 0xFFFF800080000000
     assert space.text_vaddr - space.kernel_offset == kimage_vaddr
     assert space.text_paddr % (2 << 20) == 0
 
@@ -195,3 +221,12 @@ def test_vmcore_notes(cycle: Cycle) -> None:
     assert len(prstatus) == SMP, notes            # one NT_PRSTATUS per online CPU of the crashed kernel
     assert any(n.startswith("name=VMCOREINFO type=0 ") for n in notes)
     assert len([p for p in cycle.lines("KEXECFW-PHDR") if p.startswith(f"type={PT_NOTE} ")]) == 1
+
+
+def test_normal_load_and_exec_boots_the_second_kernel(exec_cycle: Cycle, tmp_path: Path) -> None:
+    assert exec_cycle.lines("KEXECFW-LOADED") == [f"rc=0 segments={len(exec_cycle.plan.segments)}"]
+    assert exec_cycle.lines("KEXECFW-STATE loaded=") == ["310a"]
+    tail = exec_cycle.console.split("KEXECFW-EXEC", 1)[1]
+    assert "KEXECFW-SNAPSHOT-END" in tail, tail[-3000:]    # the second kernel's /init ran and said:
+    second = parse_snapshot(tail, tmp_path / "second")
+    assert (second / "proc" / "cmdline").read_text().strip() == SECOND_CMDLINE
