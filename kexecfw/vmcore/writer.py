@@ -420,7 +420,7 @@ class DumpWriter:
     def _write_kdump(self, fd: int) -> bool:
         ps = self.page_size
         bm1, bm2, max_pfn = self._bitmaps()
-        planned = sum(b.bit_count() for b in (int.from_bytes(bm2, "little"),))
+        planned = int.from_bytes(bm2, "little").bit_count()
         self.stats.update({"format": "kdump", "compression": self.codec, "dump_level": self.level,
                            "max_pfn": max_pfn, "pages_present": int.from_bytes(bm1, "little").bit_count(),
                            "pages_planned": planned})
@@ -446,20 +446,18 @@ class DumpWriter:
             return False
         data_pos = data_at
         desc_pos = desc_at
-        zero_desc = None
         progress = Progress(self.progress_enabled, planned, ps)
         done = 0
         flushed = data_pos
         complete = True
         try:
-            if True:  # the one stored zero page every kept zero page points to (as makedumpfile)
-                fn = self.make_compress()
-                c = fn(self.zero_page) if CODEC_FLAGS[self.codec] else self.zero_page
-                flag = CODEC_FLAGS[self.codec] if len(c) < ps else 0
-                c = c if flag else self.zero_page
-                self._pwrite(fd, c, data_pos)
-                zero_desc = PAGE_DESC.pack(data_pos, len(c), flag, 0)
-                data_pos += len(c)
+            # the one stored zero page every kept zero page points to (as makedumpfile does)
+            c = self.make_compress()(self.zero_page) if CODEC_FLAGS[self.codec] else self.zero_page
+            flag = CODEC_FLAGS[self.codec] if len(c) < ps else 0
+            c = c if flag else self.zero_page
+            self._pwrite(fd, c, data_pos)
+            zero_desc = PAGE_DESC.pack(data_pos, len(c), flag, 0)
+            data_pos += len(c)
             for lo, hi, results in self._compressed(bm2, max_pfn):
                 data = bytearray()
                 descs = bytearray()
