@@ -24,7 +24,7 @@ import subprocess
 import sys
 import zipfile
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Callable
 
 from kexecfw.lab.cpio import CpioWriter, align4
 from kexecfw.lab.errors import LabError
@@ -34,6 +34,13 @@ from kexecfw.lab.userland import Userland, run_guest_python
 
 SITE = "opt/kexecfw/site"        # the guest's PYTHONPATH
 PURE_PYTHON_DEPS = ("pluggy", "elftools", "fdt")
+SITE_CHECK = """
+import compileall, py_compile, sys
+ok = compileall.compile_dir(sys.argv[1], quiet=1, ddir=sys.argv[2],
+                            invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH)
+import kexecfw.cli, kexecfw.plugins, pluggy, elftools, fdt
+sys.exit(0 if ok else "byte-compiling the guest's site failed")
+"""
 BASE_DIRS = ("dev", "proc", "sys", "tmp", "out", "mnt", "run", "etc")
 
 
@@ -56,11 +63,11 @@ def write_tree(writer: CpioWriter, tree: Path, prefix: str = "") -> None:
         dirnames[:] = [d for d in dirnames if not os.path.islink(os.path.join(dirpath, d))]
 
 
-def gzip_cpio(build: callable, out: Path) -> None:  # type: ignore[valid-type]
+def gzip_cpio(build: Callable[[CpioWriter], None], out: Path) -> None:
     """Write a gzip-compressed cpio archive made by build(writer) to out (atomically)."""
     tmp = out.with_suffix(f"{out.suffix}.{os.getpid()}.tmp")  # concurrent runs may build the same archive
     with open(tmp, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=6, mtime=0) as gz:
-        writer = CpioWriter(gz)  # type: ignore[arg-type]
+        writer = CpioWriter(gz)
         build(writer)
         writer.close()
     tmp.replace(out)
@@ -150,9 +157,10 @@ def build_site(arch: ArchTarget, userland: Userland, site_root: Path, wheels: Pa
         dest = site_root / ("init" if name == "init" else f"lab/{name}")
         dest.write_bytes(data)
         dest.chmod(0o755)
-    # Byte-compile with the guest's Python: a TCG guest would otherwise compile on every import.
-    run_guest_python(arch, userland.root, userland.python,
-                     ["-m", "compileall", "-q", "--invalidation-mode", "unchecked-hash", "-d", f"/{SITE}", str(site)])
+    # Byte-compile with the guest's Python (a TCG guest would otherwise compile on every
+    # import), and import what the guest runs: a broken site fails here, not in a boot.
+    run_guest_python(arch, userland.root, userland.python, ["-P", "-c", SITE_CHECK, str(site), f"/{SITE}"],
+                     extra_env={"PYTHONPATH": str(site)})
     return notes
 
 

@@ -10,8 +10,12 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from kexecfw.errors import BadInputError
+
+if TYPE_CHECKING:
+    from kexecfw.elfnotes import ElfCoreHeader, Note
 
 SCHEMA = 1
 
@@ -99,7 +103,7 @@ class LabResult:
         p = self.path(rel)
         return p.read_text(errors="replace") if p.is_file() else None
 
-    def vmcore_headers(self):  # -> tuple[ElfCoreHeader, list[Note]]
+    def vmcore_headers(self) -> tuple[ElfCoreHeader, list[Note]]:
         """ELF header, program headers and notes of the capture kernel's /proc/vmcore."""
         from kexecfw.elfnotes import read_core_notes
         p = self.path("capture/vmcore-hdr+notes.bin")

@@ -22,7 +22,7 @@ from kexecfw.lab.datadisk import SLOTS, create_disk, read_slot
 from kexecfw.lab.errors import LabError
 from kexecfw.lab.hostprep import ensure_host_tools
 from kexecfw.lab.initramfs import build_initrds
-from kexecfw.lab.qemu import Disk, kvm_usable, qemu_command, run_qemu
+from kexecfw.lab.qemu import Disk, QemuOutcome, kvm_usable, qemu_command, run_qemu
 from kexecfw.lab.result import LabResult, Phase, Step
 from kexecfw.lab.targets import arch_target, generation
 from kexecfw.lab.userland import prepare_userland
@@ -124,7 +124,8 @@ def _read_steps(out: Path, role: str) -> list[Step]:
     return steps
 
 
-def _analyse(result: LabResult, outcome, slots: dict, marker: str) -> None:  # noqa: ANN001
+def _analyse(result: LabResult, outcome: QemuOutcome, slots: dict[str, list[str] | None], marker: str) -> None:
+    """Turn what came back (console, marks, data-disk slots) into the result's phases."""
     out = result.directory
     for role in ("first", "capture", "second"):
         result.steps += _read_steps(out, role)

@@ -86,7 +86,8 @@ def run_guest_python(arch: ArchTarget, root: Path, python: str, args: list[str],
         raise LabError(f"the guest Python took over {timeout} s for {' '.join(args[:3])}") from None
     if proc.returncode != 0:
         tail = " | ".join(proc.stderr.strip().splitlines()[-3:])
-        raise LabError(f"the guest Python failed ({' '.join(args[:3])}): {tail}")
+        what = " ".join(args[:3]).replace("\n", " ")[:60]
+        raise LabError(f"the guest Python failed ({what}): {tail}")
     return proc.stdout
 
 
