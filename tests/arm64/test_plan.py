@@ -152,3 +152,26 @@ def test_cli_error_is_one_line(arm64_sysroot: Path, tmp_path: Path) -> None:
     assert out.returncode != 0
     assert "Traceback" not in out.stderr and len(out.stderr.strip().splitlines()) == 1
     assert "gzip" in out.stderr
+
+
+def test_dtb_option_replaces_the_firmware_tree(arm64_image: Path, initrd: Path, arm64_sysroot: Path,
+                                               tmp_path: Path) -> None:
+    from tests.arm64.conftest import need_tool
+    dtc = need_tool("dtc")
+    fdt = arm64_sysroot / "sys" / "firmware" / "fdt"
+    dts = subprocess.run([dtc, "-q", "-I", "dtb", "-O", "dts", str(fdt)], capture_output=True, text=True,
+                         check=True).stdout
+    dts = dts.replace('model = "linux,dummy-virt";', 'model = "kexecfw test board";', 1)
+    own = tmp_path / "board.dtb"
+    own.write_bytes(subprocess.run([dtc, "-q", "-I", "dts", "-O", "dtb"], input=dts.encode(), capture_output=True,
+                                   check=True).stdout)
+    plan, _ = panic_plan(arm64_image, initrd, arm64_sysroot, dtb=own)
+    tree = DeviceTree.from_bytes(plan.segment("dtb").buf)
+    assert tree.get_string("/", "model") == "kexecfw test board"
+    assert tree.get("/chosen", "linux,elfcorehdr") is not None
+
+
+def test_missing_dtb_option_file_is_one_clear_error(arm64_image: Path, arm64_sysroot: Path, tmp_path: Path) -> None:
+    from kexecfw.errors import BadInputError
+    with pytest.raises(BadInputError, match="cannot read device tree"):
+        panic_plan(arm64_image, None, arm64_sysroot, dtb=tmp_path / "nope.dtb")
