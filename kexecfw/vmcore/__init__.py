@@ -40,6 +40,11 @@ def open_dump(path):
             magic = f.read(16)
     except IsADirectoryError:
         raise BadInputError(f"{path} is a directory, not a crash dump") from None
+    except FileNotFoundError:
+        if path == "/proc/vmcore":
+            raise BadInputError("there is no /proc/vmcore: this is not a capture (kdump) kernel; "
+                                "give a dump FILE") from None
+        raise BadInputError(f"cannot read {path}: no such file") from None
     except OSError as e:
         raise BadInputError(f"cannot read {path}: {e.strerror}") from None
     if magic[:4] == ELF_MAGIC:
