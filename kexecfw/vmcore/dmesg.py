@@ -15,7 +15,12 @@ The default output is byte-identical to kexec-tools' vmcore-dmesg: ``[%5lu.%06lu
 then the record's text with bytes that are neither printable nor space in the C
 locale written as ``\\xNN``, one line per record. ``kernel_style`` prefixes every
 line of a multi-line record like the kernel's syslog/console output does, with
-optional ``<level>`` and caller id (``[T123]`` / ``[C1]``).
+optional ``<level>`` and caller id (``[T123]`` / ``[C1]``); ``makedumpfile`` gives
+makedumpfile 1.7.2's ``--dump-dmesg`` format (continuation lines indented).
+
+Big arrays (descriptors, infos, text) are read with pages the dump level filtered out
+as zeros: they are static kernel data, so only ever excluded for being zero pages
+(makedumpfile's own -d 31 dumps need this; kexecfw's keep the log pages anyway).
 
 A corrupt record (descriptor id mismatch, text outside the ring) is skipped and
 reported through ``warn`` with its sequence number and descriptor index.
