@@ -4,14 +4,13 @@ Plugin authors need only :data:`hookimpl` and the models named in :mod:`kexecfw.
 """
 from __future__ import annotations
 
-from typing import Any
 
 __version__ = "0.1.0"
 
 __all__ = ["__version__", "hookimpl"]
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> object:
     # pluggy is imported on first use of kexecfw.hookimpl, not by every `python -m kexecfw`:
     # `vmcore dmesg` in a capture kernel has no plugins to load and counts its start-up time.
     if name == "hookimpl":
