@@ -9,6 +9,7 @@ kexecfw runs from a regular (non-editable) install in bench/.venv-bench, made on
 editable install adds tens of milliseconds of import-hook start-up that no user has.
 
     python3 bench/run.py dmesg --vmcore FILE     # vs vmcore-dmesg (kexec-tools)
+    python3 bench/run.py dump --vmcore FILE      # save -d 31 per codec vs makedumpfile -d 31 -c / -l / -z
     python3 bench/run.py plan  --sysroot DIR --kernel K [--initrd I]   # cold dry-run vs `python -c pass`
     python3 bench/run.py all                     # every benchmark whose inputs are found
 """
@@ -124,6 +125,34 @@ def bench_dmesg(py: str, vmcore: Path, runs: int) -> list[dict]:
     return rows
 
 
+def bench_dump(py: str, vmcore: Path, runs: int) -> list[dict]:
+    """kexecfw save -d 31 per codec against makedumpfile's codecs (Debian 12's 1.7.2: zlib and lzo)."""
+    tool = shutil.which("makedumpfile")
+    if tool is None:
+        raise SystemExit("bench: makedumpfile not found: apt-get install makedumpfile")
+    rows = []
+    with tempfile.TemporaryDirectory(dir=vmcore.parent) as tmp:
+        ours_zstd, ours_zlib = Path(tmp) / "ours-zstd.kdump", Path(tmp) / "ours-zlib.kdump"
+        ref_zlib, ref_lzo = Path(tmp) / "ref-zlib.kdump", Path(tmp) / "ref-lzo.kdump"
+
+        def ours(codec: str, out: Path) -> list[str]:
+            return ["sh", "-c", f'rm -f "{out}"; exec "{py}" -m kexecfw vmcore save -d 31 -c {codec} '
+                                f'--progress never -i "{vmcore}" "{out}"']
+
+        def ref(flag: str, out: Path) -> list[str]:
+            return ["sh", "-c", f'rm -f "{out}"; exec "{tool}" -d 31 {flag} "{vmcore}" "{out}"']
+
+        for label, a, b, a_out, b_out in (
+                ("save -d 31 zstd vs -c", ours("zstd", ours_zstd), ref("-c", ref_zlib), ours_zstd, ref_zlib),
+                ("save -d 31 zlib vs -c", ours("zlib", ours_zlib), ref("-c", ref_zlib), ours_zlib, ref_zlib),
+                ("save -d 31 zstd vs -l", ours("zstd", ours_zstd), ref("-l", ref_lzo), ours_zstd, ref_lzo)):
+            row = compare(label, a, b, runs, "makedumpfile")
+            row["kexecfw_bytes"], row["reference_bytes"] = a_out.stat().st_size, b_out.stat().st_size
+            print(f"{'':<28} output {row['kexecfw_bytes'] / 2**20:.1f} MiB vs {row['reference_bytes'] / 2**20:.1f} MiB")
+            rows.append(row)
+    return rows
+
+
 def bench_plan(py: str, sysroot: Path, kernel: Path, initrd: Path | None, runs: int) -> list[dict]:
     cmd = [py, "-m", "kexecfw", "--sysroot", str(sysroot), "load", "-p", "--dry-run", "--json", str(kernel),
            "--append", "console=ttyS0 maxcpus=1 reset_devices"]
@@ -134,7 +163,7 @@ def bench_plan(py: str, sysroot: Path, kernel: Path, initrd: Path | None, runs: 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("which", choices=["dmesg", "plan", "all"])
+    p.add_argument("which", choices=["dmesg", "dump", "plan", "all"])
     p.add_argument("--vmcore", type=Path, help="ELF vmcore for dmesg (default: the x86_64 fixture's mini vmcore)")
     p.add_argument("--sysroot", type=Path, help="sysroot for plan (default: the x86_64 fixture's)")
     p.add_argument("--kernel", type=Path, help="kernel for plan (default: the lab cache's x86_64 kernel)")
@@ -150,6 +179,10 @@ def main(argv: list[str] | None = None) -> int:
         if vmcore is None:
             raise SystemExit("bench: no vmcore: pass --vmcore FILE")
         rows += bench_dmesg(py, vmcore, args.runs)
+    if args.which == "dump" or (args.which == "all" and args.vmcore):
+        if args.vmcore is None:
+            raise SystemExit("bench: dump needs --vmcore FILE (a full /proc/vmcore copy from the lab)")
+        rows += bench_dump(py, args.vmcore, args.runs)
     if args.which in ("plan", "all"):
         sysroot = args.sysroot or REPO.parent / "shared" / "fixtures" / "x86_64" / "sysroot"
         kernel = args.kernel or next(iter(sorted((Path.home() / ".cache" / "kexecfw-lab").glob(

@@ -6,7 +6,7 @@ section, unpacked lazily), and at most ``2 x threads + 2`` chunks of ``CHUNK_PAG
 in flight (raw and compressed); page data is read with pread, not through the
 mapping, and the output's page cache is dropped every 32 MiB. RSS budget ~= 30 MiB
 (interpreter and codecs) + 2 x max_pfn/8 + (2 x threads + 2) x 2 MiB + 2 MiB:
-measured 53 MiB peak saving a 1 GiB guest with 2 threads (python -m kexecfw.vmcore.bench),
+measured 53 MiB peak saving a 1 GiB guest with 2 threads (bench/run.py dump),
 so a 256 MiB capture kernel keeps most of its memory for the kernel and page cache.
 
 Order of writing (kdump-compressed): header (marked DUMP_DH_COMPRESSED_INCOMPLETE),
