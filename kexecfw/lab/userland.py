@@ -58,6 +58,33 @@ class Userland:
         path.write_text(json.dumps(data, indent=2) + "\n")
 
 
+def _resolve_debs(apt: AptRoot, arch: ArchTarget, gen: Generation) -> tuple[str, dict[str, Path]]:
+    """The kernel package and every .deb the guest is built from, downloaded.
+
+    Resolving costs a dozen apt-cache runs; the answer is kept until the package
+    lists are refreshed (daily), so a run with everything cached starts at once.
+    """
+    apt.update()
+    record = apt.root / "resolved.json"
+    key = {"lists": (apt.root / "lists" / ".updated").stat().st_mtime, "build": BUILD_VERSION,
+           "kernel": arch.kernel_metapackage, "packages": list(guest_packages(gen))}
+    try:
+        data = json.loads(record.read_text())
+        debs = {name: Path(path) for name, path in data["debs"].items()}
+        if data["key"] == key and all(p.is_file() for p in debs.values()):
+            return data["kernel_package"], debs
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    kernel_package = apt.resolve_kernel_package(arch.kernel_metapackage)
+    packages = apt.library_closure(list(guest_packages(gen)))
+    debs = apt.download(packages + [kernel_package])
+    tmp = record.with_suffix(f".{os.getpid()}.tmp")  # concurrent runs: readers see old or new, never half
+    tmp.write_text(json.dumps({"key": key, "kernel_package": kernel_package,
+                               "debs": {n: str(p) for n, p in debs.items()}}, indent=1) + "\n")
+    tmp.replace(record)
+    return kernel_package, debs
+
+
 def guest_python_command(arch: ArchTarget, root: Path, python: str) -> tuple[list[str], dict[str, str]]:
     """argv prefix and environment that run the guest's Python on this host.
 
@@ -93,9 +120,7 @@ def run_guest_python(arch: ArchTarget, root: Path, python: str, args: list[str],
 
 def prepare_userland(arch: ArchTarget, gen: Generation, cache: Path, log: Log = print) -> Userland:
     apt = AptRoot(cache, gen.suites, gen.suites[0] + SECURITY_SUITE_SUFFIX, arch.deb_arch)
-    kernel_package = apt.resolve_kernel_package(arch.kernel_metapackage)
-    packages = apt.library_closure(list(guest_packages(gen)))
-    debs = apt.download(packages + [kernel_package])
+    kernel_package, debs = _resolve_debs(apt, arch, gen)
     key = hashlib.sha256(("\n".join(sorted(d.name for d in debs.values())) + BUILD_VERSION).encode()).hexdigest()[:16]
     out = cache / "guest" / f"{gen.suites[0]}-{arch.deb_arch}" / key
     out.parent.mkdir(parents=True, exist_ok=True)
