@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 export DEBIAN_FRONTEND=noninteractive
 SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
-PKGS="python3-venv python3-dev gcc make gcc-aarch64-linux-gnu binutils-aarch64-linux-gnu device-tree-compiler xz-utils cpio qemu-user-static libc6-dev-arm64-cross"
+PKGS="python3-venv python3-dev gcc make gcc-aarch64-linux-gnu binutils-aarch64-linux-gnu device-tree-compiler xz-utils cpio qemu-user-static libc6-dev-arm64-cross qemu-system-arm"
 # capture side: test oracles (vmcore-dmesg, makedumpfile) and liblzo2 for the optional python-lzo codec
 PKGS="$PKGS makedumpfile kexec-tools liblzo2-dev"
 missing=""

@@ -45,13 +45,24 @@ def debian_arm64_image(generation: str = "6.1") -> Path | None:
             subprocess.run(["apt-get", "download", f"{package}:arm64"], cwd=cache, check=True,
                            capture_output=True, timeout=600)
         except (subprocess.SubprocessError, OSError):
-            return None     # no arm64 apt architecture configured, or offline
+            return _lab_kernel(generation)     # no arm64 apt architecture configured here
         debs = sorted(glob.glob(str(cache / f"{package}_*_arm64.deb")))
     if not debs:
-        return None
+        return _lab_kernel(generation)
     _extract(Path(debs[-1]), cache / folder)
     found = sorted(glob.glob(str(cache / folder / "boot" / pattern)))
     return Path(found[-1]) if found else None
+
+
+def _lab_kernel(generation: str) -> Path | None:
+    """The kernel the QEMU lab fetched for this generation (its own apt root; 6.12 comes from Debian 13)."""
+    try:
+        from kexecfw.lab.targets import arch_target, generation as lab_generation
+        from kexecfw.lab.userland import prepare_userland
+        return prepare_userland(arch_target("arm64"), lab_generation(generation), lab_cache(),
+                                log=lambda _msg: None).kernel
+    except Exception:   # offline, or the lab cannot build here: the caller skips
+        return None
 
 
 def _image_or_skip(generation: str) -> Path:
