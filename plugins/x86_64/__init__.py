@@ -180,6 +180,8 @@ def kexecfw_boot_params(ctx: LoadContext, planner: Planner, kernel_entry: int) -
         e820 = crash_e820(iomem_regions(ctx.sysroot), ctx.memmap.crash_regions, [elfcorehdr.range])
     else:
         e820 = normal_e820(read_firmware_memmap(ctx.sysroot) or iomem_regions(ctx.sysroot))
+    if rk.acpi_rsdp_addr and image.header.version < 0x020E and "acpi_rsdp=" not in cmdline:
+        cmdline = f"{cmdline} acpi_rsdp={rk.acpi_rsdp_addr:#x}".strip()   # boot_params.acpi_rsdp_addr is 2.14+
     ctx.cmdline = cmdline
     seeds = [rng_seed()]
     build = dict(cmdline=cmdline, kernel_addr=kernel.mem if kernel else 0, initrd=initrd, e820=e820,

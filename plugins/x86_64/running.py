@@ -49,6 +49,7 @@ class RunningKernel:
     page_offset: int | None         # direct-map base (KASLR-randomised)
     la57: bool | None               # 5-level paging on
     boot_params: bytes | None       # sys/kernel/boot_params/data
+    efi_systab: dict[str, int]      # sys/firmware/efi/systab: ACPI20=, ACPI=, SMBIOS= ... (EFI boots only)
 
     @property
     def release(self) -> tuple[int, int] | None:
@@ -62,9 +63,15 @@ class RunningKernel:
 
     @property
     def acpi_rsdp_addr(self) -> int:
-        if not self.boot_params:
-            return 0
-        return struct.unpack_from("<Q", self.boot_params, BP_ACPI_RSDP_ADDR)[0]
+        """Where the next kernel finds ACPI: the boot loader's value, else EFI's configuration table.
+
+        An EFI-booted kernel finds the RSDP through EFI and leaves boot_params.acpi_rsdp_addr 0; a
+        kernel we start without EFI state must be told (kexec-tools reads the same systab file)."""
+        if self.boot_params:
+            value = struct.unpack_from("<Q", self.boot_params, BP_ACPI_RSDP_ADDR)[0]
+            if value:
+                return value
+        return self.efi_systab.get("ACPI20") or self.efi_systab.get("ACPI") or 0
 
     @property
     def screen_info(self) -> bytes:
@@ -112,7 +119,20 @@ def read_running_kernel(sysroot: Sysroot) -> RunningKernel:
         if len(boot_params) < BOOT_PARAMS_SIZE:
             boot_params = None
     return RunningKernel(osrelease.strip() if osrelease else None, info, text_vaddr, text_size, text_paddr,
-                         page_offset, la57, boot_params)
+                         page_offset, la57, boot_params, _efi_systab(sysroot))
+
+
+def _efi_systab(sysroot: Sysroot) -> dict[str, int]:
+    """KEY=0xADDR lines of sys/firmware/efi/systab (drivers/firmware/efi/efi.c systab_show)."""
+    out: dict[str, int] = {}
+    for line in (sysroot.read_optional("sys/firmware/efi/systab") or "").splitlines():
+        key, sep, value = line.partition("=")
+        if sep:
+            try:
+                out[key.strip()] = int(value.strip(), 16)
+            except ValueError:
+                continue
+    return out
 
 
 def _text_from_kallsyms(sysroot: Sysroot, info: VmcoreInfo | None) -> tuple[int | None, int | None]:

@@ -200,3 +200,23 @@ def test_file_load_prediction_normal_uses_kernels_purgatory(x86_sysroot: Path, f
     assert plan.segment("purgatory").mem >= 0x3000 and plan.segment("purgatory").range.end <= 0xA0000
     assert plan.segment("kernel").mem >= image.header.pref_address
     assert plan.segment("initrd").mem >= 0x1000000
+
+
+def test_efi_boot_takes_the_rsdp_from_the_efi_systab(x86_sysroot: Path, fixture_bzimage: Path, initrd: Path,
+                                                     tmp_path: Path) -> None:
+    """An EFI-booted kernel leaves boot_params.acpi_rsdp_addr at 0 (it found ACPI through EFI); the
+    kernel we start without EFI state must get the RSDP from sys/firmware/efi/systab instead."""
+    import shutil
+    root = tmp_path / "sysroot"
+    shutil.copytree(x86_sysroot, root)
+    data = bytearray((root / "sys/kernel/boot_params/data").read_bytes())
+    struct.pack_into("<Q", data, 0x70, 0)
+    (root / "sys/kernel/boot_params/data").chmod(0o644)
+    (root / "sys/kernel/boot_params/data").write_bytes(bytes(data))
+    (root / "sys/firmware/efi").mkdir(parents=True)
+    # the systab of the lab's OVMF guest (its dmesg: "efi: SMBIOS=0x3f918000 ACPI=0x3fb7e000 ACPI 2.0=0x3fb7e014")
+    (root / "sys/firmware/efi/systab").write_text("ACPI20=0x3fb7e014\nACPI=0x3fb7e000\nSMBIOS=0x3f918000\n")
+    opts = LoadOptions(kernel=fixture_bzimage, initrd=initrd, cmdline=CMDLINE, panic=True, file_load=False)
+    plan, _ = plan_load(opts, Sysroot(root), arch="x86_64")
+    zp, _ = _zero_page(plan)
+    assert struct.unpack_from("<Q", zp, 0x70)[0] == 0x3FB7E014
