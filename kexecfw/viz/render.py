@@ -5,6 +5,7 @@ from typing import TYPE_CHECKING
 
 from kexecfw.memory.model import MemoryMap, RegionKind
 from kexecfw.viz.scale import AddressScale
+from kexecfw.viz.scale import size_text as _size
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -20,11 +21,6 @@ COLOURS = {
 SEGMENT_COLOURS = ["#31a354", "#756bb1", "#e6550d", "#636363", "#d6616b", "#8c6d31", "#7b4173"]
 
 
-def _size(n: int) -> str:
-    for unit, shift in (("GiB", 30), ("MiB", 20), ("KiB", 10)):
-        if n >= 1 << shift:
-            return f"{n / (1 << shift):.3g} {unit}"
-    return f"{n} B"
 
 
 def _figure(width: float, height: float) -> "Figure":
@@ -90,16 +86,22 @@ def _draw_on(ax: "object", memmap: MemoryMap, *, plan: "Plan | None", title: str
             f"{s.name}\n{_size(s.memsz)}", None)
     ticks = sorted({r.start for r in top} | {r.start for r in nested if r.kind in (RegionKind.CRASH,
                    RegionKind.CRASH_LOW, RegionKind.KERNEL_CODE)} | ({max(r.end for r in top)} if top else set()))
-    kept: list[int] = []
-    for t in ticks:  # drop ticks that would overlap their neighbour
-        if not kept or scale(t) - scale(kept[-1]) > scale.width * 0.03:
-            kept.append(t)
-    ax.set_xticks([scale(t) for t in kept], [f"{t:#x}" for t in kept], rotation=40, ha="right", fontsize=7)
+    set_address_ticks(ax, scale, ticks)
     ax.set_yticks(list(y.values()), list(y.keys()), fontsize=8)
     ax.set_xlim(0, scale.width)
     ax.set_xlabel("physical address (broken axis: width grows with log of size)")
     ax.set_title(title or f"memory map ({memmap.source})", fontsize=10)
     ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=7, frameon=False)
+
+
+def set_address_ticks(ax: "object", scale: AddressScale, addrs: "list[int] | set[int]") -> None:
+    """Hex address ticks (with the address in MiB/GiB) on a broken axis, dropping ticks that would overlap."""
+    kept: list[int] = []
+    for t in sorted(set(addrs)):
+        if not kept or scale(t) - scale(kept[-1]) > scale.width * 0.035:
+            kept.append(t)
+    labels = [f"{t:#x}" + (f" ({_size(t)})" if t and t % (1 << 20) == 0 else "") for t in kept]
+    ax.set_xticks([scale(t) for t in kept], labels, rotation=35, ha="right", fontsize=7)
 
 
 def save_memmap_plot(memmap: MemoryMap, path: str, title: str = "") -> None:

@@ -41,3 +41,12 @@ class AddressScale:
         i = bisect.bisect_right(self.addrs, addr) - 1
         lo, hi = self.addrs[i], self.addrs[i + 1]
         return self.pos[i] + (self.pos[i + 1] - self.pos[i]) * (addr - lo) / (hi - lo)
+
+
+def size_text(n: int) -> str:
+    """A byte count for labels: 384 MiB, 4 KiB, 1.5 GiB, 1023 MiB (never 1.02e+03)."""
+    for unit, shift in (("GiB", 30), ("MiB", 20), ("KiB", 10)):
+        if n >= 1 << shift:
+            v = n / (1 << shift)
+            return f"{v:.3g} {unit}" if v < 100 else f"{v:.0f} {unit}"
+    return f"{n} B"

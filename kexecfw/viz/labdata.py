@@ -1,0 +1,116 @@
+"""Lab results for the notebooks: the most recent successful run, or a fresh one when there is none.
+
+What CI does (and the notebooks say): look in ``$KEXECFW_LAB_RESULTS`` (``:``-separated; each entry a
+result directory or a directory of them) and in ``./lab-results`` and the repository's ``lab-results``;
+use the newest run that passed for the architecture asked. Boot a fresh QEMU run (``kexecfw.lab.run``,
+about 1-2 minutes per architecture under TCG) when none is found, or always when
+``KEXECFW_NOTEBOOK_FRESH_LAB=1``.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from kexecfw.errors import BadInputError
+
+if TYPE_CHECKING:
+    from kexecfw.lab.result import LabResult
+
+REPO = Path(__file__).resolve().parent.parent.parent
+FRESH_ENV = "KEXECFW_NOTEBOOK_FRESH_LAB"
+RESULTS_ENV = "KEXECFW_LAB_RESULTS"
+
+
+def result_roots() -> list[Path]:
+    """Directories that may hold lab results, in the order they are searched."""
+    roots = [Path(p) for p in os.environ.get(RESULTS_ENV, "").split(os.pathsep) if p]
+    for base in (Path.cwd(), REPO):
+        roots.append(base / "lab-results")
+    return roots
+
+
+def _result_dirs() -> list[Path]:
+    found: dict[Path, None] = {}
+    for root in result_roots():
+        if (root / "result.json").is_file():
+            found[root.resolve()] = None
+        elif root.is_dir():
+            for child in sorted(root.iterdir()):
+                if (child / "result.json").is_file():
+                    found[child.resolve()] = None
+    return list(found)
+
+
+def find_lab_results(arch: str, scenario: str = "panic", loader: str = "kexecfw",
+                     generation: str = "6.1") -> list[Path]:
+    """Successful runs matching the arguments, newest first (by the time result.json was written)."""
+    matches = []
+    for d in _result_dirs():
+        try:
+            data = json.loads((d / "result.json").read_text())
+        except (OSError, ValueError):
+            continue
+        if (data.get("ok") and data.get("arch") == arch and data.get("scenario") == scenario
+                and data.get("loader") == loader and data.get("generation") == generation):
+            matches.append(d)
+    return sorted(matches, key=lambda d: (d / "result.json").stat().st_mtime, reverse=True)
+
+
+def lab_result(arch: str, scenario: str = "panic", *, loader: str = "kexecfw", generation: str = "6.1",
+               fresh: bool | None = None) -> "LabResult":
+    """The newest successful lab run for ``arch``, or a new one (see the module docstring).
+
+    ``fresh`` overrides ``$KEXECFW_NOTEBOOK_FRESH_LAB``. A fresh run is kept in ``./lab-results``.
+    Raises BadInputError when a fresh run fails (its summary says why).
+    """
+    from kexecfw.lab import LabResult
+    if fresh is None:
+        fresh = os.environ.get(FRESH_ENV, "") not in ("", "0")
+    if not fresh:
+        found = find_lab_results(arch, scenario, loader, generation)
+        if found:
+            return LabResult.load(found[0])
+    from kexecfw.lab import run
+    keep = Path("lab-results") / f"{arch}-{time.strftime('%Y%m%d-%H%M%S')}"
+    result = run(arch=arch, scenario=scenario, loader=loader, kernel_generation=generation, keep=keep,
+                 log=lambda msg: print(f"lab: {msg}", flush=True))
+    if not result.ok:
+        raise BadInputError(f"the {arch} lab run failed: {result.failure} (see {result.directory})")
+    return result
+
+
+def lab_kernel(result: "LabResult") -> Path:
+    """The kernel image (vmlinuz) the lab guest booted and loaded as its crash kernel.
+
+    The lab keeps it with the guest userland it built (``<lab cache>/guest/*/<key>/manifest.json``
+    names the kernel and its release), so a run found here always has it unless the cache was wiped.
+    """
+    cache = Path(os.environ.get("KEXECFW_LAB_CACHE") or Path.home() / ".cache" / "kexecfw-lab")
+    for manifest in sorted(cache.glob("guest/*/*/manifest.json")):
+        try:
+            data = json.loads(manifest.read_text())
+        except (OSError, ValueError):
+            continue
+        if data.get("release") == result.kernel_release and Path(data.get("kernel", "")).is_file():
+            return Path(data["kernel"])
+    raise BadInputError(f"the {result.kernel_release} kernel of {result.directory} is not in the lab cache "
+                        f"{cache}: run `python -m kexecfw lab prepare --arch {result.arch}`")
+
+
+def lab_segment(result: "LabResult", name: str) -> Path:
+    """The bytes of one segment of the guest's real load (``plan/NN-<name>.bin``)."""
+    found = sorted(result.path("plan").glob(f"[0-9][0-9]-{name}.bin"))
+    if not found:
+        raise BadInputError(f"{result.directory}/plan has no {name} segment")
+    return found[0]
+
+
+def lab_dump(result: "LabResult", which: str = "kexecfw") -> Path:
+    """The run's saved ``-d 31`` dump (``kexecfw`` or ``makedumpfile``)."""
+    path = result.path(f"dump/{which}-d31.kdump")
+    if not path.is_file():
+        raise BadInputError(f"{result.directory} has no {which} -d 31 dump (dump/{path.name})")
+    return path
