@@ -8,6 +8,8 @@ SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
 PKGS="python3-venv python3-dev gcc make gcc-aarch64-linux-gnu binutils-aarch64-linux-gnu device-tree-compiler xz-utils cpio qemu-user-static libc6-dev-arm64-cross qemu-system-arm"
 # capture side: test oracles (vmcore-dmesg, makedumpfile) and liblzo2 for the optional python-lzo codec
 PKGS="$PKGS makedumpfile kexec-tools liblzo2-dev"
+# x86_64: EFI firmware for QEMU, to run the lab's x86_64 guest booted through EFI
+PKGS="$PKGS ovmf"
 missing=""
 for p in $PKGS; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
 if [ -n "$missing" ]; then
