@@ -30,6 +30,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--all", action="store_true", help="show every register, not only pc/sp/lr")
     p.add_argument("--no-symbols", action="store_true",
                    help="do not read the kernel's kallsyms tables to name pc/lr and find each note's CPU")
+    p.add_argument("--plot", metavar="PNG", help="draw the registers per CPU and the log's tail into PNG")
 
     p = add("dmesg", "the crashed kernel's log (same output as kexec-tools' vmcore-dmesg)")
     p.add_argument("file", nargs="*", default=None, metavar="FILE",
@@ -145,6 +146,11 @@ def _notes(args: argparse.Namespace) -> int:
     def sym(v: int | None) -> str | None:
         return ksyms.lookup(v) if ksyms is not None and v is not None else None
 
+    if args.plot:
+        from kexecfw.viz.crash import draw_crash_notes, read_crash_notes
+        from kexecfw.viz.render import save_figure
+        save_figure(draw_crash_notes(read_crash_notes(_path(args), args.online_cpus, not args.no_symbols)),
+                    args.plot)
     if args.json:
         doc = {"schema": 1, "cpus_known": known,
                "cpu_mapping": "crash_notes in memory" if exact else ("--online-cpus" if known else "assumed 0..n-1"),

@@ -70,8 +70,11 @@ def _draw_on(ax: "object", memmap: MemoryMap, *, plan: "Plan | None", title: str
                 label=legend if legend and legend not in seen else None)
         if legend:
             seen.add(legend)
-        if label and x1 - x0 >= 0.95:
+        if label and x1 - x0 >= 2.2:
             ax.text((x0 + x1) / 2, y[row], label, ha="center", va="center", fontsize=7, clip_on=True)
+        elif label and x1 - x0 >= 0.95:   # narrow (a page-sized segment): upright text fits, level text overlaps
+            ax.text((x0 + x1) / 2, y[row], label, ha="center", va="center", fontsize=6, rotation=90,
+                    clip_on=True)
 
     for r in top:
         bar(rows[0], r.start, r.end, COLOURS[r.kind], _size(r.size) if r.kind is RegionKind.RAM else "", r.kind.value)
@@ -84,8 +87,12 @@ def _draw_on(ax: "object", memmap: MemoryMap, *, plan: "Plan | None", title: str
     for i, s in enumerate(sorted(segments, key=lambda s: s.mem)):
         bar(rows[2], s.mem, s.mem + s.memsz, SEGMENT_COLOURS[i % len(SEGMENT_COLOURS)],
             f"{s.name}\n{_size(s.memsz)}", None)
-    ticks = sorted({r.start for r in top} | {r.start for r in nested if r.kind in (RegionKind.CRASH,
-                   RegionKind.CRASH_LOW, RegionKind.KERNEL_CODE)} | ({max(r.end for r in top)} if top else set()))
+    ticks = sorted({r.start for r in top} | {b for r in nested if r.kind in (RegionKind.CRASH, RegionKind.CRASH_LOW)
+                                              for b in (r.start, r.end)}
+                   | {r.start for r in nested if r.kind is RegionKind.KERNEL_CODE}
+                   | {s.mem for s in segments} | ({max(r.end for r in top)} if top else set()))
+    if window:
+        ticks = [t for t in ticks if window[0] <= t <= window[1]]
     set_address_ticks(ax, scale, ticks)
     ax.set_yticks(list(y.values()), list(y.keys()), fontsize=8)
     ax.set_xlim(0, scale.width)
@@ -104,8 +111,19 @@ def set_address_ticks(ax: "object", scale: AddressScale, addrs: "list[int] | set
     ax.set_xticks([scale(t) for t in kept], labels, rotation=35, ha="right", fontsize=7)
 
 
+def save_figure(fig: "Figure", path: str) -> None:
+    """Write ``fig`` as an image (format from the suffix); a bad path is one clear error."""
+    from kexecfw.errors import BadInputError
+    try:
+        fig.savefig(path, dpi=110)
+    except OSError as e:
+        raise BadInputError(f"cannot write the plot to {path}: {e.strerror or e}") from None
+    except ValueError as e:   # unknown image format suffix
+        raise BadInputError(f"cannot write the plot to {path}: {e}") from None
+
+
 def save_memmap_plot(memmap: MemoryMap, path: str, title: str = "") -> None:
-    draw_memmap(memmap, title=title).savefig(path, dpi=110)
+    save_figure(draw_memmap(memmap, title=title), path)
 
 
 def save_plan_plot(plan: "Plan", memmap: MemoryMap | None, path: str) -> None:
@@ -115,5 +133,5 @@ def save_plan_plot(plan: "Plan", memmap: MemoryMap | None, path: str) -> None:
     if plan.crash_region is not None:
         pad = plan.crash_region.size // 8
         window = (max(plan.crash_region.start - pad, 0), plan.crash_region.end + pad)
-    draw_memmap(memmap, plan=plan, window=window,
-                title=f"{plan.arch} {plan.mode} load plan ({len(plan.segments)} segments)").savefig(path, dpi=110)
+    save_figure(draw_memmap(memmap, plan=plan, window=window,
+                            title=f"{plan.arch} {plan.mode} load plan ({len(plan.segments)} segments)"), path)
