@@ -49,7 +49,8 @@ def draw_elfcorehdr(phdrs: list, memmap: "MemoryMap | None" = None, title: str =
     spans = ([(r.start, r.end) for r in ram] + [(c.start, c.end) for c in crash]
              + [(p.paddr, p.paddr + p.memsz) for p in loads + notes])
     scale = AddressScale([b for s in spans for b in s], spans)
-    rows = (["System RAM, crash region"] if memmap else []) + ["PT_LOAD: RAM", "PT_LOAD: kernel text", "PT_NOTE"]
+    rows = ((["System RAM, crash region"] if memmap else []) + ["PT_LOAD: RAM"]
+            + (["PT_LOAD: kernel text"] if text else []) + (["PT_NOTE"] if notes else []))
     y = {name: len(rows) - 1 - i for i, name in enumerate(rows)}
     fig = _figure(13, 1.4 + 0.75 * len(rows))
     ax = fig.add_subplot()
@@ -82,7 +83,9 @@ def draw_elfcorehdr(phdrs: list, memmap: "MemoryMap | None" = None, title: str =
     ax.set_yticks(list(y.values()), list(y.keys()), fontsize=8)
     ax.set_xlim(0, scale.width)
     ax.set_xlabel("physical address (broken axis: width grows with log of size)")
-    ax.set_title(title or f"elfcorehdr: {len(loads)} PT_LOAD, {len(notes)} PT_NOTE", fontsize=10)
+    merged = len([p for p in phdrs if p.type == PT_NOTE]) - len(notes)
+    ax.set_title((title or f"elfcorehdr: {len(loads)} PT_LOAD, {len(notes)} PT_NOTE")
+                 + (f" ({merged} PT_NOTE without a physical address not drawn)" if merged else ""), fontsize=10)
     handles, labels = ax.get_legend_handles_labels()
     unique = dict(zip(labels, handles))
     ax.legend(unique.values(), unique.keys(), loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=7,
