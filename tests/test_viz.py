@@ -42,3 +42,139 @@ def test_plan_figure_labels_each_segment():
     for name in ("kernel", "dtb", "elfcorehdr"):
         assert name in texts
     assert [t.get_text() for t in fig.axes[0].get_yticklabels()][-1] == "planned segments"
+
+
+# --- crash views: the elfcorehdr, registers and log, page classes, the plan recording ------------------
+
+import json
+import lzma
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from kexecfw.elfnotes import read_core_notes
+from kexecfw.load import discover_memory
+
+
+@pytest.fixture(params=["arm64", "x86_64"])
+def mini_vmcore(request, tmp_path) -> Path:
+    """The fixtures' ELF vmcore cut to the notes and the printk pages (a real crash of a 4-CPU guest)."""
+    packed = fixture_path(request.param, "capture", "vmcore-mini.elf.xz")
+    out = tmp_path / f"vmcore-{request.param}.elf"
+    out.write_bytes(lzma.decompress(packed.read_bytes()))
+    return out
+
+
+@pytest.mark.parametrize("arch", ["arm64", "x86_64"])
+def test_elfcorehdr_figure_draws_each_load_over_ram(arch):
+    from kexecfw.viz.crash import draw_elfcorehdr
+    raw = fixture_path(arch, "capture", "vmcore-hdr+notes.bin").read_bytes()
+    header, _ = read_core_notes(raw, "vmcore-hdr+notes.bin")
+    _, memmap = discover_memory(Sysroot(fixture_path(arch, "sysroot")), arch=arch)
+    ax = draw_elfcorehdr(header.phdrs, memmap).axes[0]
+    rows = [t.get_text() for t in ax.get_yticklabels()]
+    assert rows[0] == "System RAM, crash region" and "PT_LOAD: RAM" in rows
+    loads = [p for p in header.phdrs if p.type == 1]
+    bars = [p for p in ax.patches if p.get_width() > 0]
+    assert len(bars) >= len(loads) + 1                       # every PT_LOAD and the crash region
+    texts = [t.get_text() for t in ax.texts]
+    assert any(t.startswith("crash 384 MiB") for t in texts)
+    assert "0x" in ax.get_xticklabels()[0].get_text()        # hex addresses, not raw numbers
+
+
+def test_crash_notes_figure_from_a_real_vmcore(mini_vmcore):
+    from kexecfw.viz.crash import draw_crash_notes, read_crash_notes
+    notes = read_crash_notes(str(mini_vmcore))
+    assert len(notes.cpus) == 4 and [c.cpu for c in notes.cpus if c.panic] == [2]
+    assert notes.panic is not None and notes.panic[2] == "init"
+    assert any("Kernel panic" in line for line in notes.log_tail)
+    fig = draw_crash_notes(notes)
+    table_ax, log_ax = fig.axes
+    cells = table_ax.tables[0].get_celld()
+    assert cells[(0, 0)].get_text().get_text() == "CPU"
+    assert cells[(3, 0)].get_text().get_text() == "2 (panic)"
+    assert cells[(3, 2)].get_text().get_text() == f"{notes.cpus[2].pc:#x}"
+    assert [t.get_text() for t in log_ax.texts][:len(notes.log_tail)] == notes.log_tail[:24]
+
+
+def test_cli_vmcore_notes_plot_writes_a_png(mini_vmcore, tmp_path):
+    out = tmp_path / "notes.png"
+    run = subprocess.run([sys.executable, "-m", "kexecfw", "vmcore", "notes", str(mini_vmcore), "--plot", str(out)],
+                         capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out.stat().st_size > 20_000
+    bad = subprocess.run([sys.executable, "-m", "kexecfw", "vmcore", "notes", str(mini_vmcore), "--plot",
+                          str(tmp_path / "no" / "such" / "dir.png")], capture_output=True, text=True)
+    assert bad.returncode != 0 and "Traceback" not in bad.stderr and "cannot write the plot" in bad.stderr
+
+
+def _lab_with_dump():
+    from kexecfw.viz.labdata import find_lab_results
+    for arch in ("arm64", "x86_64"):
+        for d in find_lab_results(arch):
+            if (d / "dump" / "kexecfw-d31.kdump").is_file():
+                return d
+    pytest.skip("no lab result with a kexecfw -d 31 dump (run `python -m kexecfw lab run`)")
+
+
+def test_page_classes_of_a_lab_dump():
+    from kexecfw.lab import LabResult
+    from kexecfw.viz.pageclasses import CLASS_BITS, count_page_classes, draw_page_classes
+    lab = LabResult.load(_lab_with_dump())
+    header, _ = lab.vmcore_headers()
+    ram = [(p.paddr, p.paddr + p.memsz) for p in header.phdrs if p.type == 1]
+    pages = count_page_classes(str(lab.path("dump/kexecfw-d31.kdump")), ram)
+    assert set(pages.counts) == set(CLASS_BITS)
+    assert pages.kept(0) == pages.ram_pages
+    assert pages.kept(31) == pages.dumped_pages                    # the dump is -d 31
+    assert pages.counts["free"] > pages.ram_pages // 10            # an idle 1 GiB guest: mostly free pages
+    assert pages.kept(31) < pages.kept(16) < pages.kept(0)
+    fig = draw_page_classes(pages, {"/proc/vmcore": lab.vmcore_size()})
+    classes, levels, files = fig.axes
+    assert [t.get_text() for t in classes.get_yticklabels()][1:] == ["zero (1)", "cache (2)", "cache private (4)",
+                                                                    "user (8)", "free (16)"]
+    assert [t.get_text() for t in levels.get_xticklabels()][0] == "-d 0" and len(levels.patches) == 9
+    assert len(files.patches) == 1
+
+
+def test_lab_results_are_found_newest_first(tmp_path, monkeypatch):
+    from kexecfw.viz.labdata import find_lab_results
+    for i, (name, ok, arch) in enumerate([("a", True, "arm64"), ("b", True, "arm64"), ("c", False, "arm64"),
+                                          ("d", True, "x86_64")]):
+        d = tmp_path / name
+        d.mkdir()
+        (d / "result.json").write_text(json.dumps({"ok": ok, "arch": arch, "scenario": "panic", "loader": "kexecfw",
+                                                   "generation": "6.1"}))
+        os.utime(d / "result.json", (1000 + i, 1000 + i))
+    monkeypatch.setenv("KEXECFW_LAB_RESULTS", str(tmp_path))
+    found = [p for p in find_lab_results("arm64") if p.parent == tmp_path.resolve()]
+    assert [p.name for p in found] == ["b", "a"]
+
+
+def test_plan_recording_shows_hooks_holes_chosen_and_purgatory(tmp_path):
+    from tests.arm64.conftest import debian_arm64_image
+
+    from kexecfw.model import LoadOptions
+    from kexecfw.viz.crash import draw_elfcorehdr
+    from kexecfw.viz.planview import chosen_diff, purgatory_rows, record_plan
+    kernel = debian_arm64_image("6.1")
+    if kernel is None:
+        pytest.skip("no Debian arm64 kernel in the lab cache")
+    initrd = tmp_path / "initrd"
+    initrd.write_bytes(os.urandom(3 << 20))
+    rec = record_plan(LoadOptions(kernel=kernel, initrd=initrd, cmdline="console=ttyAMA0", panic=True),
+                      Sysroot(fixture_path("arm64", "sysroot")), arch="arm64")
+    assert rec.error is None
+    hooks = [s.hook for s in rec.steps]
+    assert hooks.index("kexecfw_memory_map") < hooks.index("kexecfw_place_kernel") < hooks.index("kexecfw_purgatory")
+    place = next(s for s in rec.steps if s.hook == "kexecfw_place_kernel")
+    crash = rec.ctx.memmap.main_crash_region
+    assert place.free_before == [crash] and [s.name for s in place.placed] == ["kernel"]
+    changed = {name for name, _, _ in chosen_diff(rec.ctx)}
+    assert {"bootargs", "linux,elfcorehdr", "linux,usable-memory-range", "linux,initrd-start"} <= changed
+    relocations, patched = purgatory_rows(rec.ctx)
+    assert relocations and "purgatory_kernel_entry" in [p[0] for p in patched]
+    ax = draw_elfcorehdr(rec.ctx.artifacts["elfcorehdr_phdrs"], rec.ctx.memmap).axes[0]
+    assert [t.get_text() for t in ax.get_yticklabels()][-1] == "PT_NOTE"
+    assert "VMCOREINFO" in [t.get_text() for t in ax.get_legend().get_texts()]
