@@ -191,17 +191,29 @@ def unwrap(data: bytes, what: str) -> ProbedImage | None:
     return None
 
 
+# include/linux/pe.h: struct mz_hdr keeps the PE header offset (peaddr) at 0x3c; struct pe_hdr: magic,
+# machine, sections, timestamp, symbol_table, symbols, opt_hdr_size, flags; struct section_header: name[8],
+# virtual_size, virtual_address, raw_data_size, data_addr, relocs, line_numbers, num_relocs,
+# num_lin_numbers, flags.
+MZ_PEADDR_AT = 0x3C
+PE_HDR = struct.Struct("<IHHIIIHH")
+PE_SECTION_HEADER = struct.Struct("<8sIIIIIIHHI")
+PE_MAGIC = 0x00004550       # "PE\0\0"
+
+
 def is_uki(data: bytes) -> bool:
     """A Unified Kernel Image: a PE file with a ``.linux`` section (systemd-stub)."""
-    if data[:2] != b"MZ" or len(data) < 0x40:
+    if data[:2] != b"MZ" or len(data) < MZ_PEADDR_AT + 4:
         return False
-    pe = int.from_bytes(data[0x3C:0x40], "little")
-    if data[pe:pe + 4] != b"PE\0\0":
+    (pe,) = struct.unpack_from("<I", data, MZ_PEADDR_AT)
+    if len(data) < pe + PE_HDR.size:
         return False
-    nsections = int.from_bytes(data[pe + 6:pe + 8], "little")
-    opt_size = int.from_bytes(data[pe + 20:pe + 22], "little")
-    table = pe + 24 + opt_size
-    return any(data[table + 40 * i:table + 40 * i + 8].rstrip(b"\0") == b".linux" for i in range(nsections))
+    magic, _, nsections, _, _, _, opt_size, _ = PE_HDR.unpack_from(data, pe)
+    table = pe + PE_HDR.size + opt_size
+    if magic != PE_MAGIC or len(data) < table + nsections * PE_SECTION_HEADER.size:
+        return False
+    names = (PE_SECTION_HEADER.unpack_from(data, table + i * PE_SECTION_HEADER.size)[0] for i in range(nsections))
+    return any(name.rstrip(b"\0") == b".linux" for name in names)
 
 
 def check_loadable(header: Arm64ImageHeader, what: str, running_page_size: int) -> None:

@@ -135,6 +135,8 @@ def test_uki_is_named(arm64_sysroot: Path) -> None:
     assert is_uki(bytes(pe))
     with pytest.raises(BadInputError, match="Unified Kernel Image"):
         probe(bytes(pe), arm64_sysroot)
+    assert not is_uki(bytes(pe[:0x100]))                 # truncated section table
+    assert not is_uki(b"MZ" + bytes(0x3A) + b"\xff\xff\xff\x7f")   # PE header offset past the end
 
 
 def test_truncated_gzip(arm64_image_bytes: bytes) -> None:
