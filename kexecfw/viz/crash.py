@@ -75,10 +75,12 @@ def draw_elfcorehdr(phdrs: list, memmap: "MemoryMap | None" = None, title: str =
         bar("PT_LOAD: kernel text", p.paddr, p.paddr + p.memsz, SEGMENT_COLOURS[1],
             f"text {_size(p.memsz)}", "PT_LOAD (kernel text)" if i == 0 else None)
     biggest = max(notes, key=lambda p: p.memsz) if notes else None
-    for i, p in enumerate(sorted(notes, key=lambda p: p.paddr)):
-        what = "VMCOREINFO" if p is biggest and len(notes) > 1 else "CPU note"
-        bar("PT_NOTE", p.paddr, p.paddr + p.memsz, SEGMENT_COLOURS[2] if what == "CPU note" else SEGMENT_COLOURS[4],
-            _size(p.memsz), what if what == "VMCOREINFO" or i == 0 else None)
+    named: set[str] = set()
+    for p in sorted(notes, key=lambda p: p.paddr):
+        what = "VMCOREINFO" if p is biggest and len(notes) > 1 else "CPU crash note"
+        bar("PT_NOTE", p.paddr, p.paddr + p.memsz, SEGMENT_COLOURS[4] if what == "VMCOREINFO" else SEGMENT_COLOURS[2],
+            _size(p.memsz), None if what in named else what)
+        named.add(what)
     set_address_ticks(ax, scale, [s for s, _ in spans] + [max(e for _, e in spans)] if spans else [])
     ax.set_yticks(list(y.values()), list(y.keys()), fontsize=8)
     ax.set_xlim(0, scale.width)

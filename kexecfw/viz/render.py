@@ -105,10 +105,15 @@ def set_address_ticks(ax: "object", scale: AddressScale, addrs: "list[int] | set
     """Hex address ticks (with the address in MiB/GiB) on a broken axis, dropping ticks that would overlap."""
     kept: list[int] = []
     for t in sorted(set(addrs)):
-        if not kept or scale(t) - scale(kept[-1]) > scale.width * 0.035:
+        if not kept or scale(t) - scale(kept[-1]) > scale.width * 0.045:
             kept.append(t)
-    labels = [f"{t:#x}" + (f" ({_size(t)})" if t and t % (1 << 20) == 0 else "") for t in kept]
+    labels = [f"{t:#x}" + (f" ({_address_size(t)})" if t and t % (1 << 20) == 0 else "") for t in kept]
     ax.set_xticks([scale(t) for t in kept], labels, rotation=35, ha="right", fontsize=7)
+
+
+def _address_size(addr: int) -> str:
+    """An address as an exact MiB count below 16 GiB (1026 MiB, not a rounded 1 GiB), else in GiB."""
+    return f"{addr >> 20} MiB" if addr < 16 << 30 else f"{addr / (1 << 30):.4g} GiB"
 
 
 def save_figure(fig: "Figure", path: str) -> None:
