@@ -55,8 +55,8 @@ def kexecfw_probe_kernel(ctx: LoadContext, kernel_file: KernelFile) -> KernelIma
     data = kernel_file.data
     if not looks_like_bzimage(data):
         if data[:4] == b"\x7fELF":
-            raise BadInputError(f"{kernel_file.path} is an ELF vmlinux; kexecfw loads x86_64 kernels as bzImage "
-                                "(arch/x86/boot/bzImage or /boot/vmlinuz-*)")
+            raise BadInputError(f"{kernel_file.path} is an ELF file (a vmlinux?), not a bzImage; kexecfw loads "
+                                "x86_64 kernels as bzImage (arch/x86/boot/bzImage or /boot/vmlinuz-*)")
         return None
     image = parse_bzimage(data, str(kernel_file.path))
     running = running_kernel(ctx)
