@@ -13,6 +13,7 @@ and struct fdt_property from scripts/dtc/libfdt/fdt.h.
 """
 from __future__ import annotations
 
+import string
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -290,11 +291,27 @@ def _parse_memreserve(data: bytes, offset: int, end: int, source: str) -> list[R
         pos += FDT_RESERVE_ENTRY.size
 
 
+_NAME_CHARS = frozenset(string.ascii_letters + string.digits + ",._+-@#?")
+
+
 def _cstring(data: bytes, pos: int, source: str) -> tuple[str, int]:
+    """A node or property name (Devicetree Specification 2.2.1, 2.2.4: a small ASCII alphabet)."""
     end = data.find(b"\0", pos)
     if end < 0:
         raise BadInputError(f"{source}: unterminated name in the device tree at {pos:#x}")
-    return data[pos:end].decode(errors="replace"), end + 1
+    name = data[pos:end].decode("latin-1")
+    if not set(name) <= _NAME_CHARS:
+        raise BadInputError(f"{source}: invalid node or property name {name[:40]!r} at {pos:#x}; "
+                            "the device tree is corrupt")
+    return name, end + 1
+
+
+def _append(parent: fdt.Node, item: fdt.Node | fdt.Property, source: str) -> None:
+    try:
+        parent.append(item)
+    except Exception as e:     # fdt raises a bare Exception on a duplicate name
+        raise BadInputError(f"{source}: {item.name!r} appears twice in one node; the device tree is corrupt "
+                            f"({e})") from None
 
 
 def _parse_structure(block: bytes, strings: bytes, source: str) -> fdt.Node:
@@ -310,7 +327,7 @@ def _parse_structure(block: bytes, strings: bytes, source: str) -> fdt.Node:
             pos = (pos + 3) & ~3
             node = fdt.Node(name if stack else "/")
             if stack:
-                stack[-1].append(node)
+                _append(stack[-1], node, source)
             elif root is None:
                 root = node
             else:
@@ -329,7 +346,7 @@ def _parse_structure(block: bytes, strings: bytes, source: str) -> fdt.Node:
             if len(value) != length:
                 raise BadInputError(f"{source}: property value runs past the structure block at {pos:#x}")
             name, _ = _cstring(strings, nameoff, source)
-            stack[-1].append(fdt.PropBytes(name, data=value) if length else fdt.Property(name))
+            _append(stack[-1], fdt.PropBytes(name, data=value) if length else fdt.Property(name), source)
             pos = (pos + length + 3) & ~3
         elif tag == FDT_NOP:
             continue

@@ -128,6 +128,8 @@ def _vmlinux_image(data: bytes, what: str) -> bytes | None:
     (_, _, e_machine, _, e_entry, e_phoff, _, _, _, e_phentsize, e_phnum, _, _, _) = ELF64_EHDR.unpack_from(data)
     if e_machine != EM_AARCH64:
         return None
+    if e_phentsize != ELF64_PHDR.size or e_phoff + e_phnum * e_phentsize > len(data):
+        raise BadInputError(f"{what} is an arm64 ELF file with truncated or malformed program headers")
     loads = []
     for i in range(e_phnum):
         p = ELF64_PHDR.unpack_from(data, e_phoff + i * e_phentsize)

@@ -86,9 +86,13 @@ def test_vmlinux_elf_made_by_the_linker(arm64_image_bytes: bytes, tmp_path: Path
     (tmp_path / "Image").write_bytes(arm64_image_bytes)
     subprocess.run([ld, "-o", "vmlinux", "-e", "0xffff800008000000", "-Tdata", "0xffff800008000000",
                     "-b", "binary", "Image"], cwd=tmp_path, check=True, capture_output=True)
-    probed = unwrap((tmp_path / "vmlinux").read_bytes(), "vmlinux")
+    vmlinux = (tmp_path / "vmlinux").read_bytes()
+    probed = unwrap(vmlinux, "vmlinux")
     assert probed is not None and probed.format == "vmlinux ELF"
     assert probed.payload == arm64_image_bytes
+    for cut in (70, 100, 4096):         # headers or data cut off: one clear error each
+        with pytest.raises(BadInputError, match="truncated"):
+            unwrap(vmlinux[:cut], "vmlinux")
 
 
 def test_other_architectures_are_not_ours(arm64_sysroot: Path, tmp_path: Path) -> None:
