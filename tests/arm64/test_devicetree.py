@@ -29,6 +29,7 @@ SMALL_DTS = """/dts-v1/;
         dynamic { size = <0x0 0x100000>; };
     };
     chosen { bootargs = "console=ttyAMA0"; empty-strings = "a", "", "b"; flag; };
+    __symbols__ { uart_0 = "/chosen"; };
 };
 """
 
@@ -74,6 +75,7 @@ def test_properties_keep_their_exact_bytes(small_dtb: bytes) -> None:
     tree = DeviceTree.from_bytes(small_dtb)
     assert tree.get("/chosen", "empty-strings") == b"a\0\0b\0"
     assert tree.get("/chosen", "flag") == b""
+    assert tree.get_string("/__symbols__", "uart_0") == "/chosen"     # dtc -@ overlay symbols: underscores
     assert DeviceTree.from_bytes(tree.to_bytes()).get("/chosen", "empty-strings") == b"a\0\0b\0"
 
 
