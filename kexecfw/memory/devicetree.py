@@ -291,7 +291,7 @@ def _parse_memreserve(data: bytes, offset: int, end: int, source: str) -> list[R
         pos += FDT_RESERVE_ENTRY.size
 
 
-_NAME_CHARS = frozenset(string.ascii_letters + string.digits + ",._+-@#?_")
+_NAME_CHARS = frozenset(string.ascii_letters + string.digits + ",._+-@#?")
 
 
 def _cstring(data: bytes, pos: int, source: str) -> tuple[str, int]:
