@@ -175,3 +175,12 @@ def test_missing_dtb_option_file_is_one_clear_error(arm64_image: Path, arm64_sys
     from kexecfw.errors import BadInputError
     with pytest.raises(BadInputError, match="cannot read device tree"):
         panic_plan(arm64_image, None, arm64_sysroot, dtb=tmp_path / "nope.dtb")
+
+
+def test_file_load_path(arm64_image: Path, initrd: Path, arm64_sysroot: Path, tmp_path: Path) -> None:
+    """--file-load: the kernel builds the segments (and the DTB) itself, so --dtb cannot apply."""
+    from kexecfw.errors import KexecfwError
+    plan, _ = panic_plan(arm64_image, initrd, arm64_sysroot, file_load=True)
+    assert plan.syscall == "kexec_file_load" and plan.segments == []
+    with pytest.raises(KexecfwError, match="--dtb cannot apply"):
+        panic_plan(arm64_image, initrd, arm64_sysroot, file_load=True, dtb=tmp_path / "board.dtb")
