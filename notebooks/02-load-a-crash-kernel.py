@@ -67,7 +67,8 @@ for i, step in enumerate(recording.steps, 1):
 # %%
 print("\n".join(ctx.log))
 print()
-print(table([(s.name, f"{s.mem:#x}", f"{s.memsz:#x}", f"{s.bufsz:#x}") for s in sorted(plan.segments, key=lambda s: s.mem)],
+segments = sorted(plan.segments, key=lambda s: s.mem)
+print(table([(s.name, f"{s.mem:#x}", f"{s.memsz:#x}", f"{s.bufsz:#x}") for s in segments],
             ("segment", "mem", "memsz", "bufsz")))
 
 # %%

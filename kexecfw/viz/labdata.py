@@ -2,9 +2,10 @@
 
 What CI does (and the notebooks say): look in ``$KEXECFW_LAB_RESULTS`` (``:``-separated; each entry a
 result directory or a directory of them) and in ``./lab-results`` and the repository's ``lab-results``;
-use the newest run that passed for the architecture asked. Boot a fresh QEMU run (``kexecfw.lab.run``,
-about 1-2 minutes per architecture under TCG) when none is found, or always when
-``KEXECFW_NOTEBOOK_FRESH_LAB=1``.
+use the newest run that passed for the architecture asked. Boot a fresh QEMU run
+(``kexecfw.lab.run``, about 1-2 minutes per architecture under TCG) when none is found, or always
+when ``KEXECFW_NOTEBOOK_FRESH_LAB=1``; it is kept in the checkout's ``lab-results`` (or under the
+first ``$KEXECFW_LAB_RESULTS`` entry).
 """
 from __future__ import annotations
 
@@ -30,6 +31,16 @@ def result_roots() -> list[Path]:
     for base in (Path.cwd(), REPO):
         roots.append(base / "lab-results")
     return roots
+
+
+def results_home() -> Path:
+    """Where a fresh run is kept: the first ``$KEXECFW_LAB_RESULTS`` entry, else the checkout's
+    ``lab-results`` (not the notebook's folder, which CI runs in), else ``./lab-results``."""
+    env = [p for p in os.environ.get(RESULTS_ENV, "").split(os.pathsep) if p]
+    if env:
+        first = Path(env[0])
+        return first.parent if (first / "result.json").is_file() else first
+    return REPO / "lab-results" if (REPO / "pyproject.toml").is_file() else Path("lab-results")
 
 
 def _result_dirs() -> list[Path]:
@@ -63,7 +74,7 @@ def lab_result(arch: str, scenario: str = "panic", *, loader: str = "kexecfw", g
                fresh: bool | None = None) -> "LabResult":
     """The newest successful lab run for ``arch``, or a new one (see the module docstring).
 
-    ``fresh`` overrides ``$KEXECFW_NOTEBOOK_FRESH_LAB``. A fresh run is kept in ``./lab-results``.
+    ``fresh`` overrides ``$KEXECFW_NOTEBOOK_FRESH_LAB``. A fresh run is kept in :func:`results_home`.
     Raises BadInputError when a fresh run fails (its summary says why).
     """
     from kexecfw.lab import LabResult
@@ -74,7 +85,7 @@ def lab_result(arch: str, scenario: str = "panic", *, loader: str = "kexecfw", g
         if found:
             return LabResult.load(found[0])
     from kexecfw.lab import run
-    keep = Path("lab-results") / f"{arch}-{time.strftime('%Y%m%d-%H%M%S')}"
+    keep = results_home() / f"{arch}-{time.strftime('%Y%m%d-%H%M%S')}"
     result = run(arch=arch, scenario=scenario, loader=loader, kernel_generation=generation, keep=keep,
                  log=lambda msg: print(f"lab: {msg}", flush=True))
     if not result.ok:
