@@ -178,3 +178,42 @@ def test_plan_recording_shows_hooks_holes_chosen_and_purgatory(tmp_path):
     ax = draw_elfcorehdr(rec.ctx.artifacts["elfcorehdr_phdrs"], rec.ctx.memmap).axes[0]
     assert [t.get_text() for t in ax.get_yticklabels()][-1] == "PT_NOTE"
     assert "VMCOREINFO" in [t.get_text() for t in ax.get_legend().get_texts()]
+
+
+def test_cli_memmap_and_dry_run_plots(tmp_path):
+    from tests.arm64.conftest import debian_arm64_image
+    sysroot = fixture_path("arm64", "sysroot")
+    kexecfw = [sys.executable, "-m", "kexecfw", "--sysroot", str(sysroot)]
+    memmap_png, plan_png = tmp_path / "memmap.png", tmp_path / "plan.png"
+    run = subprocess.run(kexecfw + ["memmap", "--plot", str(memmap_png)], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    assert memmap_png.read_bytes()[:4] == b"\x89PNG" and memmap_png.stat().st_size > 20_000
+    kernel = debian_arm64_image("6.1")
+    if kernel is None:
+        pytest.skip("no Debian arm64 kernel in the lab cache")
+    run = subprocess.run(kexecfw + ["load", "-p", "--dry-run", str(kernel), "--append", "console=ttyAMA0",
+                                    "--plot", str(plan_png)], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    assert plan_png.read_bytes()[:4] == b"\x89PNG" and plan_png.stat().st_size > 20_000
+
+
+def test_plan_stepper_walks_the_hook_calls(capsys):
+    pytest.importorskip("ipywidgets")
+    from tests.arm64.conftest import debian_arm64_image
+
+    from kexecfw.viz.widgets import plan_stepper
+    kernel = debian_arm64_image("6.1")
+    if kernel is None:
+        pytest.skip("no Debian arm64 kernel in the lab cache")
+    box = plan_stepper({"arm64 fixture": fixture_path("arm64", "sysroot")}, kernel=str(kernel),
+                       cmdline="console=ttyAMA0")
+    slider = next(w for w in box.children if getattr(w, "description", "") == "hook call")
+    assert slider.max >= 8 and not slider.disabled
+    capsys.readouterr()
+    shown = []
+    for i in range(1, slider.max + 1):       # outside Jupyter the Output widget prints to stdout
+        slider.value = i
+        shown.append(capsys.readouterr().out)
+    assert all(f"{i + 1}/{slider.max + 1}" in text for i, text in enumerate(shown, 1))
+    place = next(text for text in shown if "kexecfw_place_kernel" in text)
+    assert "plugins (call order)" in place and "holes before: 0x" in place and "placed kernel at 0x" in place
