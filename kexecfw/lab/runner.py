@@ -28,6 +28,11 @@ from kexecfw.lab.targets import arch_target, generation
 from kexecfw.lab.userland import prepare_userland
 
 SCENARIOS = ("panic", "exec")
+# First-kernel arguments for a normal (exec) load, by (arch, generation), with the reason.
+EXEC_WORKAROUNDS = {
+    ("arm64", "6.12"): ("arm64.nolva", "Debian's 6.12 arm64 kernel oopses in trans_pgd_create_copy on a normal "
+                        "kexec_load with 52-bit VAs (kexec-tools too): the first kernel runs with 48-bit VAs"),
+}
 LOADERS = ("kexecfw", "kexec-tools")
 Log = Callable[[str], None]
 
@@ -92,6 +97,10 @@ def run(arch: str = "arm64", scenario: str = "panic", loader: str = "kexecfw", *
         use_kvm = accel == "kvm" or (accel == "auto" and kvm_usable(target, userland.kernel, cache_path))
         disk = create_disk(workdir / "data.img")
         append = f"{base_args} crashkernel={crashkernel} panic=-1 loglevel=7"
+        workaround = EXEC_WORKAROUNDS.get((target.name, gen.name)) if scenario == "exec" else None
+        if workaround:
+            append += f" {workaround[0]}"
+            result.notes.append(f"first kernel booted with {workaround[0]}: {workaround[1]}")
         cmd = qemu_command(target, userland.kernel, initrd, append, mem, smp, [Disk(disk, "labdata")],
                            "kvm" if use_kvm else "tcg")
         (out / "qemu-cmdline.txt").write_text(" ".join(cmd) + "\n")
@@ -149,7 +158,10 @@ def _analyse(result: LabResult, outcome: QemuOutcome, slots: dict[str, list[str]
     add("boot first kernel to /init", "first-init" in seen, True, at("first-init"))
     snap = result.step("snapshot", "first") or result.step("snapshot-by-copy", "first")
     add_step("snapshot" if snap is None else f"snapshot ({snap.name})", snap.name if snap else "snapshot", "first", True)
-    state = dict(line.split() for line in (result.read_text("first/kexec-state") or "").splitlines() if line.strip())
+    state = {}  # sys/kernel/kexec_* as the first kernel saw them after the load ("name value" lines)
+    for line in (result.read_text("first/kexec-state") or "").splitlines():
+        name, _, value = line.partition(" ")
+        state[name] = value.strip()
     loaded_flag = "kexec_crash_loaded" if result.scenario == "panic" else "kexec_loaded"
     load = result.step("load", "first")
     add(f"load ({result.loader}, {'kexec -p' if result.scenario == 'panic' else 'kexec -l'})",

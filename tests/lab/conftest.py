@@ -17,20 +17,18 @@ from kexecfw.lab.result import LabResult
 
 
 @pytest.fixture(scope="session")
-def lab_run(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str, str], LabResult]:
-    from kexecfw.lab.runner import run
+def lab_run() -> Callable[[str, str], LabResult]:
+    # run_once shares a run with any other test module asking for the same parameters
+    # (tests/arm64 compares the same panic run with kexec-tools).
+    from kexecfw.lab.shared import run_once
 
     loader = os.environ.get("KEXECFW_LAB_LOADER", "kexecfw")
     generation = os.environ.get("KEXECFW_LAB_GENERATION", "6.1")
-    runs: dict[tuple[str, str], LabResult] = {}
 
     def get(arch: str, scenario: str) -> LabResult:
-        key = (arch, scenario)
-        if key not in runs:
-            keep = tmp_path_factory.mktemp(f"lab-{arch}-{scenario}") / "results"
-            runs[key] = run(arch, scenario, loader, compare_kexec_tools=(scenario == "panic" and loader == "kexecfw"),
-                            keep=keep, kernel_generation=generation, timeout=600)
-            print(runs[key].summary())
-        return runs[key]
+        result = run_once(arch, scenario, loader, compare_kexec_tools=(scenario == "panic" and loader == "kexecfw"),
+                          kernel_generation=generation, timeout=900)
+        print(result.summary())
+        return result
 
     return get
