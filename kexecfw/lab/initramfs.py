@@ -137,7 +137,8 @@ def build_site(arch: ArchTarget, userland: Userland, site_root: Path, wheels: Pa
         return Path(list(spec.submodule_search_locations)[0])
 
     shutil.copytree(location("kexecfw"), site / "kexecfw", ignore=ignore)
-    shutil.copytree(location("kexecfw.plugins"), site / "kexecfw" / "plugins", ignore=ignore)
+    # In a source tree plugins/ maps to kexecfw.plugins; in an installed kexecfw it is already inside.
+    shutil.copytree(location("kexecfw.plugins"), site / "kexecfw" / "plugins", ignore=ignore, dirs_exist_ok=True)
     for dep in PURE_PYTHON_DEPS:
         shutil.copytree(location(dep), site / dep, ignore=ignore)
     wheel = guest_wheel(arch, userland.python, "zstandard", wheels)

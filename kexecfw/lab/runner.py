@@ -28,6 +28,7 @@ from kexecfw.lab.targets import arch_target, generation
 from kexecfw.lab.userland import prepare_userland
 
 SCENARIOS = ("panic", "exec")
+STALE_BUILD_SECONDS = 6 * 3600
 # First-kernel arguments for a normal (exec) load, by (arch, generation), with the reason.
 EXEC_WORKAROUNDS = {
     ("arm64", "6.12"): ("arm64.nolva", "Debian's 6.12 arm64 kernel oopses in trans_pgd_create_copy on a normal "
@@ -79,6 +80,9 @@ def run(arch: str = "arm64", scenario: str = "panic", loader: str = "kexecfw", *
 
     build_root = cache_path / "build"
     build_root.mkdir(exist_ok=True)
+    for stale in build_root.iterdir():  # left by runs that were killed
+        if time.time() - stale.stat().st_mtime > STALE_BUILD_SECONDS:
+            shutil.rmtree(stale, ignore_errors=True)
     workdir = Path(tempfile.mkdtemp(prefix=f"{target.name}-", dir=build_root))
     try:
         marker = f"LAB-EXEC-{uuid.uuid4().hex[:12]}"
