@@ -14,6 +14,7 @@ unpacks one after the other):
 from __future__ import annotations
 
 import gzip
+import hashlib
 import importlib.resources
 import importlib.util
 import io
@@ -122,7 +123,58 @@ def strip_debug(arch: ArchTarget, path: Path) -> None:
 
 
 def build_site(arch: ArchTarget, userland: Userland, site_root: Path, wheels: Path) -> list[str]:
-    """Lay out kexecfw and its dependencies as the guest's site dir; returns notes on what is missing."""
+    """Lay out kexecfw and its dependencies as the guest's site dir, byte-compiled and import-checked.
+
+    Returns notes on what is missing (a zstandard wheel for the guest).
+    """
+    notes = lay_out_site(arch, userland, site_root, wheels)
+    compile_site(arch, userland, site_root)
+    return notes
+
+
+def compile_site(arch: ArchTarget, userland: Userland, site_root: Path) -> None:
+    # Byte-compile with the guest's Python (a TCG guest would otherwise compile on every
+    # import), and import what the guest runs: a broken site fails here, not in a boot.
+    site = site_root / SITE
+    run_guest_python(arch, userland.root, userland.python, ["-P", "-c", SITE_CHECK, str(site), f"/{SITE}"],
+                     extra_env={"PYTHONPATH": str(site)})
+
+
+def tree_digest(tree: Path) -> str:
+    """sha256 over every file's path, mode and content (symlinks by target), in sorted order."""
+    h = hashlib.sha256()
+    for path in sorted(tree.rglob("*")):
+        rel = str(path.relative_to(tree)).encode()
+        if path.is_symlink():
+            h.update(b"L" + rel + b"\0" + os.readlink(path).encode() + b"\0")
+        elif path.is_file():
+            h.update(b"F" + rel + b"\0" + oct(path.stat().st_mode).encode() + b"\0")
+            h.update(hashlib.sha256(path.read_bytes()).digest())
+    return h.hexdigest()[:16]
+
+
+def cached_site_archive(arch: ArchTarget, userland: Userland, workdir: Path, cache: Path) -> tuple[Path, list[str]]:
+    """site.cpio.gz for this source tree: compiled by the guest's Python once per distinct content.
+
+    Byte-compiling under qemu-user takes 10-30 s; a test session boots the same
+    tree several times.
+    """
+    site_root = workdir / "site"
+    notes = lay_out_site(arch, userland, site_root, cache / "wheels")
+    store = cache / "site" / f"{arch.name}-py{userland.python}"
+    store.mkdir(parents=True, exist_ok=True)
+    archive = store / f"{tree_digest(site_root)}.cpio.gz"
+    if not archive.exists():
+        compile_site(arch, userland, site_root)
+        site_archive(site_root, archive)
+        for old in sorted(store.glob("*.cpio.gz"), key=lambda p: p.stat().st_mtime)[:-8]:
+            old.unlink(missing_ok=True)  # keep the last few source trees
+    archive.touch()
+    return archive, notes
+
+
+def lay_out_site(arch: ArchTarget, userland: Userland, site_root: Path, wheels: Path) -> list[str]:
+    """Copy kexecfw, its pure-Python dependencies, the guest's zstandard and /init into site_root."""
     notes: list[str] = []
     site = site_root / SITE
     if site_root.exists():
@@ -158,10 +210,6 @@ def build_site(arch: ArchTarget, userland: Userland, site_root: Path, wheels: Pa
         dest = site_root / ("init" if name == "init" else f"lab/{name}")
         dest.write_bytes(data)
         dest.chmod(0o755)
-    # Byte-compile with the guest's Python (a TCG guest would otherwise compile on every
-    # import), and import what the guest runs: a broken site fails here, not in a boot.
-    run_guest_python(arch, userland.root, userland.python, ["-P", "-c", SITE_CHECK, str(site), f"/{SITE}"],
-                     extra_env={"PYTHONPATH": str(site)})
     return notes
 
 
@@ -194,12 +242,12 @@ def payload_archive(kernel: Path, capture_initrd: bytes, config: dict[str, str],
         w.close()
 
 
-def build_initrds(arch: ArchTarget, userland: Userland, workdir: Path, wheels: Path,
+def build_initrds(arch: ArchTarget, userland: Userland, workdir: Path, cache: Path,
                   config: dict[str, str]) -> tuple[Path, list[str]]:
     """Build the first kernel's initrd in workdir; returns its path and notes on what is missing."""
     workdir.mkdir(parents=True, exist_ok=True)
-    notes = build_site(arch, userland, workdir / "site", wheels)
-    base_parts = [userland_archive(userland), site_archive(workdir / "site", workdir / "site.cpio.gz")]
+    site, notes = cached_site_archive(arch, userland, workdir, cache)
+    base_parts = [userland_archive(userland), site]
     buf = io.BytesIO()
     concatenate(base_parts, buf)
     base = buf.getvalue()

@@ -94,7 +94,7 @@ def run(arch: str = "arm64", scenario: str = "panic", loader: str = "kexecfw", *
             "SECOND_APPEND": f"{base_args} panic=-1 lab.role=second lab.marker={marker}",
         }
         t1 = time.monotonic()
-        initrd, notes = build_initrds(target, userland, workdir, cache_path / "wheels", config)
+        initrd, notes = build_initrds(target, userland, workdir, cache_path, config)
         result.notes += notes
         phases.append(Phase("build initramfs", True, True, round(time.monotonic() - t1, 2),
                             f"{initrd.stat().st_size / (1 << 20):.1f} MiB"))
