@@ -12,13 +12,14 @@ import subprocess
 from typing import Callable
 
 from kexecfw.lab.errors import LabError
-from kexecfw.lab.targets import ArchTarget
+from kexecfw.lab.targets import ArchTarget, needs_emulation
 
 # program -> Debian package that provides it
 TOOLS = {
     "qemu-system-x86_64": "qemu-system-x86",
     "qemu-system-aarch64": "qemu-system-arm",
     "qemu-aarch64-static": "qemu-user-static",
+    "qemu-x86_64-static": "qemu-user-static",
     "dpkg-deb": "dpkg",
     "apt-get": "apt",
 }
@@ -27,7 +28,7 @@ APT_LOCK_WAIT = "600"  # seconds to wait for another apt/dpkg (setup.sh, unatten
 
 def tools_for(arch: ArchTarget) -> list[str]:
     tools = ["apt-get", "dpkg-deb", arch.qemu_system]
-    if arch.qemu_user:
+    if needs_emulation(arch):
         tools.append(arch.qemu_user)
     return tools
 

@@ -29,8 +29,7 @@ from typing import BinaryIO, Callable
 
 from kexecfw.lab.cpio import CpioWriter, align4
 from kexecfw.lab.errors import LabError
-from kexecfw.lab.qemu import HOST_ARCH
-from kexecfw.lab.targets import ArchTarget
+from kexecfw.lab.targets import HOST_ARCH, ArchTarget
 from kexecfw.lab.userland import Userland, run_guest_python
 
 SITE = "opt/kexecfw/site"        # the guest's PYTHONPATH

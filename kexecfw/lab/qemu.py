@@ -18,9 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from kexecfw.lab.errors import LabError
-from kexecfw.lab.targets import ArchTarget
+from kexecfw.lab.targets import HOST_ARCH, ArchTarget
 
-HOST_ARCH = {"x86_64": "x86_64", "aarch64": "arm64"}.get(platform.machine())
 
 
 @dataclass

@@ -6,6 +6,7 @@ the guest userland (Debian 12 for 6.1, Debian 13 for 6.12).
 """
 from __future__ import annotations
 
+import platform
 from dataclasses import dataclass
 
 from kexecfw.errors import KexecfwError
@@ -18,7 +19,7 @@ class ArchTarget:
     triplet: str                  # multiarch triplet: aarch64-linux-gnu
     kernel_metapackage: str       # depends on the ABI package, e.g. linux-image-6.1.0-NN-arm64
     qemu_system: str              # qemu-system-aarch64
-    qemu_user: str | None         # qemu-aarch64-static, to run guest binaries on the host (None: native)
+    qemu_user: str                # qemu-aarch64-static: runs guest binaries on a host of another arch
     machine_args: tuple[str, ...]  # -M/-cpu
     console: str                  # serial console device in the guest
     virtio_blk_device: str        # QEMU device for a virtio disk
@@ -41,7 +42,7 @@ ARCHES: dict[str, ArchTarget] = {
     "x86_64": ArchTarget(
         name="x86_64", deb_arch="amd64", triplet="x86_64-linux-gnu",
         kernel_metapackage="linux-image-cloud-amd64",
-        qemu_system="qemu-system-x86_64", qemu_user=None,
+        qemu_system="qemu-system-x86_64", qemu_user="qemu-x86_64-static",
         machine_args=("-M", "pc", "-cpu", "max"),
         console="ttyS0", virtio_blk_device="virtio-blk-pci",
         virtio_modules=("virtio_pci", "virtio_blk"),
@@ -51,6 +52,14 @@ ARCHES: dict[str, ArchTarget] = {
         kernel_args="no_timer_check",
     ),
 }
+
+HOST_ARCH = {"x86_64": "x86_64", "aarch64": "arm64"}.get(platform.machine())
+
+
+def needs_emulation(arch: ArchTarget) -> bool:
+    """True when the guest's binaries cannot run natively on this host (qemu-user runs them)."""
+    return arch.name != HOST_ARCH
+
 
 ARCH_ALIASES = {"aarch64": "arm64", "amd64": "x86_64", "x86-64": "x86_64"}
 

@@ -21,10 +21,10 @@ from pathlib import Path
 from typing import Callable
 
 from kexecfw.lab.apt import AptRoot, extract
-from kexecfw.lab.elfdeps import resolve_in_root, resolve_libraries
+from kexecfw.lab.elfdeps import elf_needed_and_interp, resolve_in_root, resolve_libraries
 from kexecfw.lab.errors import LabError
 from kexecfw.lab.modules import ModuleIndex
-from kexecfw.lab.targets import SECURITY_SUITE_SUFFIX, ArchTarget, Generation, guest_packages
+from kexecfw.lab.targets import SECURITY_SUITE_SUFFIX, ArchTarget, Generation, guest_packages, needs_emulation
 
 BUILD_VERSION = "3"  # bump when the layout of root/ changes
 STDLIB_PRUNE = ("idlelib", "tkinter", "turtledemo", "ensurepip", "lib2to3", "pydoc_data", "test",
@@ -94,11 +94,11 @@ def guest_python_command(arch: ArchTarget, root: Path, python: str) -> tuple[lis
     env = {"PATH": "/usr/bin:/bin", "PYTHONHOME": str(root / "usr"), "PYTHONDONTWRITEBYTECODE": "1",
            "LC_ALL": "C.UTF-8"}
     binary = str(root / f"usr/bin/python{python}")
-    if arch.qemu_user:
+    if needs_emulation(arch):
         return [arch.qemu_user, "-L", str(root), binary], env
     libdirs = f"{root}/lib/{arch.triplet}:{root}/usr/lib/{arch.triplet}"
-    interp = "lib64/ld-linux-x86-64.so.2"
-    return [str(root / interp), "--library-path", libdirs, binary], env
+    interp = elf_needed_and_interp(root / f"usr/bin/python{python}")[1] or ""
+    return [str(root / interp.lstrip("/")), "--library-path", libdirs, binary], env
 
 
 def run_guest_python(arch: ArchTarget, root: Path, python: str, args: list[str],
