@@ -25,6 +25,7 @@ FILES = [
     "sys/firmware/fdt", "sys/kernel/boot_params/data", "sys/kernel/boot_params/version",
     "sys/devices/system/cpu/possible", "sys/devices/system/cpu/present", "sys/devices/system/cpu/online",
     "sys/firmware/efi/systab", "sys/firmware/efi/fw_platform_size", "sys/firmware/efi/config_table",
+    "sys/firmware/efi/fw_vendor", "sys/firmware/efi/runtime",     # x86_64: EFI state for the next kernel
 ]
 GLOBS = [
     "sys/devices/system/cpu/cpu[0-9]*/crash_notes", "sys/devices/system/cpu/cpu[0-9]*/crash_notes_size",

@@ -81,8 +81,7 @@ def kexecfw_memory_map(ctx: LoadContext) -> MemoryMap | None:
     efi = read_efi_runtime_map(ctx.sysroot)
     if efi:
         ctx.artifacts["x86_64.efi_runtime_map"] = efi
-        ctx.note(f"EFI runtime map: {len(efi)} regions (the next kernel boots without EFI runtime services; "
-                 "ACPI comes from acpi_rsdp_addr)")
+        ctx.note(f"EFI runtime map: {len(efi)} regions, handed to the next kernel with the firmware's tables")
     return memmap
 
 
@@ -161,6 +160,7 @@ def kexecfw_elfcore_info(ctx: LoadContext) -> ElfcoreInfo | None:
 def kexecfw_boot_params(ctx: LoadContext, planner: Planner, kernel_entry: int) -> bool | None:
     from kexecfw.plugins.x86_64.bootparams import build_zero_page, rng_seed
     from kexecfw.plugins.x86_64.e820 import crash_e820, normal_e820
+    from kexecfw.plugins.x86_64.efi import efi_handover
     from kexecfw.plugins.x86_64.memmap import iomem_regions, read_firmware_memmap
     from kexecfw.plugins.x86_64.running import running_kernel
     if not _mine(ctx):
@@ -184,15 +184,17 @@ def kexecfw_boot_params(ctx: LoadContext, planner: Planner, kernel_entry: int) -
         cmdline = f"{cmdline} acpi_rsdp={rk.acpi_rsdp_addr:#x}".strip()   # boot_params.acpi_rsdp_addr is 2.14+
     ctx.cmdline = cmdline
     seeds = [rng_seed()]
+    efi = efi_handover(ctx.sysroot, rk)
     build = dict(cmdline=cmdline, kernel_addr=kernel.mem if kernel else 0, initrd=initrd, e820=e820,
-                 running_screen_info=rk.screen_info, acpi_rsdp_addr=rk.acpi_rsdp_addr, setup_data=seeds)
+                 running_screen_info=rk.screen_info, acpi_rsdp_addr=rk.acpi_rsdp_addr, setup_data=seeds, efi=efi)
     size = len(build_zero_page(image, base=0, **build))
     seg = planner.add("boot_params", bytes(size), top_down=True)
     zero_page = build_zero_page(image, base=seg.mem, **build)
     planner.replace(seg, zero_page)
     ctx.artifacts["x86_64.e820"] = e820
     ctx.note(f"boot_params at {seg.mem:#x}: {len(e820)} e820 entries ({'crash map' if ctx.panic else 'firmware map'})"
-             f", acpi_rsdp_addr {rk.acpi_rsdp_addr:#x}, setup_data: RNG seed")
+             f", acpi_rsdp_addr {rk.acpi_rsdp_addr:#x}, setup_data: RNG seed"
+             + (f", EFI ({len(efi.memmap) // efi.memdesc_size} runtime regions)" if efi else ""))
     return True
 
 

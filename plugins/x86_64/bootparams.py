@@ -21,7 +21,7 @@ from kexecfw.memory.ranges import Range, align_up
 
 from kexecfw.plugins.x86_64.bzimage import SETUP_HEADER_OFFSET, BzImage, SetupHeader
 from kexecfw.plugins.x86_64.running import (BOOT_PARAMS_SIZE, BP_ACPI_RSDP_ADDR, BP_E820_ENTRIES, BP_E820_TABLE,
-                                             BP_SCREEN_INFO, SCREEN_INFO_SIZE)
+                                             BP_EFI_INFO, BP_SCREEN_INFO, BP_SECURE_BOOT, SCREEN_INFO_SIZE)
 
 # struct boot_params offsets not in running.py (bootparam.h)
 BP_EXT_RAMDISK_IMAGE = 0x0C0
@@ -80,8 +80,12 @@ def rng_seed() -> SetupData:
 
 def build_zero_page(image: BzImage, *, base: int, cmdline: str, kernel_addr: int, initrd: Range | None,
                     e820: list[E820Entry], running_screen_info: bytes = bytes(SCREEN_INFO_SIZE),
-                    acpi_rsdp_addr: int = 0, setup_data: Sequence[SetupData] = ()) -> bytes:
-    """The whole segment's bytes for a zero page that will live at physical ``base``."""
+                    acpi_rsdp_addr: int = 0, setup_data: Sequence[SetupData] = (),
+                    efi: "EfiHandover | None" = None) -> bytes:
+    """The whole segment's bytes for a zero page that will live at physical ``base``.
+
+    With ``efi``, the runtime memory map copy follows the command line and a SETUP_EFI node
+    joins the chain, so the next kernel keeps EFI runtime services."""
     raw_cmdline = cmdline.encode() + b"\0"
     if len(raw_cmdline) - 1 > image.header.cmdline_size:
         raise BadInputError(f"the command line is {len(raw_cmdline) - 1} bytes; this kernel takes at most "
@@ -92,9 +96,14 @@ def build_zero_page(image: BzImage, *, base: int, cmdline: str, kernel_addr: int
         extra = e820[E820_MAX_ENTRIES_ZEROPAGE:]
         nodes.insert(0, SetupData(SETUP_E820_EXT, b"".join(e.pack() for e in extra)))
         e820 = e820[:E820_MAX_ENTRIES_ZEROPAGE]
-    # lay out the setup_data chain after the command line; each node 8-byte aligned
+    # after the command line: the EFI memory map copy, then the setup_data chain (16-byte aligned)
     blob = bytearray()
     pos = align_up(BOOT_PARAMS_SIZE + len(raw_cmdline), 16)
+    efi_memmap_at = 0
+    if efi is not None:
+        efi_memmap_at = pos
+        pos = align_up(pos + len(efi.memmap), 16)
+        nodes.append(SetupData(SETUP_EFI, efi.setup_data))
     node_addrs = []
     for node in nodes:
         node_addrs.append(base + pos)
@@ -116,6 +125,9 @@ def build_zero_page(image: BzImage, *, base: int, cmdline: str, kernel_addr: int
     struct.pack_into("<I", zp, BP_EXT_CMD_LINE_PTR, cmdline_addr >> 32)
     if initrd:
         struct.pack_into("<II", zp, BP_EXT_RAMDISK_IMAGE, initrd.start >> 32, initrd.size >> 32)
+    if efi is not None:
+        zp[BP_EFI_INFO:BP_EFI_INFO + 32] = efi.efi_info(base + efi_memmap_at)
+        zp[BP_SECURE_BOOT] = efi.secure_boot
     zp[BP_SENTINEL] = 0     # 0: we cleared everything we do not set (the kernel's sanitize_boot_params)
     zp[BP_E820_ENTRIES] = len(e820)
     for i, entry in enumerate(e820):
@@ -123,6 +135,8 @@ def build_zero_page(image: BzImage, *, base: int, cmdline: str, kernel_addr: int
                                   entry.range.size, entry.type)
 
     blob += zp + raw_cmdline
+    if efi is not None:
+        blob += bytes(efi_memmap_at - len(blob)) + efi.memmap
     for i, node in enumerate(nodes):
         blob += bytes(node_addrs[i] - base - len(blob))
         nxt = node_addrs[i + 1] if i + 1 < len(nodes) else 0
@@ -138,3 +152,6 @@ def parse_zero_page_e820(zero_page: bytes) -> list[E820Entry]:
         addr, size, typ = BOOT_E820_ENTRY.unpack_from(zero_page, BP_E820_TABLE + i * BOOT_E820_ENTRY.size)
         out.append(E820Entry(Range(addr, addr + size), typ))
     return out
+
+
+from kexecfw.plugins.x86_64.efi import EfiHandover  # noqa: E402  (annotation; efi.py imports running.py only)

@@ -28,6 +28,7 @@ BOOT_PARAMS_SIZE = 4096
 BP_SCREEN_INFO = 0x000          # struct screen_info, 0x40 bytes
 BP_ACPI_RSDP_ADDR = 0x070       # __u64 acpi_rsdp_addr
 BP_EFI_INFO = 0x1C0             # struct efi_info, 0x20 bytes
+BP_SECURE_BOOT = 0x1EC          # __u8 secure_boot
 BP_E820_ENTRIES = 0x1E8
 BP_E820_TABLE = 0x2D0
 SCREEN_INFO_SIZE = 0x40

@@ -48,6 +48,7 @@ def test_capture_kernel_of_an_efi_guest_finds_acpi(efi_lab) -> None:
     rsdp = re.search(r"ACPI: RSDP (0x[0-9A-F]+)", first)
     assert rsdp is not None
     assert f"ACPI: RSDP {rsdp.group(1)}" in capture
+    assert "efi: EFI v" in capture, "the capture kernel did not get the EFI state"
     assert "A valid RSDP was not found" not in capture
     assert (result.vmcore_size() or 0) > 0
 
@@ -60,3 +61,4 @@ def test_classic_exec_on_an_efi_guest(efi_lab) -> None:
     console = result.path("console.log").read_text(errors="replace")
     second = console.partition("lab.role=second")[2]
     assert "ACPI: RSDP" in second and "A valid RSDP was not found" not in second
+    assert "efi: EFI v" in second and "Registered efivars operations" in second   # runtime services work

@@ -68,3 +68,47 @@ def test_crash_e820_with_a_high_and_a_low_crash_region() -> None:
     assert [(e.range, e.type) for e in e820 if e.type != E820_TYPE_RAM] == [
         (Range.inclusive(0, 0xFFF), E820_TYPE_RESERVED), (Range.inclusive(0xF0000, 0xFFFFF), E820_TYPE_RESERVED),
         (Range.inclusive(0xBFFE0000, 0xBFFFFFFF), E820_TYPE_RESERVED), (Range.inclusive(0x23F000000, 0x23FFFFFFF), 4)]
+
+
+def test_efi_handover_from_an_efi_sysroot(x86_sysroot: Path, bzimages: list[Path], tmp_path: Path) -> None:
+    """A sysroot as an OVMF guest shows it (values from the lab's EFI guest): efi_info, runtime map, SETUP_EFI."""
+    import shutil
+
+    from kexecfw.plugins.x86_64.efi import EFI_MEMORY_DESC, efi_handover
+    from kexecfw.plugins.x86_64.running import read_running_kernel
+    from kexecfw.sysroot import Sysroot
+    root = tmp_path / "sysroot"
+    shutil.copytree(x86_sysroot, root)
+    bp = bytearray((root / "sys/kernel/boot_params/data").read_bytes())
+    struct.pack_into("<4sIIIIIII", bp, 0x1C0, b"EL64", 0x3F9EC018, 0x30, 1, 0x3FB75040, 0x1980, 0, 0)
+    (root / "sys/kernel/boot_params/data").chmod(0o644)
+    (root / "sys/kernel/boot_params/data").write_bytes(bytes(bp))
+    efi = root / "sys/firmware/efi"
+    (efi / "runtime-map").mkdir(parents=True)
+    (efi / "systab").write_text("ACPI20=0x3fb7e014\nACPI=0x3fb7e000\nSMBIOS=0x3f918000\n")
+    (efi / "fw_vendor").write_text("0x3fbea018\n")
+    (efi / "config_table").write_text("0x3fbe9018\n")
+    regions = [(0x6, 0x3FF50000, 0xFFFFFFFEFFF50000, 0x20), (0x5, 0x3F9ED000, 0xFFFFFFFEFF9ED000, 0x100)]
+    for i, (typ, phys, virt, pages) in enumerate(regions):
+        d = efi / "runtime-map" / str(i)
+        d.mkdir()
+        for name, value in (("type", typ), ("phys_addr", phys), ("virt_addr", virt), ("num_pages", pages),
+                            ("attribute", 0x800000000000000F)):
+            (d / name).write_text(f"{value:#x}\n")
+    sysroot = Sysroot(root)
+    handover = efi_handover(sysroot, read_running_kernel(sysroot))
+    assert handover is not None and handover.memdesc_size == 0x30
+    image = parse_bzimage(bzimages[0].read_bytes())
+    base = 0x74FF8000
+    zp = build_zero_page(image, base=base, cmdline="console=ttyS0", kernel_addr=0x1000000, initrd=None, e820=[],
+                         acpi_rsdp_addr=0x3FB7E014, efi=handover)
+    sig, systab, desc_size, version, memmap, memmap_size, systab_hi, memmap_hi = struct.unpack_from(
+        "<4sIIIIIII", zp, 0x1C0)
+    assert (sig, systab | systab_hi << 32, desc_size, version) == (b"EL64", 0x3F9EC018, 0x30, 1)
+    at = (memmap | memmap_hi << 32) - base
+    assert memmap_size == 2 * 0x30
+    for i, (typ, phys, virt, pages) in enumerate(regions):
+        assert EFI_MEMORY_DESC.unpack_from(zp, at + i * 0x30) == (typ, 0, phys, virt, pages, 0x800000000000000F)
+    (efi_node,) = [data for typ, data in _chain(zp, base) if typ == 4]     # SETUP_EFI
+    assert struct.unpack_from("<QQQQ", efi_node) == (0x3FBEA018, 0, 0x3FBE9018, 0x3F918000)
+    assert len(efi_node) == 96
