@@ -15,7 +15,6 @@ from pathlib import Path
 from kexecfw.elfcore import build_elfcorehdr, elfcore_program_headers
 from kexecfw.elfnotes import parse_elf_header
 from kexecfw.errors import BadInputError, KexecfwError, NoSpaceError
-from kexecfw.memory.ranges import Range
 from kexecfw.model import (KEXEC_ON_CRASH, ArchSpec, KernelFile, LoadContext, LoadOptions)
 from kexecfw.pluginmanager import Hooks
 from kexecfw.segments.plan import Plan
@@ -116,13 +115,14 @@ def _mem_total(sysroot: Sysroot) -> int | None:
     return None
 
 
-def standard_plan(ctx: LoadContext) -> Plan:
-    """The core's load sequence (the default ``kexecfw_plan_load``)."""
+def discover(ctx: LoadContext) -> None:
+    """The first steps of every load plan: the memory map, the crash region check and the kernel
+    probe. Fills ``ctx.memmap`` and ``ctx.kernel``; an architecture's own ``kexecfw_plan_load``
+    starts with it too."""
     hooks: Hooks = ctx.hooks
     opts = ctx.options
     ctx.memmap = hooks.memory_map(ctx)
-    crash = ctx.memmap.main_crash_region
-    if opts.panic and crash is None:
+    if opts.panic and ctx.memmap.main_crash_region is None:
         raise NoSpaceError("no crash kernel region is reserved: boot the running kernel with crashkernel= "
                            "(e.g. crashkernel=256M) before a panic load")
     data = read_input(opts.kernel, "kernel")
@@ -131,6 +131,14 @@ def standard_plan(ctx: LoadContext) -> Plan:
         raise BadInputError(f"{opts.kernel} is not a kernel image the {ctx.arch.name} plugin can load "
                             f"(starts with {data[:8].hex()}); is --arch right?")
     ctx.note(f"kernel: {ctx.kernel.format}, {len(ctx.kernel.payload):#x} bytes")
+
+
+def standard_plan(ctx: LoadContext) -> Plan:
+    """The core's load sequence (the default ``kexecfw_plan_load``)."""
+    hooks: Hooks = ctx.hooks
+    opts = ctx.options
+    discover(ctx)
+    crash = ctx.memmap.main_crash_region
     initrd = read_input(opts.initrd, "initrd") if opts.initrd else None
     mode = "panic" if opts.panic else "normal"
     flags = ctx.arch.kexec_arch | (KEXEC_ON_CRASH if opts.panic else 0)

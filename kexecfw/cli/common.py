@@ -5,9 +5,12 @@ import argparse
 import json
 import os
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kexecfw.errors import KexecfwError, PermissionDeniedError
+
+if TYPE_CHECKING:
+    from kexecfw.sysroot import Sysroot
 
 
 def sysroot_of(args: argparse.Namespace) -> "Sysroot":

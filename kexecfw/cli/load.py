@@ -2,6 +2,12 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from kexecfw.model import LoadContext, LoadOptions
+    from kexecfw.segments.plan import Plan
+    from kexecfw.sysroot import Sysroot
 
 
 def configure(p: argparse.ArgumentParser) -> None:

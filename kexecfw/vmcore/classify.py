@@ -113,7 +113,7 @@ class Classifier:
         if self.off["_mapcount"] is not None:
             fields.append((self.off["_mapcount"], "i", "_mapcount"))
         fields.sort()
-        fmt, pos, names = "<", 0, []
+        fmt, pos = "<", 0
         for offset, code, name in fields:
             if offset < pos:
                 raise BadInputError(f"VMCOREINFO: OFFSET(page.{name}) overlaps another field")

@@ -278,7 +278,6 @@ class KdumpFile(DumpFile):
 
     def ranges(self) -> list[PhysRange]:
         """Runs of dumped pages (of this file's part for one file of a split set)."""
-        out: list[PhysRange] = []
         bm = self._bitmap2
         if self.split:
             lo, hi = self.start_pfn * self.page_size, self.end_pfn * self.page_size

@@ -26,7 +26,7 @@ from kexecfw.errors import BadInputError, NoSpaceError
 from kexecfw.memory.holes import find_hole
 from kexecfw.memory.model import RegionKind
 from kexecfw.memory.ranges import Range, align_up, subtract
-from kexecfw.model import (KEXEC_FILE_NO_INITRAMFS, KEXEC_FILE_ON_CRASH, KernelFile, LoadContext)
+from kexecfw.model import (KEXEC_FILE_NO_INITRAMFS, KEXEC_FILE_ON_CRASH, LoadContext)
 from kexecfw.segments.plan import Plan, Segment
 
 from kexecfw.plugins.x86_64.bzimage import XLF_CAN_BE_LOADED_ABOVE_4G, BzImage
@@ -123,22 +123,15 @@ def _symbol_offset(layout, name: str) -> int:  # noqa: ANN001  (a kexecfw.purgat
 
 
 def predict_file_load(ctx: LoadContext) -> Plan:
-    from kexecfw.load import read_input
+    from kexecfw.load import discover, read_input
 
     from kexecfw.plugins.x86_64.bootparams import SetupData, build_zero_page, rng_seed
     from kexecfw.plugins.x86_64.e820 import crash_e820, normal_e820
     from kexecfw.plugins.x86_64.memmap import iomem_regions, read_efi_runtime_map, read_firmware_memmap
     from kexecfw.plugins.x86_64.running import running_kernel
     hooks, opts = ctx.hooks, ctx.options
-    ctx.memmap = hooks.memory_map(ctx)
+    discover(ctx)
     crash = ctx.memmap.main_crash_region
-    if opts.panic and crash is None:
-        raise NoSpaceError("no crash kernel region is reserved: boot the running kernel with crashkernel= "
-                           "(e.g. crashkernel=256M) before a panic load")
-    data = read_input(opts.kernel, "kernel")
-    ctx.kernel = hooks.probe_kernel(ctx, KernelFile(opts.kernel, data))
-    if ctx.kernel is None:
-        raise BadInputError(f"{opts.kernel} is not an x86_64 bzImage; kexec_file_load takes only those")
     image: BzImage = ctx.artifacts["x86_64.bzimage"]
     h = image.header
     if not h.xloadflags & XLF_CAN_BE_LOADED_ABOVE_4G:
