@@ -52,7 +52,7 @@ def run(arch: str = "arm64", scenario: str = "panic", loader: str = "kexecfw", *
         keep: str | os.PathLike[str] | None = None, kernel_generation: str = "6.1",
         accel: str = "auto", timeout: float = 900, silence: float = 300,
         cache: str | os.PathLike[str] | None = None, log: Log = _stderr_log,
-        load_args: str = "") -> LabResult:
+        load_args: str = "", save_vmcore: bool = False) -> LabResult:
     target = arch_target(arch)
     gen = generation(kernel_generation)
     if scenario not in SCENARIOS:
@@ -76,7 +76,8 @@ def run(arch: str = "arm64", scenario: str = "panic", loader: str = "kexecfw", *
     result = LabResult(directory=out, arch=target.name, scenario=scenario, loader=loader,
                        generation=gen.name, kernel_release=userland.release, phases=phases,
                        settings={"mem": mem, "smp": smp, "crashkernel": crashkernel,
-                                 "compare_kexec_tools": compare_kexec_tools, "load_args": load_args})
+                                 "compare_kexec_tools": compare_kexec_tools, "load_args": load_args,
+                                 "save_vmcore": save_vmcore})
 
     build_root = cache_path / "build"
     build_root.mkdir(exist_ok=True)
@@ -90,7 +91,8 @@ def run(arch: str = "arm64", scenario: str = "panic", loader: str = "kexecfw", *
         config = {
             "SCENARIO": scenario, "LOADER": loader, "COMPARE": "1" if compare_kexec_tools else "0",
             "LOAD_ARGS": load_args,   # extra `kexecfw load` options, e.g. --classic
-            "CAPTURE_APPEND": f"{base_args} maxcpus=1 reset_devices irqpoll panic=-1 lab.role=capture",
+            "CAPTURE_APPEND": f"{base_args} maxcpus=1 reset_devices irqpoll panic=-1 lab.role=capture"
+                              + (" lab.save_vmcore=1" if save_vmcore else ""),
             "SECOND_APPEND": f"{base_args} panic=-1 lab.role=second lab.marker={marker}",
         }
         t1 = time.monotonic()
@@ -105,20 +107,38 @@ def run(arch: str = "arm64", scenario: str = "panic", loader: str = "kexecfw", *
         if workaround:
             append += f" {workaround[0]}"
             result.notes.append(f"first kernel booted with {workaround[0]}: {workaround[1]}")
-        cmd = qemu_command(target, userland.kernel, initrd, append, mem, smp, [Disk(disk, "labdata")],
-                           "kvm" if use_kvm else "tcg")
+        disks = [Disk(disk, "labdata")]
+        if save_vmcore:  # sparse, large enough for every PT_LOAD of a guest with `mem` MiB
+            vmcore_disk = create_disk(workdir / "vmcore.img", mem + 64)
+            disks.append(Disk(vmcore_disk, "labvmcore"))
+        cmd = qemu_command(target, userland.kernel, initrd, append, mem, smp, disks, "kvm" if use_kvm else "tcg")
         (out / "qemu-cmdline.txt").write_text(" ".join(cmd) + "\n")
         log(f"booting {target.name} ({'KVM' if use_kvm else 'TCG'}), {scenario} with {loader}; "
             f"console in {out / 'console.log'}")
         outcome = run_qemu(cmd, out / "console.log", timeout, silence)
         result.qemu_seconds, result.ended_by = outcome.seconds, outcome.ended_by
         slots = {role: read_slot(disk, offset, out) for role, offset in SLOTS.items()}
+        if save_vmcore:
+            _keep_vmcore(vmcore_disk, out)
         _analyse(result, outcome, slots, marker)
     finally:
         if not os.environ.get("KEXECFW_LAB_KEEP_BUILD"):
             shutil.rmtree(workdir, ignore_errors=True)
     result.save()
     return result
+
+
+def _keep_vmcore(disk: Path, out: Path) -> None:
+    """The capture kernel's raw copy of /proc/vmcore, cut to the size it reported, as dump/vmcore.elf."""
+    size_file = out / "capture" / "vmcore-size"
+    copied = (out / "capture" / "steps.txt")
+    if not size_file.is_file() or not copied.is_file() or not any(
+            line.split()[:2] == ["vmcore-copy", "0"] for line in copied.read_text().splitlines()):
+        return
+    (out / "dump").mkdir(exist_ok=True)
+    with open(disk, "r+b") as f:
+        f.truncate(int(size_file.read_text().strip()))
+    shutil.move(str(disk), out / "dump" / "vmcore.elf")
 
 
 def _read_steps(out: Path, role: str) -> list[Step]:
