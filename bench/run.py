@@ -169,10 +169,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--kernel", type=Path, help="kernel for plan (default: the lab cache's x86_64 kernel)")
     p.add_argument("--initrd", type=Path)
     p.add_argument("--runs", type=int, default=15)
+    p.add_argument("--markdown", action="store_true", help="also print the results as a Markdown table (README)")
     args = p.parse_args(argv)
     py = bench_python()
-    print(f"# {platform.node()} {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
-          f"{time.strftime('%Y-%m-%d')}")
+    machine = (f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
+               f"{time.strftime('%Y-%m-%d')}")
+    print(f"# {machine}")
     rows: list[dict] = []
     if args.which in ("dmesg", "all"):
         vmcore = args.vmcore or fixture_vmcore()
@@ -190,7 +192,22 @@ def main(argv: list[str] | None = None) -> int:
         if kernel is None or not sysroot.is_dir():
             raise SystemExit("bench: plan needs --sysroot DIR and --kernel FILE")
         rows += bench_plan(py, sysroot, kernel, args.initrd, args.runs)
+    if args.markdown:
+        print(markdown_table(rows, machine))
     return 0
+
+
+def markdown_table(rows: list[dict], machine: str) -> str:
+    lines = [f"Host: {machine}; medians of alternating runs; ratio = reference time / kexecfw time.", "",
+             "| benchmark | kexecfw | reference | ratio | peak RSS kexecfw / reference | output kexecfw / reference |",
+             "|---|---|---|---|---|---|"]
+    for r in rows:
+        out = (f"{r['kexecfw_bytes'] / 2**20:.1f} / {r['reference_bytes'] / 2**20:.1f} MiB"
+               if "kexecfw_bytes" in r else ("identical" if r.get("identical") else ""))
+        lines.append(f"| {r['benchmark']} | {r['kexecfw_s'] * 1000:.0f} ms | {r['reference']} "
+                     f"{r['reference_s'] * 1000:.0f} ms | {r['ratio']:.2f} | {r['kexecfw_rss_mib']:.0f} / "
+                     f"{r['reference_rss_mib']:.0f} MiB | {out} |")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
