@@ -1,7 +1,9 @@
 """Full dumps from the QEMU lab (kexecfw lab run): real /proc/vmcore saves by kexecfw and makedumpfile.
 
-Looks in $KEXECFW_LAB_RESULTS (directories separated by ':') and lab-results/*/ of the repo;
-skips when none holds dump/*.kdump with capture/vmcore-dmesg.txt. Checks, on each:
+Runs on the lab's own arm64 and x86_64 panic runs of this session (slow: booted once and shared
+with tests/lab through kexecfw.lab.shared.run_once), and on any earlier results in
+$KEXECFW_LAB_RESULTS (directories separated by ':') or lab-results/*/ that hold dump/*.kdump with
+capture/vmcore-dmesg.txt. Checks, on each:
 
 * our dmesg of every dump (ours and makedumpfile's) equals vmcore-dmesg's of /proc/vmcore;
 * for x86_64 (Debian's makedumpfile here is x86_64 only), a dump re-saved by us opens in
@@ -34,8 +36,22 @@ def lab_dirs() -> list[str]:
                                                                                          "vmcore-dmesg.txt"))]
 
 
-DIRS = lab_dirs()
-pytestmark = pytest.mark.skipif(not DIRS, reason="no lab results ($KEXECFW_LAB_RESULTS or lab-results/)")
+SOURCES = [pytest.param(f"run:{arch}", id=f"lab-{arch}", marks=pytest.mark.slow) for arch in ("arm64", "x86_64")]
+SOURCES += [pytest.param(d, id=os.path.basename(d)) for d in lab_dirs()]
+
+
+@pytest.fixture(params=SOURCES)
+def d(request: pytest.FixtureRequest) -> str:
+    """A lab results directory: this session's run (booted once, shared) or an earlier one."""
+    if not request.param.startswith("run:"):
+        return request.param
+    from kexecfw.lab.shared import run_once
+    arch = request.param.removeprefix("run:")
+    # the same parameters as tests/lab's panic run, so the boot is shared
+    result = run_once(arch, "panic", "kexecfw", compare_kexec_tools=True,
+                      kernel_generation=os.environ.get("KEXECFW_LAB_GENERATION", "6.1"), timeout=900)
+    assert result.ok, result.summary()
+    return str(result.directory)
 
 
 def complete_dumps(d: str) -> list[str]:
@@ -47,7 +63,6 @@ def complete_dumps(d: str) -> list[str]:
     return out
 
 
-@pytest.mark.parametrize("d", DIRS)
 def test_dmesg_of_lab_dumps(d):
     ref = open(os.path.join(d, "capture", "vmcore-dmesg.txt"), "rb").read()
     dumps = complete_dumps(d)
@@ -58,7 +73,6 @@ def test_dmesg_of_lab_dumps(d):
 
 
 @pytest.mark.skipif(not have("makedumpfile"), reason="makedumpfile not installed")
-@pytest.mark.parametrize("d", DIRS)
 def test_makedumpfile_reads_our_resave(d, tmp_path):
     src = os.path.join(d, "dump", "makedumpfile-d31.kdump")
     if not os.path.exists(src) or src not in complete_dumps(d):
@@ -75,7 +89,6 @@ def test_makedumpfile_reads_our_resave(d, tmp_path):
     assert (tmp_path / "o.txt").read_bytes() == (tmp_path / "ref.txt").read_bytes()
 
 
-@pytest.mark.parametrize("d", DIRS)
 def test_classification_agrees_with_makedumpfile(d):
     ours_p, theirs_p = (os.path.join(d, "dump", f"{w}-d31.kdump") for w in ("kexecfw", "makedumpfile"))
     done = complete_dumps(d)
@@ -98,7 +111,6 @@ def test_classification_agrees_with_makedumpfile(d):
 
 
 @pytest.mark.skipif(not have("makedumpfile"), reason="makedumpfile not installed")
-@pytest.mark.parametrize("d", DIRS)
 def test_makedumpfile_reads_the_capture_kernels_save(d, tmp_path):
     ours = os.path.join(d, "dump", "kexecfw-d31.kdump")
     if ours not in complete_dumps(d):
@@ -113,7 +125,6 @@ def test_makedumpfile_reads_the_capture_kernels_save(d, tmp_path):
     assert (tmp_path / "o.txt").read_bytes() == mine
 
 
-@pytest.mark.parametrize("d", DIRS)
 def test_notes_name_the_panic_path(d):
     """The panicking CPU stopped in the kernel's crash path; kallsyms from the dump itself names it."""
     from kexecfw.vmcore.prstatus import describe_cpus
@@ -134,7 +145,6 @@ def test_notes_name_the_panic_path(d):
 
 
 @pytest.mark.skipif(not have("makedumpfile"), reason="makedumpfile not installed")
-@pytest.mark.parametrize("d", DIRS)
 def test_split_set_from_makedumpfile(d, tmp_path):
     src = os.path.join(d, "dump", "makedumpfile-d31.kdump")
     if src not in complete_dumps(d):
@@ -158,7 +168,6 @@ def test_split_set_from_makedumpfile(d, tmp_path):
 
 
 @pytest.mark.skipif(not have("vmcore-dmesg"), reason="kexec-tools' vmcore-dmesg not installed")
-@pytest.mark.parametrize("d", DIRS)
 def test_elf_resave_reads_in_vmcore_dmesg(d, tmp_path):
     """Our ELF output carries /proc/vmcore's virtual addresses (direct map, kernel image):
     kexec-tools' vmcore-dmesg, which translates by them, reads it (any architecture)."""
