@@ -18,11 +18,11 @@ ORDER = ["kernel", "initrd", "dtb", "purgatory", "elfcorehdr"]    # kexec-tools'
 
 
 @pytest.fixture(scope="module", params=["6.1", "6.12"])
-def lab_result(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
-    from kexecfw.lab.runner import run
-    keep = tmp_path_factory.mktemp(f"lab-arm64-{request.param}") / "results"
-    result = run("arm64", "panic", "kexecfw", compare_kexec_tools=True, keep=keep,
-                 kernel_generation=request.param, timeout=900)
+def lab_result(request: pytest.FixtureRequest):
+    # run_once: the 6.1 run is the same boot tests/lab and tests/vmcore assert on
+    from kexecfw.lab.shared import run_once
+    result = run_once("arm64", "panic", "kexecfw", compare_kexec_tools=True, kernel_generation=request.param,
+                      timeout=900)
     print(result.summary())
     return result
 
