@@ -27,6 +27,9 @@ def configure(p: argparse.ArgumentParser) -> None:
                      help="extra options for the guest's `kexecfw load` (e.g. --classic)")
     run.add_argument("--save-vmcore", action="store_true",
                      help="also bring back the whole /proc/vmcore as dump/vmcore.elf (for benchmarks)")
+    run.add_argument("--bench-load", type=int, default=0, metavar="N",
+                     help="before the real load, N rounds of the same load by kexec-tools and kexecfw, timed "
+                          "(bench/run.py load)")
     run.add_argument("--keep", metavar="DIR", default=None,
                      help="results directory (default ./lab-results/ARCH-TIMESTAMP)")
     run.add_argument("--accel", choices=["auto", "tcg", "kvm"], default="auto",
@@ -73,7 +76,8 @@ def run(args: argparse.Namespace) -> int:
         result = lab_run(args.lab_arch, args.scenario, args.loader, compare_kexec_tools=args.compare_kexec_tools,
                          mem=args.mem, smp=args.smp, crashkernel=args.crashkernel, keep=args.keep,
                          kernel_generation=args.kernel_generation, accel=args.accel, timeout=args.timeout,
-                         cache=args.cache, load_args=args.load_args, save_vmcore=args.save_vmcore)
+                         cache=args.cache, load_args=args.load_args, save_vmcore=args.save_vmcore,
+                         bench_load=args.bench_load)
     if args.json:
         print(json.dumps(result.to_json(), indent=2))
     else:

@@ -52,7 +52,7 @@ def run(arch: str = "arm64", scenario: str = "panic", loader: str = "kexecfw", *
         keep: str | os.PathLike[str] | None = None, kernel_generation: str = "6.1",
         accel: str = "auto", timeout: float = 900, silence: float = 300,
         cache: str | os.PathLike[str] | None = None, log: Log = _stderr_log,
-        load_args: str = "", save_vmcore: bool = False) -> LabResult:
+        load_args: str = "", save_vmcore: bool = False, bench_load: int = 0) -> LabResult:
     target = arch_target(arch)
     gen = generation(kernel_generation)
     if scenario not in SCENARIOS:
@@ -77,7 +77,7 @@ def run(arch: str = "arm64", scenario: str = "panic", loader: str = "kexecfw", *
                        generation=gen.name, kernel_release=userland.release, phases=phases,
                        settings={"mem": mem, "smp": smp, "crashkernel": crashkernel,
                                  "compare_kexec_tools": compare_kexec_tools, "load_args": load_args,
-                                 "save_vmcore": save_vmcore})
+                                 "save_vmcore": save_vmcore, "bench_load": bench_load})
 
     build_root = cache_path / "build"
     build_root.mkdir(exist_ok=True)
@@ -91,6 +91,7 @@ def run(arch: str = "arm64", scenario: str = "panic", loader: str = "kexecfw", *
         config = {
             "SCENARIO": scenario, "LOADER": loader, "COMPARE": "1" if compare_kexec_tools else "0",
             "LOAD_ARGS": load_args,   # extra `kexecfw load` options, e.g. --classic
+            "BENCH_LOAD": str(bench_load),  # rounds of kexec-tools vs kexecfw loads before the real one
             "CAPTURE_APPEND": f"{base_args} maxcpus=1 reset_devices irqpoll panic=-1 lab.role=capture"
                               + (" lab.save_vmcore=1" if save_vmcore else ""),
             "SECOND_APPEND": f"{base_args} panic=-1 lab.role=second lab.marker={marker}",
