@@ -7,7 +7,9 @@ uses this interface.
 """
 from __future__ import annotations
 
+import os
 from collections import namedtuple
+
 TYPE_CHECKING = False   # not typing.TYPE_CHECKING: the dmesg path does not import typing
 
 from kexecfw.elfnotes import NT_PRSTATUS, VMCOREINFO_NOTE_NAME, Note
@@ -15,7 +17,7 @@ from kexecfw.errors import BadInputError
 from kexecfw.vmcoreinfo import VmcoreInfo
 
 if TYPE_CHECKING:
-    from typing import Iterator
+    from typing import Callable, Iterator
 
 
 class MemoryMissing(BadInputError):
@@ -41,6 +43,19 @@ class DumpFile:
     machine: int           # ELF e_machine (EM_X86_64, EM_AARCH64 ...)
     notes: list[Note]
     page_size: int
+
+    def _attach(self, path: str, parse: Callable[[], None]) -> None:
+        """Open ``path`` read-only as ``self._fd`` and run ``parse``; the descriptor is closed if it fails."""
+        self.path = path
+        try:
+            self._fd = os.open(path, os.O_RDONLY)
+        except OSError as e:
+            raise BadInputError(f"cannot open {path}: {e.strerror}") from None
+        try:
+            parse()
+        except BaseException:
+            os.close(self._fd)
+            raise
 
     def __enter__(self) -> "DumpFile":
         return self

@@ -66,16 +66,7 @@ class ElfDump(DumpFile):
     format = "elf"
 
     def __init__(self, path: str, page_size: int | None = None) -> None:
-        self.path = path
-        try:
-            self._fd = os.open(path, os.O_RDONLY)
-        except OSError as e:
-            raise BadInputError(f"cannot open {path}: {e.strerror}") from None
-        try:
-            self._open(page_size)
-        except BaseException:
-            os.close(self._fd)
-            raise
+        self._attach(path, lambda: self._open(page_size))
 
     def _open(self, page_size: int | None) -> None:
         st = os.fstat(self._fd)

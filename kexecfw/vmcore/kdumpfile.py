@@ -85,16 +85,7 @@ class KdumpFile(DumpFile):
     """A kdump-compressed dump: ``read_phys`` decompresses pages on demand (a small page cache)."""
 
     def __init__(self, path: str) -> None:
-        self.path = path
-        try:
-            self._fd = os.open(path, os.O_RDONLY)
-        except OSError as e:
-            raise BadInputError(f"cannot open {path}: {e.strerror}") from None
-        try:
-            self._open()
-        except BaseException:
-            os.close(self._fd)
-            raise
+        self._attach(path, self._open)
 
     def _open(self) -> None:
         head = os.pread(self._fd, FLAT_HEADER.size, 0)
