@@ -20,7 +20,8 @@ descriptors describe exactly the pages written, it is renamed to
 ``OUT.incomplete`` and :class:`DumpIncomplete` is raised (exit code 6).
 
 Compression: one page at a time as the format requires (zlib level 1 like
-makedumpfile, zstd level 1, lzo1x_1 when python-lzo is installed), a page is
+makedumpfile; zstd level 3, which on a lab guest's -d 31 pages is smaller than zlib level 1 at
+a third of its time, where level 1 is not smaller; lzo1x_1 when python-lzo is installed), a page is
 stored raw when compressing does not make it smaller. zlib and zstandard
 release the GIL, so threads compress in parallel. Zero pages are removed (-d 1)
 or share one stored copy, as makedumpfile does.
@@ -70,7 +71,7 @@ def _codec(name: str) -> Callable[[], Callable[[bytes], bytes]]:
         import zstandard
 
         def make() -> Callable[[bytes], bytes]:
-            return zstandard.ZstdCompressor(level=1).compress
+            return zstandard.ZstdCompressor(level=3).compress
         return make
     if name == "lzo":
         try:
