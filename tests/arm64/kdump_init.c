@@ -200,6 +200,10 @@ static void load_and_crash(void)
 			hexprop("KEXECFW-STATE crash_loaded", "/sys/kernel/kexec_crash_loaded");
 			hexprop("KEXECFW-STATE loaded", "/sys/kernel/kexec_loaded");
 			sync();
+			/* A panic or a kexec stops the UART before it drains the tty buffer: wait until
+			   these lines are on the wire, or the host may never see them. */
+			fflush(stdout);
+			tcdrain(STDOUT_FILENO);
 			if (rc == 0 && (flags & KEXEC_ON_CRASH)) {
 				int fd = open("/proc/sysrq-trigger", O_WRONLY);
 				if (fd >= 0)
