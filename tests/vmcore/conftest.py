@@ -2,22 +2,17 @@
 from __future__ import annotations
 
 import lzma
-import os
 import shutil
 from pathlib import Path
 
 import pytest
 
+from tests.conftest import fixtures_dir
+
 REPO = Path(__file__).resolve().parents[2]
 ARCHES = ("arm64", "x86_64")
 
 
-def fixtures_dir() -> Path | None:
-    env = os.environ.get("KEXECFW_FIXTURES")
-    for cand in ([Path(env)] if env else []) + [REPO.parent / "shared" / "fixtures"]:
-        if cand.is_dir():
-            return cand
-    return None
 
 
 @pytest.fixture(scope="session")
