@@ -11,13 +11,19 @@ which the prefix identifies.
 """
 from __future__ import annotations
 
-import re
-
 # Keys the kernel prints in hex without a 0x prefix (values with 0x are read as hex anyway).
 _HEX_KEYS = {"KERNELOFFSET"}
 _HEX_FAMILIES = {"SYMBOL"}
 _INT_KEYS = {"KERNELOFFSET", "PAGESIZE", "CRASHTIME"}
-_KEY = re.compile(r"^(?P<family>[A-Z_]+)\((?P<name>[^)]*)\)$")
+_FAMILY_CHARS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ_"
+
+
+def _split_key(key: str) -> tuple[str, str] | None:
+    """``FAMILY(name)`` as (family, name), else None. (Not `re`: vmcore dmesg does not import it.)"""
+    family, paren, rest = key.partition("(")
+    if not paren or not family or family.strip(_FAMILY_CHARS) or not rest.endswith(")") or ")" in rest[:-1]:
+        return None
+    return family, rest[:-1]
 
 
 def _parse_int(text: str, hex_default: bool) -> int | None:
@@ -66,9 +72,9 @@ class VmcoreInfo:
         """Integer value of ``key`` (``SYMBOL(_stext)``, ``OFFSET(page.flags)``, ``PAGESIZE`` ...)."""
         if key not in self.raw:
             return None
-        m = _KEY.match(key)
-        family = m["family"] if m else key
-        hex_default = family in _HEX_FAMILIES or key in _HEX_KEYS or (m is not None and m["name"] in _HEX_KEYS)
+        parts = _split_key(key)
+        family = parts[0] if parts else key
+        hex_default = family in _HEX_FAMILIES or key in _HEX_KEYS or (parts is not None and parts[1] in _HEX_KEYS)
         return _parse_int(self.raw[key], hex_default)
 
     def symbol(self, name: str) -> int | None:
@@ -110,6 +116,6 @@ class VmcoreInfo:
         """Every key with its typed value: integers where the key family is numeric, text otherwise."""
         out: dict[str, int | str] = {}
         for key, text in self.raw.items():
-            value = self.get_int(key) if (_KEY.match(key) or key in _INT_KEYS) else None
+            value = self.get_int(key) if (_split_key(key) or key in _INT_KEYS) else None
             out[key] = value if value is not None else text
         return out

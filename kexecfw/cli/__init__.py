@@ -5,16 +5,26 @@ functions: ``configure(parser)`` adds its arguments and ``run(args) -> int``
 does the work. Command modules import only argparse at module level; what a
 command needs is imported inside ``run`` so that ``vmcore dmesg`` in a capture
 kernel does not pay for pyelftools or matplotlib.
+
+Start-up of ``vmcore dmesg FILE``: in a capture kernel it must start about as
+fast as the interpreter itself, and argparse (with re and gettext) alone costs
+more than all of its work. So exactly ``vmcore dmesg PATH`` (no options, PATH not
+starting with "-") is dispatched without argparse (:func:`fast_path`), to the same
+function the parsed command calls; anything else, including every option, help
+and error, goes through the one argparse parser.
 """
 from __future__ import annotations
 
-import argparse
 import importlib
 import os
 import sys
-from collections.abc import Sequence
 
 from kexecfw.errors import ExitCode, KexecfwError
+
+TYPE_CHECKING = False   # not typing.TYPE_CHECKING: see the start-up note above
+if TYPE_CHECKING:
+    import argparse
+    from collections.abc import Callable, Sequence
 
 # (name, module, one-line help). Order is the order of `kexecfw --help`.
 COMMANDS: list[tuple[str, str, str]] = [
@@ -36,6 +46,7 @@ GLOBAL_OPTIONS_WITH_VALUE = ("--sysroot", "--arch")
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     """The argument parser; with ``only``, just that command's (start-up: see chosen_command)."""
+    import argparse
     parser = argparse.ArgumentParser(prog="kexecfw", description="kexec and kdump, with architectures as plugins.")
     parser.add_argument("--sysroot", default="/", metavar="DIR",
                         help="read /proc and /sys from DIR instead of the live system (never syscalls then)")
@@ -67,14 +78,30 @@ def chosen_command(argv: Sequence[str]) -> str | None:
     return None
 
 
+def fast_path(argv: Sequence[str]) -> Callable[[], int] | None:
+    """The command for ``argv`` when it is exactly ``vmcore dmesg PATH``, else None (use argparse).
+
+    argparse would parse that argv to ``file=[PATH]`` and every option at its default, which is
+    what this calls; a PATH starting with "-" could be an option, so it is left to argparse.
+    """
+    if len(argv) == 3 and argv[0] == "vmcore" and argv[1] == "dmesg" and not argv[2].startswith("-"):
+        from kexecfw.cli.vmcore import dmesg
+        path = argv[2]
+        return lambda: dmesg([path])
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    # Configure only the chosen command: `vmcore dmesg` in a capture kernel should not pay for
-    # building every other command's parser.
-    parser = build_parser(only=chosen_command(argv))
-    args = parser.parse_args(argv)
+    command = fast_path(argv)
+    if command is None:
+        # Configure only the chosen command: `vmcore dmesg` in a capture kernel should not pay for
+        # building every other command's parser.
+        parser = build_parser(only=chosen_command(argv))
+        args = parser.parse_args(argv)
+        command = lambda: args._run(args)   # noqa: E731
     try:
-        return int(args._run(args))
+        return int(command())
     except KexecfwError as e:
         print(f"kexecfw: error: {e.message}", file=sys.stderr)
         return int(e.exit_code)

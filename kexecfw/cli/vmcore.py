@@ -1,11 +1,14 @@
 """``kexecfw vmcore info|notes|dmesg|save [FILE]``: read a crash dump (default /proc/vmcore) or save it.
 
-Only argparse is imported here; each action imports the readers it needs, so
-``vmcore dmesg`` loads neither pluggy nor pyelftools.
+Nothing is imported here at run time (argparse only for type checking: ``vmcore dmesg FILE``
+is dispatched to :func:`dmesg` without argparse, see :mod:`kexecfw.cli`); each action imports the
+readers it needs, so ``vmcore dmesg`` loads neither pluggy nor pyelftools.
 """
 from __future__ import annotations
 
-import argparse
+TYPE_CHECKING = False   # not typing.TYPE_CHECKING: the dmesg path does not import typing
+if TYPE_CHECKING:
+    import argparse
 
 ARCH_NAMES = {62: "x86_64", 183: "arm64"}
 
@@ -90,14 +93,21 @@ def _warn(msg: str) -> None:
 
 
 def _dmesg(args: argparse.Namespace) -> int:
+    return dmesg(_path(args), as_json=args.json, kernel_style=args.kernel_style or args.level or args.caller,
+                 show_level=args.level, show_caller=args.caller, makedumpfile=args.makedumpfile)
+
+
+def dmesg(paths: list[str], as_json: bool = False, kernel_style: bool = False, show_level: bool = False,
+          show_caller: bool = False, makedumpfile: bool = False) -> int:
+    """``vmcore dmesg``: print the log of the dump in ``paths`` (one file or a split set)."""
     import sys
 
     from kexecfw.vmcore import open_dump
     from kexecfw.vmcore.dmesg import dmesg_bytes, log_kind, records
     from kexecfw.vmcore.kmem import KernelMemory
-    with open_dump(_path(args)) as dump:
+    with open_dump(paths) as dump:
         mem = KernelMemory(dump)
-        if args.json:
+        if as_json:
             import json
             if log_kind(mem) == "legacy":
                 doc = {"schema": 1, "kind": "legacy", "text": dmesg_bytes(mem, _warn).decode("utf-8", "replace")}
@@ -108,9 +118,8 @@ def _dmesg(args: argparse.Namespace) -> int:
                     for r in records(mem, _warn)]}
             print(json.dumps(doc, indent=1))
             return 0
-        kernel_style = args.kernel_style or args.level or args.caller
-        out = dmesg_bytes(mem, _warn, kernel_style=kernel_style, show_level=args.level, show_caller=args.caller,
-                          makedumpfile=args.makedumpfile)
+        out = dmesg_bytes(mem, _warn, kernel_style=kernel_style, show_level=show_level, show_caller=show_caller,
+                          makedumpfile=makedumpfile)
     sys.stdout.buffer.write(out)
     sys.stdout.buffer.flush()
     return 0
