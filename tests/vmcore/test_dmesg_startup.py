@@ -1,0 +1,69 @@
+"""`vmcore dmesg FILE` start-up: the argparse-free fast path, and what the command imports.
+
+Not timed (timing belongs to bench/run.py): these pin down the causes of a slow start instead,
+the modules a capture kernel would have to import before printing the log.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from kexecfw.cli import fast_path
+from tests.vmcore.conftest import REPO
+
+# Each of these costs ~0.5-8 ms of start-up, none is needed to print an uncompressed dump's log.
+NOT_IMPORTED = ("argparse", "re", "enum", "typing", "dataclasses", "shutil", "lzma", "bz2", "zlib",
+                "zstandard", "gettext", "locale", "pathlib", "json", "pluggy", "elftools")
+
+
+def run_kexecfw(*args: str, importtime: bool = False) -> subprocess.CompletedProcess:
+    """``python -m kexecfw ARGS`` from this source tree, without site (no .pth import hooks of an
+    editable install, no sitecustomize): the modules imported are kexecfw's own doing."""
+    flags = ["-S", *(["-X", "importtime"] if importtime else [])]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
+    env["PYTHONPATH"] = str(REPO)
+    return subprocess.run([sys.executable, *flags, "-m", "kexecfw", *args], capture_output=True, env=env,
+                          timeout=60)
+
+
+def imported_modules(importtime_stderr: bytes) -> set[str]:
+    # lines: "import time: <self us> | <cumulative us> | <indent><module>"
+    return {line.rsplit(b"|", 1)[1].strip().decode() for line in importtime_stderr.splitlines()
+            if line.startswith(b"import time:") and line.count(b"|") == 2}
+
+
+def test_fast_path_takes_exactly_vmcore_dmesg_and_one_path():
+    assert fast_path(["vmcore", "dmesg", "vmcore.elf"]) is not None
+    for argv in (["vmcore", "dmesg"], ["vmcore", "dmesg", "a", "b"], ["vmcore", "dmesg", "--json", "a"],
+                 ["vmcore", "dmesg", "a", "--level"], ["vmcore", "dmesg", "-"], ["vmcore", "dmesg", "--help"],
+                 ["vmcore", "dmesg", "--", "a"], ["--sysroot", "/", "vmcore", "dmesg", "a"],
+                 ["vmcore", "info", "a"], ["vmcore", "dmesgx", "a"]):
+        assert fast_path(argv) is None, argv
+
+
+def test_fast_path_and_argparse_print_the_same_log(mini_vmcores, expected_dmesg):
+    path = str(mini_vmcores["x86_64"])
+    fast = run_kexecfw("vmcore", "dmesg", path)
+    parsed = run_kexecfw("vmcore", "dmesg", "--", path)      # "--": not the fast path, same arguments
+    assert fast.returncode == parsed.returncode == 0, (fast.stderr, parsed.stderr)
+    assert fast.stdout == parsed.stdout == expected_dmesg["x86_64"]
+
+
+def test_fast_path_and_argparse_fail_the_same_way(tmp_path):
+    missing = str(tmp_path / "no-such-vmcore")
+    fast = run_kexecfw("vmcore", "dmesg", missing)
+    parsed = run_kexecfw("vmcore", "dmesg", "--", missing)
+    assert fast.returncode == parsed.returncode == 3
+    assert fast.stderr == parsed.stderr and b"no such file" in fast.stderr
+
+
+@pytest.mark.parametrize("arch", ["x86_64", "arm64"])
+def test_vmcore_dmesg_imports_only_what_it_needs(arch, mini_vmcores):
+    done = run_kexecfw("vmcore", "dmesg", str(mini_vmcores[arch]), importtime=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    modules = imported_modules(done.stderr)
+    assert "kexecfw.vmcore.dmesg" in modules     # the parse saw the run
+    assert not modules & set(NOT_IMPORTED), sorted(modules & set(NOT_IMPORTED))
