@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 from kexecfw.lab.errors import LabError
+from kexecfw.lab.targets import SECURITY_SUITE_SUFFIX, ArchTarget, Generation
 
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
 DEFAULT_SECURITY_MIRROR = "http://deb.debian.org/debian-security"
@@ -41,7 +42,8 @@ class AptRoot:
         self.deb_arch = deb_arch
         self.root = base / "apt" / f"{suites[0]}-{deb_arch}"
         self.archives = self.root / "cache" / "archives"
-        for d in [self.root / "lists" / "partial", self.archives / "partial", self.root / "sources.list.d",
+        self.lists = self.root / "lists"
+        for d in [self.lists / "partial", self.archives / "partial", self.root / "sources.list.d",
                   self.root / "preferences.d"]:
             d.mkdir(parents=True, exist_ok=True)
         (self.root / "status").touch()
@@ -54,7 +56,12 @@ class AptRoot:
         text = "\n".join(lines) + "\n"
         if not sources.exists() or sources.read_text() != text:
             sources.write_text(text)
-            (self.root / "lists" / ".updated").unlink(missing_ok=True)
+            (self.lists / ".updated").unlink(missing_ok=True)
+
+    @classmethod
+    def for_guest(cls, cache: Path, arch: ArchTarget, gen: Generation) -> AptRoot:
+        """The apt root a lab guest of this architecture and kernel generation gets its packages from."""
+        return cls(cache, gen.suites, gen.suites[0] + SECURITY_SUITE_SUFFIX, arch.deb_arch)
 
     def _options(self) -> list[str]:
         r = self.root
@@ -73,6 +80,10 @@ class AptRoot:
         ]
 
     def _run(self, tool: str, *args: str, cwd: Path | None = None, timeout: int = 900) -> str:
+        return self._call(tool, *args, cwd=cwd, timeout=timeout).stdout
+
+    def _call(self, tool: str, *args: str, cwd: Path | None = None,
+              timeout: int = 900) -> subprocess.CompletedProcess[str]:
         cmd = [tool, *self._options(), *args]
         try:
             proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout)
@@ -83,13 +94,20 @@ class AptRoot:
         if proc.returncode != 0:
             last = (proc.stderr.strip().splitlines() or ["(no output)"])[-1]
             raise LabError(f"{tool} {' '.join(args[:3])} failed: {last}")
-        return proc.stdout
+        return proc
 
     def update(self, force: bool = False) -> None:
-        stamp = self.root / "lists" / ".updated"
+        stamp = self.lists / ".updated"
         if not force and stamp.exists() and time.time() - stamp.stat().st_mtime < LISTS_MAX_AGE:
             return
-        self._run("apt-get", "-q", "update")
+        proc = self._call("apt-get", "-q", "update")
+        # apt-get update exits 0 when the mirror cannot be reached and keeps the lists it had: those of
+        # the last update serve (the stamp is left stale, so the next call tries again); with none, fail.
+        failed = [line for line in proc.stderr.splitlines() if line.startswith("W: Failed to fetch")]
+        if failed:
+            if not stamp.exists():
+                raise LabError(f"apt-get update got no package lists for {self.root.name}: {failed[0][3:]}")
+            return
         stamp.touch()
 
     def depends(self, packages: list[str]) -> dict[str, list[str]]:
@@ -147,6 +165,10 @@ class AptRoot:
         if still:
             raise LabError(f"apt-get download did not produce {', '.join(still)} for {self.deb_arch}")
         return found
+
+    def downloaded(self, package_glob: str) -> list[Path]:
+        """.debs of this architecture already in the package cache, oldest first: no lists or network needed."""
+        return sorted(self.archives.glob(f"{package_glob}_*_{self.deb_arch}.deb"), key=lambda p: p.stat().st_mtime)
 
     def _cached(self, packages: list[str]) -> dict[str, Path]:
         """Cached .debs whose version is the current candidate."""

@@ -24,7 +24,7 @@ from kexecfw.lab.apt import AptRoot, extract
 from kexecfw.lab.elfdeps import elf_needed_and_interp, resolve_in_root, resolve_libraries
 from kexecfw.lab.errors import LabError
 from kexecfw.lab.modules import ModuleIndex
-from kexecfw.lab.targets import SECURITY_SUITE_SUFFIX, ArchTarget, Generation, guest_packages, needs_emulation
+from kexecfw.lab.targets import ArchTarget, Generation, guest_packages, needs_emulation
 
 BUILD_VERSION = "3"  # bump when the layout of root/ changes
 STDLIB_PRUNE = ("idlelib", "tkinter", "turtledemo", "ensurepip", "lib2to3", "pydoc_data", "test",
@@ -119,7 +119,7 @@ def run_guest_python(arch: ArchTarget, root: Path, python: str, args: list[str],
 
 
 def prepare_userland(arch: ArchTarget, gen: Generation, cache: Path, log: Log = print) -> Userland:
-    apt = AptRoot(cache, gen.suites, gen.suites[0] + SECURITY_SUITE_SUFFIX, arch.deb_arch)
+    apt = AptRoot.for_guest(cache, arch, gen)
     kernel_package, debs = _resolve_debs(apt, arch, gen)
     key = hashlib.sha256(("\n".join(sorted(d.name for d in debs.values())) + BUILD_VERSION).encode()).hexdigest()[:16]
     out = cache / "guest" / f"{gen.suites[0]}-{arch.deb_arch}" / key
