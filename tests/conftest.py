@@ -1,4 +1,4 @@
-"""Shared test helpers: where the real-system snapshots are."""
+"""Shared test helpers: where the real-system snapshots are, and real Debian kernels."""
 from __future__ import annotations
 
 import os
@@ -23,6 +23,24 @@ def fixture_path(*parts: str) -> Path:
     if base is None or not base.joinpath(*parts).exists():
         pytest.skip(f"fixture {'/'.join(parts)} not present")
     return base.joinpath(*parts)
+
+
+def fixture_kernel_package(arch: str) -> str | None:
+    """The Debian kernel package the fixture guest of ``arch`` ran (fixtures/<arch>/kernel-package), if present."""
+    base = fixtures_dir()
+    path = base / arch / "kernel-package" if base else None
+    return path.read_text().strip() if path and path.is_file() else None
+
+
+def debian_kernel_or_skip(arch: str, generation: str = "6.1", package: str | None = None) -> Path:
+    """A real Debian kernel image from the lab (kexecfw.lab.kernels), or a skip that says why there is none."""
+    from kexecfw.lab.errors import LabError
+    from kexecfw.lab.kernels import debian_kernel
+    try:
+        return debian_kernel(arch, generation, package)
+    except LabError as e:
+        pytest.skip(f"no Debian {generation} {arch} kernel{' ' + package if package else ''} "
+                    f"(the lab downloads it from the Debian mirror into its cache): {e}")
 
 
 @pytest.fixture(scope="session")

@@ -161,14 +161,12 @@ def test_lab_results_are_found_newest_first(tmp_path, monkeypatch):
 
 
 def test_plan_recording_shows_hooks_holes_chosen_and_purgatory(tmp_path):
-    from tests.arm64.conftest import debian_arm64_image
+    from tests.arm64.conftest import arm64_kernel
 
     from kexecfw.model import LoadOptions
     from kexecfw.viz.crash import draw_elfcorehdr
     from kexecfw.viz.planview import chosen_diff, purgatory_rows, record_plan
-    kernel = debian_arm64_image("6.1")
-    if kernel is None:
-        pytest.skip("no Debian arm64 kernel in the lab cache")
+    kernel = arm64_kernel("6.1")
     initrd = tmp_path / "initrd"
     initrd.write_bytes(os.urandom(3 << 20))
     rec = record_plan(LoadOptions(kernel=kernel, initrd=initrd, cmdline="console=ttyAMA0", panic=True),
@@ -189,16 +187,14 @@ def test_plan_recording_shows_hooks_holes_chosen_and_purgatory(tmp_path):
 
 
 def test_cli_memmap_and_dry_run_plots(tmp_path):
-    from tests.arm64.conftest import debian_arm64_image
+    from tests.arm64.conftest import arm64_kernel
     sysroot = fixture_path("arm64", "sysroot")
     kexecfw = [sys.executable, "-m", "kexecfw", "--sysroot", str(sysroot)]
     memmap_png, plan_png = tmp_path / "memmap.png", tmp_path / "plan.png"
     run = subprocess.run(kexecfw + ["memmap", "--plot", str(memmap_png)], capture_output=True, text=True)
     assert run.returncode == 0, run.stderr
     assert memmap_png.read_bytes()[:4] == b"\x89PNG" and memmap_png.stat().st_size > 20_000
-    kernel = debian_arm64_image("6.1")
-    if kernel is None:
-        pytest.skip("no Debian arm64 kernel in the lab cache")
+    kernel = arm64_kernel("6.1")
     run = subprocess.run(kexecfw + ["load", "-p", "--dry-run", str(kernel), "--append", "console=ttyAMA0",
                                     "--plot", str(plan_png)], capture_output=True, text=True)
     assert run.returncode == 0, run.stderr
@@ -207,12 +203,10 @@ def test_cli_memmap_and_dry_run_plots(tmp_path):
 
 def test_plan_stepper_walks_the_hook_calls(capsys):
     pytest.importorskip("ipywidgets")
-    from tests.arm64.conftest import debian_arm64_image
+    from tests.arm64.conftest import arm64_kernel
 
     from kexecfw.viz.widgets import plan_stepper
-    kernel = debian_arm64_image("6.1")
-    if kernel is None:
-        pytest.skip("no Debian arm64 kernel in the lab cache")
+    kernel = arm64_kernel("6.1")
     box = plan_stepper({"arm64 fixture": fixture_path("arm64", "sysroot")}, kernel=str(kernel),
                        cmdline="console=ttyAMA0")
     slider = next(w for w in box.children if getattr(w, "description", "") == "hook call")

@@ -1,87 +1,35 @@
-"""arm64 test helpers: the shared fixtures of a real Debian 6.1 arm64 guest and a real Debian arm64 kernel."""
+"""arm64 test helpers: the shared fixtures of a real Debian 6.1 arm64 guest and real Debian arm64 kernels."""
 from __future__ import annotations
 
-import glob
-import os
 import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import fixture_path
-
-# Debian arm64 kernels of two generations: (package, extract folder, vmlinuz glob). 6.1 is the one the
-# fixtures' guest ran (fixtures/arm64/kernel-package); 6.12 is Debian 13's (52-bit VA, KALLSYMS_ALL=y),
-# also built for Debian 12 (bookworm-security).
-KERNELS = {
-    "6.1": ("linux-image-6.1.0-56-arm64", "arm64-extract", "vmlinuz-6.1.0-*-arm64"),
-    "6.12": ("linux-image-6.12.117+deb12-arm64", "arm64-612-extract", "vmlinuz-6.12.*-arm64"),
-}
+from kexecfw.lab.targets import GENERATIONS
+from tests.conftest import debian_kernel_or_skip, fixture_kernel_package, fixture_path
 
 
-def lab_cache() -> Path:
-    """Where downloads live between runs, outside git (shared with the QEMU lab)."""
-    return Path(os.environ.get("KEXECFW_LAB_CACHE") or Path.home() / ".cache" / "kexecfw-lab")
+def arm64_kernel(generation: str = "6.1") -> Path:
+    """A real Debian arm64 kernel Image of the lab's kernel generation, or a skip saying why there is none.
 
-
-def _extract(deb: Path, dest: Path) -> None:
-    dest.mkdir(parents=True, exist_ok=True)
-    tar = subprocess.run(["dpkg-deb", "--fsys-tarfile", str(deb)], check=True, capture_output=True).stdout
-    subprocess.run(["tar", "-x", "-C", str(dest), "./boot"], input=tar, check=True, capture_output=True)
-
-
-def debian_arm64_image(generation: str = "6.1") -> Path | None:
-    """A real Debian arm64 kernel Image from the cache, downloading it with apt-get when possible."""
-    package, folder, pattern = KERNELS[generation]
-    cache = lab_cache()
-    found = sorted(glob.glob(str(cache / folder / "boot" / pattern)))
-    if found:
-        return Path(found[-1])
-    debs = sorted(glob.glob(str(cache / f"{package}_*_arm64.deb")))
-    if not debs and shutil.which("apt-get") and shutil.which("dpkg-deb"):
-        cache.mkdir(parents=True, exist_ok=True)
-        try:
-            subprocess.run(["apt-get", "download", f"{package}:arm64"], cwd=cache, check=True,
-                           capture_output=True, timeout=600)
-        except (subprocess.SubprocessError, OSError):
-            return _lab_kernel(generation)     # no arm64 apt architecture configured here
-        debs = sorted(glob.glob(str(cache / f"{package}_*_arm64.deb")))
-    if not debs:
-        return _lab_kernel(generation)
-    _extract(Path(debs[-1]), cache / folder)
-    found = sorted(glob.glob(str(cache / folder / "boot" / pattern)))
-    return Path(found[-1]) if found else None
-
-
-def _lab_kernel(generation: str) -> Path | None:
-    """The kernel the QEMU lab fetched for this generation (its own apt root; 6.12 comes from Debian 13)."""
-    try:
-        from kexecfw.lab.targets import arch_target, generation as lab_generation
-        from kexecfw.lab.userland import prepare_userland
-        return prepare_userland(arch_target("arm64"), lab_generation(generation), lab_cache(),
-                                log=lambda _msg: None).kernel
-    except Exception:   # offline, or the lab cannot build here: the caller skips
-        return None
-
-
-def _image_or_skip(generation: str) -> Path:
-    image = debian_arm64_image(generation)
-    if image is None:
-        pytest.skip(f"no Debian {generation} arm64 kernel: run `dpkg --add-architecture arm64 && apt-get update` "
-                    f"or put {KERNELS[generation][0]}_*.deb in {lab_cache()}")
-    return image
+    For 6.1 it is the kernel the fixtures' guest ran when the fixtures are here: the kexec-tools output
+    the tests compare with was taken on that kernel.
+    """
+    package = fixture_kernel_package("arm64") if generation == "6.1" else None
+    return debian_kernel_or_skip("arm64", generation, package)
 
 
 @pytest.fixture(scope="session")
 def arm64_image() -> Path:
-    return _image_or_skip("6.1")
+    return arm64_kernel("6.1")
 
 
-@pytest.fixture(scope="session", params=["6.1", "6.12"])
+@pytest.fixture(scope="session", params=list(GENERATIONS))
 def any_arm64_image(request: pytest.FixtureRequest) -> Path:
     """Each kernel generation in turn."""
-    return _image_or_skip(request.param)
+    return arm64_kernel(request.param)
 
 
 @pytest.fixture(scope="session")

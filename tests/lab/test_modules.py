@@ -10,11 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from kexecfw.lab.apt import AptRoot
-from kexecfw.lab.cache import cache_dir
 from kexecfw.lab.errors import LabError
+from kexecfw.lab.kernels import debian_kernel_package
 from kexecfw.lab.modules import ModuleIndex, module_name
-from kexecfw.lab.targets import SECURITY_SUITE_SUFFIX, arch_target, generation
+from kexecfw.lab.targets import arch_target
 
 EXPECTED_6_1 = {
     "arm64": {"virtio_mmio", "virtio_blk"},  # virtio and virtio_ring are built into Debian's arm64 kernel
@@ -25,11 +24,8 @@ EXPECTED_6_1 = {
 @pytest.fixture(scope="module", params=sorted(EXPECTED_6_1))
 def kernel_modules(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> tuple[str, ModuleIndex]:
     arch = arch_target(request.param)
-    gen = generation("6.1")
-    apt = AptRoot(cache_dir(), gen.suites, gen.suites[0] + SECURITY_SUITE_SUFFIX, arch.deb_arch)
     try:
-        package = apt.resolve_kernel_package(arch.kernel_metapackage)
-        deb = apt.download([package])[package]
+        deb = debian_kernel_package(arch.name, "6.1")
     except LabError as e:
         pytest.fail(f"cannot get the {arch.name} kernel package from the Debian mirror: {e}")
     dest = tmp_path_factory.mktemp(f"modules-{arch.name}")

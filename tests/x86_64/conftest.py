@@ -1,13 +1,14 @@
-"""x86_64 test data: real Debian bzImages (cached outside git) and the fixture guest's sysroot."""
+"""x86_64 test data: real Debian bzImages (from the lab, cached outside git) and the fixture guest's sysroot."""
 from __future__ import annotations
 
-import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import fixtures_dir
+from kexecfw.lab.errors import LabError
+from kexecfw.lab.kernels import debian_kernel
+from kexecfw.lab.targets import GENERATIONS
+from tests.conftest import debian_kernel_or_skip, fixture_kernel_package, fixtures_dir
 
 HDRS = b"HdrS"
 
@@ -21,60 +22,37 @@ def _is_bzimage(path: Path) -> bool:
         return False
 
 
-def _cache() -> Path:
-    from kexecfw.lab.cache import cache_dir
-    return cache_dir()
-
-
-def _fixture_kernel_package() -> str | None:
-    base = fixtures_dir()
-    pkg = base / "x86_64" / "kernel-package" if base else None
-    return pkg.read_text().strip() if pkg and pkg.is_file() else None
-
-
-def _download(package: str, dest: Path) -> None:
-    """apt-get download + dpkg-deb -x into the lab cache (never into git)."""
-    if not shutil.which("apt-get") or not shutil.which("dpkg-deb"):
-        return
-    dl = dest / "debs"
-    dl.mkdir(parents=True, exist_ok=True)
-    try:
-        subprocess.run(["apt-get", "download", package], cwd=dl, check=True, capture_output=True, timeout=300)
-        for deb in dl.glob(f"{package}_*.deb"):
-            subprocess.run(["dpkg-deb", "-x", str(deb), str(dest / "x86_64-extract")], check=True, timeout=300)
-    except (subprocess.SubprocessError, OSError):
-        pass
-
-
 @pytest.fixture(scope="session")
 def bzimages() -> list[Path]:
-    """Real x86_64 bzImages: the lab cache's Debian kernels (6.1, and 6.12 once the lab fetched Debian 13's),
-    this host's /boot/vmlinuz-*."""
-    def found() -> list[Path]:
-        cands = (sorted(_cache().glob("**/boot/vmlinuz-*")) + sorted(_cache().glob("guest/*-amd64/*/vmlinuz"))
-                 + sorted(Path("/boot").glob("vmlinuz-*")))
-        return [p for p in cands if "arm64" not in p.name and _is_bzimage(p)]
-    images = found()
-    package = _fixture_kernel_package()
-    if package and not any(package.removeprefix("linux-image-") in p.name for p in images):
-        _download(package, _cache())
-        images = found()
+    """Real x86_64 bzImages, a Debian 6.1 kernel first: the fixture guest's kernel (when the fixtures are
+    here), the lab's Debian kernel of each generation, this host's /boot/vmlinuz-*."""
+    fixture_package = fixture_kernel_package("x86_64")     # the fixture guests ran Debian 12
+    wanted = ([("6.1", fixture_package)] if fixture_package else []) + [(g, None) for g in GENERATIONS]
+    images: dict[str, Path] = {}     # by file name (vmlinuz-<release>): the fixture's is often the lab's 6.1
+    missing = []
+    for generation, package in wanted:
+        try:
+            kernel = debian_kernel("x86_64", generation, package)
+        except LabError as e:
+            missing.append(f"{generation}: {e}")
+            continue
+        images.setdefault(kernel.name, kernel)
+    for kernel in sorted(Path("/boot").glob("vmlinuz-*")):
+        if _is_bzimage(kernel):
+            images.setdefault(kernel.name, kernel)
     if not images:
-        pytest.skip("no real x86_64 bzImage (cache a Debian linux-image-*-amd64 in ~/.cache/kexecfw-lab)")
-    return images
+        pytest.skip(f"no real x86_64 bzImage: the lab could not get a Debian kernel ({'; '.join(missing)}) "
+                    "and /boot has none")
+    return list(images.values())
 
 
 @pytest.fixture(scope="session")
-def fixture_bzimage(bzimages: list[Path]) -> Path:
+def fixture_bzimage() -> Path:
     """The very kernel the x86_64 fixture guest ran (so kexec-tools' numbers apply)."""
-    package = _fixture_kernel_package()
+    package = fixture_kernel_package("x86_64")
     if package is None:
         pytest.skip("x86_64 fixture not present")
-    release = package.removeprefix("linux-image-")
-    for p in bzimages:
-        if p.name == f"vmlinuz-{release}":
-            return p
-    pytest.skip(f"vmlinuz-{release} is not cached")
+    return debian_kernel_or_skip("x86_64", "6.1", package)     # the fixture guests ran Debian 12
 
 
 @pytest.fixture(scope="session")
