@@ -96,19 +96,16 @@ def lab_result(arch: str, scenario: str = "panic", *, loader: str = "kexecfw", g
 def lab_kernel(result: "LabResult") -> Path:
     """The kernel image (vmlinuz) the lab guest booted and loaded as its crash kernel.
 
-    The lab keeps it with the guest userland it built (``<lab cache>/guest/*/<key>/manifest.json``
-    names the kernel and its release), so a run found here always has it unless the cache was wiped.
+    It comes from the lab (:func:`kexecfw.lab.kernels.debian_kernel`): the Debian package of the
+    run's kernel release, from the lab cache where the run left it, else from the Debian mirror.
     """
-    cache = Path(os.environ.get("KEXECFW_LAB_CACHE") or Path.home() / ".cache" / "kexecfw-lab")
-    for manifest in sorted(cache.glob("guest/*/*/manifest.json")):
-        try:
-            data = json.loads(manifest.read_text())
-        except (OSError, ValueError):
-            continue
-        if data.get("release") == result.kernel_release and Path(data.get("kernel", "")).is_file():
-            return Path(data["kernel"])
-    raise BadInputError(f"the {result.kernel_release} kernel of {result.directory} is not in the lab cache "
-                        f"{cache}: run `python -m kexecfw lab prepare --arch {result.arch}`")
+    from kexecfw.lab.errors import LabError
+    from kexecfw.lab.kernels import debian_kernel
+    try:
+        return debian_kernel(result.arch, result.generation, package=f"linux-image-{result.kernel_release}")
+    except LabError as e:
+        raise BadInputError(f"the {result.kernel_release} kernel of {result.directory} cannot be had: {e}; "
+                            f"run `python -m kexecfw lab prepare --arch {result.arch}`") from None
 
 
 def lab_segment(result: "LabResult", name: str) -> Path:
