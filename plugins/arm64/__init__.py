@@ -9,21 +9,22 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
 from kexecfw import hookimpl
 from kexecfw.errors import BadInputError
-from kexecfw.memory.devicetree import DeviceTree
-from kexecfw.memory.iomem import read_iomem
-from kexecfw.memory.model import MemoryMap, Region, RegionKind
-from kexecfw.memory.ranges import subtract
-from kexecfw.model import (ArchSpec, ElfcoreInfo, KernelFile, KernelImage, KernelTextLoad, LoadContext,
-                           PurgatoryObject, RelocationApplier)
-from kexecfw.plugins.arm64 import chosen, placement
+from kexecfw.model import ArchSpec, ElfcoreInfo, KernelFile, KernelImage, KernelTextLoad, LoadContext, PurgatoryObject
 from kexecfw.plugins.arm64.capture import kexecfw_prstatus_registers  # noqa: F401  (hook implementation)
-from kexecfw.plugins.arm64.image import check_loadable, is_uki, unwrap
-from kexecfw.plugins.arm64.relocations import RELOCATION_TYPES
-from kexecfw.plugins.arm64.vmcore_facts import kernel_address_space, read_vmcoreinfo
-from kexecfw.segments.plan import Segment
-from kexecfw.segments.planner import Planner
+
+if TYPE_CHECKING:
+    from kexecfw.memory.model import MemoryMap
+    from kexecfw.model import RelocationApplier
+    from kexecfw.segments.plan import Segment
+    from kexecfw.segments.planner import Planner
+
+# The modules that do the work (and fdt, through the device tree) are imported inside the hooks,
+# after the architecture check: every load registers this plugin, an x86_64 load need not pay
+# for importing them.
 
 EM_AARCH64 = 183
 PURGATORY_OBJECT = Path(__file__).parent / "purgatory" / "purgatory.ro"
@@ -51,6 +52,7 @@ def kexecfw_architectures() -> list[ArchSpec]:
 
 
 def _running_page_size(ctx: LoadContext) -> int:
+    from kexecfw.plugins.arm64.vmcore_facts import read_vmcoreinfo
     try:
         return read_vmcoreinfo(ctx.sysroot).page_size or ctx.arch.page_size
     except BadInputError:
@@ -61,6 +63,7 @@ def _running_page_size(ctx: LoadContext) -> int:
 def kexecfw_probe_kernel(ctx: LoadContext, kernel_file: KernelFile) -> KernelImage | None:
     if not _ours(ctx):
         return None
+    from kexecfw.plugins.arm64.image import check_loadable, is_uki, unwrap
     what = str(kernel_file.path)
     probed = unwrap(kernel_file.data, what)
     if probed is None:
@@ -82,6 +85,11 @@ def kexecfw_memory_map(ctx: LoadContext) -> MemoryMap | None:
     iomem does not already mark: the next kernel honours those reservations too."""
     if not _ours(ctx):
         return None
+    from kexecfw.memory.devicetree import DeviceTree
+    from kexecfw.memory.iomem import read_iomem
+    from kexecfw.memory.model import Region, RegionKind
+    from kexecfw.memory.ranges import subtract
+    from kexecfw.plugins.arm64 import chosen
     memmap = read_iomem(ctx.sysroot)
     if not ctx.sysroot.exists(chosen.FIRMWARE_DTB):
         return memmap
@@ -103,18 +111,26 @@ def kexecfw_memory_map(ctx: LoadContext) -> MemoryMap | None:
 
 @hookimpl
 def kexecfw_place_kernel(ctx: LoadContext, planner: Planner) -> int | None:
-    return placement.place_kernel(ctx, planner) if _ours(ctx) else None
+    if not _ours(ctx):
+        return None
+    from kexecfw.plugins.arm64 import placement
+    return placement.place_kernel(ctx, planner)
 
 
 @hookimpl
 def kexecfw_place_initrd(ctx: LoadContext, planner: Planner, initrd: bytes) -> Segment | None:
-    return placement.place_initrd(ctx, planner, initrd) if _ours(ctx) else None
+    if not _ours(ctx):
+        return None
+    from kexecfw.plugins.arm64 import placement
+    return placement.place_initrd(ctx, planner, initrd)
 
 
 @hookimpl
 def kexecfw_elfcore_info(ctx: LoadContext) -> ElfcoreInfo | None:
     if not _ours(ctx):
         return None
+    from kexecfw.memory.iomem import read_iomem
+    from kexecfw.plugins.arm64.vmcore_facts import kernel_address_space
     memmap = ctx.memmap if ctx.memmap is not None else read_iomem(ctx.sysroot)
     space = kernel_address_space(ctx.sysroot, memmap)
     ctx.artifacts["arm64_address_space"] = space
@@ -130,6 +146,7 @@ def kexecfw_elfcore_info(ctx: LoadContext) -> ElfcoreInfo | None:
 def kexecfw_boot_params(ctx: LoadContext, planner: Planner, kernel_entry: int) -> bool | None:
     if not _ours(ctx):
         return None
+    from kexecfw.plugins.arm64 import chosen, placement
     tree = chosen.boot_params(ctx, planner)
     blob = tree.to_bytes()
     seg = placement.place_dtb(ctx, planner, blob)
@@ -142,6 +159,7 @@ def kexecfw_boot_params(ctx: LoadContext, planner: Planner, kernel_entry: int) -
 def kexecfw_purgatory(ctx: LoadContext, planner: Planner, kernel_entry: int) -> PurgatoryObject | None:
     if not _ours(ctx):
         return None
+    from kexecfw.plugins.arm64 import placement
     dtb = planner.get("dtb")
     if dtb is None:
         raise BadInputError("the arm64 purgatory needs the DTB segment; kexecfw_boot_params did not add one")
@@ -161,4 +179,7 @@ def kexecfw_purgatory(ctx: LoadContext, planner: Planner, kernel_entry: int) -> 
 
 @hookimpl
 def kexecfw_relocation_types(machine: int) -> dict[int, tuple[str, RelocationApplier]] | None:
-    return dict(RELOCATION_TYPES) if machine == EM_AARCH64 else None
+    if machine != EM_AARCH64:
+        return None
+    from kexecfw.plugins.arm64.relocations import RELOCATION_TYPES
+    return dict(RELOCATION_TYPES)

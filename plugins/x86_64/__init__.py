@@ -48,10 +48,10 @@ def kexecfw_architectures() -> list[ArchSpec]:
 
 @hookimpl
 def kexecfw_probe_kernel(ctx: LoadContext, kernel_file: KernelFile) -> KernelImage | None:
-    from kexecfw.plugins.x86_64.bzimage import looks_like_bzimage, parse_bzimage
-    from kexecfw.plugins.x86_64.running import running_kernel
     if not _mine(ctx):
         return None
+    from kexecfw.plugins.x86_64.bzimage import looks_like_bzimage, parse_bzimage
+    from kexecfw.plugins.x86_64.running import running_kernel
     data = kernel_file.data
     if not looks_like_bzimage(data):
         if data[:4] == b"\x7fELF":
@@ -74,9 +74,9 @@ def kexecfw_probe_kernel(ctx: LoadContext, kernel_file: KernelFile) -> KernelIma
 
 @hookimpl
 def kexecfw_memory_map(ctx: LoadContext) -> MemoryMap | None:
-    from kexecfw.plugins.x86_64.memmap import read_efi_runtime_map, x86_memory_map
     if not _mine(ctx):
         return None
+    from kexecfw.plugins.x86_64.memmap import read_efi_runtime_map, x86_memory_map
     memmap = x86_memory_map(ctx.sysroot)
     efi = read_efi_runtime_map(ctx.sysroot)
     if efi:
@@ -96,9 +96,9 @@ def _bzimage(ctx: LoadContext):
 
 @hookimpl
 def kexecfw_place_kernel(ctx: LoadContext, planner: Planner) -> int | None:
-    from kexecfw.plugins.x86_64.bzimage import XLF_CAN_BE_LOADED_ABOVE_4G
     if not _mine(ctx):
         return None
+    from kexecfw.plugins.x86_64.bzimage import XLF_CAN_BE_LOADED_ABOVE_4G
     image = _bzimage(ctx)
     h = image.header
     memsz = max(h.init_size, len(image.kernel))
@@ -114,9 +114,9 @@ def kexecfw_place_kernel(ctx: LoadContext, planner: Planner) -> int | None:
 
 @hookimpl
 def kexecfw_place_initrd(ctx: LoadContext, planner: Planner, initrd: bytes) -> Segment | None:
-    from kexecfw.plugins.x86_64.bzimage import XLF_CAN_BE_LOADED_ABOVE_4G
     if not _mine(ctx):
         return None
+    from kexecfw.plugins.x86_64.bzimage import XLF_CAN_BE_LOADED_ABOVE_4G
     h = _bzimage(ctx).header
     if h.xloadflags & XLF_CAN_BE_LOADED_ABOVE_4G:
         max_addr = 1 << 64                       # ext_ramdisk_image carries the high half
@@ -127,10 +127,10 @@ def kexecfw_place_initrd(ctx: LoadContext, planner: Planner, initrd: bytes) -> S
 
 @hookimpl
 def kexecfw_elfcore_info(ctx: LoadContext) -> ElfcoreInfo | None:
-    from kexecfw.plugins.x86_64.memmap import iomem_regions
-    from kexecfw.plugins.x86_64.running import PAGE_OFFSET_BASE_L4, PAGE_OFFSET_BASE_L5, running_kernel
     if not _mine(ctx):
         return None
+    from kexecfw.plugins.x86_64.memmap import iomem_regions
+    from kexecfw.plugins.x86_64.running import PAGE_OFFSET_BASE_L4, PAGE_OFFSET_BASE_L5, running_kernel
     rk = running_kernel(ctx)
     if rk.text_vaddr is None or rk.text_paddr is None or rk.text_size is None:
         raise BadInputError(f"cannot find the running kernel's text: {ctx.sysroot.path('proc/kcore')} (with "
@@ -158,13 +158,13 @@ def kexecfw_elfcore_info(ctx: LoadContext) -> ElfcoreInfo | None:
 
 @hookimpl
 def kexecfw_boot_params(ctx: LoadContext, planner: Planner, kernel_entry: int) -> bool | None:
+    if not _mine(ctx):
+        return None
     from kexecfw.plugins.x86_64.bootparams import build_zero_page, rng_seed
     from kexecfw.plugins.x86_64.e820 import crash_e820, normal_e820
     from kexecfw.plugins.x86_64.efi import efi_handover
     from kexecfw.plugins.x86_64.memmap import iomem_regions, read_firmware_memmap
     from kexecfw.plugins.x86_64.running import running_kernel
-    if not _mine(ctx):
-        return None
     image = _bzimage(ctx)
     rk = running_kernel(ctx)
     kernel = planner.get("kernel")
@@ -219,8 +219,10 @@ def kexecfw_purgatory(ctx: LoadContext, planner: Planner, kernel_entry: int) -> 
 
 @hookimpl
 def kexecfw_relocation_types(machine: int) -> dict[int, tuple[str, RelocationApplier]] | None:
+    if machine != EM_X86_64:
+        return None
     from kexecfw.plugins.x86_64.relocations import X86_64_RELOCATIONS
-    return dict(X86_64_RELOCATIONS) if machine == EM_X86_64 else None
+    return dict(X86_64_RELOCATIONS)
 
 
 @hookimpl
