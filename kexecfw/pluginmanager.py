@@ -5,6 +5,13 @@ Registration order: the core's generic defaults, the in-repo architectures
 (third-party architectures; names already registered are skipped), then
 ``check_pending()`` so a misspelt hook name fails loudly.
 
+By default the entry points are read on demand: only when an architecture (or
+an ELF machine) is asked for that no registered plugin serves, and for the full
+list (:meth:`Hooks.architectures`, :func:`describe_plugins`). Reading them means
+importing importlib.metadata and scanning every installed distribution, which
+costs a ``load -p`` of a built-in architecture in an emulated guest a few hundred
+milliseconds for nothing.
+
 Environment switches:
   KEXECFW_DISABLE_PLUGIN_AUTOLOAD=1  do not load entry points
   KEXECFW_BLOCK_PLUGINS=a,b          do not register these plugin names
@@ -16,7 +23,8 @@ import dataclasses
 import importlib
 import os
 import sys
-from typing import Any, Iterable
+import weakref
+from typing import Any, Callable, Iterable
 
 import pluggy
 
@@ -27,11 +35,17 @@ BUILTIN_PLUGINS = ("kexecfw.plugins.arm64", "kexecfw.plugins.x86_64")
 CORE_PLUGIN = "kexecfw.defaults"
 
 _manager: pluggy.PluginManager | None = None
+# Managers whose entry-point plugins are not loaded yet (see load_deferred_plugins).
+_deferred_entry_points: "weakref.WeakSet[pluggy.PluginManager]" = weakref.WeakSet()
 
 
 def new_plugin_manager(*, builtins: Iterable[str] = BUILTIN_PLUGINS, entry_points: bool | None = None,
                        extra: Iterable[object] = ()) -> pluggy.PluginManager:
-    """A fresh manager (tests and notebooks use this to register toy plugins)."""
+    """A fresh manager (tests and notebooks use this to register toy plugins).
+
+    ``entry_points``: True loads the ``kexecfw`` entry points now, False never, None (default) when
+    first needed (see the module docstring), unless KEXECFW_DISABLE_PLUGIN_AUTOLOAD is set.
+    """
     pm = pluggy.PluginManager("kexecfw")
     pm.add_hookspecs(hookspecs)
     blocked = {n.strip() for n in os.environ.get("KEXECFW_BLOCK_PLUGINS", "").split(",") if n.strip()}
@@ -45,15 +59,27 @@ def new_plugin_manager(*, builtins: Iterable[str] = BUILTIN_PLUGINS, entry_point
         pm.register(importlib.import_module(module_name), name=short)
     for plugin in extra:
         pm.register(plugin, name=_plugin_name(plugin))
-    if entry_points is None:
-        entry_points = os.environ.get("KEXECFW_DISABLE_PLUGIN_AUTOLOAD", "") in ("", "0")
+    if entry_points is None and os.environ.get("KEXECFW_DISABLE_PLUGIN_AUTOLOAD", "") not in ("", "0"):
+        entry_points = False
     if entry_points:
         pm.load_setuptools_entrypoints("kexecfw")
+    elif entry_points is None:
+        _deferred_entry_points.add(pm)
     pm.check_pending()
     if os.environ.get("KEXECFW_TRACE_HOOKS"):
         pm.trace.root.setwriter(lambda msg: print(msg, end="", file=sys.stderr))
         pm.enable_tracing()
     return pm
+
+
+def load_deferred_plugins(pm: pluggy.PluginManager) -> bool:
+    """Load ``pm``'s entry-point plugins if they were deferred; False when there was nothing to load."""
+    if pm not in _deferred_entry_points:
+        return False
+    _deferred_entry_points.discard(pm)
+    pm.load_setuptools_entrypoints("kexecfw")
+    pm.check_pending()
+    return True
 
 
 def _plugin_name(plugin: object) -> str:
@@ -80,21 +106,34 @@ class Hooks:
         self.hook = self.pm.hook
 
     def architectures(self) -> list["ArchSpec"]:
+        """Every architecture, the entry-point plugins' included."""
+        load_deferred_plugins(self.pm)
+        return self._registered_architectures()
+
+    def _registered_architectures(self) -> list["ArchSpec"]:
         specs: list[ArchSpec] = []
         for result in self.hook.kexecfw_architectures():
             specs.extend(result)
         return specs
 
-    def arch(self, name: str) -> "ArchSpec":
-        for spec in self.architectures():
-            if spec.matches(name):
+    def _find_architecture(self, wanted: Callable[["ArchSpec"], bool]) -> "ArchSpec | None":
+        """The first architecture ``wanted`` accepts, among the registered plugins, else after
+        loading the deferred entry-point plugins."""
+        while True:
+            spec = next((s for s in self._registered_architectures() if wanted(s)), None)
+            if spec is not None or not load_deferred_plugins(self.pm):
                 return spec
+
+    def arch(self, name: str) -> "ArchSpec":
+        spec = self._find_architecture(lambda s: s.matches(name))
+        if spec is not None:
+            return spec
         known = ", ".join(sorted(s.name for s in self.architectures())) or "none"
         raise KexecfwError(f"no plugin serves architecture {name!r} (installed: {known}); "
                            "install its plugin package or pick one with --arch")
 
     def arch_for_machine(self, machine: int) -> "ArchSpec | None":
-        return next((s for s in self.architectures() if s.elf_machine == machine), None)
+        return self._find_architecture(lambda s: s.elf_machine == machine)
 
     def memory_map(self, ctx: "LoadContext") -> "MemoryMap":
         return self.hook.kexecfw_memory_map(ctx=ctx)
@@ -130,7 +169,10 @@ class Hooks:
         return self.hook.kexecfw_plan_load(ctx=ctx)
 
     def prstatus_registers(self, machine: int) -> list[str] | None:
-        return self.hook.kexecfw_prstatus_registers(machine=machine)
+        names = self.hook.kexecfw_prstatus_registers(machine=machine)
+        if names is None and load_deferred_plugins(self.pm):
+            names = self.hook.kexecfw_prstatus_registers(machine=machine)
+        return names
 
     def implemented_hooks(self, plugin: object) -> list[str]:
         return sorted(h.name for h in self.pm.get_hookcallers(plugin) or [])
@@ -180,6 +222,7 @@ class HookRecorder:
 def describe_plugins(pm: pluggy.PluginManager | None = None) -> list[dict[str, Any]]:
     """Each registered plugin: name, architectures it serves, hooks it implements."""
     hooks = Hooks(pm)
+    load_deferred_plugins(hooks.pm)
     out = []
     for name, plugin in hooks.pm.list_name_plugin():
         if plugin is None:
