@@ -18,21 +18,22 @@ Symbols shared by every architecture's purgatory (see verify.c):
 """
 from __future__ import annotations
 
-import hashlib
 import io
 import struct
 from dataclasses import dataclass, field
 
 from kexecfw.errors import BadInputError, KexecfwError
 from kexecfw.model import KEXEC_SEGMENT_MAX, RelocationApplier
+from kexecfw.purgatory.elfrel import (ET_NAMES, ET_REL, SHN_ABS, SHT_NOBITS, SHT_REL, SHT_RELA, STT_FUNC,
+                                      STT_NOTYPE, STT_OBJECT, RelocatableElf, machine_name)
 from kexecfw.segments.plan import Segment
 
 SHF_ALLOC = 0x2
-SHN_UNDEF, SHN_ABS, SHN_COMMON = 0, 0xFFF1, 0xFFF2
 SHA256_REGIONS = "purgatory_sha256_regions"
 SHA256_DIGEST = "purgatory_sha256_digest"
 # struct sha256_region { uint64_t start; uint64_t len; } (kexecfw/purgatory/sha256.h)
 SHA256_REGION = struct.Struct("<QQ")
+ZERO_CHUNK = 1 << 16
 
 
 @dataclass(frozen=True)
@@ -84,10 +85,16 @@ class LinkedPurgatory:
         regions = bytearray(SHA256_REGION.size * KEXEC_SEGMENT_MAX)
         digest = bytes(32)
         if not skip:
+            import hashlib  # here: a load with --skip-sha256 hashes nothing, nor loads libcrypto
             h = hashlib.sha256()
+            # The purgatory checks each segment's whole memsz: bufsz bytes, then the zeros the kernel
+            # fills in (tens of MiB for an x86_64 kernel's init_size), fed from one small buffer like
+            # kexec-tools' null_buf rather than allocated (and page-faulted) at full size.
+            zeros = memoryview(bytes(ZERO_CHUNK))
             for i, seg in enumerate(segments):
                 h.update(seg.buf)
-                h.update(bytes(seg.memsz - seg.bufsz))
+                for left in range(seg.memsz - seg.bufsz, 0, -ZERO_CHUNK):
+                    h.update(zeros[:min(left, ZERO_CHUNK)])
                 SHA256_REGION.pack_into(regions, i * SHA256_REGION.size, seg.mem, seg.memsz)
             digest = h.digest()
         self.patch(SHA256_REGIONS, bytes(regions))
@@ -98,89 +105,83 @@ class PurgatoryLayout:
     """A parsed relocatable object with its sections laid out (size known before placement)."""
 
     def __init__(self, elf: bytes, machine: int) -> None:
-        from elftools.common.exceptions import ELFError
-        from elftools.elf.elffile import ELFFile
-        try:
-            self.elf = ELFFile(io.BytesIO(elf))
-            if self.elf["e_type"] != "ET_REL":
-                raise BadInputError(f"the purgatory is {self.elf['e_type']}, not a relocatable object (ET_REL)")
-            if self.elf["e_machine"] != _machine_name(self.elf, machine):
-                raise BadInputError(f"the purgatory is built for {self.elf['e_machine']}, not this architecture")
-            self._layout()
-        except (ELFError, struct.error) as e:
-            raise BadInputError(f"the purgatory object is not a valid ELF file: {e}") from None
+        self.elf = RelocatableElf(elf, "the purgatory object")
+        if self.elf.type != ET_REL:
+            raise BadInputError(f"the purgatory is {ET_NAMES.get(self.elf.type, self.elf.type)}, "
+                                "not a relocatable object (ET_REL)")
+        if self.elf.machine != machine:
+            raise BadInputError(f"the purgatory is built for {machine_name(self.elf.machine)}, not this architecture")
+        self._layout()
 
     def _layout(self) -> None:
-        sections = [(i, s) for i, s in enumerate(self.elf.iter_sections()) if s["sh_flags"] & SHF_ALLOC]
-        ordered = ([x for x in sections if x[1]["sh_type"] != "SHT_NOBITS"]
-                   + [x for x in sections if x[1]["sh_type"] == "SHT_NOBITS"])
+        sections = [s for s in self.elf.sections if s.flags & SHF_ALLOC]
+        ordered = [s for s in sections if s.type != SHT_NOBITS] + [s for s in sections if s.type == SHT_NOBITS]
         self.offsets: dict[int, int] = {}
         self.align = 1
         pos = 0
-        for index, sec in ordered:
-            align = max(sec["sh_addralign"], 1)
+        for sec in ordered:
+            align = max(sec.addralign, 1)
             self.align = max(self.align, align)
             pos = (pos + align - 1) // align * align
-            self.offsets[index] = pos
-            pos += sec["sh_size"]
+            self.offsets[sec.index] = pos
+            pos += sec.size
         self.size = pos
 
     def link(self, base: int, relocation_types: dict[int, tuple[str, RelocationApplier]],
              entry_symbol: str) -> LinkedPurgatory:
-        from elftools.elf.descriptions import describe_reloc_type
-        from elftools.elf.relocation import RelocationSection
+        elf = self.elf
         image = bytearray(self.size)
         for index, offset in self.offsets.items():
-            sec = self.elf.get_section(index)
-            if sec["sh_type"] != "SHT_NOBITS":
-                image[offset:offset + sec["sh_size"]] = sec.data()
-        symtab = self.elf.get_section_by_name(".symtab")
+            sec = elf.sections[index]
+            if sec.type != SHT_NOBITS:
+                image[offset:offset + sec.size] = elf.section_data(sec)
+        symtab = elf.symtab()
         if symtab is None:
             raise BadInputError("the purgatory object has no symbol table")
+        table = elf.symbols(symtab)
         addresses: list[int | None] = []
         symbols: dict[str, PurgatorySymbol] = {}
-        for sym in symtab.iter_symbols():
-            shndx = sym["st_shndx"]
-            if shndx == "SHN_ABS":
-                addresses.append(sym["st_value"])
-            elif isinstance(shndx, int) and shndx in self.offsets:
-                off = self.offsets[shndx] + sym["st_value"]
+        for sym in table:
+            if sym.shndx == SHN_ABS:
+                addresses.append(sym.value)
+            elif sym.shndx in self.offsets:
+                off = self.offsets[sym.shndx] + sym.value
                 addresses.append(base + off)
-                if sym.name and sym["st_info"]["type"] in ("STT_OBJECT", "STT_FUNC", "STT_NOTYPE"):
-                    symbols[sym.name] = PurgatorySymbol(sym.name, off, sym["st_size"])
+                if sym.name and sym.type in (STT_OBJECT, STT_FUNC, STT_NOTYPE):
+                    symbols[sym.name] = PurgatorySymbol(sym.name, off, sym.size)
             else:
                 addresses.append(None)  # undefined/common/non-alloc: an error only if a relocation uses it
         applied: list[AppliedRelocation] = []
-        for rel_sec in self.elf.iter_sections():
-            if not isinstance(rel_sec, RelocationSection):
+        for rel_sec in elf.sections:
+            if rel_sec.type not in (SHT_REL, SHT_RELA):
                 continue
-            target = rel_sec["sh_info"]
+            target = rel_sec.info
             if target not in self.offsets:
                 continue  # relocations of debug or non-loaded sections
-            if not rel_sec.is_RELA():
+            if rel_sec.type != SHT_RELA:
                 raise BadInputError(f"{rel_sec.name}: REL relocations are not supported; build with RELA")
             tgt_off = self.offsets[target]
-            for rel in rel_sec.iter_relocations():
-                rtype = rel["r_info_type"]
-                sym = symtab.get_symbol(rel["r_info_sym"])
-                if rtype not in relocation_types:
-                    raise KexecfwError(f"purgatory relocation {describe_reloc_type(rtype, self.elf)} "
-                                       f"(type {rtype}) against {sym.name or 'a section'} is not supported")
-                name, apply = relocation_types[rtype]
-                s = addresses[rel["r_info_sym"]]
+            for rel in elf.relocations(rel_sec):
+                sym = table[rel.sym]
+                if rel.type not in relocation_types:
+                    raise KexecfwError(f"purgatory relocation {_relocation_name(rel.type, elf.data)} "
+                                       f"(type {rel.type}) against {sym.name or 'a section'} is not supported")
+                name, apply = relocation_types[rel.type]
+                s = addresses[rel.sym]
                 if s is None:
                     raise KexecfwError(f"purgatory symbol {sym.name!r} is undefined; rebuild the purgatory")
-                place_off = tgt_off + rel["r_offset"]
-                value = (s + rel["r_addend"]) & ((1 << 64) - 1)
+                place_off = tgt_off + rel.offset
+                value = (s + rel.addend) & ((1 << 64) - 1)
                 apply(image, place_off, base + place_off, value)
-                applied.append(AppliedRelocation(name, base + place_off, sym.name or f"section {sym['st_shndx']}",
-                                                 value))
+                applied.append(AppliedRelocation(name, base + place_off, sym.name or f"section {sym.shndx}", value))
         if entry_symbol not in symbols:
             raise KexecfwError(f"the purgatory object has no entry symbol {entry_symbol!r}")
         return LinkedPurgatory(image, base, base + symbols[entry_symbol].offset, symbols, applied)
 
 
-def _machine_name(elf: "object", machine: int) -> str:
-    from elftools.elf.descriptions import describe_e_machine
-    names = {62: "EM_X86_64", 183: "EM_AARCH64", 243: "EM_RISCV"}
-    return names.get(machine, describe_e_machine(machine))
+def _relocation_name(rtype: int, elf: bytes) -> str:
+    """R_* name of a relocation type, for the error message of an unsupported one: pyelftools knows
+    every architecture's names, and this error path can afford importing it."""
+    from elftools.elf.descriptions import describe_reloc_type
+    from elftools.elf.elffile import ELFFile
+    return describe_reloc_type(rtype, ELFFile(io.BytesIO(elf)))

@@ -108,17 +108,16 @@ def _kernel_purgatory(ctx: LoadContext, image: BzImage) -> tuple[int, int, int]:
     layout = PurgatoryLayout(obj, EM_X86_64)
     (e_entry,) = struct.unpack_from("<Q", obj, 0x18)
     # kexec_purgatory_setup_sechdrs: the entry is e_entry within the executable section holding it
-    for index, sec in enumerate(layout.elf.iter_sections()):
-        if (index in layout.offsets and sec["sh_flags"] & SHF_EXECINSTR
-                and sec["sh_addr"] <= e_entry < sec["sh_addr"] + sec["sh_size"]):
-            return layout.size, layout.align, layout.offsets[index] + e_entry - sec["sh_addr"]
+    for sec in layout.elf.sections:
+        if sec.index in layout.offsets and sec.flags & SHF_EXECINSTR and sec.addr <= e_entry < sec.addr + sec.size:
+            return layout.size, layout.align, layout.offsets[sec.index] + e_entry - sec.addr
     return layout.size, layout.align, e_entry
 
 
 def _symbol_offset(layout, name: str) -> int:  # noqa: ANN001  (a kexecfw.purgatory.PurgatoryLayout)
-    for sym in layout.elf.get_section_by_name(".symtab").iter_symbols():
-        if sym.name == name and isinstance(sym["st_shndx"], int) and sym["st_shndx"] in layout.offsets:
-            return layout.offsets[sym["st_shndx"]] + sym["st_value"]
+    for sym in layout.elf.symbols(layout.elf.symtab()):
+        if sym.name == name and sym.shndx in layout.offsets:
+            return layout.offsets[sym.shndx] + sym.value
     return 0
 
 

@@ -79,8 +79,8 @@ def link_with_ld(tmp_path: Path, obj: bytes, layout: PurgatoryLayout, base: int)
     lines = ["SECTIONS {"]
     names = {}
     for index, offset in sorted(layout.offsets.items(), key=lambda kv: kv[1]):
-        section = layout.elf.get_section(index)
-        if section["sh_size"] == 0:
+        section = layout.elf.sections[index]
+        if section.size == 0:
             continue        # ld drops empty output sections
         name = section.name
         names[name] = offset
@@ -115,7 +115,7 @@ def compare_with_ld(tmp_path: Path, obj: bytes, base: int, entry: str = "start")
     linked = layout.link(base, RELOCATION_TYPES, entry)
     reference = link_with_ld(tmp_path, obj, layout, base)
     for name, data in reference.items():
-        index = next(i for i, s in enumerate(layout.elf.iter_sections()) if s.name == name)
+        index = next(s.index for s in layout.elf.sections if s.name == name)
         offset = layout.offsets[index]
         assert bytes(linked.image[offset:offset + len(data)]) == data, f"{name} differs from GNU ld's"
     return len(linked.relocations)

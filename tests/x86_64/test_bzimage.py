@@ -31,7 +31,8 @@ def test_every_cached_bzimage_parses(bzimages: list[Path]) -> None:
         # the kernel's own purgatory is inside (what kexec_file_load runs; its size places the segments)
         obj = embedded_purgatory(decompress_payload(image))
         assert obj is not None, f"{path}: no purgatory in the payload"
-        symbols = {s.name for s in PurgatoryLayout(obj, 62).elf.get_section_by_name(".symtab").iter_symbols()}
+        elf = PurgatoryLayout(obj, 62).elf
+        symbols = {s.name for s in elf.symbols(elf.symtab())}
         assert {"purgatory_start", "entry64_regs"} <= symbols
         # the raw header ends where the jump at 0x200 says (boot.rst), and round-trips through the struct
         assert image.header_end == 0x202 + data[0x201]

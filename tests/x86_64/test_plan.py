@@ -188,7 +188,7 @@ def test_file_load_prediction_normal_uses_kernels_purgatory(x86_sysroot: Path, f
     obj = embedded_purgatory(decompress_payload(image))
     assert obj is not None
     layout = PurgatoryLayout(obj, 62)
-    names = {s.name for s in layout.elf.get_section_by_name(".symtab").iter_symbols()}
+    names = {s.name for s in layout.elf.symbols(layout.elf.symtab())}
     assert {"entry64_regs", "stack_end", "purgatory_sha256_digest"} <= names   # what bzImage64_load patches
     opts = LoadOptions(kernel=fixture_bzimage, initrd=initrd, cmdline="console=ttyS0", file_load=True)
     plan, _ = plan_load(opts, Sysroot(x86_sysroot), arch="x86_64")
