@@ -8,7 +8,6 @@ plan to the syscall layer; it refuses on any sysroot but the live ``/``.
 from __future__ import annotations
 
 import os
-import platform
 import shlex
 from pathlib import Path
 
@@ -37,7 +36,7 @@ def resolve_arch(hooks: Hooks, sysroot: Sysroot, name: str | None = None) -> Arc
                 return spec
         except (OSError, KexecfwError):
             pass  # unreadable kcore (not root): fall back to the host
-    return hooks.arch(platform.machine())
+    return hooks.arch(os.uname().machine)   # platform.machine(), without importing platform
 
 
 def discover_memory(sysroot: Sysroot, *, arch: str | None = None,

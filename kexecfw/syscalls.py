@@ -115,7 +115,9 @@ class LinuxSyscalls:
             raise explain_errno(ctypes.get_errno(), name, self.sysroot, panic=panic)
 
     def kexec_load(self, entry: int, segments: list[Segment], flags: int) -> None:
-        bufs = [ctypes.create_string_buffer(s.buf, len(s.buf)) for s in segments]
+        # Pointers into the segments' own bytes objects (alive as long as `bufs`): the kernel only reads
+        # them, and copying each (create_string_buffer) moved the 30+ MiB of a load once more.
+        bufs = [ctypes.c_char_p(bytes(s.buf)) for s in segments]
         array = (KexecSegment * max(len(segments), 1))()
         for i, (s, b) in enumerate(zip(segments, bufs)):
             array[i] = KexecSegment(ctypes.cast(b, ctypes.c_void_p), s.bufsz, s.mem, s.memsz)

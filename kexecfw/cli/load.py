@@ -68,7 +68,9 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print_json(plan.to_json())
     else:
-        print(format_plan(plan, ctx))
+        # The segments' digests cost a pass over every buffer (the initrd's tens of MiB), on top of
+        # the purgatory's: a real load shows them only with -v; --dry-run is for looking.
+        print(format_plan(plan, ctx, digests=args.dry_run or args.verbose))
         if args.verbose:
             for line in plan.log:
                 print(f"  - {line}")
@@ -92,7 +94,9 @@ def save_segments(plan: "Plan", directory: str) -> None:
         (out / f"{i:02d}-{seg.name}.bin").write_bytes(seg.buf)
 
 
-def format_plan(plan: "Plan", ctx: "LoadContext") -> str:
+def format_plan(plan: "Plan", ctx: "LoadContext", *, digests: bool = True) -> str:
+    """The plan as text: mode, entry, command line, the segments (with their sha256 when ``digests``)
+    and the memory map around them."""
     from kexecfw.cli.common import human_size
     lines = [f"{plan.mode} load of {ctx.kernel.format if ctx.kernel else 'kernel'} for {plan.arch} "
              f"via {plan.syscall}"]
@@ -102,9 +106,10 @@ def format_plan(plan: "Plan", ctx: "LoadContext") -> str:
     lines.append(f"entry {plan.entry:#x}  flags {plan.flags:#x}")
     lines.append(f"cmdline: {plan.cmdline}")
     if plan.segments:
-        lines.append(f"{'segment':<12} {'mem':>18} {'memsz':>12} {'bufsz':>12}  sha256")
+        lines.append(f"{'segment':<12} {'mem':>18} {'memsz':>12} {'bufsz':>12}" + ("  sha256" if digests else ""))
         for s in sorted(plan.segments, key=lambda s: s.mem):
-            lines.append(f"{s.name:<12} {s.mem:#18x} {s.memsz:#12x} {s.bufsz:#12x}  {s.sha256[:16]}")
+            lines.append(f"{s.name:<12} {s.mem:#18x} {s.memsz:#12x} {s.bufsz:#12x}"
+                         + (f"  {s.sha256[:16]}" if digests else ""))
     if ctx.memmap is not None and plan.segments:
         lo = min(s.mem for s in plan.segments)
         hi = max(s.mem + s.memsz for s in plan.segments)

@@ -1,0 +1,64 @@
+"""What a panic load imports: its own architecture's modules, and no more.
+
+Start-up is most of a ``load -p`` in an emulated (TCG) guest, where each import costs ten times what
+it does here. Not timed: the modules a dry-run load leaves in ``sys.modules`` are the check.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import debian_kernel_or_skip, fixture_kernel_package, fixture_path
+
+# Runs one CLI command quietly, then prints the names of the modules it imported.
+CODE = """
+import os, sys
+from kexecfw.cli import main
+real_stdout, sys.stdout = sys.stdout, open(os.devnull, "w")
+code = main(sys.argv[1:])
+real_stdout.write(" ".join(sorted(sys.modules)) if code == 0 else f"exit {code}")
+"""
+
+# Never needed by a load of a built-in architecture: pyelftools (the purgatory is read with struct),
+# the entry-point scan (importlib.metadata, and email through it), plotting.
+NEVER = ("elftools", "importlib.metadata", "email", "matplotlib", "zstandard")
+
+
+def modules_of_load(arch: str, kernel: Path, *extra: str) -> set[str]:
+    sysroot = fixture_path(arch, "sysroot")
+    argv = ["--sysroot", str(sysroot), "load", "-p", *extra, "--skip-sha256", "--dry-run", str(kernel),
+            "--initrd", str(kernel), "--append", "console=ttyS0"]
+    env = {k: v for k, v in os.environ.items() if k != "KEXECFW_DISABLE_PLUGIN_AUTOLOAD"}
+    out = subprocess.run([sys.executable, "-c", CODE, *argv], capture_output=True, text=True, timeout=120,
+                         check=True, env=env).stdout
+    assert not out.startswith("exit"), out
+    return set(out.split())
+
+
+def unneeded(modules: set[str], other_arch: str) -> list[str]:
+    # the other architecture's plugin is registered (its package and the capture-side register
+    # layouts are imported), but none of the modules that plan its loads
+    allowed = {f"kexecfw.plugins.{other_arch}", f"kexecfw.plugins.{other_arch}.capture"}
+    return sorted(m for m in modules if m.split(".")[0] in NEVER or m.startswith(NEVER)
+                  or (m.startswith(f"kexecfw.plugins.{other_arch}") and m not in allowed))
+
+
+def test_x86_64_panic_load_imports_only_what_it_uses() -> None:
+    package = fixture_kernel_package("x86_64")
+    if package is None:
+        pytest.skip("x86_64 fixture not present")
+    modules = modules_of_load("x86_64", debian_kernel_or_skip("x86_64", "6.1", package), "--classic")
+    assert "kexecfw.plugins.x86_64.bootparams" in modules          # the load did run
+    bad = unneeded(modules, "arm64") + sorted(m for m in modules if m in ("fdt", "kexecfw.memory.devicetree"))
+    assert not bad, bad
+
+
+def test_arm64_panic_load_imports_only_what_it_uses() -> None:
+    modules = modules_of_load("arm64", debian_kernel_or_skip("arm64", "6.1", fixture_kernel_package("arm64")))
+    assert "kexecfw.plugins.arm64.chosen" in modules
+    bad = unneeded(modules, "x86_64")
+    assert not bad, bad
