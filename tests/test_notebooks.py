@@ -33,10 +33,8 @@ def test_notebook_executes_and_draws(path, monkeypatch):
     nbclient = pytest.importorskip("nbclient")
     monkeypatch.setenv("MPLBACKEND", "Agg")
     if uses_lab(path) and not os.environ.get("KEXECFW_NOTEBOOK_FRESH_LAB"):
-        from kexecfw.lab.shared import run_once
-        generation = os.environ.get("KEXECFW_LAB_GENERATION", "6.1")
-        runs = [run_once(arch, "panic", "kexecfw", compare_kexec_tools=True, kernel_generation=generation,
-                         timeout=900) for arch in ("arm64", "x86_64")]
+        from tests.labruns import shared_lab_run
+        runs = [shared_lab_run(arch) for arch in ("arm64", "x86_64")]
         assert all(r.ok for r in runs), "\n".join(r.summary() for r in runs if not r.ok)
         monkeypatch.setenv("KEXECFW_LAB_RESULTS", os.pathsep.join(str(r.directory) for r in runs))
     nb = nbformat.read(path, as_version=4)

@@ -111,16 +111,13 @@ def test_cli_vmcore_notes_plot_writes_a_png(mini_vmcore, tmp_path):
 
 def _lab_with_dump():
     """An earlier lab run with a -d 31 dump, else this session's shared x86_64 panic run (booted once)."""
-    import os
-
-    from kexecfw.lab.shared import run_once
     from kexecfw.viz.labdata import find_lab_results
+    from tests.labruns import shared_lab_run
     for arch in ("arm64", "x86_64"):
         for d in find_lab_results(arch):
             if (d / "dump" / "kexecfw-d31.kdump").is_file():
                 return d
-    result = run_once("x86_64", "panic", "kexecfw", compare_kexec_tools=True,
-                      kernel_generation=os.environ.get("KEXECFW_LAB_GENERATION", "6.1"), timeout=900)
+    result = shared_lab_run("x86_64")
     assert result.ok, result.summary()
     return result.directory
 

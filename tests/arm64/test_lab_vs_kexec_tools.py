@@ -12,19 +12,16 @@ import pytest
 from kexecfw.elfnotes import parse_elf_header
 from kexecfw.memory.iomem import parse_iomem
 from tests.arm64.test_plan import kexec_tools_phdrs, kexec_tools_segments
+from tests.labruns import lab_generations, shared_lab_run
 
 pytestmark = pytest.mark.slow
 ORDER = ["kernel", "initrd", "dtb", "purgatory", "elfcorehdr"]    # kexec-tools' segment order on arm64
 
 
-@pytest.fixture(scope="module", params=["6.1", "6.12"])
+@pytest.fixture(scope="module", params=lab_generations())
 def lab_result(request: pytest.FixtureRequest):
-    # run_once: the 6.1 run is the same boot tests/lab and tests/vmcore assert on
-    from kexecfw.lab.shared import run_once
-    result = run_once("arm64", "panic", "kexecfw", compare_kexec_tools=True, kernel_generation=request.param,
-                      timeout=900)
-    print(result.summary())
-    return result
+    # the 6.1 run is the same boot tests/lab and tests/vmcore assert on
+    return shared_lab_run("arm64", generation=request.param)
 
 
 def _kexec_tools_debug(result) -> str:

@@ -12,23 +12,15 @@ from typing import Callable
 import pytest
 
 from kexecfw.lab.result import LabResult
-
-
+from tests.labruns import shared_lab_run
 
 
 @pytest.fixture(scope="session")
 def lab_run() -> Callable[[str, str], LabResult]:
-    # run_once shares a run with any other test module asking for the same parameters
-    # (tests/arm64 compares the same panic run with kexec-tools).
-    from kexecfw.lab.shared import run_once
-
+    # shared: tests/arm64, tests/vmcore, ... assert on the same kexecfw panic runs
     loader = os.environ.get("KEXECFW_LAB_LOADER", "kexecfw")
-    generation = os.environ.get("KEXECFW_LAB_GENERATION", "6.1")
 
     def get(arch: str, scenario: str) -> LabResult:
-        result = run_once(arch, scenario, loader, compare_kexec_tools=(scenario == "panic" and loader == "kexecfw"),
-                          kernel_generation=generation, timeout=900)
-        print(result.summary())
-        return result
+        return shared_lab_run(arch, scenario, loader=loader)
 
     return get

@@ -16,23 +16,17 @@ from kexecfw.lab.result import LabResult
 from kexecfw.memory.iomem import parse_iomem
 from kexecfw.memory.ranges import Range, merge, subtract
 from kexecfw.sysroot import Sysroot
+from tests.labruns import EXEC_PHASES, require_phases
 
 ARCHES = ["arm64", "x86_64"]
 
 pytestmark = [pytest.mark.slow, pytest.mark.parametrize("arch", ARCHES)]
 
 
-def _require_phase(result: LabResult, name_prefix: str) -> None:
-    phase = next((p for p in result.phases if p.name.startswith(name_prefix)), None)
-    assert phase is not None, f"no phase {name_prefix!r} in {result.directory}/result.json"
-    assert phase.ok, (f"{result.arch}: phase {phase.name!r} failed: {phase.detail or result.failure}\n"
-                      + "\n".join(result.notes))
-
-
 def _panic(lab_run, arch: str) -> LabResult:
     result = lab_run(arch, "panic")
     # Everything else depends on the load: fail with the loader's own words if it did not work.
-    _require_phase(result, "load (")
+    require_phases(result, "load (")
     return result
 
 
@@ -46,7 +40,7 @@ def test_loader_loaded_the_crash_kernel(lab_run, arch: str) -> None:
 
 def test_capture_kernel_booted(lab_run, arch: str) -> None:
     result = _panic(lab_run, arch)
-    _require_phase(result, "crash -> capture kernel")
+    require_phases(result, "crash -> capture kernel")
     cmdline = result.read_text("capture/cmdline") or ""
     assert "lab.role=capture" in cmdline and "maxcpus=1" in cmdline
     assert result.ok, result.failure
@@ -131,8 +125,6 @@ def test_plan_equals_dry_run_on_the_guests_snapshot(lab_run, arch: str) -> None:
 
 def test_exec_boots_the_second_kernel_with_the_marker(lab_run, arch: str) -> None:
     result = lab_run(arch, "exec")
-    _require_phase(result, "load (")
-    _require_phase(result, "exec -> second kernel")
-    _require_phase(result, "marker on the second kernel's console")
+    require_phases(result, *EXEC_PHASES)
     cmdline = result.read_text("second/cmdline") or ""
     assert "lab.role=second" in cmdline

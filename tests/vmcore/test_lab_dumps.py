@@ -26,6 +26,7 @@ from kexecfw.vmcore import open_dump
 from kexecfw.vmcore.dmesg import dmesg_bytes
 from kexecfw.vmcore.kmem import EM_X86_64, KernelMemory
 from kexecfw.vmcore.writer import DumpWriter
+from tests.labruns import shared_lab_run
 
 
 def lab_dirs() -> list[str]:
@@ -45,11 +46,7 @@ def d(request: pytest.FixtureRequest) -> str:
     """A lab results directory: this session's run (booted once, shared) or an earlier one."""
     if not request.param.startswith("run:"):
         return request.param
-    from kexecfw.lab.shared import run_once
-    arch = request.param.removeprefix("run:")
-    # the same parameters as tests/lab's panic run, so the boot is shared
-    result = run_once(arch, "panic", "kexecfw", compare_kexec_tools=True,
-                      kernel_generation=os.environ.get("KEXECFW_LAB_GENERATION", "6.1"), timeout=900)
+    result = shared_lab_run(request.param.removeprefix("run:"))     # the boot tests/lab asserts on
     assert result.ok, result.summary()
     return str(result.directory)
 
@@ -63,6 +60,17 @@ def complete_dumps(d: str) -> list[str]:
     return out
 
 
+def x86_64_dump_or_skip(d: str, which: str) -> str:
+    """dump/<which>-d31.kdump of ``d`` when it is complete and of an x86_64 kernel, else a skip."""
+    path = os.path.join(d, "dump", f"{which}-d31.kdump")
+    if path not in complete_dumps(d):
+        pytest.skip(f"no complete {which} dump")
+    with open_dump(path) as k:
+        if k.machine != EM_X86_64:
+            pytest.skip("Debian's makedumpfile reads only x86_64 dumps on this host")
+    return path
+
+
 def test_dmesg_of_lab_dumps(d):
     ref = open(os.path.join(d, "capture", "vmcore-dmesg.txt"), "rb").read()
     dumps = complete_dumps(d)
@@ -74,12 +82,8 @@ def test_dmesg_of_lab_dumps(d):
 
 @pytest.mark.skipif(not have("makedumpfile"), reason="makedumpfile not installed")
 def test_makedumpfile_reads_our_resave(d, tmp_path):
-    src = os.path.join(d, "dump", "makedumpfile-d31.kdump")
-    if not os.path.exists(src) or src not in complete_dumps(d):
-        pytest.skip("no complete makedumpfile dump")
+    src = x86_64_dump_or_skip(d, "makedumpfile")
     with open_dump(src) as k:
-        if k.machine != EM_X86_64:
-            pytest.skip("Debian's makedumpfile reads only x86_64 dumps on this host")
         DumpWriter(k, 31, "zlib").write(str(tmp_path / "ours.kdump"))
     ref = subprocess.run(["makedumpfile", "--dump-dmesg", src, str(tmp_path / "ref.txt")], capture_output=True)
     assert ref.returncode == 0
@@ -112,12 +116,7 @@ def test_classification_agrees_with_makedumpfile(d):
 
 @pytest.mark.skipif(not have("makedumpfile"), reason="makedumpfile not installed")
 def test_makedumpfile_reads_the_capture_kernels_save(d, tmp_path):
-    ours = os.path.join(d, "dump", "kexecfw-d31.kdump")
-    if ours not in complete_dumps(d):
-        pytest.skip("no complete kexecfw dump")
-    with open_dump(ours) as k:
-        if k.machine != EM_X86_64:
-            pytest.skip("Debian's makedumpfile reads only x86_64 dumps on this host")
+    ours = x86_64_dump_or_skip(d, "kexecfw")
     r = subprocess.run(["makedumpfile", "--dump-dmesg", ours, str(tmp_path / "o.txt")], capture_output=True)
     assert r.returncode == 0, r.stdout + r.stderr
     mine = subprocess.run([sys.executable, "-m", "kexecfw", "vmcore", "dmesg", "--makedumpfile", ours],
@@ -146,12 +145,7 @@ def test_notes_name_the_panic_path(d):
 
 @pytest.mark.skipif(not have("makedumpfile"), reason="makedumpfile not installed")
 def test_split_set_from_makedumpfile(d, tmp_path):
-    src = os.path.join(d, "dump", "makedumpfile-d31.kdump")
-    if src not in complete_dumps(d):
-        pytest.skip("no complete makedumpfile dump")
-    with open_dump(src) as k:
-        if k.machine != EM_X86_64:
-            pytest.skip("Debian's makedumpfile reads only x86_64 dumps on this host")
+    src = x86_64_dump_or_skip(d, "makedumpfile")
     parts = [str(tmp_path / f"part{i}") for i in range(3)]
     subprocess.run(["makedumpfile", "--split", "--splitblock-size", "64", "-d", "31", "-c", src, *parts],
                    check=True, capture_output=True)

@@ -11,7 +11,6 @@ Generations: Debian 12's 6.1 and Debian 13's 6.12, or the one $KEXECFW_LAB_GENER
 from __future__ import annotations
 
 import json
-import os
 import re
 
 import pytest
@@ -20,13 +19,13 @@ from kexecfw.elfnotes import NT_PRSTATUS, PT_LOAD, PT_NOTE, parse_elf_header
 from kexecfw.memory.iomem import parse_iomem
 from kexecfw.memory.ranges import Range, subtract
 from kexecfw.sysroot import Sysroot
+from tests.labruns import EXEC_PHASES, lab_generations, require_phases
 
 pytestmark = pytest.mark.slow
+
+
 # Debian 12's 6.1 and Debian 13's 6.12 (5-level paging under -cpu max); $KEXECFW_LAB_GENERATION picks one
-GENERATIONS = [os.environ["KEXECFW_LAB_GENERATION"]] if os.environ.get("KEXECFW_LAB_GENERATION") else ["6.1", "6.12"]
-
-
-@pytest.fixture(scope="module", params=GENERATIONS)
+@pytest.fixture(scope="module", params=lab_generations())
 def lab(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
     from kexecfw.lab.runner import run
     runs = {}
@@ -106,9 +105,7 @@ def test_capture_kernel_booted_through_our_purgatory(lab) -> None:
 
 def test_classic_exec_boots_the_second_kernel(lab) -> None:
     result = lab("exec")
-    for prefix in ("load (", "exec -> second kernel", "marker on the second kernel's console"):
-        phase = next((p for p in result.phases if p.name.startswith(prefix)), None)
-        assert phase is not None and phase.ok, f"{prefix}: {phase and phase.detail} {result.failure}"
+    require_phases(result, *EXEC_PHASES)
     plan = json.loads(result.path("plan/plan.json").read_text())
     assert plan["syscall"] == "kexec_load" and plan["mode"] == "normal"
     assert "lab.role=second" in (result.read_text("second/cmdline") or "")

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.labruns import EXEC_PHASES, require_phases
+
 pytestmark = pytest.mark.slow
 OVMF = Path("/usr/share/ovmf/OVMF.fd")
 
@@ -55,9 +57,7 @@ def test_capture_kernel_of_an_efi_guest_finds_acpi(efi_lab) -> None:
 
 def test_classic_exec_on_an_efi_guest(efi_lab) -> None:
     result = efi_lab("exec")
-    for prefix in ("load (", "exec -> second kernel", "marker on the second kernel's console"):
-        phase = next((p for p in result.phases if p.name.startswith(prefix)), None)
-        assert phase is not None and phase.ok, f"{prefix}: {phase and phase.detail} {result.failure}"
+    require_phases(result, *EXEC_PHASES)
     console = result.path("console.log").read_text(errors="replace")
     second = console.partition("lab.role=second")[2]
     assert "ACPI: RSDP" in second and "A valid RSDP was not found" not in second

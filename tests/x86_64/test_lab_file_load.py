@@ -7,27 +7,22 @@ segment. Both must be where the plan from `kexecfw load --file-load` said.
 from __future__ import annotations
 
 import json
-import os
 import re
 
 import pytest
 
 from kexecfw.plugins.x86_64.fileload import (EFI_SETUP_DATA_SIZE, MAX_ELFCOREHDR_STR_LEN, SETUP_DATA_SIZE)
+from tests.labruns import lab_generations, shared_lab_run
 
 pytestmark = pytest.mark.slow
+
+
 # Debian 12's 6.1 and Debian 13's 6.12 (5-level paging under -cpu max); $KEXECFW_LAB_GENERATION picks one
-GENERATIONS = [os.environ["KEXECFW_LAB_GENERATION"]] if os.environ.get("KEXECFW_LAB_GENERATION") else ["6.1", "6.12"]
-
-
-@pytest.fixture(scope="module", params=GENERATIONS)
+@pytest.fixture(scope="module", params=lab_generations())
 def result(request: pytest.FixtureRequest):
     # kexec_file_load is the x86_64 default where the running kernel has it (asserted below), so this
-    # is the same boot as tests/lab's x86_64 panic run: run_once shares it.
-    from kexecfw.lab.shared import run_once
-    res = run_once("x86_64", "panic", "kexecfw", compare_kexec_tools=True, kernel_generation=request.param,
-                   timeout=900)
-    print(res.summary())
-    return res
+    # is the same boot as tests/lab's x86_64 panic run, shared.
+    return shared_lab_run("x86_64", generation=request.param)
 
 
 def _capture_console(result) -> str:
