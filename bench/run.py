@@ -12,11 +12,15 @@ editable install adds tens of milliseconds of import-hook start-up that no user 
     python3 bench/run.py dump --vmcore FILE      # save -d 31 per codec vs makedumpfile -d 31 -c / -l / -z
     python3 bench/run.py plan  --sysroot DIR --kernel K [--initrd I]   # cold dry-run vs `python -c pass`
     python3 bench/run.py load --arch arm64       # in a lab guest: kexecfw load -p vs kexec -p, N rounds
+    python3 bench/run.py dump-rss [--sizes 1G,8G] [--lab-dir DIR ...]
+                                                 # in the capture kernel of filled lab guests: save -d 31
+                                                 # (zlib, zstd) vs makedumpfile -d 31 -c, peak RSS per size
     python3 bench/run.py all                     # every benchmark whose inputs are found
 """
 from __future__ import annotations
 
 import argparse
+import json
 import lzma
 import os
 import platform
@@ -184,6 +188,49 @@ def bench_load(py: str, arch: str, runs: int) -> list[dict]:
     return rows
 
 
+def bench_dump_rss(py: str, sizes: list[str], lab_dirs: list[Path], timeout: int) -> list[dict]:
+    """Peak RSS, wall time and output size of each dump tool in the capture kernel of x86_64 lab guests
+    whose memory was filled before the crash (lab run --fill-memory), one guest per RAM size: RSS
+    must stay flat as the vmcore grows. ``lab_dirs``: report earlier runs instead of booting."""
+    dirs = list(lab_dirs)
+    for size in sizes:
+        keep = Path(tempfile.mkdtemp(prefix=f"kexecfw-bench-rss-{size}-")) / "lab"
+        cmd = [py, "-m", "kexecfw", "lab", "run", "--arch", "x86_64", "--memory", size, "--fill-memory",
+               "--timeout", str(timeout), "--keep", str(keep)]
+        print(f"# lab run --memory {size} --fill-memory: {keep}", flush=True)
+        if subprocess.run(cmd, cwd="/", stdout=subprocess.DEVNULL).returncode != 0:
+            print(f"bench: the {size} lab run failed; see {keep}", file=sys.stderr)
+        dirs.append(keep)
+    tools = (("kexecfw-vmcore-save", "kexecfw zlib"), ("kexecfw-vmcore-save-zstd", "kexecfw zstd"),
+             ("makedumpfile", "makedumpfile -c"))
+    print(f"{'guest RAM':>9} {'vmcore':>9} {'filled':>15} | " + " | ".join(f"{label:<27}" for _, label in tools))
+    print(f"{'':>9} {'':>9} {'anon+cache':>15} | " + " | ".join(f"{'RSS MiB  time s  out MiB':<27}" for _ in tools))
+    rows = []
+    for d in dirs:
+        settings = json.loads((d / "result.json").read_text()).get("settings", {})
+        size_file = d / "capture" / "vmcore-size"
+        vmcore = int(size_file.read_text()) if size_file.is_file() else 0
+        fill_file = d / "first" / "fill.json"
+        fill = json.loads(fill_file.read_text()) if fill_file.is_file() else {}
+        row: dict = {"benchmark": f"dump RSS, {settings.get('mem')} MiB guest", "directory": str(d),
+                     "mem_mib": settings.get("mem"), "vmcore_bytes": vmcore, "fill": fill}
+        cells = []
+        for step, label in tools:
+            m_file = d / "capture" / "steps" / f"{step}.measure"
+            m = json.loads(m_file.read_text()) if m_file.is_file() else None
+            row[label] = m
+            if m is None or m.get("rc") != 0:
+                cells.append(f"{'failed' if m else 'not run':<27}")
+                continue
+            out = m.get("output_bytes") or 0
+            cells.append(f"{m['max_rss_kib'] / 1024:7.1f}  {m['seconds']:6.1f}  {out / 2**20:7.1f}   ")
+        filled = f"{fill.get('anon_mib', 0)}+{fill.get('page_cache_mib', 0)} MiB" if fill else "-"
+        print(f"{settings.get('mem', 0):>5} MiB {vmcore / 2**20:5.0f} MiB {filled:>15} | " + " | ".join(cells))
+        rows.append(row)
+    print("(in the capture kernel, under TCG: times are the guest's wall clock; peak RSS as GNU time's %M)")
+    return rows
+
+
 def bench_plan(py: str, sysroot: Path, kernel: Path, initrd: Path | None, runs: int) -> list[dict]:
     cmd = [py, "-m", "kexecfw", "--sysroot", str(sysroot), "load", "-p", "--dry-run", "--json", str(kernel),
            "--append", "console=ttyS0 maxcpus=1 reset_devices"]
@@ -194,13 +241,18 @@ def bench_plan(py: str, sysroot: Path, kernel: Path, initrd: Path | None, runs: 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("which", choices=["dmesg", "dump", "plan", "load", "all"])
+    p.add_argument("which", choices=["dmesg", "dump", "dump-rss", "plan", "load", "all"])
     p.add_argument("--arch", default="x86_64", help="guest architecture for the load benchmark")
     p.add_argument("--vmcore", type=Path, help="ELF vmcore for dmesg (default: the x86_64 fixture's mini vmcore)")
     p.add_argument("--sysroot", type=Path, help="sysroot for plan (default: the x86_64 fixture's)")
     p.add_argument("--kernel", type=Path, help="kernel for plan (default: the lab cache's x86_64 kernel)")
     p.add_argument("--initrd", type=Path)
     p.add_argument("--runs", type=int, default=15)
+    p.add_argument("--sizes", default="1G,8G", help="dump-rss: guest RAM sizes to boot, filled (default 1G,8G)")
+    p.add_argument("--lab-dir", type=Path, action="append", default=[],
+                   help="dump-rss: an earlier `lab run --fill-memory` results directory (repeatable; with "
+                        "--sizes '' nothing is booted)")
+    p.add_argument("--timeout", type=int, default=3600, help="dump-rss: seconds per lab run")
     p.add_argument("--markdown", action="store_true", help="also print the results as a Markdown table (README)")
     args = p.parse_args(argv)
     py = bench_python()
@@ -226,6 +278,10 @@ def main(argv: list[str] | None = None) -> int:
         rows += bench_plan(py, sysroot, kernel, args.initrd, args.runs)
     if args.which == "load":
         rows += bench_load(py, args.arch, args.runs)
+    if args.which == "dump-rss":
+        sizes = [s for s in args.sizes.split(",") if s] if args.sizes else []
+        bench_dump_rss(py, sizes, args.lab_dir, args.timeout)
+        return 0
     if args.markdown:
         print(markdown_table(rows, machine))
     return 0

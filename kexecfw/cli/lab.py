@@ -14,7 +14,8 @@ def configure(p: argparse.ArgumentParser) -> None:
     run = sub.add_parser("run", help="boot a guest, run a scenario, bring the results back",
                          description="Boot a Debian kernel in QEMU, run the scenario, print a summary.")
     _common(run)
-    run.add_argument("--mem", type=int, default=1024, metavar="MIB", help="guest RAM in MiB (default 1024)")
+    run.add_argument("--mem", "--memory", type=_mib, default=1024, metavar="SIZE",
+                     help="guest RAM: MiB, or with a suffix (8G, 1536M); default 1024")
     run.add_argument("--smp", type=int, default=2, metavar="N", help="guest CPUs (default 2)")
     run.add_argument("--crashkernel", default="256M", metavar="SIZE", help="crashkernel= of the first kernel")
     run.add_argument("--scenario", choices=["panic", "exec"], default="panic",
@@ -27,6 +28,12 @@ def configure(p: argparse.ArgumentParser) -> None:
                      help="extra options for the guest's `kexecfw load` (e.g. --classic)")
     run.add_argument("--save-vmcore", action="store_true",
                      help="also bring back the whole /proc/vmcore as dump/vmcore.elf (for benchmarks)")
+    run.add_argument("--fill-memory", action="store_true",
+                     help="fill most of the guest's RAM (anonymous memory, page cache) before the crash; "
+                          "implies --measure-dumps")
+    run.add_argument("--measure-dumps", action="store_true",
+                     help="in the capture kernel, time kexecfw save (zlib, zstd) and makedumpfile with their "
+                          "peak RSS, writing to a disk (capture/steps/*.measure)")
     run.add_argument("--bench-load", type=int, default=0, metavar="N",
                      help="before the real load, N rounds of the same load by kexec-tools and kexecfw, timed "
                           "(bench/run.py load)")
@@ -41,6 +48,17 @@ def configure(p: argparse.ArgumentParser) -> None:
     show = sub.add_parser("show", help="print the summary of an earlier run")
     show.add_argument("directory", metavar="DIR")
     show.add_argument("--json", action="store_true", help="print result.json")
+
+
+def _mib(text: str) -> int:
+    """A memory size for QEMU's -m, in MiB: 1024, 1024M, 8G."""
+    units = {"m": 1, "g": 1024}
+    t = text.strip().lower().removesuffix("ib").removesuffix("b")
+    scale = units.get(t[-1:], None)
+    try:
+        return int(t[:-1]) * scale if scale else int(t)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a size in MiB (1024) or with M/G (8G)") from None
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -77,7 +95,8 @@ def run(args: argparse.Namespace) -> int:
                          mem=args.mem, smp=args.smp, crashkernel=args.crashkernel, keep=args.keep,
                          kernel_generation=args.kernel_generation, accel=args.accel, timeout=args.timeout,
                          cache=args.cache, load_args=args.load_args, save_vmcore=args.save_vmcore,
-                         bench_load=args.bench_load)
+                         bench_load=args.bench_load, fill_memory=args.fill_memory,
+                         measure_dumps=args.measure_dumps)
     if args.json:
         print(json.dumps(result.to_json(), indent=2))
     else:

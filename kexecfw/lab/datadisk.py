@@ -14,10 +14,10 @@ from pathlib import Path
 from kexecfw.lab.errors import LabError
 
 MIB = 1 << 20
-# MiB offsets; must match SLOT2_MIB, DUMP1_MIB, DUMP2_MIB in guest/init. The guest's /out
-# tmpfs (128 MiB) bounds what any slot receives.
-SLOTS = {"first": 0, "second": 128, "dump-kexecfw": 512, "dump-makedumpfile": 1024}
-DISK_MIB = 1536
+# MiB offsets; must match SLOT2_MIB, DUMP1_MIB, DUMP2_MIB, DUMP3_MIB in guest/init. The guest's /out
+# tmpfs (128 MiB) bounds what the first two slots receive; a dump slot holds up to 512 MiB.
+SLOTS = {"first": 0, "second": 128, "dump-kexecfw": 512, "dump-makedumpfile": 1024, "dump-kexecfw-zstd": 1536}
+DISK_MIB = 2048
 
 
 def create_disk(path: Path, size_mib: int = DISK_MIB) -> Path:

@@ -119,6 +119,25 @@ class LabResult:
         """The crashed kernel's log as read in the capture kernel (Debian's vmcore-dmesg)."""
         return self.read_text("capture/vmcore-dmesg.txt")
 
+    def dump_measurements(self) -> dict[str, dict]:
+        """Measured dumps (lab run --measure-dumps / --fill-memory), by step name: rc, seconds,
+        max_rss_kib, output_bytes, command (guest.py measure in the capture kernel)."""
+        out = {}
+        for p in sorted(self.path("capture/steps").glob("*.measure")):
+            try:
+                out[p.stem] = json.loads(p.read_text())
+            except ValueError:
+                continue
+        return out
+
+    def fill_report(self) -> dict | None:
+        """What the first kernel filled before the crash (lab run --fill-memory)."""
+        text = self.read_text("first/fill.json")
+        try:
+            return json.loads(text) if text else None
+        except ValueError:
+            return None
+
     def marker(self) -> str | None:
         text = self.read_text("first/marker")
         return text.strip() if text else None
@@ -150,6 +169,16 @@ class LabResult:
         dumps = sorted(self.path("dump").glob("*")) if self.path("dump").is_dir() else []
         for d in dumps:
             lines.append(f"  dump: {d.name} {d.stat().st_size / (1 << 20):.1f} MiB")
+        fill = self.fill_report()
+        if fill:
+            lines.append(f"  filled before the crash: {fill.get('anon_mib')} MiB anonymous in "
+                         f"{fill.get('anon_seconds')} s, {fill.get('page_cache_mib')} MiB page cache in "
+                         f"{fill.get('page_cache_seconds')} s")
+        for name, m in self.dump_measurements().items():
+            size = m.get("output_bytes")
+            lines.append(f"  measured {name}: rc {m.get('rc')}, {m.get('seconds')} s, peak RSS "
+                         f"{m.get('max_rss_kib', 0) / 1024:.1f} MiB, output "
+                         + (f"{size / (1 << 20):.1f} MiB" if size is not None else "none"))
         for n in self.notes:
             lines.append(f"  note: {n}")
         lines.append(f"  results: {self.directory}")

@@ -35,6 +35,7 @@ EXEC_WORKAROUNDS = {
                         "kexec_load with 52-bit VAs (kexec-tools too): the first kernel runs with 48-bit VAs"),
 }
 LOADERS = ("kexecfw", "kexec-tools")
+DUMP_DISK_MIB = 4096   # the measured dumps' disk (sparse): three -d 31 dumps of a big guest
 Log = Callable[[str], None]
 
 
@@ -52,7 +53,18 @@ def run(arch: str = "arm64", scenario: str = "panic", loader: str = "kexecfw", *
         keep: str | os.PathLike[str] | None = None, kernel_generation: str = "6.1",
         accel: str = "auto", timeout: float = 900, silence: float = 300,
         cache: str | os.PathLike[str] | None = None, log: Log = _stderr_log,
-        load_args: str = "", save_vmcore: bool = False, bench_load: int = 0) -> LabResult:
+        load_args: str = "", save_vmcore: bool = False, bench_load: int = 0,
+        fill_memory: bool = False, measure_dumps: bool = False) -> LabResult:
+    """Boot the guest, run ``scenario``, bring the results back (see docs/lab.md).
+
+    ``fill_memory``: before the crash the first kernel fills most of its RAM (anonymous memory and
+    page cache, guest.py fill-memory), so that the dump's filters have real work; it implies
+    ``measure_dumps``: the capture kernel runs kexecfw (zlib, zstd) and makedumpfile one after the
+    other with wall time, peak RSS and output size each (capture/steps/NAME.measure), writing to a disk.
+    """
+    measure_dumps = measure_dumps or fill_memory
+    if fill_memory and scenario != "panic":
+        raise LabError("--fill-memory needs the panic scenario: it fills memory before the crash")
     target = arch_target(arch)
     gen = generation(kernel_generation)
     if scenario not in SCENARIOS:
@@ -77,7 +89,8 @@ def run(arch: str = "arm64", scenario: str = "panic", loader: str = "kexecfw", *
                        generation=gen.name, kernel_release=userland.release, phases=phases,
                        settings={"mem": mem, "smp": smp, "crashkernel": crashkernel,
                                  "compare_kexec_tools": compare_kexec_tools, "load_args": load_args,
-                                 "save_vmcore": save_vmcore, "bench_load": bench_load})
+                                 "save_vmcore": save_vmcore, "bench_load": bench_load,
+                                 "fill_memory": fill_memory, "measure_dumps": measure_dumps})
 
     build_root = cache_path / "build"
     build_root.mkdir(exist_ok=True)
@@ -92,8 +105,10 @@ def run(arch: str = "arm64", scenario: str = "panic", loader: str = "kexecfw", *
             "SCENARIO": scenario, "LOADER": loader, "COMPARE": "1" if compare_kexec_tools else "0",
             "LOAD_ARGS": load_args,   # extra `kexecfw load` options, e.g. --classic
             "BENCH_LOAD": str(bench_load),  # rounds of kexec-tools vs kexecfw loads before the real one
+            "FILL_MEMORY": "1" if fill_memory else "0",
             "CAPTURE_APPEND": f"{base_args} maxcpus=1 reset_devices irqpoll panic=-1 lab.role=capture"
-                              + (" lab.save_vmcore=1" if save_vmcore else ""),
+                              + (" lab.save_vmcore=1" if save_vmcore else "")
+                              + (" lab.measure_dumps=1" if measure_dumps else ""),
             "SECOND_APPEND": f"{base_args} panic=-1 lab.role=second lab.marker={marker}",
         }
         t1 = time.monotonic()
@@ -112,6 +127,12 @@ def run(arch: str = "arm64", scenario: str = "panic", loader: str = "kexecfw", *
         if save_vmcore:  # sparse, large enough for every PT_LOAD of a guest with `mem` MiB
             vmcore_disk = create_disk(workdir / "vmcore.img", mem + 64)
             disks.append(Disk(vmcore_disk, "labvmcore"))
+        if fill_memory:   # sparse; the guest writes at most 30% of its MemAvailable into it
+            disks.append(Disk(create_disk(workdir / "fill.img", mem), "labfill"))
+        if measure_dumps:  # sparse; the capture kernel makes an ext2 file system on it for the dumps
+            disks.append(Disk(create_disk(workdir / "dumps.img", DUMP_DISK_MIB), "labdump"))
+            # a filled guest's steps can be quiet for minutes under TCG (the fill, an 8 GiB dump)
+            silence = max(silence, timeout)
         cmd = qemu_command(target, userland.kernel, initrd, append, mem, smp, disks, "kvm" if use_kvm else "tcg")
         (out / "qemu-cmdline.txt").write_text(" ".join(cmd) + "\n")
         log(f"booting {target.name} ({'KVM' if use_kvm else 'TCG'}), {scenario} with {loader}; "
@@ -195,6 +216,8 @@ def _analyse(result: LabResult, outcome: QemuOutcome, slots: dict[str, list[str]
     if result.settings.get("compare_kexec_tools") and result.loader == "kexecfw":
         add_step("kexec-tools load for comparison", "kexec-tools-debug", "first", False)
     add_step("dry-run on the guest's snapshot", "dryrun", "first", False)
+    if result.settings.get("fill_memory"):
+        add_step("fill memory before the crash", "fill-memory", "first", True)
     add("first kernel's results saved", slots.get("first") is not None, True)
 
     if result.scenario == "panic":
@@ -206,6 +229,8 @@ def _analyse(result: LabResult, outcome: QemuOutcome, slots: dict[str, list[str]
         add_step("vmcore headers and notes", "vmcore-headers", "capture", True)
         for what in ("info", "notes", "dmesg", "save"):
             add_step(f"kexecfw vmcore {what}", f"kexecfw-vmcore-{what}", "capture", False)
+        if result.settings.get("measure_dumps"):
+            add_step("kexecfw vmcore save -c zstd", "kexecfw-vmcore-save-zstd", "capture", False)
         add_step("vmcore-dmesg (kexec-tools)", "vmcore-dmesg", "capture", False)
         add_step("makedumpfile -c", "makedumpfile", "capture", False)
         add("capture kernel's results saved", slots.get("second") is not None and (out / "capture").is_dir(), True)
