@@ -43,6 +43,15 @@ def debian_kernel_or_skip(arch: str, generation: str = "6.1", package: str | Non
                     f"(the lab downloads it from the Debian mirror into its cache): {e}")
 
 
+def fixture_kernel(arch: str) -> Path:
+    """The very Debian kernel the fixture guest of ``arch`` ran (the fixtures' kexec-tools numbers are for it),
+    or a skip."""
+    package = fixture_kernel_package(arch)
+    if package is None:
+        pytest.skip(f"{arch} fixture not present")
+    return debian_kernel_or_skip(arch, "6.1", package)     # the fixture guests ran Debian 12
+
+
 @pytest.fixture(scope="session")
 def host_snapshot(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A snapshot of this machine, taken with kexecfw itself."""

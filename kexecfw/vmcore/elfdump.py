@@ -23,6 +23,11 @@ PN_XNUM = 0xFFFF
 ELF64_SHDR_INFO_OFFSET = 44
 MAX_HEADER_BYTES = 64 << 20
 BULK_READ = 64 << 10   # headers + notes of any real vmcore fit; guards against absurd e_phnum
+# Pages read through the mapping of a regular file stay mapped and count in the process's RSS
+# (a -d 31 save reads all of mem_map, 16 MiB per GiB of RAM, in small pieces): past this many
+# bytes read through it, the mapping's pages are unmapped (MADV_DONTNEED; they stay in the page
+# cache). /proc/vmcore is a PFN mapping that RSS never counts (madvise refuses it: not needed).
+UNMAP_AFTER = 8 << 20
 
 
 def _read_header(fd: int, size: int, path: str) -> tuple[ElfCoreHeader, bytes]:
@@ -115,6 +120,7 @@ class ElfDump(DumpFile):
         self._all_loads = loads
         self._starts = [seg[0] for seg in self._loads]
         self._map: mmap.mmap | None = None
+        self._mapped_reads = 0
         if self.size:
             try:
                 self._map = mmap.mmap(self._fd, 0, prot=mmap.PROT_READ)
@@ -147,8 +153,19 @@ class ElfDump(DumpFile):
         # Small random reads through the mapping; bulk reads (the writer's chunks) with pread so
         # that the pages do not stay mapped and count against the process (RSS budget).
         if self._map is not None and size < BULK_READ:
+            self._mapped_reads += size
+            if self._mapped_reads > UNMAP_AFTER:
+                self._unmap_pages()
             return self._map[offset:offset + size]
         return os.pread(self._fd, size, offset)
+
+    def _unmap_pages(self) -> None:
+        """Drop the mapping's resident pages from this process (not from the page cache)."""
+        self._mapped_reads = 0
+        try:
+            self._map.madvise(mmap.MADV_DONTNEED)
+        except (OSError, AttributeError, ValueError):
+            self._mapped_reads = -(1 << 62)    # a PFN mapping (/proc/vmcore): nothing to drop, stop trying
 
     def read_phys(self, paddr: int, size: int) -> bytes:
         out = bytearray()

@@ -25,6 +25,10 @@ EM_X86_64 = 62
 EM_AARCH64 = 183
 U64 = struct.Struct("<Q")
 U32 = struct.Struct("<I")
+# Translations kept (page -> physical page), ~150 bytes each. Readers of kernel structures revisit
+# a few hundred pages; a -d 31 save reads each page of mem_map once (8192 per GiB of RAM), so a
+# larger cache would only make memory grow with the crashed machine's size.
+VTOP_CACHE_PAGES = 4096
 U16 = struct.Struct("<H")
 MASK64 = (1 << 64) - 1
 
@@ -201,7 +205,7 @@ class KernelMemory:
         if hit is not None:
             return hit | (vaddr & (self.page_size - 1))
         paddr = self._translate(page)
-        if len(self._cache) > 65536:
+        if len(self._cache) > VTOP_CACHE_PAGES:
             self._cache.clear()
         self._cache[page] = paddr
         return paddr | (vaddr & (self.page_size - 1))
