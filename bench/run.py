@@ -101,6 +101,13 @@ def bench_python() -> str:
     return str(py)
 
 
+def lab_kernel(py: str) -> Path | None:
+    """The lab's Debian 6.1 x86_64 kernel (kexecfw.lab.kernels, run by the bench venv's kexecfw), if it can be had."""
+    code = "from kexecfw.lab.kernels import debian_kernel; print(debian_kernel('x86_64', '6.1'))"
+    found = subprocess.run([py, "-c", code], capture_output=True, text=True)
+    return Path(found.stdout.strip()) if found.returncode == 0 else None
+
+
 def fixture_vmcore() -> Path | None:
     """The x86_64 fixture's mini vmcore, decompressed, when the shared fixtures are present."""
     src = REPO.parent / "shared" / "fixtures" / "x86_64" / "capture" / "vmcore-mini.elf.xz"
@@ -271,8 +278,7 @@ def main(argv: list[str] | None = None) -> int:
         rows += bench_dump(py, args.vmcore, args.runs)
     if args.which in ("plan", "all"):
         sysroot = args.sysroot or REPO.parent / "shared" / "fixtures" / "x86_64" / "sysroot"
-        kernel = args.kernel or next(iter(sorted((Path.home() / ".cache" / "kexecfw-lab").glob(
-            "x86_64-extract/boot/vmlinuz-*"))), None)
+        kernel = args.kernel or lab_kernel(py)
         if kernel is None or not sysroot.is_dir():
             raise SystemExit("bench: plan needs --sysroot DIR and --kernel FILE")
         rows += bench_plan(py, sysroot, kernel, args.initrd, args.runs)
