@@ -54,9 +54,9 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
                         help="architecture plugin to use (default: the sysroot's proc/kcore machine, else the host)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, module_name, help_text in COMMANDS:
-        p = sub.add_parser(name, help=help_text, description=help_text)
         if only is not None and name != only:
-            continue  # listed in --help, configured only when chosen
+            continue  # the others matter only to `kexecfw --help`, which chooses none (each costs a parser)
+        p = sub.add_parser(name, help=help_text, description=help_text)
         module = importlib.import_module(module_name)
         module.configure(p)
         p.set_defaults(_run=module.run)
