@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from typing import TYPE_CHECKING, Any
@@ -29,6 +28,7 @@ def require_live_root(sysroot: "Sysroot", action: str) -> None:
 
 
 def print_json(doc: dict[str, Any]) -> None:
+    import json  # here: commands without --json do not import it
     json.dump(doc, sys.stdout, indent=2)
     sys.stdout.write("\n")
 
