@@ -117,10 +117,15 @@ def _prb_records(mem: KernelMemory, warn: Warn) -> Iterator[Record]:
     # facility and level (u8, then u8 flags:5 level:3) follow text_len; not exported, so only
     # trusted when caller_id sits right after them as in every kernel since 5.10.
     has_level = o_caller == o_len + 4
-
-    descs = mem.read(descs_va, desc_size * count, excluded_as_zero=True)
-    infos = mem.read(infos_va, info_size * count, excluded_as_zero=True)
-    text = mem.read(text_va, ring_size, excluded_as_zero=True)
+    # Fields are read straight from the arrays below: an offset past its struct would read the next entry.
+    for name, end, struct_size in (
+            ("prb_desc.state_var", o_state + 8, desc_size),
+            ("prb_desc.text_blk_lpos", o_lpos + max(o_begin, o_next) + 8, desc_size),
+            ("printk_info.seq", o_seq + 8, info_size), ("printk_info.ts_nsec", o_ts + 8, info_size),
+            ("printk_info.text_len", o_len + (4 if has_level else 2), info_size),
+            ("printk_info.caller_id", (o_caller or 0) + 4, info_size)):
+        if end > struct_size:
+            raise BadInputError(f"VMCOREINFO OFFSET({name}) lies outside its struct ({struct_size} bytes)")
 
     head_id &= DESC_ID_MASK
     tail_id &= DESC_ID_MASK
@@ -130,40 +135,42 @@ def _prb_records(mem: KernelMemory, warn: Warn) -> Iterator[Record]:
              f"of {count}; reading the last {count} records")
         tail_id = (head_id - count + 1) & DESC_ID_MASK
         n = count - 1
+    # Only the descriptors and infos of ids tail..head (entry `step` at step * size): a young
+    # log uses a fraction of the ring. The text ring is read whole, in one read.
+    first = tail_id % count
+    descs = _ring_entries(mem, descs_va, desc_size, count, first, n + 1)
+    infos = _ring_entries(mem, infos_va, info_size, count, first, n + 1)
+    text = mem.read(text_va, ring_size, excluded_as_zero=True)
     for step in range(n + 1):
         rid = (tail_id + step) & DESC_ID_MASK
-        idx = rid % count
-        desc = descs[idx * desc_size:(idx + 1) * desc_size]
-        state_var = _U64.unpack_from(desc, o_state)[0]
+        desc_at = step * desc_size
+        state_var = _U64.unpack_from(descs, desc_at + o_state)[0]
         if state_var & DESC_ID_MASK != rid:
             continue   # reused or never written: not an error, the writer was elsewhere
         if (state_var >> DESC_FLAGS_SHIFT) not in (DESC_COMMITTED, DESC_FINALIZED):
             continue   # reserved (being written) or reusable
-        inf = infos[idx * info_size:(idx + 1) * info_size]
-        seq = _U64.unpack_from(inf, o_seq)[0]
-        ts = _U64.unpack_from(inf, o_ts)[0]
-        text_len = _U16.unpack_from(inf, o_len)[0]
-        caller = _U32.unpack_from(inf, o_caller)[0] if o_caller is not None else None
+        idx = rid % count
+        info_at = step * info_size
+        seq = _U64.unpack_from(infos, info_at + o_seq)[0]
+        ts = _U64.unpack_from(infos, info_at + o_ts)[0]
+        text_len = _U16.unpack_from(infos, info_at + o_len)[0]
+        caller = _U32.unpack_from(infos, info_at + o_caller)[0] if o_caller is not None else None
         level = facility = None
         if has_level:
-            facility = inf[o_len + 2]
-            level = inf[o_len + 3] >> 5
-        begin = _U64.unpack_from(desc, o_lpos + o_begin)[0]
-        nxt = _U64.unpack_from(desc, o_lpos + o_next)[0]
+            facility = infos[info_at + o_len + 2]
+            level = infos[info_at + o_len + 3] >> 5
+        begin = _U64.unpack_from(descs, desc_at + o_lpos + o_begin)[0]
+        nxt = _U64.unpack_from(descs, desc_at + o_lpos + o_next)[0]
         body = b""
-        if begin & 1 or nxt & 1:
-            # Data-less records (the kernel uses odd lpos values for them): no text.
-            body = b""
-        elif begin != nxt:
-            b_off = begin % ring_size
-            if begin // ring_size == nxt // ring_size:
-                n_off = nxt % ring_size
-            elif (begin + ring_size) // ring_size == nxt // ring_size:
-                b_off, n_off = 0, nxt % ring_size      # a wrapping block keeps its data at the start
-            else:
+        if begin & 1 or nxt & 1 or begin == nxt:
+            pass   # data-less records (the kernel uses odd lpos values for them): no text
+        else:
+            blk = _text_block(begin, nxt, ring_size)
+            if blk is None:
                 warn(f"printk record seq {seq} (descriptor {idx}): text block {begin:#x}..{nxt:#x} spans "
                      "more than the ring; skipped")
                 continue
+            b_off, n_off = blk
             if n_off - b_off < 8:
                 warn(f"printk record seq {seq} (descriptor {idx}): text block too short; skipped")
                 continue
@@ -175,6 +182,26 @@ def _prb_records(mem: KernelMemory, warn: Warn) -> Iterator[Record]:
             avail = n_off - b_off - 8
             body = text[b_off + 8:b_off + 8 + min(text_len, avail)]
         yield Record(seq, ts, body, caller, level, facility)
+
+
+def _ring_entries(mem: KernelMemory, base: int, size: int, count: int, first: int, n: int) -> bytes:
+    """Entries first, first + 1 ... (``n`` of them, wrapping at ``count``) of a ring array at ``base``."""
+    head = min(n, count - first)
+    out = mem.read(base + first * size, head * size, excluded_as_zero=True)
+    if n > head:
+        out += mem.read(base, (n - head) * size, excluded_as_zero=True)
+    return out
+
+
+def _text_block(begin: int, nxt: int, ring_size: int) -> tuple[int, int] | None:
+    """Ring offsets [start, end) of the data block at logical positions begin..nxt, or None when
+    it spans more than the ring (corrupt)."""
+    b_off = begin % ring_size
+    if begin // ring_size == nxt // ring_size:
+        return b_off, nxt % ring_size
+    if (begin + ring_size) // ring_size == nxt // ring_size:
+        return 0, nxt % ring_size      # a wrapping block keeps its data at the start
+    return None
 
 
 def _structured_records(mem: KernelMemory, warn: Warn) -> Iterator[Record]:

@@ -239,16 +239,41 @@ class KernelMemory:
         static kernel arrays such as the printk ring (never cache, user or free memory,
         so only ever excluded for being zero); wrong in general, hence off by default.
         """
+        chunks = []
+        while size > 0:
+            paddr = self.vtop(vaddr)
+            n = min(size, self.page_size - (vaddr & (self.page_size - 1)))
+            # Physically contiguous pages are one read of the dump, not one per page: the printk
+            # ring is hundreds of pages, and per-page reads were most of `vmcore dmesg`'s work.
+            while n < size:
+                try:
+                    if self.vtop(vaddr + n) != paddr + n:
+                        break
+                except BadInputError:
+                    break      # raised by the next round, once the pages before it are read
+                n += min(size - n, self.page_size)
+            chunks.append(self._read_run(paddr, n, excluded_as_zero))
+            vaddr += n
+            size -= n
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+    def _read_run(self, paddr: int, size: int, excluded_as_zero: bool) -> bytes:
+        try:
+            return self.dump.read_phys(paddr, size)
+        except MemoryMissing:
+            if not excluded_as_zero:
+                raise
+        # Some page of the run is missing: page by page, the excluded ones as zeros.
         out = bytearray()
         while size > 0:
-            n = min(size, self.page_size - (vaddr & (self.page_size - 1)))
+            n = min(size, self.page_size - (paddr & (self.page_size - 1)))
             try:
-                out += self.dump.read_phys(self.vtop(vaddr), n)
+                out += self.dump.read_phys(paddr, n)
             except MemoryMissing as e:
-                if not (excluded_as_zero and e.excluded):
+                if not e.excluded:
                     raise
                 out += bytes(n)
-            vaddr += n
+            paddr += n
             size -= n
         return bytes(out)
 
