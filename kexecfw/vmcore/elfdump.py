@@ -24,10 +24,13 @@ ELF64_SHDR_INFO_OFFSET = 44
 MAX_HEADER_BYTES = 64 << 20
 BULK_READ = 64 << 10   # headers + notes of any real vmcore fit; guards against absurd e_phnum
 # Pages read through the mapping of a regular file stay mapped and count in the process's RSS
-# (a -d 31 save reads all of mem_map, 16 MiB per GiB of RAM, in small pieces): past this many
-# bytes read through it, the mapping's pages are unmapped (MADV_DONTNEED; they stay in the page
-# cache). /proc/vmcore is a PFN mapping that RSS never counts (madvise refuses it: not needed).
-UNMAP_AFTER = 8 << 20
+# (a -d 31 save reads page tables and short runs of pages all over memory): once the reads may
+# have mapped this many bytes, the mapping's pages are unmapped (MADV_DONTNEED; they
+# stay in the page cache). /proc/vmcore is a PFN mapping that RSS never counts (madvise refuses it).
+UNMAP_AFTER = 2 << 20
+# A page fault on a file mapping maps the pages around it too (fault_around_bytes, 64 KiB by
+# default): a read of n bytes may map n + 64 KiB.
+FAULT_AROUND = 64 << 10
 
 
 def _read_header(fd: int, size: int, path: str) -> tuple[ElfCoreHeader, bytes]:
@@ -153,7 +156,7 @@ class ElfDump(DumpFile):
         # Small random reads through the mapping; bulk reads (the writer's chunks) with pread so
         # that the pages do not stay mapped and count against the process (RSS budget).
         if self._map is not None and size < BULK_READ:
-            self._mapped_reads += size
+            self._mapped_reads += size + FAULT_AROUND
             if self._mapped_reads > UNMAP_AFTER:
                 self._unmap_pages()
             return self._map[offset:offset + size]

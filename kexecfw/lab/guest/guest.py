@@ -147,10 +147,9 @@ def measure(out: str, output: str, argv: list[str], poll: float = 0.05) -> int:
     Peak RSS: wait4's ru_maxrss (GNU time's %M; busybox time's %M is that times 4 on 4 KiB pages)
     cannot be below this wrapper's own peak: exec keeps the larger of the parent's and the new
     program's high-water marks. So when ru_maxrss is above the wrapper's peak it is the answer;
-    otherwise the command's own VmHWM, polled every ``poll`` s until it exits, is (exact unless the
-    peak came in the last interval).
+    otherwise the command's own VmHWM (a high-water mark too), polled every ``poll`` s until it
+    exits, is: exact unless the peak came in the last interval.
     """
-    floor = _vm_hwm("self") or 0
     t0 = time.monotonic()
     pid = os.posix_spawnp(argv[0], argv, os.environ)
     polled = 0
@@ -163,7 +162,8 @@ def measure(out: str, output: str, argv: list[str], poll: float = 0.05) -> int:
     seconds = time.monotonic() - t0
     rc = os.waitstatus_to_exitcode(status)
     size = os.stat(output).st_size if os.path.isfile(output) else None
-    peak = usage.ru_maxrss if usage.ru_maxrss > floor else polled
+    floor = _vm_hwm("self") or 0            # this wrapper's peak, at least what it was at the spawn
+    peak = max(usage.ru_maxrss, polled) if usage.ru_maxrss > floor else polled
     with open(out, "w") as f:
         json.dump({"rc": rc, "seconds": round(seconds, 3), "max_rss_kib": peak, "ru_maxrss_kib": usage.ru_maxrss,
                    "polled_vmhwm_kib": polled, "wrapper_kib": floor, "output_bytes": size, "command": argv},
