@@ -15,6 +15,7 @@ and error, goes through the one argparse parser.
 """
 from __future__ import annotations
 
+import gc
 import importlib
 import os
 import sys
@@ -87,8 +88,23 @@ def fast_path(argv: Sequence[str]) -> Callable[[], int] | None:
     if len(argv) == 3 and argv[0] == "vmcore" and argv[1] == "dmesg" and not argv[2].startswith("-"):
         from kexecfw.cli.vmcore import dmesg
         path = argv[2]
-        return lambda: dmesg([path])
+        return lambda: _without_cyclic_gc(lambda: dmesg([path]))
     return None
+
+
+def _without_cyclic_gc(command: Callable[[], int]) -> int:
+    """Run a short command that makes no reference cycles, with the cyclic garbage collector off.
+
+    The collector would only walk the modules being imported, and the interpreter's collections
+    at exit would walk every object once more (frozen ones are skipped): ~2 ms of CPU time for
+    `vmcore dmesg`, more than its own work. Callers in the same process get the collector back.
+    """
+    gc.disable()
+    try:
+        return command()
+    finally:
+        gc.freeze()
+        gc.enable()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
