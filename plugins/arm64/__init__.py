@@ -99,6 +99,7 @@ def kexecfw_memory_map(ctx: LoadContext) -> MemoryMap | None:
     except BadInputError as e:
         ctx.note(f"device tree reservations not checked: {e}")
         return memmap
+    ctx.artifacts[chosen.PARSED_FIRMWARE_DTB] = tree     # boot_params edits this parse rather than redo it
     known = memmap.ranges(RegionKind.RESERVED, RegionKind.ACPI, RegionKind.NVS, RegionKind.PMEM)
     extra = subtract(tree.reserved_ranges(include_reusable=False), known)
     for r in extra:
