@@ -27,6 +27,7 @@ reported through ``warn`` with its sequence number and descriptor index.
 """
 from __future__ import annotations
 
+import operator
 import struct
 from collections import namedtuple
 TYPE_CHECKING = False   # not typing.TYPE_CHECKING: the dmesg path does not import typing
@@ -117,15 +118,6 @@ def _prb_records(mem: KernelMemory, warn: Warn) -> Iterator[Record]:
     # facility and level (u8, then u8 flags:5 level:3) follow text_len; not exported, so only
     # trusted when caller_id sits right after them as in every kernel since 5.10.
     has_level = o_caller == o_len + 4
-    # Fields are read straight from the arrays below: an offset past its struct would read the next entry.
-    for name, end, struct_size in (
-            ("prb_desc.state_var", o_state + 8, desc_size),
-            ("prb_desc.text_blk_lpos", o_lpos + max(o_begin, o_next) + 8, desc_size),
-            ("printk_info.seq", o_seq + 8, info_size), ("printk_info.ts_nsec", o_ts + 8, info_size),
-            ("printk_info.text_len", o_len + (4 if has_level else 2), info_size),
-            ("printk_info.caller_id", (o_caller or 0) + 4, info_size)):
-        if end > struct_size:
-            raise BadInputError(f"VMCOREINFO OFFSET({name}) lies outside its struct ({struct_size} bytes)")
 
     head_id &= DESC_ID_MASK
     tail_id &= DESC_ID_MASK
@@ -135,36 +127,34 @@ def _prb_records(mem: KernelMemory, warn: Warn) -> Iterator[Record]:
              f"of {count}; reading the last {count} records")
         tail_id = (head_id - count + 1) & DESC_ID_MASK
         n = count - 1
-    # Only the descriptors and infos of ids tail..head (entry `step` at step * size): a young
-    # log uses a fraction of the ring. The text ring is read whole, in one read.
+    # Only the descriptors and infos of ids tail..head: a young log uses a fraction of the ring.
+    # The text ring is read whole, in one read.
     first = tail_id % count
-    descs = _ring_entries(mem, descs_va, desc_size, count, first, n + 1)
-    infos = _ring_entries(mem, infos_va, info_size, count, first, n + 1)
+    descs = _entry_fields(_ring_entries(mem, descs_va, desc_size, count, first, n + 1), desc_size, "prb_desc", [
+        ("state_var", o_state, "Q"), ("text_blk_lpos.begin", o_lpos + o_begin, "Q"),
+        ("text_blk_lpos.next", o_lpos + o_next, "Q")])
+    info_fields = [("seq", o_seq, "Q"), ("ts_nsec", o_ts, "Q"), ("text_len", o_len, "H")]
+    if has_level:
+        info_fields += [("facility", o_len + 2, "B"), ("flags", o_len + 3, "B")]
+    if o_caller is not None:
+        info_fields.append(("caller_id", o_caller, "I"))      # last, where the kernel has it
+    infos = _entry_fields(_ring_entries(mem, infos_va, info_size, count, first, n + 1), info_size, "printk_info",
+                          info_fields)
     text = mem.read(text_va, ring_size, excluded_as_zero=True)
-    for step in range(n + 1):
+    for step, (state_var, begin, nxt), inf in zip(range(n + 1), descs, infos):
         rid = (tail_id + step) & DESC_ID_MASK
-        desc_at = step * desc_size
-        state_var = _U64.unpack_from(descs, desc_at + o_state)[0]
         if state_var & DESC_ID_MASK != rid:
             continue   # reused or never written: not an error, the writer was elsewhere
         if (state_var >> DESC_FLAGS_SHIFT) not in (DESC_COMMITTED, DESC_FINALIZED):
             continue   # reserved (being written) or reusable
-        idx = rid % count
-        info_at = step * info_size
-        seq = _U64.unpack_from(infos, info_at + o_seq)[0]
-        ts = _U64.unpack_from(infos, info_at + o_ts)[0]
-        text_len = _U16.unpack_from(infos, info_at + o_len)[0]
-        caller = _U32.unpack_from(infos, info_at + o_caller)[0] if o_caller is not None else None
-        level = facility = None
-        if has_level:
-            facility = infos[info_at + o_len + 2]
-            level = infos[info_at + o_len + 3] >> 5
-        begin = _U64.unpack_from(descs, desc_at + o_lpos + o_begin)[0]
-        nxt = _U64.unpack_from(descs, desc_at + o_lpos + o_next)[0]
+        seq, ts, text_len = inf[0], inf[1], inf[2]
+        caller = inf[-1] if o_caller is not None else None
+        facility, level = (inf[3], inf[4] >> 5) if has_level else (None, None)
         body = b""
         if begin & 1 or nxt & 1 or begin == nxt:
             pass   # data-less records (the kernel uses odd lpos values for them): no text
         else:
+            idx = rid % count
             blk = _text_block(begin, nxt, ring_size)
             if blk is None:
                 warn(f"printk record seq {seq} (descriptor {idx}): text block {begin:#x}..{nxt:#x} spans "
@@ -182,6 +172,26 @@ def _prb_records(mem: KernelMemory, warn: Warn) -> Iterator[Record]:
             avail = n_off - b_off - 8
             body = text[b_off + 8:b_off + 8 + min(text_len, avail)]
         yield Record(seq, ts, body, caller, level, facility)
+
+
+def _entry_fields(buf: bytes, entry_size: int, struct_name: str, fields: list[tuple[str, int, str]]) -> Iterator[tuple]:
+    """For each ``entry_size``-byte entry of the array in ``buf``, the values of ``fields`` ((name,
+    offset, struct format character) each) in the order given: one unpack per entry, not one per
+    field (the per-field unpacks were half of the record loop)."""
+    by_offset = sorted(fields, key=lambda f: f[1])
+    fmt, pos = "<", 0
+    for name, offset, code in by_offset:
+        if offset < pos:
+            raise BadInputError(f"VMCOREINFO OFFSET({struct_name}.{name}) overlaps the field before it")
+        fmt += f"{offset - pos}x{code}"
+        pos = offset + struct.calcsize(code)
+    if pos > entry_size:
+        raise BadInputError(f"VMCOREINFO OFFSET({struct_name}.{by_offset[-1][0]}) lies outside its struct "
+                            f"({entry_size} bytes)")
+    rows = struct.Struct(f"{fmt}{entry_size - pos}x").iter_unpack(buf)
+    if by_offset == fields:
+        return rows
+    return map(operator.itemgetter(*(by_offset.index(f) for f in fields)), rows)
 
 
 def _ring_entries(mem: KernelMemory, base: int, size: int, count: int, first: int, n: int) -> bytes:
