@@ -46,7 +46,6 @@ _U16 = struct.Struct("<H")
 # Bytes vmcore-dmesg escapes: not isprint() and not isspace() in the C locale. (No `re`: the
 # dmesg path keeps its imports to what it needs.)
 _PRINTABLE = bytes(range(0x09, 0x0E)) + bytes(range(0x20, 0x7F))
-_ESCAPED = [bytes([b]) if b in _PRINTABLE else b"\\x%02x" % b for b in range(256)]
 
 # kernel/printk/printk_ringbuffer.h: the top two bits of a 64-bit state_var are the state.
 DESC_FLAGS_SHIFT = 62
@@ -315,7 +314,8 @@ def records(mem: KernelMemory, warn: Warn = _ignore) -> Iterator[Record]:
 def _escape(text: bytes) -> bytes:
     if not text.translate(None, _PRINTABLE):
         return text
-    return b"".join(_ESCAPED[b] for b in text)
+    # Rare (a few records of a log at most): byte by byte, no table built at import.
+    return b"".join(text[i:i + 1] if b in _PRINTABLE else b"\\x%02x" % b for i, b in enumerate(text))
 
 
 def _stamp(ts_nsec: int) -> bytes:
