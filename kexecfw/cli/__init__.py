@@ -97,7 +97,8 @@ def _without_cyclic_gc(command: Callable[[], int]) -> int:
 
     The collector would only walk the modules being imported, and the interpreter's collections
     at exit would walk every object once more (frozen ones are skipped): ~2 ms of CPU time for
-    `vmcore dmesg`, more than its own work. Callers in the same process get the collector back.
+    `vmcore dmesg`, more than its own work. Callers in the same process get the collector back
+    (for the objects made after).
     """
     gc.disable()
     try:
