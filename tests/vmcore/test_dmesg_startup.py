@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import sysconfig
 
 import pytest
 
@@ -21,18 +22,34 @@ NOT_IMPORTED = ("argparse", "re", "enum", "typing", "dataclasses", "shutil", "lz
 
 def run_kexecfw(*args: str, importtime: bool = False) -> subprocess.CompletedProcess:
     """``python -m kexecfw ARGS`` from this source tree, without site (no .pth import hooks of an
-    editable install, no sitecustomize): the modules imported are kexecfw's own doing."""
+    editable install, no sitecustomize): the modules imported are kexecfw's own doing. The
+    installed packages (codecs) stay importable."""
     flags = ["-S", *(["-X", "importtime"] if importtime else [])]
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
-    env["PYTHONPATH"] = str(REPO)
+    paths = sysconfig.get_paths()
+    env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys([str(REPO), paths["purelib"], paths["platlib"]]))
     return subprocess.run([sys.executable, *flags, "-m", "kexecfw", *args], capture_output=True, env=env,
                           timeout=60)
 
 
-def imported_modules(importtime_stderr: bytes) -> set[str]:
-    # lines: "import time: <self us> | <cumulative us> | <indent><module>"
-    return {line.rsplit(b"|", 1)[1].strip().decode() for line in importtime_stderr.splitlines()
-            if line.startswith(b"import time:") and line.count(b"|") == 2}
+def imported_modules(importtime_stderr: bytes, but_not_by: frozenset[str] = frozenset()) -> set[str]:
+    """The modules -X importtime reports, without those imported (directly or not) by ``but_not_by``."""
+    # lines "import time: <self us> | <cumulative us> | <indent><module>", each after the modules it imported
+    found: set[str] = set()
+    pending: list[tuple[int, str]] = []
+    for line in importtime_stderr.splitlines():
+        if not line.startswith(b"import time:") or line.count(b"|") != 2:
+            continue
+        field = line.rsplit(b"|", 1)[1].decode()
+        name = field.strip()
+        depth = len(field) - len(field.lstrip())
+        children = [p for p in pending if p[0] > depth]
+        pending = [p for p in pending if p[0] <= depth]
+        if name not in but_not_by:
+            pending += children
+        pending.append((depth, name))
+    found.update(name for _, name in pending)
+    return found
 
 
 def test_fast_path_takes_exactly_vmcore_dmesg_and_one_path():
@@ -67,3 +84,18 @@ def test_vmcore_dmesg_imports_only_what_it_needs(arch, mini_vmcores):
     modules = imported_modules(done.stderr)
     assert "kexecfw.vmcore.dmesg" in modules     # the parse saw the run
     assert not modules & set(NOT_IMPORTED), sorted(modules & set(NOT_IMPORTED))
+
+
+@pytest.mark.parametrize("codec", ["zlib", "zstd"])
+def test_a_compressed_dump_imports_only_its_codec(codec, mini_vmcores, tmp_path):
+    from kexecfw.vmcore import open_dump
+    from kexecfw.vmcore.writer import DumpWriter
+    out = tmp_path / f"{codec}.kdump"
+    with open_dump(str(mini_vmcores["x86_64"])) as dump:
+        DumpWriter(dump, 31, codec).write(str(out))
+    done = run_kexecfw("vmcore", "dmesg", str(out), importtime=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    codec_module = {"zlib": "zlib", "zstd": "zstandard"}[codec]
+    modules = imported_modules(done.stderr, but_not_by=frozenset({codec_module}))   # its own imports are its
+    assert codec_module in modules
+    assert not modules & (set(NOT_IMPORTED) - {codec_module}), sorted(modules & set(NOT_IMPORTED))
