@@ -27,6 +27,24 @@ def test_snapshot_kallsyms_lacks_text(arm64_sysroot: Path) -> None:
     assert kallsyms_symbol(Sysroot(arm64_sysroot), "_stext") == 0xFFFFB9F59A610000
 
 
+def test_kallsyms_symbol_in_a_full_size_file(tmp_path: Path) -> None:
+    # A live /proc/kallsyms: ~150k lines, read in chunks; lines straddle the chunk boundaries.
+    from kexecfw.plugins.arm64 import vmcore_facts
+    lines = [f"{0xffff800008000000 + 16 * i:016x} t sym_{i}" for i in range(150_000)]
+    lines[3] = "ffff800008010000 T _stext"
+    lines[-2] = "ffff800009000000 t _text_in_module\t[mod]"
+    lines[-1] = "ffff800009000010 t last_one\t[mod]"
+    (tmp_path / "proc").mkdir()
+    (tmp_path / "proc" / "kallsyms").write_text("\n".join(lines))        # no final newline
+    sysroot = Sysroot(tmp_path)
+    assert kallsyms_symbol(sysroot, "_stext") == 0xFFFF800008010000
+    assert kallsyms_symbol(sysroot, "_text") is None                    # only a longer name has it as prefix
+    assert kallsyms_symbol(sysroot, "last_one") == 0xFFFF800009000010
+    for i in (0, 4094, 77_777, 149_997):
+        assert kallsyms_symbol(sysroot, f"sym_{i}") == 0xFFFF800008000000 + 16 * i
+    assert len("\n".join(lines)) > 50 * vmcore_facts.KALLSYMS_CHUNK
+
+
 def test_kernel_text_matches_kexec_tools_with_its_workaround(arm64_sysroot: Path, arm64_fixture: Path) -> None:
     sysroot = Sysroot(arm64_sysroot)
     space = kernel_address_space(sysroot, read_iomem(sysroot))
