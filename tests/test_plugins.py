@@ -59,7 +59,8 @@ def test_toy_plugin_is_called_through_the_whole_load(tmp_path):
     assert plan.segment("initrd").mem >= plan.segment("kernel").range.end
 
 
-def test_third_party_plugin_found_through_entry_point(tmp_path, monkeypatch):
+def toyarch_distribution(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An installed distribution on sys.path whose ``kexecfw`` entry point is the toy64 architecture."""
     dist = tmp_path / "site"
     (dist / "kexecfw_toyarch-1.0.dist-info").mkdir(parents=True)
     (dist / "kexecfw_toyarch-1.0.dist-info" / "METADATA").write_text(
@@ -67,6 +68,10 @@ def test_third_party_plugin_found_through_entry_point(tmp_path, monkeypatch):
     (dist / "kexecfw_toyarch-1.0.dist-info" / "entry_points.txt").write_text("[kexecfw]\ntoy64 = toyarch_ep\n")
     (dist / "toyarch_ep.py").write_text((REPO / "tests" / "toyarch.py").read_text())
     monkeypatch.syspath_prepend(str(dist))
+
+
+def test_third_party_plugin_found_through_entry_point(tmp_path, monkeypatch):
+    toyarch_distribution(tmp_path, monkeypatch)
     pm = new_plugin_manager(entry_points=True)
     hooks = Hooks(pm)
     assert hooks.arch("toy64").elf_machine == 0x7777
@@ -74,6 +79,18 @@ def test_third_party_plugin_found_through_entry_point(tmp_path, monkeypatch):
     assert "toy64" in found and "kexecfw_probe_kernel" in found["toy64"]["hooks"]
     # the in-repo arches are registered once, as built-ins, though their entry points exist too
     assert [p["name"] for p in describe_plugins(pm)].count("arm64") == 1
+
+
+def test_entry_points_are_read_only_for_an_architecture_no_builtin_serves(tmp_path, monkeypatch):
+    toyarch_distribution(tmp_path, monkeypatch)
+    monkeypatch.delenv("KEXECFW_DISABLE_PLUGIN_AUTOLOAD", raising=False)
+    pm = new_plugin_manager()
+    hooks = Hooks(pm)
+    assert hooks.arch("x86_64").name == "x86_64" and hooks.arch_for_machine(183).name == "arm64"
+    assert pm.get_plugin("toy64") is None                 # a built-in load scans no entry points
+    assert hooks.arch("toy64").elf_machine == 0x7777      # an unknown one does, once
+    assert pm.get_plugin("toy64") is not None
+    assert "toy64" in {p["name"] for p in describe_plugins(new_plugin_manager())}   # so does a listing
 
 
 def test_blocked_plugin_is_not_registered(monkeypatch):
