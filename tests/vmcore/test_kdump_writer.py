@@ -191,3 +191,15 @@ def test_save_flow_floor_stops_the_dump(mini_vmcores, tmp_path):
         assert (mnt / d / "vmcore.kdump.incomplete").exists()
     finally:
         subprocess.run(["umount", str(mnt)], check=False)
+
+
+@pytest.mark.parametrize("arch", ARCHES)
+@pytest.mark.parametrize("level", [1, 31])
+def test_one_thread_compresses_inline_to_the_same_dump(arch, level, mini_vmcores, tmp_path):
+    """threads=1 (a capture kernel with one CPU) compresses without a pool: same file, header time aside."""
+    one, two = tmp_path / "one.kdump", tmp_path / "two.kdump"
+    save(mini_vmcores[arch], one, dump_level=level, compress="zlib", threads=1)
+    save(mini_vmcores[arch], two, dump_level=level, compress="zlib", threads=2)
+    a, b = one.read_bytes(), two.read_bytes()
+    page = DISK_DUMP_HEADER.unpack_from(a)[6]          # block_size: the header is the first block
+    assert len(a) == len(b) and a[page:] == b[page:]
