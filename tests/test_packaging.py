@@ -38,3 +38,15 @@ def test_wheel_holds_plugins_and_purgatory_objects(tmp_path):
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     text = zipfile.ZipFile(wheel).read(entry_points).decode()
     assert "[kexecfw]" in text and "kexecfw.plugins.arm64" in text
+    # the `kexecfw` command is the plain script, its shebang rewritten by the installer
+    script = next(n for n in names if n.endswith(".data/scripts/kexecfw"))
+    assert zipfile.ZipFile(wheel).read(script).startswith(b"#!python")
+
+
+def test_installed_command_runs():
+    """The installed `kexecfw` script (beside this interpreter) reaches the CLI."""
+    command = Path(sys.executable).parent / "kexecfw"
+    out = subprocess.run([str(command), "crashkernel", "parse", "256M"], capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("256 MiB"), out.stdout
