@@ -46,7 +46,7 @@ def test_wheel_holds_plugins_and_purgatory_objects(tmp_path):
 def test_installed_command_runs():
     """The installed `kexecfw` script (beside this interpreter) reaches the CLI."""
     command = Path(sys.executable).parent / "kexecfw"
-    out = subprocess.run([str(command), "crashkernel", "parse", "256M"], capture_output=True, text=True,
+    out = subprocess.run([str(command), "crashkernel", "parse", "--ram", "2G", "256M"], capture_output=True, text=True,
                          timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.startswith("256 MiB"), out.stdout
