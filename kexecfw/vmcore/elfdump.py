@@ -170,6 +170,12 @@ class ElfDump(DumpFile):
         except (OSError, AttributeError, ValueError):
             self._mapped_reads = -(1 << 62)    # a PFN mapping (/proc/vmcore): nothing to drop, stop trying
 
+    def missing_memory(self) -> str | None:
+        if self.truncated_at is None:
+            return None
+        return (f"{self.path} is cut short: the file ends at {self.size:#x}, inside the memory of the "
+                f"PT_LOAD at offset {self.truncated_at:#x}")
+
     def read_phys(self, paddr: int, size: int) -> bytes:
         out = bytearray()
         while size > 0:

@@ -257,6 +257,9 @@ class KdumpFile(DumpFile):
         self._cache[pfn] = page
         return page
 
+    def missing_memory(self) -> str | None:
+        return f"{self.path} is marked incomplete (the save that wrote it stopped early)" if self.incomplete else None
+
     def read_phys(self, paddr: int, size: int) -> bytes:
         out = bytearray()
         while size > 0:
@@ -333,6 +336,9 @@ class KdumpSet(DumpFile):
 
     def _part(self, pfn: int) -> KdumpFile:
         return self.parts[max(bisect.bisect_right(self._starts, pfn) - 1, 0)]
+
+    def missing_memory(self) -> str | None:
+        return next((m for m in (part.missing_memory() for part in self.parts) if m), None)
 
     def read_phys(self, paddr: int, size: int) -> bytes:
         out = bytearray()

@@ -55,7 +55,7 @@ NO_SPACE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 
 
 class DumpIncomplete(KexecfwError):
-    """The disk filled up: the dump on disk is marked incomplete."""
+    """The dump on disk is marked incomplete: the disk filled up, or the input lacks memory."""
 
     exit_code = ExitCode.INCOMPLETE
 
@@ -199,6 +199,9 @@ class DumpWriter:
         self.zero_page = bytes(self.page_size)
         # the file may not grow past this (the save flow's free-space floor): treated as a full disk
         self.byte_limit = byte_limit
+        # A copy of a cut-short or incomplete dump holds no more than it: it is saved (what is there
+        # is worth keeping) but never marked complete.
+        self.input_missing = dump.missing_memory()
 
     # --- planning -----------------------------------------------------------------------
     def _bitmaps(self) -> tuple[bytearray, bytearray, int]:
@@ -377,8 +380,12 @@ class DumpWriter:
         self.stats["bytes"] = os.stat(final).st_blocks * 512
         self.stats["size"] = os.stat(final).st_size
         if not complete:
-            raise DumpIncomplete(f"the disk filled up: {final} holds {self.stats.get('pages_written', 0)} "
-                                 f"of {self.stats.get('pages_planned', 0)} pages and is marked incomplete")
+            written, planned = self.stats.get("pages_written", 0), self.stats.get("pages_planned", 0)
+            if written == planned and self.input_missing is not None:
+                raise DumpIncomplete(f"{self.input_missing}: {final} holds the {written} pages there are "
+                                     "and is marked incomplete")
+            raise DumpIncomplete(f"the disk filled up: {final} holds {written} of {planned} pages "
+                                 "and is marked incomplete")
         return self.stats
 
     def _flush(self, fd: int) -> None:
@@ -504,6 +511,7 @@ class DumpWriter:
         progress.update(done, force=True)
         self.stats["pages_written"] = (desc_pos - desc_at) // PAGE_DESC.size
         self.stats["data_bytes"] = data_pos - data_at
+        complete = complete and self.input_missing is None
         status = CODEC_FLAGS[self.codec] | (0 if complete else DUMP_DH_COMPRESSED_INCOMPLETE)
         try:
             # Both rewrites land on blocks allocated at the start: they work on a full disk too.
@@ -584,7 +592,7 @@ class DumpWriter:
             return False
         progress.update(done, force=True)
         self.stats["pages_written"] = done
-        return True
+        return self.input_missing is None
 
 
 def flatten(src: str, dst_fd: int, piece: int = 1 << 20) -> None:

@@ -157,6 +157,29 @@ def test_incomplete_dump_without_bitmaps_is_a_clear_error(mini_vmcores, tmp_path
     assert r.returncode == 3 and "incomplete dump" in r.stderr and "Traceback" not in r.stderr
 
 
+@pytest.mark.parametrize("elf", [False, True])
+def test_cut_short_input_saves_what_is_there_marked_incomplete(mini_vmcores, tmp_path, elf):
+    """A vmcore copy cut short (disk full, interrupted copy) is saved, but never called complete;
+    nor is a copy of that copy."""
+    data = mini_vmcores["x86_64"].read_bytes()
+    cut = tmp_path / "cut.elf"
+    cut.write_bytes(data[:len(data) * 3 // 5])
+    out = tmp_path / "v"
+    r = subprocess.run([sys.executable, "-m", "kexecfw", "vmcore", "save", "-i", str(cut), str(out)]
+                       + (["--elf"] if elf else []), capture_output=True, text=True)
+    assert r.returncode == 6, r.stderr
+    assert "cut short" in r.stderr and "marked incomplete" in r.stderr and "Traceback" not in r.stderr
+    assert (tmp_path / "v.incomplete").exists() and not out.exists()
+    with open_dump(str(tmp_path / "v.incomplete")) as k:
+        if not elf:     # (an ELF output has no flag: its name says it)
+            assert k.incomplete and k.dumped_pages > 0 and k.missing_memory() is not None
+            with pytest.raises(DumpIncomplete, match="marked incomplete"):
+                DumpWriter(k).write(str(tmp_path / "again"))
+            assert (tmp_path / "again.incomplete").exists()
+    with open_dump(str(mini_vmcores["x86_64"])) as whole:
+        assert whole.missing_memory() is None
+
+
 def test_save_flow_directory_summary_and_keep(mini_vmcores, expected_dmesg, tmp_path):
     base = tmp_path / "crash"
     run = lambda: subprocess.run([sys.executable, "-m", "kexecfw", "vmcore", "save", "-i",
