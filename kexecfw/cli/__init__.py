@@ -47,8 +47,8 @@ GLOBAL_OPTIONS_WITH_VALUE = ("--sysroot", "--arch")
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     """The argument parser; with ``only``, just that command's (start-up: see chosen_command)."""
-    import argparse
-    parser = argparse.ArgumentParser(prog="kexecfw", description="kexec and kdump, with architectures as plugins.")
+    from kexecfw.cli.parser import Parser
+    parser = Parser(prog="kexecfw", description="kexec and kdump, with architectures as plugins.")
     parser.add_argument("--sysroot", default="/", metavar="DIR",
                         help="read /proc and /sys from DIR instead of the live system (never syscalls then)")
     parser.add_argument("--arch", default=None,

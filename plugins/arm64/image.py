@@ -6,7 +6,6 @@ the zboot header the one of drivers/firmware/efi/libstub/zboot-header.S.
 """
 from __future__ import annotations
 
-import lzma
 import struct
 import zlib
 from dataclasses import dataclass
@@ -102,6 +101,7 @@ def _zboot_payload(data: bytes, what: str) -> tuple[bytes, str]:
             raise BadInputError(f"{what}: its zstd zboot payload does not decompress: {e}") from None
         return out, comp
     if comp in ("lzma", "xzkern"):
+        import lzma     # only these zboot images need it (start-up of a load)
         fmt = lzma.FORMAT_ALONE if comp == "lzma" else lzma.FORMAT_XZ
         try:
             return lzma.LZMADecompressor(format=fmt).decompress(payload, MAX_IMAGE), comp
