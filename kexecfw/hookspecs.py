@@ -7,6 +7,12 @@ An architecture plugin is a module (or object) with functions decorated by
     [project.entry-points.kexecfw]
     riscv64 = "kexecfw_riscv64"
 
+Entry points are read when an architecture (or ELF machine) that no registered plugin
+serves is asked for, and for the full listing (``kexecfw plugins``): a load of a
+built-in architecture never scans them (start-up), so a plugin that only adds to a
+built-in architecture is not loaded by a load (in code, pass ``entry_points=True`` or
+``extra=`` to :func:`kexecfw.pluginmanager.new_plugin_manager`).
+
 Conventions
 -----------
 * Hooks are called with keyword arguments only; implement only the parameters
