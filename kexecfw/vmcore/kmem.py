@@ -29,6 +29,10 @@ U32 = struct.Struct("<I")
 # a few hundred pages; a -d 31 save reads each page of mem_map once (8192 per GiB of RAM), so a
 # larger cache would only make memory grow with the crashed machine's size.
 VTOP_CACHE_PAGES = 4096
+# A walk that ends at a block (2 MiB or 1 GiB on x86_64) translates its neighbours as well: up to this
+# many pages around the address are cached from it. vmemmap is mapped with 2 MiB blocks, and a -d 31
+# save reads mem_map a section (2 MiB) at a time: one walk instead of 512.
+VTOP_BLOCK_FILL_PAGES = 512
 U16 = struct.Struct("<H")
 MASK64 = (1 << 64) - 1
 
@@ -46,6 +50,11 @@ class Translator:
         return None
 
     def walk(self, mem: "KernelMemory", vaddr: int) -> int:
+        return self.walk_block(mem, vaddr)[0]
+
+    def walk_block(self, mem: "KernelMemory", vaddr: int) -> tuple[int, int]:
+        """The physical address of ``vaddr`` and the size of the mapping it lies in (a page, or a
+        larger block mapped at a higher level: all of it translates linearly)."""
         raise TranslationError(f"no page-table walker for this architecture (address {vaddr:#x})")
 
 
@@ -75,7 +84,7 @@ class X86_64Translator(Translator):
             return vaddr - self.START_KERNEL_MAP + self.phys_base
         return None
 
-    def walk(self, mem: "KernelMemory", vaddr: int) -> int:
+    def walk_block(self, mem: "KernelMemory", vaddr: int) -> tuple[int, int]:
         if self.top_vaddr is None:
             raise TranslationError("VMCOREINFO lacks SYMBOL(init_top_pgt): cannot walk page tables")
         table = self.linear(self.top_vaddr)
@@ -88,10 +97,10 @@ class X86_64Translator(Translator):
                 raise TranslationError(f"kernel address {vaddr:#x} is not mapped (level-{level} entry empty)")
             if level in (2, 3) and entry & self.PSE:
                 size = 1 << shift
-                return (entry & self.addr_mask & ~(size - 1)) | (vaddr & (size - 1))
+                return (entry & self.addr_mask & ~(size - 1)) | (vaddr & (size - 1)), size
             table = entry & self.addr_mask
             shift -= 9
-        return table | (vaddr & 0xFFF)
+        return table | (vaddr & 0xFFF), 4096
 
 
 class Arm64Translator(Translator):
@@ -143,7 +152,7 @@ class Arm64Translator(Translator):
             addr |= ((desc >> 12) & 0xF) << 48
         return addr
 
-    def walk(self, mem: "KernelMemory", vaddr: int) -> int:
+    def walk_block(self, mem: "KernelMemory", vaddr: int) -> tuple[int, int]:
         if self.top_vaddr is None:
             raise TranslationError("VMCOREINFO lacks SYMBOL(swapper_pg_dir): cannot walk page tables")
         table = self.image(self.top_vaddr)
@@ -160,7 +169,7 @@ class Arm64Translator(Translator):
                                        f"at level {level})")
             if last or not desc & 2:
                 out = self._output_address(desc, shift)
-                return out | (vaddr & ((1 << shift) - 1))
+                return out | (vaddr & ((1 << shift) - 1)), 1 << shift
             table = self._output_address(desc, self.page_shift)
             shift -= self.bits_per_level
         raise TranslationError(f"kernel address {vaddr:#x}: page-table walk did not end")
@@ -204,13 +213,23 @@ class KernelMemory:
         hit = self._cache.get(page)
         if hit is not None:
             return hit | (vaddr & (self.page_size - 1))
-        paddr = self._translate(page)
+        paddr, block = self._translate_block(page)
         if len(self._cache) > VTOP_CACHE_PAGES:
             self._cache.clear()
-        self._cache[page] = paddr
+        if block > self.page_size:
+            # the aligned window around page lies inside the (aligned) block, which maps linearly
+            window = min(block, VTOP_BLOCK_FILL_PAGES * self.page_size)
+            first = page & ~(window - 1)
+            delta = paddr - page
+            for p in range(first, first + window, self.page_size):
+                self._cache[p] = p + delta
+        else:
+            self._cache[page] = paddr
         return paddr | (vaddr & (self.page_size - 1))
 
-    def _translate(self, vaddr: int) -> int:
+    def _translate_block(self, vaddr: int) -> tuple[int, int]:
+        """Physical address of ``vaddr`` and the size of the block of the page tables it lies in
+        (the page size for other rules)."""
         if self._vsegs:
             if len(self._vstarts) != len(self._vsegs):       # _vsegs replaced (tests switch it off)
                 self._vstarts = [v for v, _, _ in self._vsegs]
@@ -218,19 +237,19 @@ class KernelMemory:
             if i >= 0:
                 v, p, size = self._vsegs[i]
                 if vaddr < v + size:
-                    return p + (vaddr - v)
+                    return p + (vaddr - v), self.page_size
         paddr = self.arch.linear(vaddr)
         if paddr is not None:
-            return paddr
+            return paddr, self.page_size
         try:
-            return self.arch.walk(self, vaddr)
+            return self.arch.walk_block(self, vaddr)
         except MemoryMissing:
             image = getattr(self.arch, "image", None)
             paddr = image(vaddr) if image else None
             if paddr is None:
                 raise TranslationError(f"cannot translate kernel address {vaddr:#x}: the page tables "
                                        "are not in the dump") from None
-            return paddr
+            return paddr, self.page_size
 
     def read(self, vaddr: int, size: int, excluded_as_zero: bool = False) -> bytes:
         """``size`` bytes at kernel virtual ``vaddr``.

@@ -167,6 +167,13 @@ def test_x86_64_five_level_walk(mini_vmcores, expected_dmesg, tmp_path):
         for vaddr, paddr, size in dump.virtual_segments():
             assert mem.arch.walk(mem, vaddr) == paddr
             assert mem.arch.walk(mem, vaddr + size - 1) == paddr + size - 1
+        # a walk that ends at a 2 MiB leaf caches all 512 pages of it, each as its own walk gives it
+        for vaddr, paddr, size in dump.virtual_segments():
+            if vaddr < 0xFFFFFFFF80000000:                        # the direct map (the image is linear)
+                mem._cache.clear()
+                assert mem.vtop(vaddr + 0x1234) == paddr + 0x1234
+                assert len(mem._cache) == 512
+                assert all(cached == mem.arch.walk(mem, page) for page, cached in mem._cache.items())
         assert dmesg_bytes(mem) == expected_dmesg["x86_64"]
 
 
