@@ -11,6 +11,10 @@ which the prefix identifies.
 """
 from __future__ import annotations
 
+import struct
+
+from kexecfw.errors import BadInputError
+
 # Keys the kernel prints in hex without a 0x prefix (values with 0x are read as hex anyway).
 _HEX_KEYS = {"KERNELOFFSET"}
 _HEX_FAMILIES = {"SYMBOL"}
@@ -119,3 +123,24 @@ class VmcoreInfo:
             value = self.get_int(key) if (_split_key(key) or key in _INT_KEYS) else None
             out[key] = value if value is not None else text
         return out
+
+
+def struct_layout(struct_name: str, struct_size: int,
+                  fields: list[tuple[str, int, str]]) -> tuple[struct.Struct, list[str]]:
+    """A little-endian ``struct.Struct`` that reads ``fields`` out of one ``struct_size``-byte
+    ``struct_name`` in a single unpack, and the field names in the order it yields them (by offset).
+
+    ``fields``: (name, offset from VMCOREINFO's OFFSET(), struct format character) each. Offsets
+    that overlap or run past the struct (a corrupt VMCOREINFO) raise BadInputError.
+    """
+    by_offset = sorted(fields, key=lambda f: f[1])
+    fmt, pos = "<", 0
+    for name, offset, code in by_offset:
+        if offset < pos:
+            raise BadInputError(f"VMCOREINFO OFFSET({struct_name}.{name}) overlaps the field before it")
+        fmt += f"{offset - pos}x{code}" if offset > pos else code
+        pos = offset + struct.calcsize("<" + code)
+    if pos > struct_size:
+        raise BadInputError(f"VMCOREINFO OFFSET({struct_name}.{by_offset[-1][0]}) lies outside its struct "
+                            f"({struct_size} bytes)")
+    return struct.Struct(f"{fmt}{struct_size - pos}x"), [name for name, _, _ in by_offset]

@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import functools
 import re
-import struct
 from typing import Iterator
 
 from kexecfw.errors import BadInputError
@@ -43,6 +42,7 @@ from kexecfw.vmcore.dumpfile import MemoryMissing
 from kexecfw.vmcore.kdumpfmt import (DL_EXCLUDE_CACHE, DL_EXCLUDE_CACHE_PRI, DL_EXCLUDE_FREE,
                                      DL_EXCLUDE_USER_DATA)
 from kexecfw.vmcore.kmem import KernelMemory, TranslationError
+from kexecfw.vmcoreinfo import struct_layout
 
 PAGE_MAPPING_ANON = 0x1
 PAGE_TYPE_BASE = 0xF0000000
@@ -194,23 +194,12 @@ class Classifier:
             raise BadInputError("VMCOREINFO lacks NUMBER(PAGE_BUDDY_MAPCOUNT_VALUE): cannot find free pages; "
                                 "drop 16 from the dump level")
         # one struct page as a tuple: flags, mapping, private, _mapcount (missing fields read as 0)
-        fields = [(self.off["flags"], "Q", "flags"), (self.off["mapping"], "Q", "mapping")]
+        fields = [("flags", self.off["flags"], "Q"), ("mapping", self.off["mapping"], "Q")]
         if self.off["private"] is not None:
-            fields.append((self.off["private"], "Q", "private"))
+            fields.append(("private", self.off["private"], "Q"))
         if self.off["_mapcount"] is not None:
-            fields.append((self.off["_mapcount"], "i", "_mapcount"))
-        fields.sort()
-        fmt, pos = "<", 0
-        for offset, code, name in fields:
-            if offset < pos:
-                raise BadInputError(f"VMCOREINFO: OFFSET(page.{name}) overlaps another field")
-            fmt += f"{offset - pos}x{code}" if offset > pos else code
-            pos = offset + struct.calcsize("<" + code)
-        if pos > self.page_struct:
-            raise BadInputError("VMCOREINFO: struct page offsets lie past SIZE(page)")
-        fmt += f"{self.page_struct - pos}x"
-        self.page_fmt = struct.Struct(fmt)
-        self.field_names = [n for _, _, n in fields]
+            fields.append(("_mapcount", self.off["_mapcount"], "i"))
+        self.page_fmt, self.field_names = struct_layout("page", self.page_struct, fields)
         self.stats = {"free": 0, "cache": 0, "cache_private": 0, "user": 0, "hwpoison": 0, "offline": 0,
                       "no_mem_map": 0}
 

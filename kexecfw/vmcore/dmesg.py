@@ -34,6 +34,7 @@ TYPE_CHECKING = False   # not typing.TYPE_CHECKING: the dmesg path does not impo
 
 from kexecfw.errors import BadInputError
 from kexecfw.vmcore.kmem import KernelMemory
+from kexecfw.vmcoreinfo import struct_layout
 
 if TYPE_CHECKING:
     from typing import Callable, Iterator
@@ -177,20 +178,11 @@ def _entry_fields(buf: bytes, entry_size: int, struct_name: str, fields: list[tu
     """For each ``entry_size``-byte entry of the array in ``buf``, the values of ``fields`` ((name,
     offset, struct format character) each) in the order given: one unpack per entry, not one per
     field (the per-field unpacks were half of the record loop)."""
-    by_offset = sorted(fields, key=lambda f: f[1])
-    fmt, pos = "<", 0
-    for name, offset, code in by_offset:
-        if offset < pos:
-            raise BadInputError(f"VMCOREINFO OFFSET({struct_name}.{name}) overlaps the field before it")
-        fmt += f"{offset - pos}x{code}"
-        pos = offset + struct.calcsize(code)
-    if pos > entry_size:
-        raise BadInputError(f"VMCOREINFO OFFSET({struct_name}.{by_offset[-1][0]}) lies outside its struct "
-                            f"({entry_size} bytes)")
-    rows = struct.Struct(f"{fmt}{entry_size - pos}x").iter_unpack(buf)
-    if by_offset == fields:
+    layout, names = struct_layout(struct_name, entry_size, fields)
+    rows = layout.iter_unpack(buf)
+    if names == [name for name, _, _ in fields]:
         return rows
-    return map(operator.itemgetter(*(by_offset.index(f) for f in fields)), rows)
+    return map(operator.itemgetter(*(names.index(name) for name, _, _ in fields)), rows)
 
 
 def _ring_entries(mem: KernelMemory, base: int, size: int, count: int, first: int, n: int) -> bytes:
