@@ -7,9 +7,9 @@ in flight (raw and compressed; one thread compresses inline, one chunk at a time
 data is read with pread, not through the mapping (the reader unmaps what small reads
 mapped), and the output's page cache is dropped every 32 MiB. Nothing else grows with the
 dump: measured in the capture kernel of lab guests whose memory was filled before the
-crash (bench/run.py dump-rss), the peak RSS of a 1 GiB and of an 8 GiB guest's save is
-19.9 and 19.8 MiB with zlib, 19.8 and 20.7 MiB with zstd, so a 256 MiB capture kernel
-keeps most of its memory for the kernel and page cache.
+crash (bench/run.py dump-rss; latest numbers in the README), the peak RSS of a 1 GiB and of
+an 8 GiB guest's save is about 20 MiB either way, so a 256 MiB capture kernel keeps most of
+its memory for the kernel and page cache.
 
 Order of writing (kdump-compressed): header (marked DUMP_DH_COMPRESSED_INCOMPLETE),
 sub header and notes, both bitmaps (allocated now so that rewriting them later
