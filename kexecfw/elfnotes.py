@@ -7,10 +7,10 @@ Layouts: Elf64_Ehdr, Elf64_Phdr, Elf64_Nhdr from include/uapi/linux/elf.h.
 from __future__ import annotations
 
 import struct
-from collections import namedtuple
 TYPE_CHECKING = False   # not typing.TYPE_CHECKING: the dmesg path does not import typing
 
 from kexecfw.errors import BadInputError
+from kexecfw.records import TupleRecord
 
 if TYPE_CHECKING:  # the capture path (vmcore dmesg) must not pay for pathlib or typing
     from typing import Iterator
@@ -38,17 +38,36 @@ ELF64_PHDR = struct.Struct("<IIQQQQQQ")
 ELF64_NHDR = struct.Struct("<III")
 
 
-# collections.namedtuple, not dataclasses or typing.NamedTuple: `vmcore dmesg` starts as fast as
-# python itself only if it imports nothing the interpreter has not already loaded.
-ProgramHeader = namedtuple("ProgramHeader", "type flags offset vaddr paddr filesz memsz align")
-ProgramHeader.__doc__ = "One Elf64_Phdr (all fields int)."
+# TupleRecord, not dataclasses or namedtuple: `vmcore dmesg` starts as fast as python itself only
+# if it imports little beyond what the interpreter has already loaded (see kexecfw.records).
+class ProgramHeader(TupleRecord):
+    """One Elf64_Phdr."""
+    __slots__ = ()
+    type: int
+    flags: int
+    offset: int
+    vaddr: int
+    paddr: int
+    filesz: int
+    memsz: int
+    align: int
 
-ElfCoreHeader = namedtuple("ElfCoreHeader", "machine type phdrs")
-ElfCoreHeader.__doc__ = "e_machine, e_type and the program headers (a tuple of ProgramHeader)."
 
-Note = namedtuple("Note", "name type desc offset", defaults=(0,))
-Note.__doc__ = ("One ELF note: name (bytes, without the trailing NUL), type, desc (bytes), "
-                "offset (file offset of its header, for error messages).")
+class ElfCoreHeader(TupleRecord):
+    """e_machine, e_type and the program headers."""
+    __slots__ = ()
+    machine: int
+    type: int
+    phdrs: tuple[ProgramHeader, ...]
+
+
+class Note(TupleRecord):
+    """One ELF note."""
+    __slots__ = ()
+    name: bytes         # without the trailing NUL
+    type: int
+    desc: bytes
+    offset: int = 0     # file offset of its header, for error messages
 
 
 def _align4(n: int) -> int:

@@ -8,11 +8,11 @@ Little-endian only, like every architecture kexecfw loads.
 from __future__ import annotations
 
 import struct
-from collections import namedtuple
 from typing import Iterator
 
 from kexecfw.elfnotes import ELF64_EHDR, ELFCLASS64, ELFDATA2LSB, ELFMAG
 from kexecfw.errors import BadInputError
+from kexecfw.records import TupleRecord
 
 ET_REL = 1
 ET_NAMES = {0: "ET_NONE", 1: "ET_REL", 2: "ET_EXEC", 3: "ET_DYN", 4: "ET_CORE"}
@@ -29,14 +29,38 @@ ELF64_SYM = struct.Struct("<IBBHQQ")
 # struct elf64_rela: r_offset, r_info (symbol index << 32 | type), r_addend
 ELF64_RELA = struct.Struct("<QQq")
 
-Section = namedtuple("Section", "index name type flags addr offset size link info addralign")
-Section.__doc__ = "One Elf64_Shdr, with its index and its name from the section header string table."
+class Section(TupleRecord):
+    """One Elf64_Shdr, with its index and its name from the section header string table."""
+    __slots__ = ()
+    index: int
+    name: str
+    type: int
+    flags: int
+    addr: int
+    offset: int
+    size: int
+    link: int
+    info: int
+    addralign: int
 
-Symbol = namedtuple("Symbol", "name value size type shndx")
-Symbol.__doc__ = "One Elf64_Sym: type is ELF64_ST_TYPE(st_info); shndx the raw st_shndx (SHN_* or an index)."
 
-Rela = namedtuple("Rela", "offset sym type addend")
-Rela.__doc__ = "One Elf64_Rela: sym and type are ELF64_R_SYM and ELF64_R_TYPE of r_info."
+class Symbol(TupleRecord):
+    """One Elf64_Sym."""
+    __slots__ = ()
+    name: str
+    value: int
+    size: int
+    type: int       # ELF64_ST_TYPE(st_info)
+    shndx: int      # the raw st_shndx (SHN_* or a section index)
+
+
+class Rela(TupleRecord):
+    """One Elf64_Rela."""
+    __slots__ = ()
+    offset: int
+    sym: int        # ELF64_R_SYM(r_info)
+    type: int       # ELF64_R_TYPE(r_info)
+    addend: int
 
 
 def machine_name(machine: int) -> str:

@@ -27,12 +27,12 @@ reported through ``warn`` with its sequence number and descriptor index.
 """
 from __future__ import annotations
 
-import operator
 import struct
-from collections import namedtuple
+
 TYPE_CHECKING = False   # not typing.TYPE_CHECKING: the dmesg path does not import typing
 
 from kexecfw.errors import BadInputError
+from kexecfw.records import TupleRecord
 from kexecfw.vmcore.kmem import KernelMemory
 from kexecfw.vmcoreinfo import struct_layout
 
@@ -57,8 +57,15 @@ CALLER_ID_CPU = 0x80000000
 MAX_TEXT_RING = 1 << 31       # bigger than any log_buf_len the kernel accepts: corrupt count/size bits
 
 
-Record = namedtuple("Record", "seq ts_nsec text caller_id level facility", defaults=(None, None, None))
-Record.__doc__ = "One log record: seq, ts_nsec, text (bytes); caller_id, level, facility when known."
+class Record(TupleRecord):
+    """One log record."""
+    __slots__ = ()
+    seq: int
+    ts_nsec: int
+    text: bytes
+    caller_id: int | None = None    # caller_id, level and facility when the log format has them
+    level: int | None = None
+    facility: int | None = None
 
 
 def _ignore(_: str) -> None:
@@ -182,7 +189,8 @@ def _entry_fields(buf: bytes, entry_size: int, struct_name: str, fields: list[tu
     rows = layout.iter_unpack(buf)
     if names == [name for name, _, _ in fields]:
         return rows
-    return map(operator.itemgetter(*(names.index(name) for name, _, _ in fields)), rows)
+    order = [names.index(name) for name, _, _ in fields]
+    return (tuple([row[i] for i in order]) for row in rows)
 
 
 def _ring_entries(mem: KernelMemory, base: int, size: int, count: int, first: int, n: int) -> bytes:

@@ -8,12 +8,12 @@ uses this interface.
 from __future__ import annotations
 
 import os
-from collections import namedtuple
 
 TYPE_CHECKING = False   # not typing.TYPE_CHECKING: the dmesg path does not import typing
 
 from kexecfw.elfnotes import NT_PRSTATUS, VMCOREINFO_NOTE_NAME, Note
 from kexecfw.errors import BadInputError
+from kexecfw.records import TupleRecord
 from kexecfw.vmcoreinfo import VmcoreInfo
 
 if TYPE_CHECKING:
@@ -31,8 +31,12 @@ class MemoryMissing(BadInputError):
         self.excluded = excluded     # RAM the dump level filtered out (reads as zeros for some readers)
 
 
-PhysRange = namedtuple("PhysRange", "start end vaddr", defaults=(None,))
-PhysRange.__doc__ = "Physical memory [start, end) the dump covers, with its kernel virtual address if known."
+class PhysRange(TupleRecord):
+    """Physical memory [start, end) the dump covers, with its kernel virtual address if known."""
+    __slots__ = ()
+    start: int
+    end: int
+    vaddr: int | None = None
 
 
 class DumpFile:
