@@ -1,5 +1,3 @@
-import sys
+from kexecfw.cli import run
 
-from kexecfw.cli import main
-
-sys.exit(main())
+run()

@@ -17,7 +17,8 @@ from tests.vmcore.conftest import REPO
 
 # Each of these costs ~0.5-8 ms of start-up, none is needed to print an uncompressed dump's log.
 NOT_IMPORTED = ("argparse", "re", "enum", "typing", "dataclasses", "shutil", "lzma", "bz2", "zlib",
-                "zstandard", "gettext", "locale", "pathlib", "json", "pluggy", "elftools")
+                "zstandard", "gettext", "locale", "pathlib", "json", "pluggy", "elftools", "collections",
+                "importlib", "warnings")
 
 
 def run_kexecfw(*args: str, importtime: bool = False) -> subprocess.CompletedProcess:
@@ -81,7 +82,7 @@ def test_fast_path_and_argparse_fail_the_same_way(tmp_path):
 def test_vmcore_dmesg_imports_only_what_it_needs(arch, mini_vmcores):
     done = run_kexecfw("vmcore", "dmesg", str(mini_vmcores[arch]), importtime=True)
     assert done.returncode == 0, done.stderr[-2000:]
-    modules = imported_modules(done.stderr)
+    modules = imported_modules(done.stderr, but_not_by=frozenset({"runpy"}))   # -m's, not the command's
     assert "kexecfw.vmcore.dmesg" in modules     # the parse saw the run
     assert not modules & set(NOT_IMPORTED), sorted(modules & set(NOT_IMPORTED))
 
@@ -96,6 +97,21 @@ def test_a_compressed_dump_imports_only_its_codec(codec, mini_vmcores, tmp_path)
     done = run_kexecfw("vmcore", "dmesg", str(out), importtime=True)
     assert done.returncode == 0, done.stderr[-2000:]
     codec_module = {"zlib": "zlib", "zstd": "zstandard"}[codec]
-    modules = imported_modules(done.stderr, but_not_by=frozenset({codec_module}))   # its own imports are its
+    modules = imported_modules(done.stderr, but_not_by=frozenset({codec_module, "runpy"}))   # their own imports
     assert codec_module in modules
     assert not modules & (set(NOT_IMPORTED) - {codec_module}), sorted(modules & set(NOT_IMPORTED))
+
+
+def test_the_command_ends_without_teardown_yet_flushes_everything(mini_vmcores, expected_dmesg, tmp_path):
+    """The fast path leaves with os._exit: its whole output must be written first, to a file or a
+    pipe, and a reader that stops early is no error (as for every command)."""
+    out = tmp_path / "dmesg.txt"
+    with open(out, "wb") as f:
+        done = subprocess.run([sys.executable, "-m", "kexecfw", "vmcore", "dmesg", str(mini_vmcores["arm64"])],
+                              stdout=f, stderr=subprocess.PIPE, timeout=60)
+    assert done.returncode == 0 and done.stderr == b""
+    assert out.read_bytes() == expected_dmesg["arm64"]
+    head = subprocess.run(f"{sys.executable} -m kexecfw vmcore dmesg {mini_vmcores['x86_64']} | head -c 10; "
+                          "echo \" ${PIPESTATUS[0]}\"", shell=True, executable="/bin/bash", capture_output=True,
+                          timeout=60)
+    assert head.stdout == expected_dmesg["x86_64"][:10] + b" 0\n" and head.stderr == b""
