@@ -89,11 +89,19 @@ def compare(name: str, ours: list[str], reference: list[str], runs: int, ref_lab
     return row
 
 
-def bench_python() -> str:
-    """A venv with kexecfw installed normally (not editable)."""
+SYSTEM_PYTHON = "/usr/bin/python3"   # Debian's: the interpreter a Debian capture kernel runs
+
+
+def bench_python(base: str) -> str:
+    """A venv of the interpreter ``base`` with kexecfw installed normally (not editable)."""
     py = BENCH_VENV / "bin" / "python"
+    cfg = BENCH_VENV / "pyvenv.cfg"
+    made_by = next((line.split("=", 1)[1].strip() for line in cfg.read_text().splitlines()
+                    if line.startswith("executable")), None) if cfg.exists() else None
+    if py.exists() and made_by != os.path.realpath(base):
+        shutil.rmtree(BENCH_VENV)       # made from another interpreter: start-up would differ
     if not py.exists():
-        subprocess.run([sys.executable, "-m", "venv", str(BENCH_VENV)], check=True)
+        subprocess.run([base, "-m", "venv", str(BENCH_VENV)], check=True)
         subprocess.run([str(py), "-m", "pip", "install", "-q", str(REPO)], check=True)
     else:
         subprocess.run([str(py), "-m", "pip", "install", "-q", "--force-reinstall", "--no-deps", str(REPO)],
@@ -264,9 +272,14 @@ def main(argv: list[str] | None = None) -> int:
                         "--sizes '' nothing is booted)")
     p.add_argument("--timeout", type=int, default=3600, help="dump-rss: seconds per lab run")
     p.add_argument("--markdown", action="store_true", help="also print the results as a Markdown table (README)")
+    p.add_argument("--python", default=SYSTEM_PYTHON if os.path.exists(SYSTEM_PYTHON) else sys.executable,
+                   help=f"interpreter for kexecfw and the bare-python baseline (default {SYSTEM_PYTHON}, "
+                        "else this one)")
     args = p.parse_args(argv)
-    py = bench_python()
-    machine = (f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
+    py = bench_python(args.python)
+    version = subprocess.run([py, "-c", "import platform; print(platform.python_version())"],
+                             capture_output=True, text=True, check=True).stdout.strip()
+    machine = (f"{platform.machine()}, {os.cpu_count()} CPUs, Python {version} ({args.python}), "
                f"{time.strftime('%Y-%m-%d')}")
     print(f"# {machine}")
     rows: list[dict] = []
