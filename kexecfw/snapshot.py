@@ -7,10 +7,7 @@ proc/kcore is unreadable: the snapshot says so instead of pretending.
 """
 from __future__ import annotations
 
-import datetime
-import json
 import os
-import platform
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -77,6 +74,9 @@ def _kcore_prefix(path: Path) -> bytes | None:
 
 
 def take_snapshot(source: Sysroot, dest: Path) -> SnapshotReport:
+    import datetime  # here, not at the top: every load reads snapshot_metadata, and start-up counts
+    import json
+    import platform
     report = SnapshotReport()
     if dest.exists() and any(dest.iterdir()):
         raise KexecfwError(f"{dest} exists and is not empty; choose a new directory")
@@ -120,9 +120,13 @@ def take_snapshot(source: Sysroot, dest: Path) -> SnapshotReport:
 
 
 def snapshot_metadata(sysroot: Sysroot) -> dict:
+    """The snapshot's own facts (kexecfw-snapshot.json), or {} (a live system, a bare sysroot)."""
     text = sysroot.read_optional(META)
+    if not text:
+        return {}
+    import json  # here: a load on the live system (no metadata) asks this too, and json costs start-up
     try:
-        return json.loads(text) if text else {}
+        return json.loads(text)
     except json.JSONDecodeError:
         return {}
 

@@ -23,8 +23,10 @@ real_stdout.write(" ".join(sorted(sys.modules)) if code == 0 else f"exit {code}"
 
 # Never needed by a load of a built-in architecture: pyelftools (the purgatory is read with struct),
 # the entry-point scan (importlib.metadata, and email through it), plotting, shutil (and bz2/lzma
-# through it: argparse's help formatter asked it for the terminal width).
-NEVER = ("elftools", "importlib.metadata", "email", "matplotlib", "zstandard", "shutil", "bz2", "lzma")
+# through it: argparse's help formatter asked it for the terminal width), datetime and platform
+# (only a snapshot writes its metadata).
+NEVER = ("elftools", "importlib.metadata", "email", "matplotlib", "zstandard", "shutil", "bz2", "lzma",
+         "datetime", "platform")
 
 
 def modules_of_load(arch: str, kernel: Path, *extra: str) -> set[str]:
