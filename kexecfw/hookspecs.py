@@ -110,11 +110,6 @@ def kexecfw_place_initrd(ctx: LoadContext, planner: Planner, initrd: bytes) -> S
     """Add the initrd segment (``initrd`` is the file's content); return it.
 
     The core's default places it at the lowest page-aligned hole above the kernel.
-
-    The segments placed so far (kernel and initrd) are final from here on: the core
-    starts hashing them for the purgatory's sha256 while the rest is planned. To change
-    one later, give it a new buffer with ``planner.replace`` (the core then hashes it
-    again); never modify a placed buffer in place.
     """
 
 

@@ -21,10 +21,6 @@ from kexecfw.segments.planner import Planner
 from kexecfw.segments.validate import KernelLimits, validate_plan
 from kexecfw.sysroot import Sysroot
 
-TYPE_CHECKING = False
-if TYPE_CHECKING:
-    from kexecfw.segments.digest import HashAhead   # hashlib only for a load that checks sha256
-
 
 def resolve_arch(hooks: Hooks, sysroot: Sysroot, name: str | None = None) -> ArchSpec:
     """``--arch``, else the ELF machine of the sysroot's proc/kcore, else the host's."""
@@ -159,21 +155,11 @@ def standard_plan(ctx: LoadContext) -> Plan:
     ctx.note(f"kernel entry {kernel_entry:#x}")
     if initrd is not None:
         hooks.place_initrd(ctx, planner, initrd)
-    ahead = None
-    if not opts.skip_sha256:
-        # The purgatory's digest starts with these (nearly all of its bytes): hash them while the
-        # rest is planned.
-        from kexecfw.segments.digest import HashAhead
-        ahead = HashAhead(list(planner.segments))
-    try:
-        if opts.panic:
-            _add_elfcorehdr(ctx, planner)
-        if not hooks.boot_params(ctx, planner, kernel_entry):
-            raise KexecfwError(f"the {ctx.arch.name} plugin built no boot parameters (kexecfw_boot_params)")
-        entry = _add_purgatory(ctx, planner, kernel_entry, ahead)
-    finally:
-        if ahead is not None:
-            ahead.cancel()      # no-op once the digest took it; stops it when the plan failed
+    if opts.panic:
+        _add_elfcorehdr(ctx, planner)
+    if not hooks.boot_params(ctx, planner, kernel_entry):
+        raise KexecfwError(f"the {ctx.arch.name} plugin built no boot parameters (kexecfw_boot_params)")
+    entry = _add_purgatory(ctx, planner, kernel_entry)
     return Plan(ctx.arch.name, mode, "kexec_load", entry, flags, ctx.cmdline, crash if opts.panic else None,
                 list(planner.segments))
 
@@ -190,7 +176,7 @@ def _add_elfcorehdr(ctx: LoadContext, planner: Planner) -> None:
     ctx.note(f"elfcorehdr: {len(phdrs)} program headers at {seg.mem:#x}")
 
 
-def _add_purgatory(ctx: LoadContext, planner: Planner, kernel_entry: int, ahead: HashAhead | None = None) -> int:
+def _add_purgatory(ctx: LoadContext, planner: Planner, kernel_entry: int) -> int:
     from kexecfw.purgatory import PurgatoryLayout
     obj = ctx.hooks.purgatory(ctx, planner, kernel_entry)
     if obj is None:
@@ -203,7 +189,7 @@ def _add_purgatory(ctx: LoadContext, planner: Planner, kernel_entry: int, ahead:
     for name, value in obj.symbols.items():
         linked.patch(name, value)
     others = [s for s in planner.segments if s is not seg]
-    linked.fill_sha256(others, skip=ctx.options.skip_sha256, ahead=ahead)
+    linked.fill_sha256(others, skip=ctx.options.skip_sha256)
     planner.replace(seg, bytes(linked.image))
     ctx.artifacts["purgatory"] = linked
     ctx.note(f"purgatory at {seg.mem:#x}, entry {linked.entry:#x}, {len(linked.relocations)} relocations"

@@ -28,15 +28,12 @@ from kexecfw.purgatory.elfrel import (ET_NAMES, ET_REL, SHN_ABS, SHT_NOBITS, SHT
                                       STT_NOTYPE, STT_OBJECT, RelocatableElf, machine_name)
 from kexecfw.segments.plan import Segment
 
-TYPE_CHECKING = False
-if TYPE_CHECKING:
-    from kexecfw.segments.digest import HashAhead
-
 SHF_ALLOC = 0x2
 SHA256_REGIONS = "purgatory_sha256_regions"
 SHA256_DIGEST = "purgatory_sha256_digest"
 # struct sha256_region { uint64_t start; uint64_t len; } (kexecfw/purgatory/sha256.h)
 SHA256_REGION = struct.Struct("<QQ")
+ZERO_CHUNK = 1 << 16
 
 
 @dataclass(frozen=True)
@@ -81,19 +78,25 @@ class LinkedPurgatory:
         self.image[sym.offset:sym.offset + len(value)] = value
         self.patched[name] = bytes(value)
 
-    def fill_sha256(self, segments: list[Segment], skip: bool, ahead: HashAhead | None = None) -> None:
-        """Regions and digest over ``segments`` (all but the purgatory), or zeros when ``skip``;
-        ``ahead``: the first segments' hash, begun while the plan was made."""
+    def fill_sha256(self, segments: list[Segment], skip: bool) -> None:
+        """Regions and digest over ``segments`` (all but the purgatory), or zeros when ``skip``."""
         if len(segments) > KEXEC_SEGMENT_MAX:
             raise KexecfwError(f"{len(segments)} segments to checksum; the purgatory holds {KEXEC_SEGMENT_MAX}")
         regions = bytearray(SHA256_REGION.size * KEXEC_SEGMENT_MAX)
         digest = bytes(32)
         if not skip:
-            # here: a load with --skip-sha256 hashes nothing, nor loads libcrypto
-            from kexecfw.segments.digest import segments_sha256
-            for i, seg in enumerate(segments):      # the purgatory checks each segment's whole memsz
+            import hashlib  # here: a load with --skip-sha256 hashes nothing, nor loads libcrypto
+            h = hashlib.sha256()
+            # The purgatory checks each segment's whole memsz: bufsz bytes, then the zeros the kernel
+            # fills in (tens of MiB for an x86_64 kernel's init_size), fed from one small buffer like
+            # kexec-tools' null_buf rather than allocated (and page-faulted) at full size.
+            zeros = memoryview(bytes(ZERO_CHUNK))
+            for i, seg in enumerate(segments):
+                h.update(seg.buf)
+                for left in range(seg.memsz - seg.bufsz, 0, -ZERO_CHUNK):
+                    h.update(zeros[:min(left, ZERO_CHUNK)])
                 SHA256_REGION.pack_into(regions, i * SHA256_REGION.size, seg.mem, seg.memsz)
-            digest = segments_sha256(segments, ahead)
+            digest = h.digest()
         self.patch(SHA256_REGIONS, bytes(regions))
         self.patch(SHA256_DIGEST, digest)
 
