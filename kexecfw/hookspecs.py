@@ -143,8 +143,10 @@ def kexecfw_purgatory(ctx: LoadContext, planner: Planner, kernel_entry: int) -> 
 
     Set ``PurgatoryObject.symbols`` to the register values the purgatory hands
     the kernel (entry, DTB or boot_params address, stack ...). The core places
-    and links the object, then writes ``purgatory_sha256_regions`` and
-    ``purgatory_sha256_digest`` over every other segment (zero regions with
+    and links the object, then writes ``purgatory_sha256_regions``: for every
+    other segment its start, bufsz, memsz and the sha256 of its bufsz bytes
+    (layout in kexecfw/purgatory/verify.c, whose ``purgatory_verify_sha256`` also
+    checks that the rest up to memsz is zero; zero regions with
     ``--skip-sha256``). Return None for a load without purgatory.
     """
 

@@ -10,11 +10,11 @@ the segments are planned. Steps (kexec-tools' elf_rel_load does the same job):
 3. apply each RELA entry with the arch plugin's formula (``kexecfw_relocation_types``);
    an unknown type is refused by name;
 4. write the values the arch plugin asked for (``PurgatoryObject.symbols``);
-5. later, once every other segment is final, fill the sha256 regions and digest.
+5. later, once every other segment is final, fill the sha256 regions.
 
-Symbols shared by every architecture's purgatory (see verify.c):
-``purgatory_sha256_regions``: struct { uint64_t start, len; } [16];
-``purgatory_sha256_digest``: uint8_t[32].
+The symbol shared by every architecture's purgatory (see verify.c), one entry per other segment:
+``purgatory_sha256_regions``: struct { uint64_t start, bufsz, memsz; uint8_t digest[32]; } [16]
+(the purgatory hashes bufsz bytes at start and checks that the rest, up to memsz, is zero).
 """
 from __future__ import annotations
 
@@ -30,10 +30,8 @@ from kexecfw.segments.plan import Segment
 
 SHF_ALLOC = 0x2
 SHA256_REGIONS = "purgatory_sha256_regions"
-SHA256_DIGEST = "purgatory_sha256_digest"
-# struct sha256_region { uint64_t start; uint64_t len; } (kexecfw/purgatory/sha256.h)
-SHA256_REGION = struct.Struct("<QQ")
-ZERO_CHUNK = 1 << 16
+# struct sha256_region { uint64_t start, bufsz, memsz; uint8_t digest[32]; } (kexecfw/purgatory/verify.c)
+SHA256_REGION = struct.Struct("<QQQ32s")
 
 
 @dataclass(frozen=True)
@@ -79,26 +77,16 @@ class LinkedPurgatory:
         self.patched[name] = bytes(value)
 
     def fill_sha256(self, segments: list[Segment], skip: bool) -> None:
-        """Regions and digest over ``segments`` (all but the purgatory), or zeros when ``skip``."""
+        """One region per segment of ``segments`` (all but the purgatory), or none when ``skip``."""
         if len(segments) > KEXEC_SEGMENT_MAX:
             raise KexecfwError(f"{len(segments)} segments to checksum; the purgatory holds {KEXEC_SEGMENT_MAX}")
         regions = bytearray(SHA256_REGION.size * KEXEC_SEGMENT_MAX)
-        digest = bytes(32)
         if not skip:
-            import hashlib  # here: a load with --skip-sha256 hashes nothing, nor loads libcrypto
-            h = hashlib.sha256()
-            # The purgatory checks each segment's whole memsz: bufsz bytes, then the zeros the kernel
-            # fills in (tens of MiB for an x86_64 kernel's init_size), fed from one small buffer like
-            # kexec-tools' null_buf rather than allocated (and page-faulted) at full size.
-            zeros = memoryview(bytes(ZERO_CHUNK))
+            from kexecfw.segments.digest import hash_segments  # here: --skip-sha256 starts no threads
+            hash_segments(segments)
             for i, seg in enumerate(segments):
-                h.update(seg.buf)
-                for left in range(seg.memsz - seg.bufsz, 0, -ZERO_CHUNK):
-                    h.update(zeros[:min(left, ZERO_CHUNK)])
-                SHA256_REGION.pack_into(regions, i * SHA256_REGION.size, seg.mem, seg.memsz)
-            digest = h.digest()
+                SHA256_REGION.pack_into(regions, i * SHA256_REGION.size, seg.mem, seg.bufsz, seg.memsz, seg.digest)
         self.patch(SHA256_REGIONS, bytes(regions))
-        self.patch(SHA256_DIGEST, digest)
 
 
 class PurgatoryLayout:

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from functools import cached_property
 
 from kexecfw.memory.ranges import Range
 
@@ -18,6 +17,7 @@ class Segment:
     buf: bytes
     mem: int
     memsz: int
+    _digest: bytes | None = field(default=None, init=False, repr=False)
 
     @property
     def bufsz(self) -> int:
@@ -27,11 +27,19 @@ class Segment:
     def range(self) -> Range:
         return Range(self.mem, self.mem + self.memsz)
 
-    @cached_property
+    @property
+    def digest(self) -> bytes:
+        """sha256 of the buffer (bufsz bytes), computed once: for the purgatory's check and for
+        ``--dry-run``; :func:`kexecfw.segments.digest.hash_segments` computes several at once."""
+        if self._digest is None:
+            import hashlib  # here: a load that checks and shows no digests does not load libcrypto
+            self._digest = hashlib.sha256(self.buf).digest()
+        return self._digest
+
+    @property
     def sha256(self) -> str:
-        """sha256 of the buffer (bufsz bytes), hex."""
-        import hashlib  # here: a load that shows no digests does not load libcrypto
-        return hashlib.sha256(self.buf).hexdigest()
+        """:attr:`digest` in hex."""
+        return self.digest.hex()
 
     def to_json(self) -> dict[str, str]:
         return {"name": self.name, "mem": f"{self.mem:#x}", "memsz": f"{self.memsz:#x}",

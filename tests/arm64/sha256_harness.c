@@ -1,20 +1,20 @@
 /* Test harness (hosted, not purgatory code): runs the purgatory's sha256 check on files.
- * usage: sha256_harness HEXDIGEST FILE... ; sets one region per file, the expected digest from
- * HEXDIGEST (64 hex digits, or "-" for all regions empty), then prints
- * "verify=<purgatory_verify_sha256()> sha256=<digest of the files' concatenation>". */
+ * usage: sha256_harness MODE [HEXDIGEST FILE]... ; one region per file: the file's bytes followed by
+ * 4099 zero bytes of fill (memsz), with HEXDIGEST (64 hex digits) as the expected digest of the file.
+ * MODE "intact" leaves the fill zero, "dirty-fill" sets one byte of the last region's fill; with
+ * MODE "-" and no files every region stays empty. Prints "verify=<purgatory_verify_sha256()>". */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "sha256.h"
+#define FILL 4099
 
-struct sha256_region { uint64_t start; uint64_t len; };
+struct sha256_region { uint64_t start; uint64_t bufsz; uint64_t memsz; uint8_t digest[32]; };
 extern struct sha256_region purgatory_sha256_regions[16];
-extern uint8_t purgatory_sha256_digest[32];
 int purgatory_verify_sha256(void);
 
-static uint8_t *slurp(const char *path, size_t *len)
+static uint8_t *slurp_with_fill(const char *path, size_t *len)
 {
 	FILE *f = fopen(path, "rb");
 	uint8_t *buf;
@@ -22,7 +22,7 @@ static uint8_t *slurp(const char *path, size_t *len)
 
 	if (!f || fseek(f, 0, SEEK_END) || (n = ftell(f)) < 0 || fseek(f, 0, SEEK_SET))
 		exit(2);
-	buf = malloc(n ? (size_t)n : 1);
+	buf = calloc((size_t)n + FILL, 1);
 	if (!buf || fread(buf, 1, (size_t)n, f) != (size_t)n)
 		exit(2);
 	fclose(f);
@@ -32,28 +32,25 @@ static uint8_t *slurp(const char *path, size_t *len)
 
 int main(int argc, char **argv)
 {
-	struct sha256_ctx ctx;
-	uint8_t digest[32];
-	int i;
+	uint8_t *buf = NULL;
+	size_t len = 0;
+	int i, r;
 
-	if (argc < 2 || argc > 18)
+	if (argc < 2 || argc % 2 != 0 || argc > 34)
 		return 2;
-	sha256_init(&ctx);
-	for (i = 2; i < argc; i++) {
-		size_t len;
-		uint8_t *buf = slurp(argv[i], &len);
-		if (strcmp(argv[1], "-") != 0) {
-			purgatory_sha256_regions[i - 2].start = (uint64_t)(uintptr_t)buf;
-			purgatory_sha256_regions[i - 2].len = len;
-		}
-		sha256_update(&ctx, buf, len);
+	for (r = 0, i = 2; i < argc; r++, i += 2) {
+		struct sha256_region *region = &purgatory_sha256_regions[r];
+		int j;
+
+		buf = slurp_with_fill(argv[i + 1], &len);
+		region->start = (uint64_t)(uintptr_t)buf;
+		region->bufsz = len;
+		region->memsz = len + FILL;
+		for (j = 0; j < 32; j++)
+			sscanf(argv[i] + 2 * j, "%2hhx", &region->digest[j]);
 	}
-	for (i = 0; strcmp(argv[1], "-") != 0 && i < 32; i++)
-		sscanf(argv[1] + 2 * i, "%2hhx", &purgatory_sha256_digest[i]);
-	sha256_final(&ctx, digest);
-	printf("verify=%d sha256=", purgatory_verify_sha256());
-	for (i = 0; i < 32; i++)
-		printf("%02x", digest[i]);
-	printf("\n");
+	if (strcmp(argv[1], "dirty-fill") == 0 && buf)
+		buf[len + FILL / 2] = 1;
+	printf("verify=%d\n", purgatory_verify_sha256());
 	return 0;
 }

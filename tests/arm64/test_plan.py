@@ -103,21 +103,17 @@ def test_purgatory_symbols_and_checksum(arm64_image: Path, initrd: Path, arm64_s
     assert linked.patched["purgatory_kernel_entry"] == plan.segment("kernel").mem.to_bytes(8, "little")
     assert linked.patched["purgatory_dtb_addr"] == plan.segment("dtb").mem.to_bytes(8, "little")
     others = [s for s in plan.segments if s.name != "purgatory"]
-    expected = hashlib.sha256(b"".join(s.buf + bytes(s.memsz - s.bufsz) for s in others)).digest()
     image = plan.segment("purgatory").buf
-    digest_at = linked.symbols["purgatory_sha256_digest"].offset
-    assert image[digest_at:digest_at + 32] == expected
     regions_at = linked.symbols["purgatory_sha256_regions"].offset
-    regions = [SHA256_REGION.unpack_from(image, regions_at + 16 * i) for i in range(16)]
-    assert regions[:len(others)] == [(s.mem, s.memsz) for s in others]
-    assert all(r == (0, 0) for r in regions[len(others):])
+    regions = [SHA256_REGION.unpack_from(image, regions_at + SHA256_REGION.size * i) for i in range(16)]
+    assert regions[:len(others)] == [(s.mem, s.bufsz, s.memsz, hashlib.sha256(s.buf).digest()) for s in others]
+    assert all(r == (0, 0, 0, bytes(32)) for r in regions[len(others):])
 
 
 def test_skip_sha256_leaves_regions_empty(arm64_image: Path, initrd: Path, arm64_sysroot: Path) -> None:
     plan, ctx = panic_plan(arm64_image, initrd, arm64_sysroot, skip_sha256=True)
     linked = ctx.artifacts["purgatory"]
-    assert linked.patched["purgatory_sha256_digest"] == bytes(32)
-    assert linked.patched["purgatory_sha256_regions"] == bytes(256)
+    assert linked.patched["purgatory_sha256_regions"] == bytes(SHA256_REGION.size * 16)
 
 
 def test_normal_plan(arm64_image: Path, initrd: Path, arm64_sysroot: Path) -> None:

@@ -60,34 +60,41 @@ def test_split_updates_match_hashlib(native: ctypes.CDLL) -> None:
 
 
 class Region(ctypes.Structure):
-    _fields_ = [("start", ctypes.c_uint64), ("len", ctypes.c_uint64)]
+    """struct sha256_region (verify.c)."""
+    _fields_ = [("start", ctypes.c_uint64), ("bufsz", ctypes.c_uint64), ("memsz", ctypes.c_uint64),
+                ("digest", ctypes.c_uint8 * 32)]
 
 
-def run_verify(lib: ctypes.CDLL, buffers: list[bytes], digest: bytes) -> int:
+def run_verify(lib: ctypes.CDLL, memory: list[bytes], bufsz: list[int], digests: list[bytes]) -> int:
+    """Each of ``memory`` is a segment as loaded (memsz bytes): ``bufsz`` of them written, the rest zero-filled."""
     regions = (Region * 16).in_dll(lib, "purgatory_sha256_regions")
-    expected = (ctypes.c_uint8 * 32).in_dll(lib, "purgatory_sha256_digest")
-    keep = [ctypes.create_string_buffer(b, len(b)) for b in buffers]
+    keep = [ctypes.create_string_buffer(m, len(m)) for m in memory]
     for i in range(16):
-        regions[i].start, regions[i].len = ((ctypes.addressof(keep[i]), len(buffers[i])) if i < len(buffers)
-                                            else (0, 0))
-    for i in range(32):
-        expected[i] = digest[i]
+        regions[i] = (Region(ctypes.addressof(keep[i]), bufsz[i], len(memory[i]), (ctypes.c_uint8 * 32)(*digests[i]))
+                      if i < len(memory) else Region())
     return lib.purgatory_verify_sha256()
 
 
-def test_verify_accepts_the_right_digest_and_rejects_a_change(native: ctypes.CDLL) -> None:
-    # Like a plan: each segment's buffer followed by zeros up to its memsz.
-    segments = [os.urandom(5000) + bytes(3192), os.urandom(8192), b"dtb" + bytes(4093)]
-    digest = hashlib.sha256(b"".join(segments)).digest()
-    assert run_verify(native, segments, digest) == 0
-    tampered = [segments[0], segments[1][:-1] + b"\x01", segments[2]]
-    assert run_verify(native, tampered, digest) == 1
-    assert run_verify(native, segments, bytes(32)) == 1
+def test_verify_accepts_the_right_digests_and_rejects_a_change(native: ctypes.CDLL) -> None:
+    # Like a plan: each segment's buffer followed by zeros up to its memsz; odd sizes and offsets
+    # for the zero check's unaligned ends.
+    bufs = [os.urandom(5001), os.urandom(8192), b"dtb" + os.urandom(13)]
+    memory = [bufs[0] + bytes(3192), bufs[1], bufs[2] + bytes(4077)]
+    sizes = [len(b) for b in bufs]
+    digests = [hashlib.sha256(b).digest() for b in bufs]
+    assert run_verify(native, memory, sizes, digests) == 0
+    tampered = [memory[0], memory[1][:-1] + b"\x01", memory[2]]
+    assert run_verify(native, tampered, sizes, digests) == 1
+    assert run_verify(native, memory, sizes, [digests[0], bytes(32), digests[2]]) == 1
+    for at in (5001, 5007, 5008, len(memory[0]) - 1):      # the zero fill is covered too
+        dirty = memory[0][:at] + b"\x80" + memory[0][at + 1:]
+        assert run_verify(native, [dirty, *memory[1:]], sizes, digests) == 1, at
+    assert run_verify(native, memory, [sizes[0], sizes[1], len(memory[2]) + 1], digests) == 1   # bufsz > memsz
 
 
 def test_verify_passes_when_every_region_is_empty(native: ctypes.CDLL) -> None:
-    """--skip-sha256: the linker leaves regions and digest zero."""
-    assert run_verify(native, [], bytes(32)) == 0
+    """--skip-sha256: the linker leaves every region zero."""
+    assert run_verify(native, [], [], []) == 0
 
 
 @pytest.mark.parametrize("target", ["ARM64", "X86_64"])
@@ -114,12 +121,16 @@ def test_shipped_aarch64_object_under_qemu_user(tmp_path: Path) -> None:
         path = tmp_path / f"seg{i}"
         path.write_bytes(rng.randbytes(size))
         files.append(path)
-    whole = hashlib.sha256(b"".join(p.read_bytes() for p in files)).hexdigest()
+    digests = [hashlib.sha256(p.read_bytes()).hexdigest() for p in files]
 
-    def run(digest: str) -> str:
-        return subprocess.run([qemu, str(harness), digest, *map(str, files)], capture_output=True, text=True,
-                              check=True, timeout=120).stdout.strip()
+    def run(*args: str) -> str:
+        return subprocess.run([qemu, str(harness), *args], capture_output=True, text=True, check=True,
+                              timeout=120).stdout.strip()
 
-    assert run(whole) == f"verify=0 sha256={whole}"
-    assert run("00" * 32) == f"verify=1 sha256={whole}"
-    assert run("-") == f"verify=0 sha256={whole}"
+    def verify(mode: str, hexdigests: list[str]) -> str:
+        return run(mode, *(a for pair in zip(hexdigests, map(str, files)) for a in pair))
+
+    assert verify("intact", digests) == "verify=0"
+    assert verify("intact", [digests[0], "00" * 32, *digests[2:]]) == "verify=1"
+    assert verify("dirty-fill", digests) == "verify=1"        # a byte in a zero fill changed
+    assert run("-") == "verify=0"                              # --skip-sha256: no regions

@@ -71,8 +71,7 @@ def test_link_applies_every_relocation_type_it_uses() -> None:
 
 def test_symbols_the_plugin_patches_exist() -> None:
     _, linked = _link(0x100000)
-    for name in ("purgatory_kernel_entry", "purgatory_boot_params", "purgatory_sha256_regions",
-                 "purgatory_sha256_digest"):
+    for name in ("purgatory_kernel_entry", "purgatory_boot_params", "purgatory_sha256_regions"):
         assert name in linked.symbols
     linked.patch("purgatory_kernel_entry", struct.pack("<Q", 0x71C00200))
     assert struct.unpack_from("<Q", linked.image, linked.symbols["purgatory_kernel_entry"].offset)[0] == 0x71C00200
