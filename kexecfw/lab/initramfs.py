@@ -33,6 +33,7 @@ from kexecfw.lab.targets import HOST_ARCH, ArchTarget
 from kexecfw.lab.userland import Userland, run_guest_python
 
 SITE = "opt/kexecfw/site"        # the guest's PYTHONPATH
+COMMAND = "opt/kexecfw/bin/kexecfw"
 PURE_PYTHON_DEPS = ("pluggy", "elftools", "fdt")
 SITE_CHECK = """
 import compileall, py_compile, sys
@@ -202,6 +203,11 @@ def lay_out_site(arch: ArchTarget, userland: Userland, site_root: Path, wheels: 
             strip_debug(arch, so)
     else:
         notes.append(f"no zstandard wheel for {arch.pip_platform} / Python {userland.python}: zstd unavailable in the guest")
+    # The kexecfw command as pip installs it (bin/kexecfw): no runpy, unlike python3 -m kexecfw.
+    command = site_root / COMMAND
+    command.parent.mkdir(parents=True)
+    command.write_text("#!/usr/bin/python3\nfrom kexecfw.cli import run\n\nrun()\n")
+    command.chmod(0o755)
     guest_dir = importlib.resources.files("kexecfw.lab") / "guest"
     (site_root / "lab").mkdir()
     for name in ("init", "guest.py"):
