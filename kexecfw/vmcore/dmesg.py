@@ -148,37 +148,45 @@ def _prb_records(mem: KernelMemory, warn: Warn) -> Iterator[Record]:
     infos = _entry_fields(_ring_entries(mem, infos_va, info_size, count, first, n + 1), info_size, "printk_info",
                           info_fields)
     text = mem.read(text_va, ring_size, excluded_as_zero=True)
-    for step, (state_var, begin, nxt), inf in zip(range(n + 1), descs, infos):
-        rid = (tail_id + step) & DESC_ID_MASK
+    # The loop runs once per record (thousands in a long-running kernel's log) and is most of
+    # `vmcore dmesg`'s work: names are bound locally and records made as plain tuple subclasses.
+    new_record, unpack_u64, committed = tuple.__new__, _U64.unpack_from, (DESC_COMMITTED, DESC_FINALIZED)
+    caller = facility = level = None
+    rid = (tail_id - 1) & DESC_ID_MASK
+    for (state_var, begin, nxt), inf in zip(descs, infos):
+        rid = (rid + 1) & DESC_ID_MASK
         if state_var & DESC_ID_MASK != rid:
             continue   # reused or never written: not an error, the writer was elsewhere
-        if (state_var >> DESC_FLAGS_SHIFT) not in (DESC_COMMITTED, DESC_FINALIZED):
+        if (state_var >> DESC_FLAGS_SHIFT) not in committed:
             continue   # reserved (being written) or reusable
         seq, ts, text_len = inf[0], inf[1], inf[2]
-        caller = inf[-1] if o_caller is not None else None
-        facility, level = (inf[3], inf[4] >> 5) if has_level else (None, None)
+        if o_caller is not None:
+            caller = inf[-1]
+        if has_level:
+            facility, level = inf[3], inf[4] >> 5
         body = b""
         if begin & 1 or nxt & 1 or begin == nxt:
             pass   # data-less records (the kernel uses odd lpos values for them): no text
         else:
-            idx = rid % count
-            blk = _text_block(begin, nxt, ring_size)
-            if blk is None:
-                warn(f"printk record seq {seq} (descriptor {idx}): text block {begin:#x}..{nxt:#x} spans "
-                     "more than the ring; skipped")
-                continue
-            b_off, n_off = blk
+            if begin // ring_size == nxt // ring_size:      # _text_block's common case, inline
+                b_off, n_off = begin % ring_size, nxt % ring_size
+            else:
+                blk = _text_block(begin, nxt, ring_size)
+                if blk is None:
+                    warn(f"printk record seq {seq} (descriptor {rid % count}): text block {begin:#x}..{nxt:#x} "
+                         "spans more than the ring; skipped")
+                    continue
+                b_off, n_off = blk
             if n_off - b_off < 8:
-                warn(f"printk record seq {seq} (descriptor {idx}): text block too short; skipped")
+                warn(f"printk record seq {seq} (descriptor {rid % count}): text block too short; skipped")
                 continue
-            blk_id = _U64.unpack_from(text, b_off)[0]
+            blk_id = unpack_u64(text, b_off)[0]
             if blk_id & DESC_ID_MASK != rid:
-                warn(f"printk record seq {seq} (descriptor {idx}): text block at {b_off:#x} belongs to "
+                warn(f"printk record seq {seq} (descriptor {rid % count}): text block at {b_off:#x} belongs to "
                      f"descriptor id {blk_id:#x}, not {rid:#x}; skipped")
                 continue
-            avail = n_off - b_off - 8
-            body = text[b_off + 8:b_off + 8 + min(text_len, avail)]
-        yield Record(seq, ts, body, caller, level, facility)
+            body = text[b_off + 8:b_off + 8 + min(text_len, n_off - b_off - 8)]
+        yield new_record(Record, (seq, ts, body, caller, level, facility))
 
 
 def _entry_fields(buf: bytes, entry_size: int, struct_name: str, fields: list[tuple[str, int, str]]) -> Iterator[tuple]:
@@ -355,7 +363,17 @@ def dmesg_bytes(mem: KernelMemory, warn: Warn = _ignore, kernel_style: bool = Fa
         return _legacy_text(mem)
     if makedumpfile:
         return b"".join(format_record_makedumpfile(r) for r in records(mem, warn))
-    return b"".join(format_record(r, kernel_style, show_level, show_caller) for r in records(mem, warn))
+    if kernel_style or show_level or show_caller:
+        return b"".join(format_record(r, kernel_style, show_level, show_caller) for r in records(mem, warn))
+    # vmcore-dmesg's format, format_record's first case inlined: once per record, the bulk of the work
+    lines = []
+    for rec in records(mem, warn):
+        text = rec[2]
+        if text.translate(None, _PRINTABLE):
+            text = _escape(text)
+        sec, nsec = divmod(rec[1], 1_000_000_000)
+        lines.append(b"[%5d.%06d] %s\n" % (sec, nsec // 1000, text))
+    return b"".join(lines)
 
 
 def dmesg_text(mem: KernelMemory, warn: Warn = _ignore) -> str:
