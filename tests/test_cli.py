@@ -107,3 +107,23 @@ def test_only_the_chosen_command_is_configured():
     code = ("import sys; from kexecfw.cli import build_parser; build_parser(only='status'); "
             "assert 'kexecfw.cli.vmcore' not in sys.modules and 'kexecfw.cli.lab' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, timeout=60)
+
+
+@pytest.mark.parametrize("args", [["memmap"], ["memmap", "--json"], ["crashkernel", "parse", "--ram", "4G", "256M"]])
+def test_a_full_disk_for_the_output_is_one_line(args):
+    """stdout on /dev/full (ENOSPC): a one-line error and the no-space exit code, never a traceback,
+    whether the command's own print fails or only the flush at exit."""
+    root = fixture_path("x86_64", "sysroot")
+    with open("/dev/full", "w") as full:
+        proc = subprocess.run([sys.executable, "-m", "kexecfw", "--sysroot", str(root), *args], stdout=full,
+                              stderr=subprocess.PIPE, text=True, timeout=120)
+    assert one_line_error(proc) == "kexecfw: error: cannot write the output: No space left on device"
+    assert proc.returncode == 4
+
+
+def test_a_reader_that_stops_early_is_no_error():
+    root = fixture_path("x86_64", "sysroot")
+    proc = subprocess.run(f"{sys.executable} -m kexecfw --sysroot {root} memmap | head -c 5; "
+                          "exit ${PIPESTATUS[0]}", shell=True, executable="/bin/bash", capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0 and proc.stderr == "" and len(proc.stdout) == 5

@@ -15,6 +15,7 @@ and error, goes through the one argparse parser.
 """
 from __future__ import annotations
 
+import errno
 import gc
 import os
 import sys
@@ -128,14 +129,25 @@ def run() -> None:
     command exits normally (atexit handlers, temporary files, threads).
     """
     code, fast = _main(sys.argv[1:])
+    try:
+        sys.stdout.flush()      # block-buffered output meets a full disk here, not in the command
+    except OSError as e:
+        code = _output_failed(e, code)
     if fast:
-        try:
-            sys.stdout.flush()
-            sys.stderr.flush()
-        except BrokenPipeError:
-            pass        # stdout closed early (`| head`): as in main, not an error
+        sys.stderr.flush()
         os._exit(code)
     sys.exit(code)
+
+
+def _output_failed(e: OSError, code: int) -> int:
+    """After stdout failed with ``e``: report it (unless the reader only stopped early, like
+    ``| head``) and return the exit code; stdout goes to /dev/null so that no later flush, the
+    interpreter's own at exit included, fails again with a traceback."""
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    if isinstance(e, BrokenPipeError):
+        return code
+    print(f"kexecfw: error: cannot write the output: {e.strerror}", file=sys.stderr)
+    return code or (ExitCode.NO_SPACE if e.errno == errno.ENOSPC else ExitCode.FAILURE)
 
 
 def _main(argv: list[str]) -> tuple[int, bool]:
@@ -156,7 +168,12 @@ def _main(argv: list[str]) -> tuple[int, bool]:
     except KeyboardInterrupt:
         print("kexecfw: interrupted", file=sys.stderr)
         return int(ExitCode.INTERRUPTED), fast
-    except BrokenPipeError:
-        # stdout closed early (`| head`): not an error worth a traceback.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return int(ExitCode.OK), fast
+    except BrokenPipeError as e:
+        return _output_failed(e, ExitCode.OK), fast      # stdout closed early (`| head`): no error
+    except OSError as e:
+        # One no command turned into a KexecfwError: writing the output (a full disk) when it has
+        # no file name, else a file the command read or wrote.
+        if e.filename is None:
+            return _output_failed(e, ExitCode.OK), fast
+        print(f"kexecfw: error: {e.filename}: {e.strerror}", file=sys.stderr)
+        return int(ExitCode.PERMISSION if e.errno in (errno.EACCES, errno.EPERM) else ExitCode.FAILURE), fast

@@ -115,3 +115,11 @@ def test_the_command_ends_without_teardown_yet_flushes_everything(mini_vmcores, 
                           "echo \" ${PIPESTATUS[0]}\"", shell=True, executable="/bin/bash", capture_output=True,
                           timeout=60)
     assert head.stdout == expected_dmesg["x86_64"][:10] + b" 0\n" and head.stderr == b""
+
+
+def test_the_fast_path_reports_a_full_disk_in_one_line(mini_vmcores):
+    with open("/dev/full", "w") as full:
+        done = subprocess.run([sys.executable, "-m", "kexecfw", "vmcore", "dmesg", str(mini_vmcores["x86_64"])],
+                              stdout=full, stderr=subprocess.PIPE, timeout=60)
+    assert done.returncode == 4
+    assert done.stderr == b"kexecfw: error: cannot write the output: No space left on device\n"
