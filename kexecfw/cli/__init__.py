@@ -171,7 +171,7 @@ def _main(argv: list[str]) -> tuple[int, bool]:
     except BrokenPipeError as e:
         return _output_failed(e, ExitCode.OK), fast      # stdout closed early (`| head`): no error
     except OSError as e:
-        # One no command turned into a KexecfwError: writing the output (a full disk) when it has
+        # An OSError no command turned into a KexecfwError: writing the output (a full disk) when it has
         # no file name, else a file the command read or wrote.
         if e.filename is None:
             return _output_failed(e, ExitCode.OK), fast
