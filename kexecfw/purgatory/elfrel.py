@@ -29,6 +29,7 @@ ELF64_SYM = struct.Struct("<IBBHQQ")
 # struct elf64_rela: r_offset, r_info (symbol index << 32 | type), r_addend
 ELF64_RELA = struct.Struct("<QQq")
 
+
 class Section(TupleRecord):
     """One Elf64_Shdr, with its index and its name from the section header string table."""
     __slots__ = ()

@@ -17,11 +17,12 @@ PARALLEL_MIN = 1 << 20      # smaller buffers are hashed in the calling thread
 def hash_segments(segments: list[Segment]) -> None:
     """Compute every segment's :attr:`~kexecfw.segments.plan.Segment.digest` not known yet."""
     big = [s for s in segments if s._digest is None and s.bufsz >= PARALLEL_MIN]
-    threads = [threading.Thread(target=lambda s=s: s.digest, name=f"sha256 {s.name}") for s in big[1:]]
+    threaded = big[1:]      # the first big one and the small ones are hashed here, meanwhile
+    threads = [threading.Thread(target=lambda s=s: s.digest, name=f"sha256 {s.name}") for s in threaded]
     for t in threads:
         t.start()
     for s in segments:
-        if s not in big[1:]:
-            s.digest        # the first big one and the small ones here, while the threads run
+        if s not in threaded:
+            s.digest
     for t in threads:
         t.join()
