@@ -118,7 +118,7 @@ def lab_kernel(py: str) -> Path | None:
 
 def fixture_vmcore() -> Path | None:
     """The x86_64 fixture's mini vmcore, decompressed, when the shared fixtures are present."""
-    src = REPO.parent / "shared" / "fixtures" / "x86_64" / "capture" / "vmcore-mini.elf.xz"
+    src = REPO / "tests" / "data" / "debian12-guests" / "x86_64" / "capture" / "vmcore-mini.elf.xz"
     if not src.exists():
         return None
     dst = Path(tempfile.gettempdir()) / "kexecfw-bench-x86_64-mini.elf"
@@ -314,7 +314,7 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit("bench: dump needs --vmcore FILE (a full /proc/vmcore copy from the lab)")
         rows += bench_dump(py, args.vmcore, args.runs)
     if args.which in ("plan", "all"):
-        sysroot = args.sysroot or REPO.parent / "shared" / "fixtures" / "x86_64" / "sysroot"
+        sysroot = args.sysroot or REPO / "tests" / "data" / "debian12-guests" / "x86_64" / "sysroot"
         kernel = args.kernel or lab_kernel(py)
         if kernel is None or not sysroot.is_dir():
             raise SystemExit("bench: plan needs --sysroot DIR and --kernel FILE")

@@ -136,7 +136,7 @@ __all__ = ["take_snapshot", "snapshot_metadata", "SnapshotReport"]
 
 def find_snapshots(*extra: Path) -> dict[str, Path]:
     """Snapshots (sysroots) on this machine, by label: ``$KEXECFW_SNAPSHOTS`` (a ``:``-separated list),
-    the lab's results (``lab-results/*/snapshot``), and the shared fixtures of a development checkout."""
+    the lab's results (``lab-results/*/snapshot``), and the real-guest test data of a development checkout."""
     repo = Path(__file__).resolve().parent.parent
     candidates: list[tuple[str, Path]] = [(p.name, p) for p in extra]
     for entry in filter(None, os.environ.get("KEXECFW_SNAPSHOTS", "").split(":")):
@@ -144,7 +144,7 @@ def find_snapshots(*extra: Path) -> dict[str, Path]:
     for base in {Path.cwd(), repo}:
         for snap in sorted(base.glob("lab-results/*/snapshot")):
             candidates.append((f"lab {snap.parent.name}", snap))
-    fixtures = Path(os.environ.get("KEXECFW_FIXTURES", repo.parent / "shared" / "fixtures"))
+    fixtures = Path(os.environ.get("KEXECFW_FIXTURES", repo / "tests" / "data" / "debian12-guests"))
     for snap in sorted(fixtures.glob("*/sysroot")):
         candidates.append((f"{snap.parent.name} fixture", snap))
     return {label: path for label, path in candidates if (path / "proc" / "iomem").is_file()}

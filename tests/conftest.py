@@ -9,10 +9,16 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 
 
+# Snapshots and captures of real Debian 12 guests, committed so that a plain clone runs every test
+# (tests/data/README.md says where they come from). $KEXECFW_FIXTURES points at another set of the
+# same layout (e.g. ../shared/fixtures), which then is used instead.
+IN_REPO_FIXTURES = REPO / "tests" / "data" / "debian12-guests"
+
+
 def fixtures_dir() -> Path | None:
-    """../shared/fixtures beside the repo (or $KEXECFW_FIXTURES), if present."""
+    """The real-guest fixtures: $KEXECFW_FIXTURES if set, else the set committed in tests/data."""
     env = os.environ.get("KEXECFW_FIXTURES")
-    for candidate in ([Path(env)] if env else []) + [REPO.parent / "shared" / "fixtures"]:
+    for candidate in ([Path(env)] if env else []) + [IN_REPO_FIXTURES]:
         if candidate.is_dir():
             return candidate
     return None

@@ -1,4 +1,4 @@
-"""Fixtures for the capture side: the real vmcores of ../shared/fixtures (or $KEXECFW_FIXTURES)."""
+"""Fixtures for the capture side: the real vmcores of tests/data/debian12-guests (or $KEXECFW_FIXTURES)."""
 from __future__ import annotations
 
 import lzma
@@ -19,7 +19,7 @@ ARCHES = ("arm64", "x86_64")
 def fixtures() -> Path:
     d = fixtures_dir()
     if d is None:
-        pytest.skip("fixtures not found (../shared/fixtures or $KEXECFW_FIXTURES)")
+        pytest.fail("the real-guest test data is missing (tests/data/debian12-guests, or $KEXECFW_FIXTURES)")
     return d
 
 
