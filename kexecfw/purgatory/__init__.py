@@ -25,13 +25,24 @@ from dataclasses import dataclass, field
 from kexecfw.errors import BadInputError, KexecfwError
 from kexecfw.model import KEXEC_SEGMENT_MAX, RelocationApplier
 from kexecfw.purgatory.elfrel import (ET_NAMES, ET_REL, SHN_ABS, SHT_NOBITS, SHT_REL, SHT_RELA, STT_FUNC,
-                                      STT_NOTYPE, STT_OBJECT, RelocatableElf, machine_name)
+                                      STT_NOTYPE, STT_OBJECT, Rela, RelocatableElf, Section, Symbol,
+                                      machine_name)
 from kexecfw.segments.plan import Segment
 
 SHF_ALLOC = 0x2
+# The linked image's bound: the purgatory takes tens of KiB (its stack included); sizes and alignments
+# read from the object are checked against this before anything is allocated.
+MAX_PURGATORY_SIZE = 1 << 20
 SHA256_REGIONS = "purgatory_sha256_regions"
 # struct sha256_region { uint64_t start, bufsz, memsz; uint8_t digest[32]; } (kexecfw/purgatory/verify.c)
 SHA256_REGION = struct.Struct("<QQQ32s")
+
+
+def check_field(buf: bytearray | memoryview, offset: int, width: int, name: str, place: int) -> None:
+    """Refuse a relocation whose ``width``-byte field at ``offset`` does not lie inside ``buf`` (its section)."""
+    if offset + width > len(buf):
+        raise BadInputError(f"purgatory relocation {name} at {place:#x}: its {width}-byte field at offset "
+                            f"{offset:#x} runs past the end of its section ({len(buf):#x} bytes)")
 
 
 @dataclass(frozen=True)
@@ -109,10 +120,17 @@ class PurgatoryLayout:
         pos = 0
         for sec in ordered:
             align = max(sec.addralign, 1)
+            if align & (align - 1) or align > MAX_PURGATORY_SIZE:
+                raise BadInputError(f"the purgatory object's section {sec.name or sec.index} has alignment "
+                                    f"{sec.addralign:#x}, not a power of two up to {MAX_PURGATORY_SIZE:#x}")
             self.align = max(self.align, align)
             pos = (pos + align - 1) // align * align
             self.offsets[sec.index] = pos
             pos += sec.size
+            if pos > MAX_PURGATORY_SIZE:
+                raise BadInputError(f"the purgatory object's sections end at {pos:#x} with "
+                                    f"{sec.name or sec.index}, past the {MAX_PURGATORY_SIZE >> 20} MiB "
+                                    "a purgatory may take (a real one takes tens of KiB)")
         self.size = pos
 
     def link(self, base: int, relocation_types: dict[int, tuple[str, RelocationApplier]],
@@ -133,6 +151,11 @@ class PurgatoryLayout:
             if sym.shndx == SHN_ABS:
                 addresses.append(sym.value)
             elif sym.shndx in self.offsets:
+                sec = elf.sections[sym.shndx]
+                if sym.value + sym.size > sec.size:
+                    raise BadInputError(f"the purgatory object's symbol {sym.name or '(unnamed)'} "
+                                        f"({sym.value:#x}, {sym.size} bytes) lies past the end of its "
+                                        f"section {sec.name} ({sec.size:#x} bytes)")
                 off = self.offsets[sym.shndx] + sym.value
                 addresses.append(base + off)
                 if sym.name and sym.type in (STT_OBJECT, STT_FUNC, STT_NOTYPE):
@@ -140,36 +163,60 @@ class PurgatoryLayout:
             else:
                 addresses.append(None)  # undefined/common/non-alloc: an error only if a relocation uses it
         applied: list[AppliedRelocation] = []
-        for rel_sec in elf.sections:
-            if rel_sec.type not in (SHT_REL, SHT_RELA):
-                continue
-            target = rel_sec.info
-            if target not in self.offsets:
-                continue  # relocations of debug or non-loaded sections
-            if rel_sec.type != SHT_RELA:
-                raise BadInputError(f"{rel_sec.name}: REL relocations are not supported; build with RELA")
-            tgt_off = self.offsets[target]
-            for rel in elf.relocations(rel_sec):
-                sym = table[rel.sym]
-                if rel.type not in relocation_types:
-                    raise KexecfwError(f"purgatory relocation {_relocation_name(rel.type, elf.data)} "
-                                       f"(type {rel.type}) against {sym.name or 'a section'} is not supported")
-                name, apply = relocation_types[rel.type]
-                s = addresses[rel.sym]
-                if s is None:
-                    raise KexecfwError(f"purgatory symbol {sym.name!r} is undefined; rebuild the purgatory")
-                place_off = tgt_off + rel.offset
-                value = (s + rel.addend) & ((1 << 64) - 1)
-                apply(image, place_off, base + place_off, value)
-                applied.append(AppliedRelocation(name, base + place_off, sym.name or f"section {sym.shndx}", value))
+        with memoryview(image) as whole:
+            for rel_sec in elf.sections:
+                if rel_sec.type not in (SHT_REL, SHT_RELA):
+                    continue
+                if rel_sec.info not in self.offsets:
+                    continue  # relocations of debug or non-loaded sections
+                if rel_sec.type != SHT_RELA:
+                    raise BadInputError(f"{rel_sec.name}: REL relocations are not supported; build with RELA")
+                target = elf.sections[rel_sec.info]
+                tgt_off = self.offsets[target.index]
+                # The applier sees only the target section: a field past its end is refused there.
+                with whole[tgt_off:tgt_off + target.size] as view:
+                    for rel in elf.relocations(rel_sec):
+                        applied.append(self._apply(rel, target, view, base + tgt_off, table, addresses,
+                                                   relocation_types))
         if entry_symbol not in symbols:
             raise KexecfwError(f"the purgatory object has no entry symbol {entry_symbol!r}")
         return LinkedPurgatory(image, base, base + symbols[entry_symbol].offset, symbols, applied)
+
+    def _apply(self, rel: Rela, target: Section, view: memoryview, target_base: int, table: list[Symbol],
+               addresses: list[int | None], relocation_types: dict[int, tuple[str, RelocationApplier]]
+               ) -> AppliedRelocation:
+        """Apply one RELA entry of ``target`` (its bytes are ``view``, loaded at ``target_base``)."""
+        if rel.sym >= len(table):
+            raise BadInputError(f"a purgatory relocation (type {rel.type}) in section {target.name} refers to "
+                                f"symbol {rel.sym}, but the symbol table has {len(table)}")
+        sym = table[rel.sym]
+        sym_name = sym.name or f"section {sym.shndx}"
+        if rel.type not in relocation_types:
+            raise KexecfwError(f"purgatory relocation {_relocation_name(rel.type, self.elf.data)} "
+                               f"(type {rel.type}) against {sym.name or 'a section'} is not supported")
+        name, apply = relocation_types[rel.type]
+        s = addresses[rel.sym]
+        if s is None:
+            raise KexecfwError(f"purgatory symbol {sym.name!r} is undefined; rebuild the purgatory")
+        if rel.offset >= target.size:
+            raise BadInputError(f"purgatory relocation {name} against {sym_name} is at offset {rel.offset:#x}, "
+                                f"past the end of section {target.name} ({target.size:#x} bytes)")
+        value = (s + rel.addend) & ((1 << 64) - 1)
+        place = target_base + rel.offset
+        try:
+            apply(view, rel.offset, place, value)
+        except BadInputError as e:
+            raise BadInputError(f"{e.message} (symbol {sym_name}, section {target.name})") from None
+        return AppliedRelocation(name, place, sym_name, value)
 
 
 def _relocation_name(rtype: int, elf: bytes) -> str:
     """R_* name of a relocation type, for the error message of an unsupported one: pyelftools knows
     every architecture's names, and this error path can afford importing it."""
+    from elftools.common.exceptions import ELFError
     from elftools.elf.descriptions import describe_reloc_type
     from elftools.elf.elffile import ELFFile
-    return describe_reloc_type(rtype, ELFFile(io.BytesIO(elf)))
+    try:
+        return describe_reloc_type(rtype, ELFFile(io.BytesIO(elf)))
+    except (ELFError, struct.error, ValueError, KeyError):  # a damaged object: the number says enough
+        return "of an unknown type"

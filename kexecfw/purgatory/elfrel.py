@@ -85,6 +85,9 @@ class RelocatableElf:
         self._check(shoff, shnum * ELF64_SHDR.size, "the section header table")
         headers = [ELF64_SHDR.unpack_from(data, shoff + i * ELF64_SHDR.size) for i in range(shnum)]
         unnamed = [Section(i, "", *h[1:9]) for i, h in enumerate(headers)]
+        for section in unnamed:
+            if section.type != SHT_NOBITS:
+                self._check(section.offset, section.size, f"section {section.index}")
         names = self._bytes(unnamed[shstrndx]) if shstrndx < shnum else b""
         self.sections = [s._replace(name=_cstring(names, h[0])) for s, h in zip(unnamed, headers)]
 

@@ -2,16 +2,19 @@
 AAELF64, section 5.7 "Relocation"; type numbers as in include/uapi/linux/elf.h's R_AARCH64_*).
 
 Each applier gets ``value`` = S + A (mod 2^64) and ``place`` = P and patches the
-little-endian field in ``buf``. Checked relocations raise when the result does
-not fit the instruction, naming the relocation; "_NC" ones do not check overflow.
+little-endian field in ``buf`` (the target section). Checked relocations raise
+BadInputError when the result does not fit the instruction, naming the relocation
+(the linker adds the symbol and section); "_NC" ones do not check overflow. A field
+past the end of ``buf`` is refused before it is touched.
 """
 from __future__ import annotations
 
 import struct
 from typing import Callable
 
-from kexecfw.errors import KexecfwError
+from kexecfw.errors import BadInputError
 from kexecfw.model import RelocationApplier
+from kexecfw.purgatory import check_field
 
 _U32 = struct.Struct("<I")
 _MASK64 = (1 << 64) - 1
@@ -24,22 +27,24 @@ def _signed64(x: int) -> int:
 
 def _check(name: str, x: int, lo: int, hi: int, place: int) -> None:
     if not lo <= x < hi:
-        raise KexecfwError(f"purgatory relocation {name} at {place:#x}: value {x:#x} out of range "
+        raise BadInputError(f"purgatory relocation {name} at {place:#x}: value {x:#x} out of range "
                            f"[{lo:#x}, {hi:#x}); the purgatory is too far from its target")
 
 
 def _aligned(name: str, x: int, align: int, place: int) -> None:
     if x % align:
-        raise KexecfwError(f"purgatory relocation {name} at {place:#x}: {x:#x} is not {align}-byte aligned")
+        raise BadInputError(f"purgatory relocation {name} at {place:#x}: {x:#x} is not {align}-byte aligned")
 
 
-def _patch_insn(buf: bytearray, offset: int, clear: int, bits: int) -> None:
+def _patch_insn(name: str, buf: bytearray, offset: int, place: int, clear: int, bits: int) -> None:
+    check_field(buf, offset, 4, name, place)
     (insn,) = _U32.unpack_from(buf, offset)
     _U32.pack_into(buf, offset, (insn & ~clear & 0xFFFFFFFF) | bits)
 
 
 def _data(name: str, size: int, relative: bool, check: bool) -> RelocationApplier:
     def apply(buf: bytearray, offset: int, place: int, value: int) -> None:
+        check_field(buf, offset, size, name, place)
         x = _signed64(value - place) if relative else value
         if check and size < 8:
             # AAELF64: the result must fit as a signed or an unsigned field of this size
@@ -56,7 +61,7 @@ def _branch(name: str, bits: int, shift: int) -> RelocationApplier:
         x = _signed64(value - place)
         _aligned(name, x, 4, place)
         _check(name, x, -(1 << (bits + 1)), 1 << (bits + 1), place)
-        _patch_insn(buf, offset, field, ((x >> 2) << shift) & field)
+        _patch_insn(name, buf, offset, place, field, ((x >> 2) << shift) & field)
     return apply
 
 
@@ -72,7 +77,7 @@ def _adr_prel_lo21(name: str) -> RelocationApplier:
     def apply(buf: bytearray, offset: int, place: int, value: int) -> None:
         x = _signed64(value - place)
         _check(name, x, -(1 << 20), 1 << 20, place)
-        _patch_insn(buf, offset, _ADR_FIELD, _adr_bits(x))
+        _patch_insn(name, buf, offset, place, _ADR_FIELD, _adr_bits(x))
     return apply
 
 
@@ -81,7 +86,7 @@ def _adr_page(name: str, check: bool) -> RelocationApplier:
         x = _signed64((value & ~0xFFF) - (place & ~0xFFF))
         if check:
             _check(name, x, -(1 << 32), 1 << 32, place)
-        _patch_insn(buf, offset, _ADR_FIELD, _adr_bits(x >> 12))
+        _patch_insn(name, buf, offset, place, _ADR_FIELD, _adr_bits(x >> 12))
     return apply
 
 
@@ -92,7 +97,7 @@ def _lo12(name: str, scale: int) -> RelocationApplier:
     def apply(buf: bytearray, offset: int, place: int, value: int) -> None:
         lo = value & 0xFFF
         _aligned(name, lo, 1 << scale, place)
-        _patch_insn(buf, offset, field, (lo >> scale) << 10)
+        _patch_insn(name, buf, offset, place, field, (lo >> scale) << 10)
     return apply
 
 
