@@ -4,6 +4,13 @@ The rest of kexecfw talks to a :class:`SyscallLayer`; :func:`current_layer`
 returns the real one unless a test installed another with
 :func:`use_layer`. Errors become one-line messages that say what to do
 (errno meanings from kernel/kexec.c, kernel/kexec_file.c, security/lockdown).
+
+Every real kexec_load, kexec_file_load and reboot passes :func:`raw_syscall`, which refuses
+while ``$KEXECFW_TEST_SESSION`` is set (non-empty): tests/conftest.py sets it at import, so the
+test process and every process it starts (``python -m kexecfw ...``) can never reach the host
+kernel, whatever the sysroot. It also refuses an architecture that is not the machine's (its
+syscall numbers would mean other calls). The lab's QEMU guests are separate machines: their
+/init starts with the guest kernel's environment, not the host's, so their loads are real.
 """
 from __future__ import annotations
 
@@ -11,7 +18,7 @@ import contextlib
 import ctypes
 import errno
 import os
-from typing import Iterator, Protocol
+from typing import Callable, Iterator, Protocol
 
 from kexecfw.errors import KexecfwError, PermissionDeniedError
 from kexecfw.model import KEXEC_FILE_NO_INITRAMFS, KEXEC_FILE_ON_CRASH, KEXEC_FILE_UNLOAD, KEXEC_ON_CRASH, ArchSpec
@@ -22,6 +29,8 @@ from kexecfw.sysroot import Sysroot
 LINUX_REBOOT_MAGIC1 = 0xFEE1DEAD
 LINUX_REBOOT_MAGIC2 = 672274793
 LINUX_REBOOT_CMD_KEXEC = 0x45584543
+
+TEST_SESSION_ENV = "KEXECFW_TEST_SESSION"
 
 
 class KexecSegment(ctypes.Structure):
@@ -98,20 +107,36 @@ def explain_errno(err: int, call: str, sysroot: Sysroot, *, panic: bool = False)
     return KexecfwError(f"{what}: {messages.get(err, os.strerror(err))} [{errno.errorcode.get(err, err)}]")
 
 
+def libc_syscall() -> Callable[..., int]:
+    """libc's syscall(2) through ctypes: the one function that reaches the kernel."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.syscall.restype = ctypes.c_long
+    return libc.syscall
+
+
+def raw_syscall(name: str, nr: int, arch: ArchSpec, *args: object) -> int:
+    """Make syscall ``nr`` (``name``) of ``arch``, unless this is a test session or another machine."""
+    if os.environ.get(TEST_SESSION_ENV):
+        raise KexecfwError(f"refusing {name}: this is a test session (${TEST_SESSION_ENV} is set), "
+                           "nothing may reach the host kernel")
+    machine = os.uname().machine
+    if not arch.matches(machine):
+        raise KexecfwError(f"refusing {name}: the syscall numbers are {arch.name}'s but this machine is "
+                           f"{machine}; plan with --dry-run instead")
+    if nr < 0:
+        raise KexecfwError(f"{arch.name} has no {name} syscall")
+    return libc_syscall()(ctypes.c_long(nr), *args)
+
+
 class LinuxSyscalls:
     """The real syscalls of the running kernel, for architecture ``arch``."""
 
     def __init__(self, arch: ArchSpec, sysroot: Sysroot | None = None) -> None:
         self.arch = arch
         self.sysroot = sysroot or Sysroot("/")
-        self.libc = ctypes.CDLL(None, use_errno=True)
-        self.libc.syscall.restype = ctypes.c_long
 
     def _call(self, name: str, nr: int, *args: object, panic: bool = False) -> None:
-        if nr < 0:
-            raise KexecfwError(f"{self.arch.name} has no {name} syscall")
-        ret = self.libc.syscall(ctypes.c_long(nr), *args)
-        if ret != 0:
+        if raw_syscall(name, nr, self.arch, *args) != 0:
             raise explain_errno(ctypes.get_errno(), name, self.sysroot, panic=panic)
 
     def kexec_load(self, entry: int, segments: list[Segment], flags: int) -> None:

@@ -1,12 +1,64 @@
-"""Shared test helpers: where the real-system snapshots are, and real Debian kernels."""
+"""Shared test helpers: the host-safety marker, outside tools (oracles), where the real-system snapshots
+are, and real Debian kernels."""
 from __future__ import annotations
 
+import importlib
 import os
+import shutil
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
+from kexecfw.syscalls import TEST_SESSION_ENV
+
 REPO = Path(__file__).resolve().parent.parent
+
+# This process and every process a test starts is a test session: kexecfw's real syscall layer refuses
+# kexec_load, kexec_file_load and reboot (kexecfw/syscalls.py, raw_syscall), whatever the sysroot.
+os.environ[TEST_SESSION_ENV] = "1"
+
+# Set (to 1) where every outside tool must be there (CI, .ci/run): a missing oracle fails instead of skipping.
+REQUIRE_ORACLES_ENV = "KEXECFW_REQUIRE_ORACLES"
+
+
+def _oracle_missing(what: str, install: str) -> None:
+    reason = f"oracle {what} missing: {install}"
+    if os.environ.get(REQUIRE_ORACLES_ENV) == "1":
+        pytest.fail(f"{reason} (${REQUIRE_ORACLES_ENV}=1)", pytrace=False)
+    pytest.skip(reason)
+
+
+def oracle(tool: str, package: str) -> str:
+    """The path of outside program ``tool`` (Debian package ``package``) that a test compares against
+    or runs; a skip that says what to install when it is missing (a failure under $KEXECFW_REQUIRE_ORACLES=1)."""
+    path = shutil.which(tool)
+    if path is None:
+        _oracle_missing(tool, f"apt-get install {package}")
+    return path
+
+
+def oracle_module(name: str, install: str) -> ModuleType:
+    """Python module ``name`` that a test compares against or needs (drgn, lzo), installed by ``install``;
+    missing: a skip, or a failure under $KEXECFW_REQUIRE_ORACLES=1."""
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        _oracle_missing(f"Python module {name}", install)
+        raise  # not reached: skip and fail raise
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Every skip's reason, counted, at the end of any run (also without -rs): none passes unseen."""
+    reasons: dict[str, int] = {}
+    for report in terminalreporter.stats.get("skipped", []):
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        reason = reason.removeprefix("Skipped: ")
+        reasons[reason] = reasons.get(reason, 0) + 1
+    if reasons:
+        terminalreporter.section("skip reasons")
+        for reason, count in sorted(reasons.items(), key=lambda kv: -kv[1]):
+            terminalreporter.write_line(f"{count:4d}  {reason}")
 
 
 # Snapshots and captures of real Debian 12 guests, committed so that a plain clone runs every test
@@ -25,9 +77,11 @@ def fixtures_dir() -> Path | None:
 
 
 def fixture_path(*parts: str) -> Path:
+    """A file of the real-guest fixtures; missing, it fails the test (the data is part of the checkout)."""
     base = fixtures_dir()
     if base is None or not base.joinpath(*parts).exists():
-        pytest.skip(f"fixture {'/'.join(parts)} not present")
+        pytest.fail(f"test data {'/'.join(parts)} missing from {base or IN_REPO_FIXTURES} "
+                    "(tests/data/debian12-guests, or $KEXECFW_FIXTURES)", pytrace=False)
     return base.joinpath(*parts)
 
 
@@ -54,7 +108,7 @@ def fixture_kernel(arch: str) -> Path:
     or a skip."""
     package = fixture_kernel_package(arch)
     if package is None:
-        pytest.skip(f"{arch} fixture not present")
+        fixture_path(arch, "kernel-package")   # fails: the test data is incomplete
     return debian_kernel_or_skip(arch, "6.1", package)     # the fixture guests ran Debian 12
 
 
