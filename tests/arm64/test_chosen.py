@@ -9,8 +9,7 @@ import pytest
 from kexecfw.memory.devicetree import DeviceTree
 from kexecfw.memory.ranges import Range
 from kexecfw.plugins.arm64.chosen import update_chosen
-from tests.arm64.conftest import need_tool
-from tests.conftest import fixture_path
+from tests.conftest import fixture_path, oracle
 
 CAPTURE_CMDLINE = "console=ttyAMA0 maxcpus=1 reset_devices irqpoll panic=-1 lab.capture=1"
 # What kexec-tools placed in that run (fixtures/arm64/kexec-tools/kexec-p-debug.txt).
@@ -73,8 +72,8 @@ def test_old_initrd_memreserve_is_dropped() -> None:
     dts = b"""/dts-v1/; /memreserve/ 0x48000000 0x2f5000;
     / { #address-cells = <2>; #size-cells = <2>;
         chosen { linux,initrd-start = <0x48000000>; linux,initrd-end = <0x482f4650>; }; };"""
-    blob = subprocess.run([need_tool("dtc"), "-q", "-I", "dts", "-O", "dtb"], input=dts, capture_output=True,
-                          check=True).stdout
+    blob = subprocess.run([oracle("dtc", "device-tree-compiler"), "-q", "-I", "dts", "-O", "dtb"], input=dts,
+                          capture_output=True, check=True).stdout
     tree = DeviceTree.from_bytes(blob)
     assert tree.memreserve == [Range(0x48000000, 0x482F5000)]
     update_chosen(tree, cmdline="x", initrd=None, elfcorehdr=None, usable=None)

@@ -11,8 +11,7 @@ import pytest
 from kexecfw.errors import BadInputError
 from kexecfw.memory.devicetree import (FDT_NOP, FDT_PROP, DeviceTree, decode_cells, encode_cells)
 from kexecfw.memory.ranges import Range
-from tests.arm64.conftest import need_tool
-from tests.conftest import fixture_path
+from tests.conftest import fixture_path, oracle
 
 SMALL_DTS = """/dts-v1/;
 /memreserve/ 0x48000000 0x100000;
@@ -35,7 +34,8 @@ SMALL_DTS = """/dts-v1/;
 
 
 def dtc(args: list[str], data: bytes) -> bytes:
-    return subprocess.run([need_tool("dtc"), "-q", *args], input=data, capture_output=True, check=True).stdout
+    return subprocess.run([oracle("dtc", "device-tree-compiler"), "-q", *args], input=data, capture_output=True,
+                          check=True).stdout
 
 
 def to_dts(blob: bytes) -> str:

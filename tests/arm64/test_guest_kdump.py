@@ -26,7 +26,8 @@ from kexecfw.memory.iomem import read_iomem
 from kexecfw.model import LoadOptions
 from kexecfw.plugins.arm64.vmcore_facts import kallsyms_symbol, kernel_address_space, read_vmcoreinfo
 from kexecfw.sysroot import Sysroot
-from tests.arm64.conftest import arm64_kernel, build_initramfs, need_tool
+from tests.arm64.conftest import arm64_kernel, build_initramfs
+from tests.conftest import oracle
 
 pytestmark = pytest.mark.slow
 SMP = 2
@@ -99,7 +100,7 @@ def run_cycle(guest: str, work: Path, panic: bool) -> Cycle:
     """Boot the first kernel, plan on its snapshot, have it load the plan, and follow the console to the end."""
     generation, cpu = GUESTS[guest]
     image = arm64_kernel(generation)
-    qemu = need_tool("qemu-system-aarch64")
+    qemu = oracle("qemu-system-aarch64", "qemu-system-arm")
     init = Path(__file__).with_name("kdump_init.c")
     next_cpio = build_initramfs(work / "next", init)
     first_cpio = build_initramfs(work / "first", init, {"kernel": image, "next.cpio": next_cpio})

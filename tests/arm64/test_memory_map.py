@@ -11,7 +11,7 @@ from kexecfw.model import LoadContext, LoadOptions
 from kexecfw.pluginmanager import Hooks, new_plugin_manager
 from kexecfw.plugins.arm64 import ARCH
 from kexecfw.sysroot import Sysroot
-from tests.arm64.conftest import need_tool
+from tests.conftest import oracle
 
 
 def memory_map(root: Path):
@@ -34,7 +34,7 @@ def test_fixture_map(arm64_sysroot: Path) -> None:
 
 
 def test_device_tree_reservations_are_added(arm64_sysroot: Path, tmp_path: Path) -> None:
-    dtc = need_tool("dtc")
+    dtc = oracle("dtc", "device-tree-compiler")
     root = tmp_path / "root"
     shutil.copytree(arm64_sysroot, root)
     fdt = root / "sys" / "firmware" / "fdt"

@@ -18,7 +18,7 @@ from kexecfw.memory.ranges import Range
 from kexecfw.model import LoadOptions
 from kexecfw.purgatory import SHA256_REGION
 from kexecfw.sysroot import Sysroot
-from tests.conftest import REPO
+from tests.conftest import REPO, oracle
 
 CMDLINE = "console=ttyAMA0 maxcpus=1 reset_devices irqpoll panic=-1 lab.capture=1"
 INITRD_SIZE = 3147352      # the size of the lab's capture initrd in that run
@@ -152,8 +152,7 @@ def test_cli_error_is_one_line(arm64_sysroot: Path, tmp_path: Path) -> None:
 
 def test_dtb_option_replaces_the_firmware_tree(arm64_image: Path, initrd: Path, arm64_sysroot: Path,
                                                tmp_path: Path) -> None:
-    from tests.arm64.conftest import need_tool
-    dtc = need_tool("dtc")
+    dtc = oracle("dtc", "device-tree-compiler")
     fdt = arm64_sysroot / "sys" / "firmware" / "fdt"
     dts = subprocess.run([dtc, "-q", "-I", "dtb", "-O", "dts", str(fdt)], capture_output=True, text=True,
                          check=True).stdout

@@ -17,7 +17,8 @@ import pytest
 from kexecfw.load import plan_load
 from kexecfw.model import LoadOptions
 from kexecfw.sysroot import Sysroot
-from tests.arm64.conftest import build_initramfs, need_tool
+from tests.arm64.conftest import build_initramfs
+from tests.conftest import oracle
 
 pytestmark = pytest.mark.slow
 CMDLINE = "console=ttyAMA0 maxcpus=1 reset_devices panic=-1 rdinit=/init kexecfw.marker=purgatory-boot"
@@ -51,7 +52,7 @@ def crashed_kernel_memory(fixture: Path, sysroot: Path) -> list[tuple[int, bytes
 
 def run_plan(plan, tmp_path: Path, timeout: int, tamper: str | None = None,
              memory: list[tuple[int, bytes]] = ()) -> str:
-    qemu = need_tool("qemu-system-aarch64")
+    qemu = oracle("qemu-system-aarch64", "qemu-system-arm")
     args = list(MACHINE)
     for i, (addr, blob) in enumerate(memory):
         path = tmp_path / f"mem{i}.bin"

@@ -13,7 +13,7 @@ import pytest
 
 from kexecfw.plugins.arm64 import PURGATORY_OBJECT
 from tests.arm64.conftest import need_tool
-from tests.conftest import REPO
+from tests.conftest import REPO, oracle
 
 COMMON = REPO / "kexecfw" / "purgatory"
 SOURCES = [COMMON / "sha256.c", COMMON / "verify.c"]
@@ -109,7 +109,7 @@ def test_sources_build_warning_free_with_the_makefile_flags(target: str, tmp_pat
 def test_shipped_aarch64_object_under_qemu_user(tmp_path: Path) -> None:
     """The prebuilt purgatory.ro's own sha256 and check, linked into a static aarch64 program."""
     gcc = need_tool("aarch64-linux-gnu-gcc")
-    qemu = need_tool("qemu-aarch64-static")
+    qemu = oracle("qemu-aarch64-static", "qemu-user-static")
     if not Path("/usr/aarch64-linux-gnu/lib/libc.a").exists():
         pytest.skip("libc6-dev-arm64-cross is not installed (see setup.sh)")
     harness = tmp_path / "harness"

@@ -21,11 +21,12 @@ import sys
 
 import pytest
 
-from conftest import REPO, have
+from conftest import REPO
 from kexecfw.vmcore import open_dump
 from kexecfw.vmcore.dmesg import dmesg_bytes
 from kexecfw.vmcore.kmem import EM_X86_64, KernelMemory
 from kexecfw.vmcore.writer import DumpWriter
+from tests.conftest import oracle
 from tests.labruns import shared_lab_run
 
 
@@ -80,14 +81,14 @@ def test_dmesg_of_lab_dumps(d):
             assert dmesg_bytes(KernelMemory(k)) == ref, f
 
 
-@pytest.mark.skipif(not have("makedumpfile"), reason="makedumpfile not installed")
 def test_makedumpfile_reads_our_resave(d, tmp_path):
     src = x86_64_dump_or_skip(d, "makedumpfile")
+    makedumpfile = oracle("makedumpfile", "makedumpfile")
     with open_dump(src) as k:
         DumpWriter(k, 31, "zlib").write(str(tmp_path / "ours.kdump"))
-    ref = subprocess.run(["makedumpfile", "--dump-dmesg", src, str(tmp_path / "ref.txt")], capture_output=True)
+    ref = subprocess.run([makedumpfile, "--dump-dmesg", src, str(tmp_path / "ref.txt")], capture_output=True)
     assert ref.returncode == 0
-    ours = subprocess.run(["makedumpfile", "--dump-dmesg", str(tmp_path / "ours.kdump"), str(tmp_path / "o.txt")],
+    ours = subprocess.run([makedumpfile, "--dump-dmesg", str(tmp_path / "ours.kdump"), str(tmp_path / "o.txt")],
                           capture_output=True)
     assert ours.returncode == 0, ours.stdout + ours.stderr
     assert (tmp_path / "o.txt").read_bytes() == (tmp_path / "ref.txt").read_bytes()
@@ -114,10 +115,10 @@ def test_classification_agrees_with_makedumpfile(d):
             assert theirs.read_page(pfn) == zero, f"pfn {pfn:#x} dropped by kexecfw is not a zero page"
 
 
-@pytest.mark.skipif(not have("makedumpfile"), reason="makedumpfile not installed")
 def test_makedumpfile_reads_the_capture_kernels_save(d, tmp_path):
     ours = x86_64_dump_or_skip(d, "kexecfw")
-    r = subprocess.run(["makedumpfile", "--dump-dmesg", ours, str(tmp_path / "o.txt")], capture_output=True)
+    r = subprocess.run([oracle("makedumpfile", "makedumpfile"), "--dump-dmesg", ours, str(tmp_path / "o.txt")],
+                       capture_output=True)
     assert r.returncode == 0, r.stdout + r.stderr
     mine = subprocess.run([sys.executable, "-m", "kexecfw", "vmcore", "dmesg", "--makedumpfile", ours],
                           capture_output=True, check=True).stdout
@@ -143,12 +144,11 @@ def test_notes_name_the_panic_path(d):
                 assert exact and known          # Debian's x86_64 kernel has KALLSYMS_ALL: crash_notes is named
 
 
-@pytest.mark.skipif(not have("makedumpfile"), reason="makedumpfile not installed")
 def test_split_set_from_makedumpfile(d, tmp_path):
     src = x86_64_dump_or_skip(d, "makedumpfile")
     parts = [str(tmp_path / f"part{i}") for i in range(3)]
-    subprocess.run(["makedumpfile", "--split", "--splitblock-size", "64", "-d", "31", "-c", src, *parts],
-                   check=True, capture_output=True)
+    subprocess.run([oracle("makedumpfile", "makedumpfile"), "--split", "--splitblock-size", "64", "-d", "31", "-c",
+                    src, *parts], check=True, capture_output=True)
     ref = open(os.path.join(d, "capture", "vmcore-dmesg.txt"), "rb").read()
     with open_dump(list(reversed(parts))) as s, open_dump(src) as whole:
         assert s.format == "kdump-split" and len({k.start_pfn for k in s.parts}) == 3
@@ -161,7 +161,6 @@ def test_split_set_from_makedumpfile(d, tmp_path):
     assert r.returncode == 3 and "give every file of the set" in r.stderr
 
 
-@pytest.mark.skipif(not have("vmcore-dmesg"), reason="kexec-tools' vmcore-dmesg not installed")
 def test_elf_resave_reads_in_vmcore_dmesg(d, tmp_path):
     """Our ELF output carries /proc/vmcore's virtual addresses (direct map, kernel image):
     kexec-tools' vmcore-dmesg, which translates by them, reads it (any architecture)."""
@@ -170,5 +169,5 @@ def test_elf_resave_reads_in_vmcore_dmesg(d, tmp_path):
     out = tmp_path / "v.elf"
     with open_dump(src) as k:
         DumpWriter(k, 31, elf=True).write(str(out))
-    r = subprocess.run(["vmcore-dmesg", str(out)], capture_output=True)
+    r = subprocess.run([oracle("vmcore-dmesg", "kexec-tools"), str(out)], capture_output=True)
     assert r.returncode == 0 and r.stdout == ref
