@@ -151,13 +151,15 @@ def run(arch: str = "arm64", scenario: str = "panic", loader: str = "kexecfw", *
 
 
 def _keep_vmcore(disk: Path, out: Path) -> None:
-    """The capture kernel's raw copy of /proc/vmcore, cut to the size it reported, as dump/vmcore.elf."""
+    """The capture kernel's raw copy of /proc/vmcore, cut to the size it reported, as dump/vmcore.elf
+    (0600 like every dump: it is the guest's whole memory)."""
     size_file = out / "capture" / "vmcore-size"
     copied = (out / "capture" / "steps.txt")
     if not size_file.is_file() or not copied.is_file() or not any(
             line.split()[:2] == ["vmcore-copy", "0"] for line in copied.read_text().splitlines()):
         return
     (out / "dump").mkdir(exist_ok=True)
+    os.chmod(disk, 0o600)
     with open(disk, "r+b") as f:
         f.truncate(int(size_file.read_text().strip()))
     shutil.move(str(disk), out / "dump" / "vmcore.elf")
