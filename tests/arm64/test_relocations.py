@@ -17,6 +17,7 @@ from kexecfw.plugins.arm64 import PURGATORY_OBJECT
 from kexecfw.plugins.arm64.relocations import RELOCATION_TYPES
 from kexecfw.purgatory import PurgatoryLayout
 from tests.arm64.conftest import need_tool
+from tests.conftest import oracle
 
 EM_AARCH64 = 183
 BASE = 0xA3D13000       # where the purgatory went in the fixture's panic plan
@@ -75,7 +76,7 @@ def assemble(tmp_path: Path, source: str) -> bytes:
 
 def link_with_ld(tmp_path: Path, obj: bytes, layout: PurgatoryLayout, base: int) -> dict[str, bytes]:
     """Link ``obj`` with GNU ld at the core's section offsets; loaded bytes of each output section."""
-    ld = need_tool("aarch64-linux-gnu-ld")
+    ld = oracle("aarch64-linux-gnu-ld", "binutils-aarch64-linux-gnu")
     lines = ["SECTIONS {"]
     names = {}
     for index, offset in sorted(layout.offsets.items(), key=lambda kv: kv[1]):
