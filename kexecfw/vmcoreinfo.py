@@ -14,6 +14,7 @@ from __future__ import annotations
 import struct
 
 from kexecfw.errors import BadInputError
+from kexecfw.vmcore.bounds import MAX_STRUCT_SIZE
 
 # Keys the kernel prints in hex without a 0x prefix (values with 0x are read as hex anyway).
 _HEX_KEYS = {"KERNELOFFSET"}
@@ -133,9 +134,14 @@ def struct_layout(struct_name: str, struct_size: int,
     ``fields``: (name, offset from VMCOREINFO's OFFSET(), struct format character) each. Offsets
     that overlap or run past the struct (a corrupt VMCOREINFO) raise BadInputError.
     """
+    if not 0 < struct_size <= MAX_STRUCT_SIZE:
+        raise BadInputError(f"VMCOREINFO SIZE({struct_name})={struct_size} is not plausible (max {MAX_STRUCT_SIZE}): "
+                            "the dump is corrupt")
     by_offset = sorted(fields, key=lambda f: f[1])
     fmt, pos = "<", 0
     for name, offset, code in by_offset:
+        if offset < 0:
+            raise BadInputError(f"VMCOREINFO OFFSET({struct_name}.{name})={offset} lies outside its struct")
         if offset < pos:
             raise BadInputError(f"VMCOREINFO OFFSET({struct_name}.{name}) overlaps the field before it")
         fmt += f"{offset - pos}x{code}" if offset > pos else code

@@ -38,6 +38,7 @@ import re
 from typing import Iterator
 
 from kexecfw.errors import BadInputError
+from kexecfw.vmcore.bounds import U64_MAX
 from kexecfw.vmcore.dumpfile import MemoryMissing
 from kexecfw.vmcore.kdumpfmt import (DL_EXCLUDE_CACHE, DL_EXCLUDE_CACHE_PRI, DL_EXCLUDE_FREE,
                                      DL_EXCLUDE_USER_DATA)
@@ -138,6 +139,13 @@ class _PageVectors:
 
 
 SECTION_MAP_MASK_BITS = 6       # flags below the encoded mem_map pointer (mmzone.h SECTION_MAP_LAST_BIT <= 6)
+# Bounds of the VMCOREINFO numbers of the mem_map layout: no kernel has more than 2^30-byte sections
+# (arm64 64K pages before 5.12, ia64, sparc64; 27 on x86_64 and arm64 4K), a struct mem_section over
+# 32 bytes or a struct page over ~100. With them a section's struct pages (read at once) are at most
+# 2^18 x 256 bytes.
+MAX_SECTION_BITS = 30
+MAX_MEM_SECTION_SIZE = 256
+MAX_PAGE_STRUCT_SIZE = 256
 
 
 class Classifier:
@@ -146,48 +154,43 @@ class Classifier:
     def __init__(self, mem: KernelMemory, dump_level: int) -> None:
         self.mem = mem
         self.level = dump_level
-        info = mem.info
+        c = mem.checked
         self.page_size = mem.page_size
-
-        def num(name: str) -> int | None:
-            return info.number(name)
-
-        def need(value: int | None, what: str) -> int:
-            if value is None:
-                raise BadInputError(f"VMCOREINFO lacks {what}: cannot filter pages at dump level {dump_level}; "
-                                    "use -d 0 or -d 1")
-            return value
-
-        self.section_bits = need(num("SECTION_SIZE_BITS"), "NUMBER(SECTION_SIZE_BITS)")
-        self.physmem_bits = need(num("MAX_PHYSMEM_BITS"), "NUMBER(MAX_PHYSMEM_BITS)")
-        self.mem_section = need(info.symbol("mem_section"), "SYMBOL(mem_section)")
-        self.ms_size = need(info.size("mem_section"), "SIZE(mem_section)")
-        self.ms_map_off = need(info.offset("mem_section.section_mem_map"), "OFFSET(mem_section.section_mem_map)")
-        self.page_struct = need(info.size("page"), "SIZE(page)")
-        self.pages_per_section = 1 << (self.section_bits - (self.page_size.bit_length() - 1))
+        why = f"cannot filter pages at dump level {dump_level}; use -d 0 or -d 1"
+        self.section_bits = c.need_shift("SECTION_SIZE_BITS", c.page_shift, MAX_SECTION_BITS, why)
+        self.physmem_bits = c.need_shift("MAX_PHYSMEM_BITS", self.section_bits, c.arch.phys_bits, why)
+        self.mem_section = c.need_symbol("mem_section", why)
+        self.ms_size = c.need_size("mem_section", MAX_MEM_SECTION_SIZE, why)
+        self.ms_map_off = c.need_offset("mem_section.section_mem_map", self.ms_size, 8, why)
+        self.page_struct = ps = c.need_size("page", MAX_PAGE_STRUCT_SIZE, why)
+        self.pages_per_section = 1 << (self.section_bits - c.page_shift)
         nr_sections = 1 << (self.physmem_bits - self.section_bits)
-        roots = info.length("mem_section")
+        roots = c.within("LENGTH(mem_section)", 1, nr_sections)
         per_root = self.page_size // self.ms_size
         self.extreme = roots is not None and per_root > 0 and roots * per_root == nr_sections and roots != nr_sections
         self.per_root = per_root if self.extreme else 1
-        o = info.offset
-        self.off = {"flags": need(o("page.flags"), "OFFSET(page.flags)"),
-                    "mapping": need(o("page.mapping"), "OFFSET(page.mapping)"),
-                    "private": o("page.private"), "_mapcount": o("page._mapcount")}
-        self.o_compound_order = o("page.compound_order")
-        self.o_compound_dtor = o("page.compound_dtor")
-        self.pg = {n: num(f"PG_{n}") for n in ("lru", "private", "swapcache", "swapbacked", "slab", "hwpoison")}
-        self.head_mask = num("PG_head_mask") or 0
-        self.buddy_value = num("PAGE_BUDDY_MAPCOUNT_VALUE")
-        self.offline_value = num("PAGE_OFFLINE_MAPCOUNT_VALUE")
-        self.hugetlb_dtor = num("HUGETLB_PAGE_DTOR")
+        self.off = {"flags": c.need_offset("page.flags", ps, 8, why),
+                    "mapping": c.need_offset("page.mapping", ps, 8, why),
+                    "private": c.offset("page.private", ps, 8), "_mapcount": c.offset("page._mapcount", ps, 4)}
+        self.o_compound_order = c.offset("page.compound_order", ps)
+        self.o_compound_dtor = c.offset("page.compound_dtor", ps)
+        self.pg = {n: c.shift(f"PG_{n}", 0, 63) for n in ("lru", "private", "swapcache", "swapbacked", "slab",
+                                                           "hwpoison")}
+        self.head_mask = c.number("PG_head_mask", 0, U64_MAX) or 0
+
+        def page_type(name: str) -> int | None:     # an int or unsigned int page_type value
+            return c.number(name, -(1 << 31), 0xFFFFFFFF)
+
+        self.buddy_value = page_type("PAGE_BUDDY_MAPCOUNT_VALUE")
+        self.offline_value = page_type("PAGE_OFFLINE_MAPCOUNT_VALUE")
+        self.hugetlb_dtor = c.number("HUGETLB_PAGE_DTOR", 0, 0xFF)     # compound_dtor is a byte
         self.is_buddy = page_type_test(self.buddy_value)
         self.is_offline = page_type_test(self.offline_value)
-        self.is_slab_type = page_type_test(num("PAGE_SLAB_MAPCOUNT_VALUE"))          # 6.10+
-        self.is_hugetlb_type = page_type_test(num("PAGE_HUGETLB_MAPCOUNT_VALUE"))    # 6.9+
+        slab_value, hugetlb_value = page_type("PAGE_SLAB_MAPCOUNT_VALUE"), page_type("PAGE_HUGETLB_MAPCOUNT_VALUE")
+        self.is_slab_type = page_type_test(slab_value)          # 6.10+
+        self.is_hugetlb_type = page_type_test(hugetlb_value)    # 6.9+
         # _mapcount values that may be a page type a rule looks at (a cheap test before the exact ones)
-        type_values = (self.buddy_value, self.offline_value, num("PAGE_SLAB_MAPCOUNT_VALUE"),
-                       num("PAGE_HUGETLB_MAPCOUNT_VALUE"))
+        type_values = (self.buddy_value, self.offline_value, slab_value, hugetlb_value)
         ranges = [r for r in map(page_type_range, type_values) if r]
         self.type_range = (min(r[0] for r in ranges), max(r[1] for r in ranges)) if ranges else (1, 0)
         if dump_level & DL_EXCLUDE_FREE and (self.buddy_value is None or self.off["_mapcount"] is None):

@@ -33,6 +33,7 @@ TYPE_CHECKING = False   # not typing.TYPE_CHECKING: the dmesg path does not impo
 
 from kexecfw.errors import BadInputError
 from kexecfw.records import TupleRecord
+from kexecfw.vmcore.bounds import LOG_BUF_LEN_MAX, PRB_AVGBITS, check_count, check_extent
 from kexecfw.vmcore.kmem import KernelMemory
 from kexecfw.vmcoreinfo import struct_layout
 
@@ -54,7 +55,10 @@ DESC_ID_MASK = (1 << DESC_FLAGS_SHIFT) - 1
 DESC_COMMITTED = 1
 DESC_FINALIZED = 2
 CALLER_ID_CPU = 0x80000000
-MAX_TEXT_RING = 1 << 31       # bigger than any log_buf_len the kernel accepts: corrupt count/size bits
+# The text ring is at most LOG_BUF_LEN_MAX bytes, with one descriptor per 2^PRB_AVGBITS of them.
+MAX_SIZE_BITS = LOG_BUF_LEN_MAX.bit_length() - 1
+MAX_COUNT_BITS = MAX_SIZE_BITS - PRB_AVGBITS
+LOG = "cannot read the kernel log"
 
 
 class Record(TupleRecord):
@@ -72,62 +76,74 @@ def _ignore(_: str) -> None:
     pass
 
 
-def _need(info, getter: str, name: str) -> int:
-    value = getattr(info, getter)(name)
-    if value is None:
-        family = {"symbol": "SYMBOL", "offset": "OFFSET", "size": "SIZE"}[getter]
-        raise BadInputError(f"VMCOREINFO lacks {family}({name}): cannot read the kernel log")
-    return value
+class _PrbRing(TupleRecord):
+    """Where the lockless ring's arrays are and how big (kernel/printk/printk_ringbuffer.h), checked
+    against the kernel's limits and the dump once, before any record is read."""
+    __slots__ = ()
+    prb_ptr: int        # SYMBOL(prb): the pointer to the ring
+    prb: int            # the struct printk_ringbuffer it points to
+    rb_size: int
+    count: int          # descriptors and infos: 1 << desc_ring.count_bits
+    descs_va: int
+    desc_size: int
+    infos_va: int
+    info_size: int
+    head_id: int
+    tail_id: int
+    text_va: int
+    ring_size: int      # bytes of text: 1 << text_data_ring.size_bits
+
+
+def _prb_ring(mem: KernelMemory) -> _PrbRing:
+    c = mem.checked
+    o_counter = c.offset("atomic_long_t.counter", 8, 8) or 0
+    prb_ptr = c.need_symbol("prb", LOG)
+    prb = mem.read_u64(prb_ptr)
+    rb_size = c.need_size("printk_ringbuffer", why=LOG)
+    rb = mem.read(prb, rb_size)
+    desc_ring = c.need_offset("printk_ringbuffer.desc_ring", rb_size, why=LOG)
+    data_ring = c.need_offset("printk_ringbuffer.text_data_ring", rb_size, why=LOG)
+
+    def field(base: int, name: str, layout: struct.Struct) -> int:
+        """A field of the struct at ``base`` in ``rb`` (its offset checked against what follows base)."""
+        return layout.unpack_from(rb, base + c.need_offset(name, rb_size - base, layout.size, LOG))[0]
+
+    count_bits = check_count(field(desc_ring, "prb_desc_ring.count_bits", _U32), MAX_COUNT_BITS,
+                             "printk ring buffer desc_ring.count_bits")
+    size_bits = check_count(field(data_ring, "prb_data_ring.size_bits", _U32), MAX_SIZE_BITS,
+                            "printk ring buffer text_data_ring.size_bits")
+    count = 1 << count_bits
+    desc_size = c.need_size("prb_desc", why=LOG)
+    info_size = c.need_size("printk_info", why=LOG)
+    check_extent(count * desc_size, mem.memory_bytes, f"the printk descriptor ring ({count} descriptors)")
+    check_extent(count * info_size, mem.memory_bytes, f"the printk info ring ({count} infos)")
+    ring_size = check_extent(1 << size_bits, mem.memory_bytes, "the printk text data ring")
+    return _PrbRing(prb_ptr, prb, rb_size, count,
+                    field(desc_ring, "prb_desc_ring.descs", _U64), desc_size,
+                    field(desc_ring, "prb_desc_ring.infos", _U64), info_size,
+                    field(desc_ring + o_counter, "prb_desc_ring.head_id", _U64) & DESC_ID_MASK,
+                    field(desc_ring + o_counter, "prb_desc_ring.tail_id", _U64) & DESC_ID_MASK,
+                    field(data_ring, "prb_data_ring.data", _U64), ring_size)
 
 
 def _prb_records(mem: KernelMemory, warn: Warn) -> Iterator[Record]:
-    info = mem.info
-    o_counter = info.offset("atomic_long_t.counter") or 0
-    prb = mem.read_u64(_need(info, "symbol", "prb"))
-    rb = mem.read(prb, _need(info, "size", "printk_ringbuffer"))
-    desc_ring = _need(info, "offset", "printk_ringbuffer.desc_ring")
-    data_ring = _need(info, "offset", "printk_ringbuffer.text_data_ring")
-
-    def u64(buf: bytes, off: int) -> int:
-        if off + 8 > len(buf):
-            raise BadInputError(f"VMCOREINFO offset {off} lies outside its struct ({len(buf)} bytes)")
-        return _U64.unpack_from(buf, off)[0]
-
-    def u32(buf: bytes, off: int) -> int:
-        if off + 4 > len(buf):
-            raise BadInputError(f"VMCOREINFO offset {off} lies outside its struct ({len(buf)} bytes)")
-        return _U32.unpack_from(buf, off)[0]
-
-    count_bits = u32(rb, desc_ring + _need(info, "offset", "prb_desc_ring.count_bits"))
-    if count_bits > 30:
-        raise BadInputError(f"printk ring buffer: count_bits {count_bits} is not plausible (corrupt prb?)")
-    count = 1 << count_bits
-    descs_va = u64(rb, desc_ring + _need(info, "offset", "prb_desc_ring.descs"))
-    infos_va = u64(rb, desc_ring + _need(info, "offset", "prb_desc_ring.infos"))
-    head_id = u64(rb, desc_ring + _need(info, "offset", "prb_desc_ring.head_id") + o_counter)
-    tail_id = u64(rb, desc_ring + _need(info, "offset", "prb_desc_ring.tail_id") + o_counter)
-    size_bits = u32(rb, data_ring + _need(info, "offset", "prb_data_ring.size_bits"))
-    ring_size = 1 << min(size_bits, 63)
-    if ring_size > MAX_TEXT_RING:
-        raise BadInputError(f"printk ring buffer: text ring of 2^{size_bits} bytes is not plausible")
-    text_va = u64(rb, data_ring + _need(info, "offset", "prb_data_ring.data"))
-
-    desc_size = _need(info, "size", "prb_desc")
-    info_size = _need(info, "size", "printk_info")
-    o_state = _need(info, "offset", "prb_desc.state_var") + o_counter
-    o_lpos = _need(info, "offset", "prb_desc.text_blk_lpos")
-    o_begin = _need(info, "offset", "prb_data_blk_lpos.begin")
-    o_next = _need(info, "offset", "prb_data_blk_lpos.next")
-    o_seq = _need(info, "offset", "printk_info.seq")
-    o_ts = _need(info, "offset", "printk_info.ts_nsec")
-    o_len = _need(info, "offset", "printk_info.text_len")
-    o_caller = info.offset("printk_info.caller_id")
+    c = mem.checked
+    ring = _prb_ring(mem)
+    count, desc_size, info_size, ring_size = ring.count, ring.desc_size, ring.info_size, ring.ring_size
+    o_counter = c.offset("atomic_long_t.counter", 8, 8) or 0
+    o_state = c.need_offset("prb_desc.state_var", desc_size - o_counter, 8, LOG) + o_counter
+    o_lpos = c.need_offset("prb_desc.text_blk_lpos", desc_size, 16, LOG)
+    o_begin = c.need_offset("prb_data_blk_lpos.begin", 16, 8, LOG)
+    o_next = c.need_offset("prb_data_blk_lpos.next", 16, 8, LOG)
+    o_seq = c.need_offset("printk_info.seq", info_size, 8, LOG)
+    o_ts = c.need_offset("printk_info.ts_nsec", info_size, 8, LOG)
+    o_len = c.need_offset("printk_info.text_len", info_size, 2, LOG)
+    o_caller = c.offset("printk_info.caller_id", info_size, 4)
     # facility and level (u8, then u8 flags:5 level:3) follow text_len; not exported, so only
     # trusted when caller_id sits right after them as in every kernel since 5.10.
     has_level = o_caller == o_len + 4
 
-    head_id &= DESC_ID_MASK
-    tail_id &= DESC_ID_MASK
+    head_id, tail_id = ring.head_id, ring.tail_id
     n = (head_id - tail_id) & DESC_ID_MASK
     if n >= count:
         warn(f"printk ring buffer: head id {head_id} and tail id {tail_id} are {n} apart in a ring "
@@ -137,7 +153,7 @@ def _prb_records(mem: KernelMemory, warn: Warn) -> Iterator[Record]:
     # Only the descriptors and infos of ids tail..head: a young log uses a fraction of the ring.
     # The text ring is read whole, in one read.
     first = tail_id % count
-    descs = _entry_fields(_ring_entries(mem, descs_va, desc_size, count, first, n + 1), desc_size, "prb_desc", [
+    descs = _entry_fields(_ring_entries(mem, ring.descs_va, desc_size, count, first, n + 1), desc_size, "prb_desc", [
         ("state_var", o_state, "Q"), ("text_blk_lpos.begin", o_lpos + o_begin, "Q"),
         ("text_blk_lpos.next", o_lpos + o_next, "Q")])
     info_fields = [("seq", o_seq, "Q"), ("ts_nsec", o_ts, "Q"), ("text_len", o_len, "H")]
@@ -145,9 +161,9 @@ def _prb_records(mem: KernelMemory, warn: Warn) -> Iterator[Record]:
         info_fields += [("facility", o_len + 2, "B"), ("flags", o_len + 3, "B")]
     if o_caller is not None:
         info_fields.append(("caller_id", o_caller, "I"))      # last, where the kernel has it
-    infos = _entry_fields(_ring_entries(mem, infos_va, info_size, count, first, n + 1), info_size, "printk_info",
-                          info_fields)
-    text = mem.read(text_va, ring_size, excluded_as_zero=True)
+    infos = _entry_fields(_ring_entries(mem, ring.infos_va, info_size, count, first, n + 1), info_size,
+                          "printk_info", info_fields)
+    text = mem.read(ring.text_va, ring_size, excluded_as_zero=True)
     # The loop runs once per record (thousands in a long-running kernel's log) and is most of
     # `vmcore dmesg`'s work: names are bound locally and records made as plain tuple subclasses.
     new_record, unpack_u64, committed = tuple.__new__, _U64.unpack_from, (DESC_COMMITTED, DESC_FINALIZED)
@@ -221,27 +237,32 @@ def _text_block(begin: int, nxt: int, ring_size: int) -> tuple[int, int] | None:
     return None
 
 
+def _log_buf(mem: KernelMemory) -> tuple[int, int]:
+    """Address and length of the log buffer before 5.10 (``log_buf``, ``log_buf_len``), checked."""
+    c = mem.checked
+    log_buf = mem.read_u64(c.need_symbol("log_buf", LOG))
+    buf_len = mem.read_u32(c.need_symbol("log_buf_len", LOG))
+    if buf_len == 0:
+        raise BadInputError("log_buf_len is 0: the dump is corrupt")
+    check_count(buf_len, LOG_BUF_LEN_MAX, "log_buf_len")
+    return log_buf, check_extent(buf_len, mem.memory_bytes, "the log buffer (log_buf_len)")
+
+
 def _structured_records(mem: KernelMemory, warn: Warn) -> Iterator[Record]:
-    info = mem.info
-    log_buf = mem.read_u64(_need(info, "symbol", "log_buf"))
-    buf_len = mem.read_u32(_need(info, "symbol", "log_buf_len"))
-    first = mem.read_u32(_need(info, "symbol", "log_first_idx"))
-    nxt = mem.read_u32(_need(info, "symbol", "log_next_idx"))
-    rec_size = info.size("printk_log") or info.size("log")
-    o_ts = info.offset("printk_log.ts_nsec") if info.offset("printk_log.ts_nsec") is not None \
-        else info.offset("log.ts_nsec")
-    o_len = info.offset("printk_log.len") if info.offset("printk_log.len") is not None \
-        else info.offset("log.len")
-    o_tlen = info.offset("printk_log.text_len") if info.offset("printk_log.text_len") is not None \
-        else info.offset("log.text_len")
-    if rec_size is None or o_ts is None or o_len is None or o_tlen is None:
-        raise BadInputError("VMCOREINFO lacks SIZE(printk_log) or its offsets: cannot read the kernel log")
-    if not 0 < buf_len <= MAX_TEXT_RING:
-        raise BadInputError(f"log_buf_len {buf_len} is not plausible (corrupt dump?)")
+    c = mem.checked
+    log_buf, buf_len = _log_buf(mem)
+    first = mem.read_u32(c.need_symbol("log_first_idx", LOG))
+    nxt = mem.read_u32(c.need_symbol("log_next_idx", LOG))
+    # struct printk_log (struct log before 3.11): ts_nsec (u64), len and text_len (u16)
+    name = "printk_log" if "SIZE(printk_log)" in mem.info else "log"
+    rec_size = c.need_size(name, why=LOG)
+    o_ts = c.need_offset(f"{name}.ts_nsec", rec_size, 8, LOG)
+    o_len = c.need_offset(f"{name}.len", rec_size, 2, LOG)
+    o_tlen = c.need_offset(f"{name}.text_len", rec_size, 2, LOG)
     buf = mem.read(log_buf, buf_len)
     idx = first
     seq = 0
-    for _ in range(buf_len // max(rec_size, 1) + 1):
+    for _ in range(buf_len // rec_size + 1):
         if idx == nxt:
             return
         if idx + rec_size > buf_len:
@@ -263,12 +284,8 @@ def _structured_records(mem: KernelMemory, warn: Warn) -> Iterator[Record]:
 
 
 def _legacy_text(mem: KernelMemory) -> bytes:
-    info = mem.info
-    log_buf = mem.read_u64(_need(info, "symbol", "log_buf"))
-    log_end = mem.read_u32(_need(info, "symbol", "log_end"))
-    buf_len = mem.read_u32(_need(info, "symbol", "log_buf_len"))
-    if not 0 < buf_len <= MAX_TEXT_RING:
-        raise BadInputError(f"log_buf_len {buf_len} is not plausible (corrupt dump?)")
+    log_buf, buf_len = _log_buf(mem)
+    log_end = mem.read_u32(mem.checked.need_symbol("log_end", LOG))
     buf = mem.read(log_buf, buf_len)
     wrap = log_end % buf_len
     ordered = buf[wrap:] + buf[:wrap]
@@ -278,33 +295,19 @@ def _legacy_text(mem: KernelMemory) -> bytes:
 
 def log_buffer_extents(mem: KernelMemory) -> list[tuple[int, int]]:
     """(vaddr, size) of the memory holding the log: what a dump must keep for dmesg to work."""
-    info = mem.info
-    kind = log_kind(mem)
-    if kind != "lockless":
-        log_buf = mem.read_u64(_need(info, "symbol", "log_buf"))
-        return [(log_buf, mem.read_u32(_need(info, "symbol", "log_buf_len")))]
-    prb_ptr = _need(info, "symbol", "prb")
-    prb = mem.read_u64(prb_ptr)
-    rb_size = _need(info, "size", "printk_ringbuffer")
-    rb = mem.read(prb, rb_size)
-    dr = _need(info, "offset", "printk_ringbuffer.desc_ring")
-    tr = _need(info, "offset", "printk_ringbuffer.text_data_ring")
-    count = 1 << min(_U32.unpack_from(rb, dr + _need(info, "offset", "prb_desc_ring.count_bits"))[0], 30)
-    size = 1 << min(_U32.unpack_from(rb, tr + _need(info, "offset", "prb_data_ring.size_bits"))[0], 31)
-    return [(prb_ptr, 8), (prb, rb_size),
-            (_U64.unpack_from(rb, dr + _need(info, "offset", "prb_desc_ring.descs"))[0],
-             count * _need(info, "size", "prb_desc")),
-            (_U64.unpack_from(rb, dr + _need(info, "offset", "prb_desc_ring.infos"))[0],
-             count * _need(info, "size", "printk_info")),
-            (_U64.unpack_from(rb, tr + _need(info, "offset", "prb_data_ring.data"))[0], size)]
+    if log_kind(mem) != "lockless":
+        return [_log_buf(mem)]
+    ring = _prb_ring(mem)
+    return [(ring.prb_ptr, 8), (ring.prb, ring.rb_size), (ring.descs_va, ring.count * ring.desc_size),
+            (ring.infos_va, ring.count * ring.info_size), (ring.text_va, ring.ring_size)]
 
 
 def log_kind(mem: KernelMemory) -> str:
     """Which log buffer the crashed kernel had: "lockless", "structured" or "legacy"."""
     info = mem.info
-    if info.symbol("prb") is not None:
+    if "SYMBOL(prb)" in info:
         return "lockless"
-    if info.symbol("log_first_idx") is not None:
+    if "SYMBOL(log_first_idx)" in info:
         return "structured"
     return "legacy"
 

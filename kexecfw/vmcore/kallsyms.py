@@ -22,21 +22,20 @@ import struct
 from kexecfw.errors import BadInputError, KexecfwError
 from kexecfw.vmcore.kmem import EM_X86_64, KernelMemory
 
-MAX_SYMS = 1 << 22
+MAX_SYMS = 1 << 22                  # a kernel with every option has ~300,000
+MAX_NAMES_BYTES = 64 << 20          # kallsyms_names of MAX_SYMS symbols of ~16 compressed bytes
 
 
 class Kallsyms:
     def __init__(self, mem: KernelMemory) -> None:
-        info = mem.info
+        c = mem.checked
+        why = "no symbol names (kernels before 6.0)"
         names = ("kallsyms_names", "kallsyms_num_syms", "kallsyms_token_table", "kallsyms_token_index",
                  "kallsyms_offsets", "kallsyms_relative_base")
-        sym = {n: info.symbol(n) for n in names}
-        missing = [n for n, v in sym.items() if v is None]
-        if missing:
-            raise BadInputError(f"VMCOREINFO lacks SYMBOL({missing[0]}) (kernels before 6.0): no symbol names")
+        sym = {n: c.need_symbol(n, why) for n in names}
         num = mem.read_u32(sym["kallsyms_num_syms"])
         if not 0 < num < MAX_SYMS:
-            raise BadInputError(f"kallsyms_num_syms {num} is not plausible")
+            raise BadInputError(f"kallsyms_num_syms {num} is not plausible (max {MAX_SYMS})")
         base = mem.read_u64(sym["kallsyms_relative_base"])
         offsets = struct.unpack(f"<{num}i", mem.read(sym["kallsyms_offsets"], 4 * num))
         absolute_percpu = mem.dump.machine == EM_X86_64
@@ -52,22 +51,26 @@ class Kallsyms:
         for off in index:
             end = table.find(b"\0", off)
             tokens.append(table[off:end if end != -1 else len(table)])
-        # the names run up to the next kallsyms table in memory
+        # the names run up to the next kallsyms table in memory (at most MAX_NAMES_BYTES)
         after = [v for n, v in sym.items() if v > sym["kallsyms_names"]]
         size = (min(after) - sym["kallsyms_names"]) if after else num * 32
-        blob = mem.read(sym["kallsyms_names"], min(size, 64 << 20))
+        blob = mem.read(sym["kallsyms_names"], min(size, MAX_NAMES_BYTES))
         names: list[bytes] = []
         get = tokens.__getitem__
         pos = 0
+        end = len(blob) - 1            # the last position a length byte (or its second byte) may take
         for _ in range(num):
-            if pos >= len(blob):
-                raise BadInputError("kallsyms_names ends early (corrupt dump?)")
+            if pos > end:
+                raise BadInputError(f"kallsyms_names ends early, after {len(names)} of {num} symbols "
+                                    "(corrupt dump?)")
             n = blob[pos]
             pos += 1
-            if n & 0x80:
+            if n & 0x80:               # a two-byte length (6.1+)
+                if pos > end:
+                    raise BadInputError("kallsyms_names ends inside a symbol's length (corrupt dump?)")
                 n = (n & 0x7F) | (blob[pos] << 7)
                 pos += 1
-            names.append(b"".join(map(get, blob[pos:pos + n])))
+            names.append(b"".join(map(get, blob[pos:pos + n])))      # token indices are bytes: always valid
             pos += n
         order = sorted(range(num), key=self.addrs.__getitem__)
         self.addrs = [self.addrs[i] for i in order]
@@ -99,5 +102,5 @@ def load(mem: KernelMemory) -> Kallsyms | None:
     """The kernel's symbols, or None when the dump cannot give them (old kernel, pages filtered out)."""
     try:
         return Kallsyms(mem)
-    except (KexecfwError, struct.error, IndexError):
+    except KexecfwError:
         return None

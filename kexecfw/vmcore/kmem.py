@@ -19,10 +19,9 @@ import bisect
 import struct
 
 from kexecfw.errors import BadInputError
+from kexecfw.vmcore.bounds import EM_AARCH64, EM_X86_64, MAX_STRUCT_SIZE, CheckedInfo
 from kexecfw.vmcore.dumpfile import DumpFile, MemoryMissing
 
-EM_X86_64 = 62
-EM_AARCH64 = 183
 U64 = struct.Struct("<Q")
 U32 = struct.Struct("<I")
 # Translations kept (page -> physical page), ~150 bytes each. Readers of kernel structures revisit
@@ -35,6 +34,17 @@ VTOP_CACHE_PAGES = 4096
 VTOP_BLOCK_FILL_PAGES = 512
 U16 = struct.Struct("<H")
 MASK64 = (1 << 64) - 1
+# struct new_utsname (include/uapi/linux/utsname.h): six fields of __NEW_UTS_LEN + 1 bytes
+UTS_FIELD = 65
+UTS_NAMES = ("sysname", "nodename", "release", "version", "machine", "domainname")
+# The largest kernel image a layout is drawn with (x86_64's KERNEL_IMAGE_SIZE is at most 1 GiB; arm64's
+# images are tens of MiB); a kallsyms _end further away is corrupt and the 64 MiB default is used.
+MAX_KERNEL_IMAGE = 1 << 30
+
+
+def checked_info(info, machine: int) -> CheckedInfo:
+    """``info`` as a CheckedInfo of ``machine`` (translators are also built from a bare VmcoreInfo)."""
+    return info if isinstance(info, CheckedInfo) else CheckedInfo(info, machine)
 
 
 class TranslationError(BadInputError):
@@ -67,16 +77,24 @@ class X86_64Translator(Translator):
     """
 
     START_KERNEL_MAP = 0xFFFFFFFF80000000
+    KERNEL_MAP_SIZE = 1 << 31           # __START_KERNEL_map to the top of the address space
     PRESENT = 1 << 0
     PSE = 1 << 7
 
     def __init__(self, info) -> None:
-        self.phys_base = info.number("phys_base") or 0
-        self.image_size = info.number("KERNEL_IMAGE_SIZE") or (1 << 30)
-        self.levels = 5 if info.number("pgtable_l5_enabled") else 4
-        top = info.symbol("init_top_pgt") or info.symbol("swapper_pg_dir")
-        self.top_vaddr = top
-        sme = info.number("sme_mask") or 0
+        c = checked_info(info, EM_X86_64)
+        self.phys_base = c.phys("phys_base") or 0
+        self.image_size = c.number("KERNEL_IMAGE_SIZE", 1, self.KERNEL_MAP_SIZE) or (1 << 30)
+        self.levels = 5 if c.number("pgtable_l5_enabled", 0, 1) else 4
+        key = "init_top_pgt" if c.symbol("init_top_pgt") else "swapper_pg_dir"
+        self.top_vaddr = c.symbol(key)
+        # the top-level table is kernel image data: found by phys_base, never by a walk
+        self.top_table = None if self.top_vaddr is None else self.linear(self.top_vaddr)
+        if self.top_vaddr is not None and self.top_table is None:
+            raise BadInputError(f"VMCOREINFO SYMBOL({key})={self.top_vaddr:#x} is not in the kernel image "
+                                f"({self.START_KERNEL_MAP:#x} + KERNEL_IMAGE_SIZE {self.image_size:#x}): "
+                                "the dump is corrupt")
+        sme = c.phys("sme_mask") or 0       # the memory encryption bit of a page-table entry
         self.addr_mask = 0x000FFFFFFFFFF000 & ~sme
 
     def linear(self, vaddr: int) -> int | None:
@@ -85,10 +103,9 @@ class X86_64Translator(Translator):
         return None
 
     def walk_block(self, mem: "KernelMemory", vaddr: int) -> tuple[int, int]:
-        if self.top_vaddr is None:
+        table = self.top_table
+        if table is None:
             raise TranslationError("VMCOREINFO lacks SYMBOL(init_top_pgt): cannot walk page tables")
-        table = self.linear(self.top_vaddr)
-        assert table is not None
         shift = 48 if self.levels == 5 else 39
         for level in range(self.levels, 0, -1):
             index = (vaddr >> shift) & 0x1FF
@@ -113,24 +130,29 @@ class Arm64Translator(Translator):
     bits [49:PAGE_SHIFT] and PA[51:50] sit in bits [9:8].
     """
 
+    # arch/arm64/Kconfig ARM64_VA_BITS: 36 (16K pages, 2 levels) to 52
+    MIN_VA_BITS, MAX_VA_BITS = 36, 52
+
     def __init__(self, info) -> None:
-        self.page_size = info.page_size or 4096
-        self.page_shift = self.page_size.bit_length() - 1
-        self.va_bits = info.number("VA_BITS") or 48
-        t1sz = info.get_int("NUMBER(TCR_EL1_T1SZ)")
+        c = checked_info(info, EM_AARCH64)
+        self.page_size = c.page_size
+        self.page_shift = c.page_shift
+        self.va_bits = c.number("VA_BITS", self.MIN_VA_BITS, self.MAX_VA_BITS) or 48
+        # TCR_EL1.T1SZ = 64 - the VA bits the hardware gives (fewer than VA_BITS: a 52-bit kernel on 48-bit CPUs)
+        t1sz = c.number("TCR_EL1_T1SZ", 64 - self.va_bits, 64 - self.MIN_VA_BITS)
         self.va_bits_actual = 64 - t1sz if t1sz else self.va_bits
-        self.phys_offset = info.get_int("NUMBER(PHYS_OFFSET)") or 0
-        self.kimage_voffset = info.get_int("NUMBER(kimage_voffset)")
+        self.phys_offset = c.u64("PHYS_OFFSET") or 0      # negative (as u64) when it absorbs a VA difference
+        self.kimage_voffset = c.u64("kimage_voffset")
         self.page_offset = (-(1 << self.va_bits)) & MASK64
         va_bits_min = 48 if self.va_bits > 48 else self.va_bits
         self.page_end = (-(1 << (va_bits_min - 1))) & MASK64
-        self.top_vaddr = info.symbol("swapper_pg_dir")
+        self.top_vaddr = c.symbol("swapper_pg_dir")
         self.lpa2 = self.page_size != 65536 and self.va_bits_actual == 52
         bits_per_level = self.page_shift - 3
         self.levels = -(-(self.va_bits_actual - self.page_shift) // bits_per_level)
         self.bits_per_level = bits_per_level
         # Kernel image bounds are not in VMCOREINFO; the image starts a little below _stext.
-        self.image_start = ((info.symbol("_stext") or 0) & ~((2 << 20) - 1)) - (2 << 20)
+        self.image_start = ((c.symbol("_stext") or 0) & ~((2 << 20) - 1)) - (2 << 20)
 
     def linear(self, vaddr: int) -> int | None:
         if self.page_offset <= vaddr < self.page_end:
@@ -189,12 +211,22 @@ class KernelMemory:
     def __init__(self, dump: DumpFile) -> None:
         self.dump = dump
         self.info = dump.vmcoreinfo
-        self.page_size = dump.page_size
-        self.arch = translator_for(dump.machine, self.info)
+        # every reader of kernel structures takes its VMCOREINFO numbers from here, checked
+        self.checked = CheckedInfo(self.info, dump.machine, dump.page_size)
+        self.page_size = self.checked.page_size
+        self.arch = translator_for(dump.machine, self.checked)
+        self._memory_bytes: int | None = None
         segs = getattr(dump, "virtual_segments", None)
         self._vsegs = sorted(segs()) if segs else []
         self._vstarts = [v for v, _, _ in self._vsegs]
         self._cache: dict[int, int] = {}
+
+    @property
+    def memory_bytes(self) -> int:
+        """The span of physical memory the dump describes: no kernel structure is larger."""
+        if self._memory_bytes is None:
+            self._memory_bytes = self.dump.max_pfn() * self.page_size
+        return self._memory_bytes
 
     # --- physical ------------------------------------------------------------------------
     def read_phys(self, paddr: int, size: int) -> bytes:
@@ -258,6 +290,11 @@ class KernelMemory:
         static kernel arrays such as the printk ring (never cache, user or free memory,
         so only ever excluded for being zero); wrong in general, hence off by default.
         """
+        if not 0 < size <= self.memory_bytes:
+            if size == 0:
+                return b""
+            raise BadInputError(f"a read of {size} bytes at kernel address {vaddr:#x} is not plausible (the dump "
+                                f"describes {self.memory_bytes} bytes of memory): a size read from the dump is corrupt")
         chunks = []
         while size > 0:
             paddr = self.vtop(vaddr)
@@ -308,20 +345,15 @@ class KernelMemory:
 
     def utsname(self) -> dict[str, str]:
         """init_uts_ns.name: the crashed kernel's struct new_utsname (6 fields of 65 bytes)."""
-        base = self.info.symbol("init_uts_ns")
-        if base is None:
-            raise BadInputError("VMCOREINFO lacks SYMBOL(init_uts_ns)")
-        base += self.info.offset("uts_namespace.name") or 0
-        raw = self.read(base, 6 * 65)
-        names = ("sysname", "nodename", "release", "version", "machine", "domainname")
-        return {n: raw[i * 65:(i + 1) * 65].split(b"\0", 1)[0].decode("utf-8", "replace")
-                for i, n in enumerate(names)}
+        raw = self.utsname_raw()
+        return {n: raw[i * UTS_FIELD:(i + 1) * UTS_FIELD].split(b"\0", 1)[0].decode("utf-8", "replace")
+                for i, n in enumerate(UTS_NAMES)}
 
     def utsname_raw(self) -> bytes:
-        base = self.info.symbol("init_uts_ns")
-        if base is None:
-            raise BadInputError("VMCOREINFO lacks SYMBOL(init_uts_ns)")
-        return self.read(base + (self.info.offset("uts_namespace.name") or 0), 6 * 65)
+        size = len(UTS_NAMES) * UTS_FIELD
+        base = self.checked.need_symbol("init_uts_ns")
+        offset = self.checked.offset("uts_namespace.name", MAX_STRUCT_SIZE, size) or 0
+        return self.read((base + offset) & MASK64, size)
 
 
 def kernel_layout(mem: KernelMemory) -> dict:
@@ -334,7 +366,7 @@ def kernel_layout(mem: KernelMemory) -> dict:
     ``_text``/``_end`` when the dump has them, else from ``_stext`` (64 MiB assumed).
     Missing facts are None.
     """
-    info = mem.info
+    info = mem.checked
     out: dict = {"page_offset": None, "image": None}
     arch = mem.arch
     if isinstance(arch, Arm64Translator):
@@ -357,7 +389,7 @@ def kernel_layout(mem: KernelMemory) -> dict:
     except BadInputError:
         pass
     if start is not None:
-        size = (end - start) if end and end > start else (64 << 20)
+        size = (end - start) if end and start < end <= start + MAX_KERNEL_IMAGE else (64 << 20)
         try:
             out["image"] = (start, mem.vtop(start), size)
         except BadInputError:
