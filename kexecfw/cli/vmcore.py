@@ -219,8 +219,7 @@ def _info(args: argparse.Namespace) -> int:
         for key in ("dump_level", "compression", "incomplete", "dumped_pages"):
             if hasattr(dump, key):
                 doc[key] = getattr(dump, key)
-        if getattr(dump, "truncated_at", None) is not None:
-            doc["truncated_at"] = _hex(dump.truncated_at)
+        doc.update(_completeness(dump))
         try:
             mem = KernelMemory(dump)
             doc["utsname"] = mem.utsname()
@@ -245,7 +244,38 @@ def _info(args: argparse.Namespace) -> int:
     print(f"memory:      {doc['memory_bytes'] / (1 << 20):.1f} MiB{where}")
     if "log" in doc:
         print(f"log buffer:  {doc['log']}")
-    for key in ("dump_level", "compression", "dumped_pages", "incomplete", "truncated_at"):
+    for key in ("dump_level", "compression", "dumped_pages"):
         if key in doc:
             print(f"{key.replace('_', ' ') + ':':<12} {doc[key]}")
+    if doc.get("incomplete"):
+        lost = f"{doc['lost_pages']} pages lost; " if doc.get("lost_pages") else ""
+        print(f"incomplete:  yes: {lost}{doc.get('missing') or 'their data is past the end of the file or corrupt'}")
+        if "truncated_at" in doc:
+            print(f"data ends:   at {doc['truncated_at']}, the dump's data runs to {doc['data_runs_to']}")
+    elif "incomplete" in doc:
+        print("incomplete:  no")
     return 0
+
+
+def _completeness(dump) -> dict:
+    """Is the dump whole: what its headers say is missing, how many pages are lost (pages the dump
+    describes that are not in the file: its descriptors are checked, no page is decompressed), and
+    where the file ends against where its data should run to."""
+    parts = getattr(dump, "parts", [dump])
+    missing = dump.missing_memory()
+    doc: dict = {}
+    if hasattr(dump, "scan_lost"):
+        lost, runs_to = 0, 0
+        for part in parts:
+            n, end = part.scan_lost()
+            lost += n
+            runs_to = max(runs_to, end)
+        ends_at = max(part._io.size for part in parts) if runs_to else 0
+    else:
+        lost = dump.lost_pages()
+        runs_to, ends_at = (dump.data_end, dump.size) if getattr(dump, "truncated_at", None) is not None else (0, 0)
+    if missing or lost:
+        doc.update({"incomplete": True, "missing": missing, "lost_pages": lost})
+    if runs_to:
+        doc.update({"truncated_at": _hex(ends_at), "data_runs_to": _hex(runs_to)})
+    return doc

@@ -31,6 +31,25 @@ class MemoryMissing(BadInputError):
         self.excluded = excluded     # RAM the dump level filtered out (reads as zeros for some readers)
 
 
+class MemoryLost(MemoryMissing):
+    """A page the dump says it holds that cannot be read intact: its descriptor or data lies past the
+    end of a file cut short, or is corrupt, or does not decompress. Lost, not merely absent: a copy
+    of the dump without it is incomplete."""
+
+    def __init__(self, paddr: int, why: str) -> None:
+        super().__init__(paddr, why)
+        self.args = (f"physical address {paddr:#x} cannot be read from the dump: {why}",)
+        self.why = why
+
+
+def summarize_ranges(ranges: list[tuple[int, int]], count: int | None = None, shown: int = 3) -> str:
+    """``[start, end)`` ranges for a one-line message: the first ``shown`` and how many more of
+    ``count`` in all (default: as many as given)."""
+    text = ", ".join(f"{s:#x}..{e:#x}" for s, e in ranges[:shown])
+    more = (len(ranges) if count is None else count) - min(shown, len(ranges))
+    return text + (f" and {more} more range{'s' if more > 1 else ''}" if more > 0 else "")
+
+
 class PhysRange(TupleRecord):
     """Physical memory [start, end) the dump covers, with its kernel virtual address if known."""
     __slots__ = ()
@@ -91,6 +110,12 @@ class DumpFile:
         """Why memory this dump's headers describe is not in it (a file cut short, a save stopped by a
         full disk), or None when it holds all it claims. A copy of such a dump is incomplete too."""
         return None
+
+    def lost_pages(self) -> int:
+        """Pages the dump's headers describe that it does not offer at all (not in ``ranges()``): the
+        memory of an ELF dump's PT_LOADs past the end of a file cut short. Pages that are offered but
+        fail to read raise MemoryLost instead."""
+        return 0
 
     def iter_present_pfns(self) -> Iterator[tuple[int, int]]:
         """(first_pfn, end_pfn) runs of pages present, in address order."""

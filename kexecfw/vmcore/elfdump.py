@@ -15,7 +15,8 @@ import os
 from kexecfw.elfnotes import (ELF64_EHDR, ELF64_PHDR, PT_LOAD, PT_NOTE, ElfCoreHeader, ProgramHeader,
                               iter_notes, parse_elf_header)
 from kexecfw.errors import BadInputError
-from kexecfw.vmcore.dumpfile import DumpFile, MemoryMissing, PhysRange
+from kexecfw.vmcore.bounds import check_page_size, check_phys_end
+from kexecfw.vmcore.dumpfile import DumpFile, MemoryMissing, PhysRange, summarize_ranges
 
 PN_XNUM = 0xFFFF
 # struct elf64_shdr: sh_name, sh_type, sh_flags, sh_addr, sh_offset, sh_size, sh_link, sh_info,
@@ -31,6 +32,11 @@ UNMAP_AFTER = 2 << 20
 # A page fault on a file mapping maps the pages around it too (fault_around_bytes, 64 KiB by
 # default): a read of n bytes may map n + 64 KiB.
 FAULT_AROUND = 64 << 10
+# An off_t is signed: a program header's offset or size from 2^63 up is no file position.
+MAX_FILE_OFFSET = (1 << 63) - 1
+# The writer keeps a bitmap of every page frame up to the highest PT_LOAD: it may take as many
+# bytes as the file holds, or this floor (a sparse physical address space), never more.
+MAX_SPARSE_BITMAP = 64 << 20
 
 
 def _read_header(fd: int, size: int, path: str) -> tuple[ElfCoreHeader, bytes]:
@@ -40,7 +46,7 @@ def _read_header(fd: int, size: int, path: str) -> tuple[ElfCoreHeader, bytes]:
     fields = ELF64_EHDR.unpack_from(head)
     if head[:4] == b"\x7fELF" and head[4] == 2:
         e_phoff, e_shoff, e_phnum = fields[5], fields[6], fields[10]
-        if e_phnum == PN_XNUM and e_shoff:
+        if e_phnum == PN_XNUM and 0 < e_shoff <= size - ELF64_SHDR_INFO_OFFSET - 4:
             # More than 65534 program headers: the real count is section 0's sh_info.
             raw = os.pread(fd, 4, e_shoff + ELF64_SHDR_INFO_OFFSET)
             if len(raw) == 4:
@@ -83,12 +89,25 @@ class ElfDump(DumpFile):
         self.header = header
         self.machine = header.machine
         self.notes = []
-        self.truncated_at: int | None = None
-        for ph in header.phdrs:
-            if ph.type != PT_NOTE:
+        self.truncated_at: int | None = None     # the lowest offset of a PT_LOAD the file cuts short
+        self.data_end = 0                         # where the PT_LOADs' data should end
+        cut: list[tuple[int, int]] = []           # physical memory of PT_LOADs past the end of the file
+        for i, ph in enumerate(header.phdrs):
+            if ph.type not in (PT_LOAD, PT_NOTE):
+                continue
+            if max(ph.offset, ph.filesz, ph.memsz) > MAX_FILE_OFFSET:
+                raise BadInputError(f"{self.path}: program header {i} has offset {ph.offset:#x}, file size "
+                                    f"{ph.filesz:#x}, memory size {ph.memsz:#x}: not a file position or size "
+                                    "(corrupt ELF header)")
+            if ph.type == PT_LOAD:
+                check_phys_end(ph.paddr + max(ph.filesz, ph.memsz), self.machine,
+                               f"{self.path}: PT_LOAD {i} (physical {ph.paddr:#x}, {max(ph.filesz, ph.memsz):#x} bytes)")
                 continue
             if ph.filesz > MAX_HEADER_BYTES:
                 raise BadInputError(f"{self.path}: a PT_NOTE of {ph.filesz} bytes is not plausible")
+            if ph.offset + ph.filesz > self.size:
+                raise BadInputError(f"{self.path} is truncated: its notes end at {ph.offset + ph.filesz:#x}, "
+                                    f"past the end of the file ({self.size:#x})")
             data = os.pread(self._fd, ph.filesz, ph.offset)
             if len(data) != ph.filesz:
                 raise BadInputError(f"{self.path} is truncated: its notes end at {ph.offset + ph.filesz:#x}, "
@@ -99,10 +118,12 @@ class ElfDump(DumpFile):
             if ph.type != PT_LOAD or ph.filesz == 0:
                 continue
             filesz = ph.filesz
+            self.data_end = max(self.data_end, ph.offset + filesz)
             if self.size and ph.offset + filesz > self.size:
                 # A dump cut short (disk full, copy interrupted): keep what is there, remember where.
                 self.truncated_at = ph.offset if self.truncated_at is None else min(self.truncated_at, ph.offset)
                 filesz = max(0, self.size - ph.offset)
+                cut.append((ph.paddr + filesz, ph.paddr + ph.filesz))
                 if filesz == 0:
                     continue
             loads.append((ph.paddr, ph.paddr + filesz, ph.offset, ph.vaddr, ph.paddr + ph.memsz))
@@ -120,6 +141,7 @@ class ElfDump(DumpFile):
             disjoint.append((start, end, offset, vaddr, mend))
             covered = end
         self._loads = disjoint
+        self.cut_ranges = _subtract(cut, [(seg[0], seg[1]) for seg in disjoint])
         self._all_loads = loads
         self._starts = [seg[0] for seg in self._loads]
         self._map: mmap.mmap | None = None
@@ -129,12 +151,19 @@ class ElfDump(DumpFile):
                 self._map = mmap.mmap(self._fd, 0, prot=mmap.PROT_READ)
             except (OSError, ValueError):
                 self._map = None     # fall back to pread (some /proc/vmcore or pipes)
+        source = f"{self.path}: the page size given"
         if page_size is None:
+            source = f"{self.path}: VMCOREINFO PAGESIZE"
             try:
                 page_size = self.vmcoreinfo.page_size or 4096
             except BadInputError:
                 page_size = 4096
-        self.page_size = page_size
+        self.page_size = check_page_size(page_size, self.machine, source)
+        top = max((seg[1] for seg in disjoint), default=0)
+        if top // page_size // 8 > max(self.size, MAX_SPARSE_BITMAP):
+            raise BadInputError(f"{self.path}: a PT_LOAD ends at physical {top:#x}, which would take a "
+                                f"{top // page_size // 8 >> 20} MiB bitmap of page frames for a file of "
+                                f"{self.size} bytes (corrupt program header)")
 
     def close(self) -> None:
         if self._map is not None:
@@ -173,8 +202,9 @@ class ElfDump(DumpFile):
     def missing_memory(self) -> str | None:
         if self.truncated_at is None:
             return None
-        return (f"{self.path} is cut short: the file ends at {self.size:#x}, inside the memory of the "
-                f"PT_LOAD at offset {self.truncated_at:#x}")
+        where = f", at physical {summarize_ranges(self.cut_ranges)}" if self.cut_ranges else ""
+        return (f"{self.path} is cut short: the file ends at {self.size:#x}, its PT_LOADs' data runs to "
+                f"{self.data_end:#x} ({self.lost_pages()} pages past the end{where})")
 
     def read_phys(self, paddr: int, size: int) -> bytes:
         out = bytearray()
@@ -205,6 +235,30 @@ class ElfDump(DumpFile):
     def read_page(self, pfn: int) -> bytes:
         return self.read_phys(pfn * self.page_size, self.page_size)
 
+    def lost_pages(self) -> int:
+        """Pages the file's PT_LOADs describe that lie past its end."""
+        return sum(-(-(e - s) // self.page_size) for s, e in self.cut_ranges)
+
     def virtual_segments(self) -> list[tuple[int, int, int]]:
         """(vaddr, paddr, size) of each PT_LOAD: a translation the ELF header itself gives."""
         return [(v, s, e - s) for s, e, _, v, _ in self._all_loads if v]
+
+
+def _subtract(ranges: list[tuple[int, int]], present: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """The parts of ``ranges`` that no range of ``present`` (sorted, disjoint) covers, merged and sorted."""
+    out: list[tuple[int, int]] = []
+    for start, end in sorted(ranges):
+        i = max(bisect.bisect_right([p[0] for p in present], start) - 1, 0)
+        while start < end:
+            while i < len(present) and present[i][1] <= start:
+                i += 1
+            if i < len(present) and present[i][0] <= start:
+                start = present[i][1]
+                continue
+            stop = min(end, present[i][0]) if i < len(present) else end
+            if out and out[-1][1] >= start:
+                out[-1] = (out[-1][0], max(out[-1][1], stop))
+            else:
+                out.append((start, stop))
+            start = stop
+    return out

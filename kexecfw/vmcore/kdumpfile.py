@@ -12,7 +12,8 @@ import os
 
 from kexecfw.elfnotes import iter_notes
 from kexecfw.errors import BadInputError
-from kexecfw.vmcore.dumpfile import DumpFile, MemoryMissing, PhysRange
+from kexecfw.vmcore.bounds import check_page_size, check_phys_end
+from kexecfw.vmcore.dumpfile import DumpFile, MemoryLost, MemoryMissing, PhysRange
 from kexecfw.vmcore.kdumpfmt import (DISK_DUMP_HEADER, DISKDUMP_SIGNATURE, DUMP_DH_COMPRESSED_INCOMPLETE,
                                      END_FLAG_FLAT_HEADER, FLAT_DATA_HEADER, FLAT_HEADER, FLAT_HEADER_SIZE,
                                      KDUMP_SIGNATURE, KDUMP_SUB_HEADER, MAKEDUMPFILE_SIGNATURE, PAGE_DESC,
@@ -20,6 +21,9 @@ from kexecfw.vmcore.kdumpfmt import (DISK_DUMP_HEADER, DISKDUMP_SIGNATURE, DUMP_
 
 CHUNK_BITS = 4096                     # pfns per prefix-count entry
 MAX_NOTES = 64 << 20
+# A flattened file may leave out zero pieces (sparse): its bitmaps are bounded by the bytes it
+# stores, with this floor for the zero bitmap of a sparse physical address space.
+MAX_SPARSE_BITMAPS = 64 << 20
 MACHINE_BY_UTS = {"x86_64": 62, "aarch64": 183, "arm64": 183}
 
 
@@ -28,7 +32,8 @@ class _Plain:
 
     def __init__(self, fd: int) -> None:
         self.fd = fd
-        self.size = os.fstat(fd).st_size
+        self.size = os.fstat(fd).st_size       # offsets a read may reach
+        self.stored = self.size                # bytes the file really holds
 
     def pread(self, size: int, offset: int) -> bytes:
         return os.pread(self.fd, size, offset)
@@ -42,22 +47,31 @@ class _Flat:
         pieces: dict[int, tuple[int, int]] = {}
         pos = FLAT_HEADER_SIZE
         file_size = os.fstat(fd).st_size
+        self.cut_at: int | None = None     # where a stream cut short ends (no end marker)
         while True:
             raw = os.pread(fd, FLAT_DATA_HEADER.size, pos)
             if len(raw) < FLAT_DATA_HEADER.size:
-                raise BadInputError(f"{path}: flattened dump ends at {pos:#x} without its end marker "
-                                    "(truncated; rearrange what is there with makedumpfile -R)")
+                self.cut_at = file_size
+                break
             offset, size = FLAT_DATA_HEADER.unpack(raw)
             if offset == END_FLAG_FLAT_HEADER and size == END_FLAG_FLAT_HEADER:
                 break
-            if offset < 0 or size < 0 or pos + FLAT_DATA_HEADER.size + size > file_size:
+            if offset < 0 or size < 0:
                 raise BadInputError(f"{path}: flattened record at {pos:#x} (offset {offset}, size {size}) "
-                                    "is corrupt or truncated")
-            pieces[offset] = (size, pos + FLAT_DATA_HEADER.size)   # a later write of the same place wins
-            pos += FLAT_DATA_HEADER.size + size
+                                    "is corrupt")
+            at = pos + FLAT_DATA_HEADER.size
+            if at + size > file_size:
+                # a stream cut short: keep the part of its last piece that arrived
+                self.cut_at = file_size
+                if file_size > at:
+                    pieces[offset] = (file_size - at, at)
+                break
+            pieces[offset] = (size, at)   # a later write of the same place wins
+            pos = at + size
         self.starts = sorted(pieces)
         self.pieces = [(s, *pieces[s]) for s in self.starts]
         self.size = max((s + n for s, n, _ in self.pieces), default=0)
+        self.stored = file_size
 
     def pread(self, size: int, offset: int) -> bytes:
         out = bytearray()
@@ -102,9 +116,11 @@ class KdumpFile(DumpFile):
          _total, _dev, _written, current_cpu, nr_cpus) = DISK_DUMP_HEADER.unpack(raw)
         if sig not in (KDUMP_SIGNATURE, DISKDUMP_SIGNATURE):
             raise BadInputError(f"{self.path}: not a kdump-compressed dump (signature {sig!r})")
-        if block_size <= 0 or block_size & (block_size - 1) or block_size > (1 << 20):
-            raise BadInputError(f"{self.path}: block size {block_size} is not a power of two up to 1 MiB "
-                                "(corrupt header)")
+        fields = [f.split(b"\0", 1)[0].decode("utf-8", "replace") for f in
+                  (uts[i * 65:(i + 1) * 65] for i in range(6))]
+        self.utsname = dict(zip(("sysname", "nodename", "release", "version", "machine", "domainname"), fields))
+        self.machine = MACHINE_BY_UTS.get(self.utsname["machine"], 0)
+        check_page_size(block_size, self.machine, f"{self.path}: header block_size")
         if sub_hdr_size < 0 or bitmap_blocks == 0:
             raise BadInputError(f"{self.path}: corrupt header (sub header {sub_hdr_size} blocks, "
                                 f"bitmap {bitmap_blocks} blocks)")
@@ -116,10 +132,6 @@ class KdumpFile(DumpFile):
         self.timestamp = tv_sec
         self.current_cpu = current_cpu
         self.nr_cpus = nr_cpus
-        fields = [f.split(b"\0", 1)[0].decode("utf-8", "replace") for f in
-                  (uts[i * 65:(i + 1) * 65] for i in range(6))]
-        self.utsname = dict(zip(("sysname", "nodename", "release", "version", "machine", "domainname"), fields))
-        self.machine = MACHINE_BY_UTS.get(self.utsname["machine"], 0)
         self.dump_level = None
         self.notes = []
         self.max_mapnr = max_mapnr
@@ -138,33 +150,28 @@ class KdumpFile(DumpFile):
                 # one file of a --split set: it holds the pages of [start_pfn, end_pfn) only
                 self.start_pfn, self.end_pfn = (sp64, ep64) if version >= 6 else (sp, ep)
             if version >= 4 and size_note:
-                if size_note > MAX_NOTES or off_note <= 0:
-                    raise BadInputError(f"{self.path}: notes of {size_note} bytes at {off_note:#x} "
-                                        "are not plausible (corrupt sub header)")
-                data = self._io.pread(size_note, off_note)
-                if len(data) != size_note:
-                    raise BadInputError(f"{self.path} is truncated inside its notes")
-                self.notes = list(iter_notes(data, off_note, self.path))
+                self.notes = list(iter_notes(self._extent(off_note, size_note, "notes"), off_note, self.path))
             elif version >= 3 and _svi:
                 from kexecfw.elfnotes import Note
-                if _svi > MAX_NOTES:
-                    raise BadInputError(f"{self.path}: VMCOREINFO of {_svi} bytes is not plausible")
-                self.notes = [Note(b"VMCOREINFO", 0, self._io.pread(_svi, _ovi), _ovi)]
-        if self.max_mapnr > (1 << 40):
-            raise BadInputError(f"{self.path}: max_mapnr {self.max_mapnr} is not plausible (corrupt header)")
+                self.notes = [Note(b"VMCOREINFO", 0, self._extent(_ovi, _svi, "VMCOREINFO"), _ovi)]
+        check_phys_end(self.max_mapnr * block_size, self.machine, f"{self.path}: header max_mapnr "
+                       f"{self.max_mapnr} (pages of {block_size} bytes)")
         bitmap_len = bitmap_blocks * block_size // 2
         if bitmap_len * 8 < self.max_mapnr:
             raise BadInputError(f"{self.path}: its bitmaps ({bitmap_blocks} blocks) cannot cover "
                                 f"{self.max_mapnr} pages (corrupt header)")
         bitmap_at = (1 + sub_hdr_size) * block_size
         need = (self.max_mapnr + 7) // 8
-        self._bitmap1 = self._io.pread(need, bitmap_at)
-        self._bitmap2 = self._io.pread(need, bitmap_at + bitmap_len)
-        if len(self._bitmap2) < need:
+        # Both bitmaps are read whole: they must lie in the file (a flattened file may leave zero
+        # pieces out, up to a bound) before anything of their size is allocated.
+        if bitmap_at + bitmap_len + need > self._io.size or 2 * need > max(self._io.stored, MAX_SPARSE_BITMAPS):
             if self.incomplete:
                 raise BadInputError(f"{self.path} is an incomplete dump (marked so when the disk filled up) "
                                     "that ends inside its bitmaps: no page of it is readable")
-            raise BadInputError(f"{self.path} is truncated inside its bitmaps")
+            raise BadInputError(f"{self.path} is truncated inside its bitmaps: they need "
+                                f"{bitmap_at + bitmap_len + need:#x} bytes, the file has {self._io.size:#x}")
+        self._bitmap1 = self._io.pread(need, bitmap_at)
+        self._bitmap2 = self._io.pread(need, bitmap_at + bitmap_len)
         self._desc_at = (1 + sub_hdr_size + bitmap_blocks) * block_size
         # prefix counts of dumped pages per CHUNK_BITS pfns
         step = CHUNK_BITS // 8
@@ -183,8 +190,20 @@ class KdumpFile(DumpFile):
             self.dumped_pages = self._count_before(end) - self._base_index
         else:
             self._base_index = 0
+        # where the page descriptors end: a file that ends before has lost the pages past it
+        self.desc_end = self._desc_at + self.dumped_pages * PAGE_DESC.size
         self._cache: dict[int, bytes] = {}
         self._decomp: dict[int, object] = {}
+
+    def _extent(self, offset: int, size: int, what: str) -> bytes:
+        """``size`` bytes at ``offset`` named ``what`` in the sub header, checked against the file."""
+        if size > MAX_NOTES or offset <= 0 or offset + size > self._io.size:
+            raise BadInputError(f"{self.path}: its {what} ({size} bytes at {offset:#x}) are not in the file "
+                                f"of {self._io.size:#x} bytes (truncated or corrupt sub header)")
+        data = self._io.pread(size, offset)
+        if len(data) != size:
+            raise BadInputError(f"{self.path} is truncated inside its {what}")
+        return data
 
     def close(self) -> None:
         if self._fd >= 0:
@@ -225,18 +244,24 @@ class KdumpFile(DumpFile):
                 and bool(not self._bitmap2[pfn >> 3] >> (pfn & 7) & 1)
             raise MemoryMissing(pfn * self.page_size, "excluded by the dump level" if excluded else "not RAM",
                                 excluded=excluded)
-        raw = self._io.pread(PAGE_DESC.size, self._desc_at + self._desc_index(pfn) * PAGE_DESC.size)
-        if len(raw) < PAGE_DESC.size:
-            raise MemoryMissing(pfn * self.page_size, "page descriptor past the end of the file")
-        offset, size, flags, _ = PAGE_DESC.unpack(raw)
+        # Every page below is one the bitmap says is in the file: failing to read it intact is a loss.
+        paddr = pfn * self.page_size
+        at = self._desc_at + self._desc_index(pfn) * PAGE_DESC.size
+        if at + PAGE_DESC.size > self._io.size:
+            raise MemoryLost(paddr, f"its page descriptor at {at:#x} is past the end of the file "
+                             f"({self._io.size:#x} bytes)")
+        offset, size, flags, _ = PAGE_DESC.unpack(self._io.pread(PAGE_DESC.size, at))
         if offset <= 0 or size == 0:
-            raise MemoryMissing(pfn * self.page_size, "not written: the dump is incomplete"
-                                if self.incomplete else "empty page descriptor")
+            raise MemoryLost(paddr, "not written: the dump is incomplete" if self.incomplete
+                             else f"its page descriptor at {at:#x} is empty")
         if size > 2 * self.page_size + 1024:
-            raise BadInputError(f"{self.path}: page {pfn:#x} claims {size} bytes of data (corrupt descriptor)")
+            raise MemoryLost(paddr, f"its page descriptor at {at:#x} claims {size} bytes of data (corrupt)")
+        if offset + size > self._io.size:
+            raise MemoryLost(paddr, f"its data ({size} bytes at {offset:#x}) is past the end of the file "
+                             f"({self._io.size:#x} bytes)")
         data = self._io.pread(size, offset)
         if len(data) != size:
-            raise MemoryMissing(pfn * self.page_size, "page data past the end of the file (truncated)")
+            raise MemoryLost(paddr, f"its data ({size} bytes at {offset:#x}) is past the end of the file")
         fn = self._decomp.get(flags)
         if fn is None:
             try:
@@ -248,17 +273,47 @@ class KdumpFile(DumpFile):
         try:
             page = fn(data)  # type: ignore[operator]
         except Exception as e:  # codec errors have many types; the page is what is wrong
-            raise BadInputError(f"{self.path}: page {pfn:#x} does not decompress ({e})") from None
+            raise MemoryLost(paddr, f"its {codec_name(flags)} data does not decompress ({e})") from None
         if len(page) != self.page_size:
-            raise BadInputError(f"{self.path}: page {pfn:#x} decompresses to {len(page)} bytes, "
-                                f"not {self.page_size}")
+            raise MemoryLost(paddr, f"its {codec_name(flags)} data decompresses to {len(page)} bytes, "
+                             f"not {self.page_size}")
         if len(self._cache) >= 64:
             self._cache.clear()
         self._cache[pfn] = page
         return page
 
     def missing_memory(self) -> str | None:
-        return f"{self.path} is marked incomplete (the save that wrote it stopped early)" if self.incomplete else None
+        if self.incomplete:
+            return f"{self.path} is marked incomplete (the save that wrote it stopped early)"
+        if getattr(self._io, "cut_at", None) is not None:
+            return (f"{self.path} is a flattened stream cut short: it ends at {self._io.cut_at:#x} without its "
+                    f"end marker; its pieces reach offset {self._io.size:#x} of the dump")
+        if self.desc_end > self._io.size:
+            return (f"{self.path} is cut short: the file ends at {self._io.size:#x}, its page descriptors "
+                    f"run to {self.desc_end:#x} ({self.descriptors_past_end()} pages past the end)")
+        return None
+
+    def descriptors_past_end(self) -> int:
+        """Dumped pages whose descriptor lies past the end of the file."""
+        in_file = max(0, self._io.size - self._desc_at) // PAGE_DESC.size
+        return max(0, self.dumped_pages - in_file)
+
+    def scan_lost(self, block: int = 1 << 20) -> tuple[int, int]:
+        """(pages the bitmap holds whose descriptor or data is not in the file, where their data would
+        end): a pass over the descriptors the file has, without decompressing anything."""
+        lost = self.descriptors_past_end()
+        data_end = 0
+        size = self._io.size
+        end = min(self.desc_end, self._desc_at + (self.dumped_pages - lost) * PAGE_DESC.size)
+        step = block // PAGE_DESC.size * PAGE_DESC.size
+        for at in range(self._desc_at, end, step):
+            raw = self._io.pread(min(step, end - at), at)
+            raw = raw[:len(raw) // PAGE_DESC.size * PAGE_DESC.size]
+            for offset, n, _, _ in PAGE_DESC.iter_unpack(raw):
+                if offset <= 0 or n == 0 or n > 2 * self.page_size + 1024 or offset + n > size:
+                    lost += 1
+                    data_end = max(data_end, offset + n)
+        return lost, max(data_end, self.desc_end if self.desc_end > size else 0)
 
     def read_phys(self, paddr: int, size: int) -> bytes:
         out = bytearray()

@@ -70,10 +70,21 @@ def codec_name(flags: int) -> str:
 
 
 def decompressor(flags: int, page_size: int):
-    """A function bytes -> page for page_desc ``flags``; raises ImportError if the codec is missing."""
+    """A function bytes -> page for page_desc ``flags``; raises ImportError if the codec is missing.
+
+    Every codec's output is capped just above ``page_size`` (a page's data is untrusted: a few KiB
+    of zlib can inflate to megabytes); the caller checks that exactly one page came out.
+    """
     if flags & DUMP_DH_COMPRESSED_ZLIB:
         import zlib
-        return zlib.decompress
+
+        def inflate(data: bytes) -> bytes:
+            d = zlib.decompressobj()
+            page = d.decompress(data, page_size + 1)
+            if not d.eof:
+                raise zlib.error("not one zlib stream of at most a page")
+            return page
+        return inflate
     if flags & DUMP_DH_COMPRESSED_ZSTD:
         import zstandard
         d = zstandard.ZstdDecompressor()
@@ -83,5 +94,17 @@ def decompressor(flags: int, page_size: int):
         return lambda data: lzo.decompress(data, False, page_size)
     if flags & DUMP_DH_COMPRESSED_SNAPPY:
         import snappy  # python-snappy
-        return snappy.uncompress
+
+        def unsnap(data: bytes) -> bytes:
+            # the stream starts with its length (a varint); snappy allocates that much first
+            length, shift = 0, 0
+            for byte in data[:5]:
+                length |= (byte & 0x7F) << shift
+                shift += 7
+                if not byte & 0x80:
+                    break
+            if length > page_size:
+                raise ValueError(f"snappy data claims {length} bytes")
+            return snappy.uncompress(data)
+        return unsnap
     return lambda data: data

@@ -7,7 +7,9 @@ crash time, panic CPU, per-CPU pc/sp, dump level, sizes, timings, complete or no
 The dump may use the filesystem's free space minus the floor (``--min-free``);
 past that it stops and is marked incomplete exactly as on a full disk. After a
 complete save only the newest ``--keep`` crash directories made by kexecfw
-(those with a summary.json) are kept.
+(those with a summary.json) are kept. A save that fails leaves no empty directory: the crash
+directory stays only when it holds something (dmesg.txt, and summary.json saying what failed).
+Every file appears under its final name only once it is whole (written beside it, then renamed).
 """
 from __future__ import annotations
 
@@ -18,9 +20,10 @@ import shutil
 import sys
 import time
 
+from kexecfw.cli.common import human_size
 from kexecfw.errors import BadInputError, KexecfwError, NoSpaceError
 from kexecfw.vmcore import default_dump_path, open_dump
-from kexecfw.vmcore.writer import DumpIncomplete, DumpWriter
+from kexecfw.vmcore.writer import DumpIncomplete, DumpWriter, output_error
 
 STAMP = re.compile(r"^\d{8}-\d{6}(-\d+)?$")
 _SIZE = re.compile(r"^\s*(\d+)\s*([kKmMgGtT]?)(i?[bB])?\s*$")
@@ -34,14 +37,31 @@ def parse_size(text: str) -> int:
 
 
 def _atomic_write(path: str, data: bytes) -> None:
-    tmp = f"{path}.{os.getpid()}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    """``data`` as ``path``: written to a hidden file beside it, synced, then renamed."""
+    tmp = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.{os.getpid()}.tmp")
     try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except OSError as e:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise output_error(e, f"cannot write {path}") from None
+
+
+def _makedirs(path: str) -> None:
+    try:
+        os.makedirs(path, mode=0o700)
+    except OSError as e:
+        raise output_error(e, f"cannot create {path}") from None
 
 
 def crash_summary(dump, symbols: bool = True) -> tuple[dict, bytes | None]:
@@ -87,25 +107,40 @@ def save_file(input_path: str, out: str, *, dump_level: int, compress: str, elf:
 
 def save_flow(input_path: str, base: str, *, dump_level: int, compress: str, elf: bool, threads: int,
               progress: bool, keep: int, min_free: int) -> dict:
-    if not os.path.isdir(base):
-        try:
-            os.makedirs(base, mode=0o700, exist_ok=True)
-        except OSError as e:
-            raise BadInputError(f"cannot create {base}: {e.strerror}") from None
-    st = os.statvfs(base)
-    free = st.f_bavail * st.f_frsize
-    if free <= min_free:
-        raise NoSpaceError(f"{base} has {free >> 20} MiB free, not more than the {min_free >> 20} MiB floor "
-                           "(--min-free): free space or lower the floor")
+    made_base = not os.path.isdir(base)
+    if made_base:
+        _makedirs(base)
+    try:
+        st = os.statvfs(base)
+        free = st.f_bavail * st.f_frsize
+        if free <= min_free:
+            raise NoSpaceError(f"{base} has {human_size(free)} free, not more than the {human_size(min_free)} "
+                               "floor (--min-free): free space or lower the floor")
+        with open_dump(input_path) as dump:
+            summary = _save_into(dump, input_path, base, dump_level=dump_level, compress=compress, elf=elf,
+                                 threads=threads, progress=progress, min_free=min_free)
+    except BaseException:
+        if made_base:
+            _remove_empty(base)
+        raise
+    summary["removed"] = prune(base, keep)
+    return summary
+
+
+def _save_into(dump, input_path, base: str, *, dump_level: int, compress: str, elf: bool, threads: int,
+               progress: bool, min_free: int) -> dict:
+    """The crash directory of ``dump`` in ``base``; on failure it is removed unless it holds the log."""
     stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
     target = os.path.join(base, stamp)
     n = 1
     while os.path.exists(target):
         target = os.path.join(base, f"{stamp}-{n}")
         n += 1
-    os.makedirs(target, mode=0o700)
+    _makedirs(target)
     t0 = time.monotonic()
-    with open_dump(input_path) as dump:
+    summary: dict = {}
+    writer = None
+    try:
         summary, log = crash_summary(dump, symbols=False)
         if log is not None:
             _atomic_write(os.path.join(target, "dmesg.txt"), log)
@@ -114,24 +149,47 @@ def save_flow(input_path: str, base: str, *, dump_level: int, compress: str, elf
                         "compression": "none" if elf else compress, "complete": False})
         name = "vmcore.elf" if elf else "vmcore.kdump"
         # what the dump may use: the free space now minus the floor (and what dmesg.txt took)
-        st = os.statvfs(target)
+        try:
+            st = os.statvfs(target)
+        except OSError as e:
+            raise output_error(e, f"cannot read the free space of {target}") from None
         budget = st.f_bavail * st.f_frsize - min_free
         writer = DumpWriter(dump, dump_level, compress, elf, threads, progress,
                             panic_cpu=summary.get("panic_cpu") or 0, byte_limit=max(budget, 0))
-        try:
-            stats = writer.write(os.path.join(target, name))
-            summary["complete"] = True
-        except DumpIncomplete:
-            stats = writer.stats
-            summary.update({"dump": stats, "seconds": round(time.monotonic() - t0, 3)})
-            _atomic_write(os.path.join(target, "summary.json"), json.dumps(summary, indent=1).encode())
-            raise
-        # symbols and exact CPU numbers once the dump is safe on disk
-        summary.update(crash_summary(dump, symbols=True)[0])
-        summary.update({"dump": stats, "seconds": round(time.monotonic() - t0, 3), "directory": target})
-        _atomic_write(os.path.join(target, "summary.json"), json.dumps(summary, indent=1).encode())
-    summary["removed"] = prune(base, keep)
+        stats = writer.write(os.path.join(target, name))
+        summary["complete"] = True
+    except BaseException as e:
+        if isinstance(e, KexecfwError) and _holds_something(target):
+            # the log and the dump of an incomplete (or failed) save are worth keeping: say what happened
+            summary.update({"dump": writer.stats if writer is not None else {}, "failed": e.message,
+                            "seconds": round(time.monotonic() - t0, 3)})
+            try:
+                _atomic_write(os.path.join(target, "summary.json"), json.dumps(summary, indent=1).encode())
+            except KexecfwError:
+                pass
+        else:
+            shutil.rmtree(target, ignore_errors=True)
+        raise
+    # symbols and exact CPU numbers once the dump is safe on disk
+    summary.update(crash_summary(dump, symbols=True)[0])
+    summary.update({"dump": stats, "seconds": round(time.monotonic() - t0, 3), "directory": target})
+    _atomic_write(os.path.join(target, "summary.json"), json.dumps(summary, indent=1).encode())
     return summary
+
+
+def _holds_something(directory: str) -> bool:
+    """Does ``directory`` hold a file under its final name (not a hidden partial one)?"""
+    try:
+        return any(not name.startswith(".") for name in os.listdir(directory))
+    except OSError:
+        return False
+
+
+def _remove_empty(path: str) -> None:
+    try:
+        os.rmdir(path)
+    except OSError:
+        pass     # not empty (or already gone): nothing of ours to clean
 
 
 def prune(base: str, keep: int) -> list[str]:

@@ -30,6 +30,7 @@ or share one stored copy, as makedumpfile does.
 """
 from __future__ import annotations
 
+import bisect
 import errno
 import os
 import signal
@@ -40,8 +41,8 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Iterator
 
 from kexecfw.elfnotes import ELF64_EHDR, ELF64_NHDR, ELF64_PHDR, ET_CORE, PT_LOAD, PT_NOTE, Note
-from kexecfw.errors import BadInputError, ExitCode, KexecfwError
-from kexecfw.vmcore.dumpfile import DumpFile, MemoryMissing
+from kexecfw.errors import BadInputError, ExitCode, KexecfwError, NoSpaceError, PermissionDeniedError
+from kexecfw.vmcore.dumpfile import DumpFile, MemoryLost, MemoryMissing, summarize_ranges
 from kexecfw.vmcore.kdumpfmt import (CODEC_FLAGS, DISK_DUMP_HEADER, DL_EXCLUDE_ZERO,
                                      DUMP_DH_COMPRESSED_INCOMPLETE, HEADER_VERSION, KDUMP_SIGNATURE,
                                      KDUMP_SUB_HEADER, PAGE_DESC)
@@ -52,6 +53,7 @@ CHUNK_PAGES = 256
 # so that dirty pages of a slow disk do not pile up (they count against the RSS budget's host).
 FLUSH_BYTES = 32 << 20
 NO_SPACE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+PERMISSION_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS}
 
 
 class DumpIncomplete(KexecfwError):
@@ -61,7 +63,46 @@ class DumpIncomplete(KexecfwError):
 
 
 class _NoSpace(Exception):
-    pass
+    """The output cannot grow: args[0] says why (a full disk, or the --min-free floor)."""
+
+    def __init__(self, why: str = "the disk filled up") -> None:
+        super().__init__(why)
+
+
+class LostPages:
+    """Pages the input says it holds that could not be read intact: how many, why (the first
+    reason), and where, as runs of pfns of which the first few are kept (the reads come in pfn
+    order, so a run grows at its end; memory stays constant however many pages are lost)."""
+
+    SHOWN = 3
+
+    def __init__(self) -> None:
+        self.pages = 0
+        self.runs = 0
+        self.first: list[tuple[int, int]] = []
+        self.why: str | None = None
+        self._end = -1
+
+    def add(self, pfn: int, why: str) -> None:
+        self.pages += 1
+        if self.why is None:
+            self.why = why
+        if pfn == self._end:
+            self._end += 1
+            if self.runs <= self.SHOWN:
+                self.first[-1] = (self.first[-1][0], self._end)
+            return
+        self.runs += 1
+        self._end = pfn + 1
+        if self.runs <= self.SHOWN:
+            self.first.append((pfn, pfn + 1))
+
+    def physical(self, page_size: int) -> list[tuple[int, int]]:
+        return [(lo * page_size, hi * page_size) for lo, hi in self.first]
+
+    def describe(self, page_size: int) -> str:
+        return (f"{self.pages} pages could not be read, at physical "
+                f"{summarize_ranges(self.physical(page_size), self.runs, self.SHOWN)} (the first: {self.why})")
 
 
 def _codec(name: str) -> Callable[[], Callable[[bytes], bytes]]:
@@ -138,6 +179,15 @@ def _runs(bitmap: bytes, max_pfn: int) -> Iterator[tuple[int, int]]:
         yield start, min(n * 8, max_pfn)
 
 
+def _mark_lost(results: list[tuple[bool, bytes, int]], lo: int,
+               lost: list[int] | None) -> list[tuple[bool, bytes, int]]:
+    """Chunk ``results`` with the pages in ``lost`` marked (True, b"", -1): not written, not described."""
+    if lost is not None:
+        for pfn in lost:
+            results[pfn - lo] = (True, b"", -1)
+    return results
+
+
 def notes_blob(notes: list[Note]) -> tuple[bytes, int | None, int]:
     """Serialize notes as Elf64_Nhdr records; return (blob, VMCOREINFO desc offset, its size)."""
     out = bytearray()
@@ -202,6 +252,9 @@ class DumpWriter:
         # A copy of a cut-short or incomplete dump holds no more than it: it is saved (what is there
         # is worth keeping) but never marked complete.
         self.input_missing = dump.missing_memory()
+        self.lost = LostPages()
+        self.stopped: str | None = None    # why the output could not grow (disk full, --min-free floor)
+        self._range_index: tuple[list[int], list] | None = None
 
     # --- planning -----------------------------------------------------------------------
     def _bitmaps(self) -> tuple[bytearray, bytearray, int]:
@@ -251,33 +304,58 @@ class DumpWriter:
         return pfns
 
     # --- reading and compressing ----------------------------------------------------------
-    def _read_pages(self, lo: int, hi: int) -> bytes:
+    def _read_pages(self, lo: int, hi: int) -> tuple[bytes, list[int] | None]:
+        """Pages [lo, hi) and the pfns of those lost (None when all were read: the common case)."""
         ps = self.page_size
         try:
-            return self.dump.read_phys(lo * ps, (hi - lo) * ps)
+            return self.dump.read_phys(lo * ps, (hi - lo) * ps), None
         except MemoryMissing:
-            out = bytearray()
-            for pfn in range(lo, hi):
-                out += self._read_page_padded(pfn)
-            return bytes(out)
+            return self._read_pages_one_by_one(lo, hi)
 
-    def _read_page_padded(self, pfn: int) -> bytes:
-        """A page that lies partly in a hole (PT_LOADs need not be page aligned): zeros where absent."""
+    def _read_pages_one_by_one(self, lo: int, hi: int) -> tuple[bytes, list[int] | None]:
+        """Pages [lo, hi) of which some could not be read: zeros where memory is absent (a page partly
+        in a hole: PT_LOADs need not be page aligned), and lost pages counted in ``self.lost``."""
         ps = self.page_size
-        try:
-            return self.dump.read_phys(pfn * ps, ps)
-        except MemoryMissing:
-            pass
-        page = bytearray(ps)
+        out = bytearray()
+        lost: list[int] = []
+        for pfn in range(lo, hi):
+            try:
+                out += self.dump.read_phys(pfn * ps, ps)
+                continue
+            except MemoryLost as e:
+                why = e.why
+            except MemoryMissing:
+                page, why = self._partial_page(pfn)
+                if why is None:
+                    out += page
+                    continue
+            self.lost.add(pfn, why)
+            lost.append(pfn)
+            out += self.zero_page
+        return bytes(out), lost or None
+
+    def _partial_page(self, pfn: int) -> tuple[bytes, str | None]:
+        """Page ``pfn`` from the pieces of it the dump's ranges cover, zeros elsewhere; with the reason
+        a piece was lost (None if none was). The ranges are indexed once, on the first such page."""
+        if self._range_index is None:
+            ranges = self.dump.ranges()
+            self._range_index = ([r.start for r in ranges], ranges)
+        starts, ranges = self._range_index
+        ps = self.page_size
         base = pfn * ps
-        for r in self.dump.ranges():
-            lo, hi = max(r.start, base), min(r.end, base + ps)
+        page = bytearray(ps)
+        i = max(bisect.bisect_right(starts, base) - 1, 0)
+        while i < len(ranges) and ranges[i].start < base + ps:
+            lo, hi = max(ranges[i].start, base), min(ranges[i].end, base + ps)
+            i += 1
             if lo < hi:
                 try:
                     page[lo - base:hi - base] = self.dump.read_phys(lo, hi - lo)
+                except MemoryLost as e:
+                    return self.zero_page, e.why
                 except MemoryMissing:
                     pass
-        return bytes(page)
+        return bytes(page), None
 
     def _compress_chunk(self, raw: bytes) -> list[tuple[bool, bytes, int]]:
         fn = getattr(self._local, "fn", None)
@@ -312,18 +390,20 @@ class DumpWriter:
             # compress faster, and each thread's malloc arena fragments, which made the peak RSS
             # grow with the dump (+2 MiB from a 1 GiB to an 8 GiB guest); inline it stays flat.
             for lo, hi in self._chunks(bm2, max_pfn):
-                yield lo, hi, self._compress_chunk(self._read_pages(lo, hi))
+                raw, lost = self._read_pages(lo, hi)
+                yield lo, hi, _mark_lost(self._compress_chunk(raw), lo, lost)
             return
         window = 2 * self.threads + 2
         pending: list = []
         with ThreadPoolExecutor(self.threads) as pool:
             for lo, hi in self._chunks(bm2, max_pfn):
-                pending.append((lo, hi, pool.submit(self._compress_chunk, self._read_pages(lo, hi))))
+                raw, lost = self._read_pages(lo, hi)
+                pending.append((lo, hi, lost, pool.submit(self._compress_chunk, raw)))
                 if len(pending) >= window:
-                    lo0, hi0, fut = pending.pop(0)
-                    yield lo0, hi0, fut.result()
-            for lo0, hi0, fut in pending:
-                yield lo0, hi0, fut.result()
+                    lo0, hi0, lost0, fut = pending.pop(0)
+                    yield lo0, hi0, _mark_lost(fut.result(), lo0, lost0)
+            for lo0, hi0, lost0, fut in pending:
+                yield lo0, hi0, _mark_lost(fut.result(), lo0, lost0)
 
     # --- output -----------------------------------------------------------------------
     def write(self, out: str) -> dict:
@@ -339,7 +419,9 @@ class DumpWriter:
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         except OSError as e:
-            raise BadInputError(f"cannot create {tmp}: {e.strerror}") from None
+            if old_xfsz is not None:
+                signal.signal(signal.SIGXFSZ, old_xfsz)
+            raise output_error(e, f"cannot create a file in {directory}") from None
         complete = False
         try:
             os.fchmod(fd, 0o600)
@@ -352,11 +434,12 @@ class DumpWriter:
             except OSError as e:
                 if e.errno not in NO_SPACE_ERRNOS:
                     raise
+                self.stopped = self.stopped or _no_space_why(e)
                 complete = False
         except OSError as e:
             os.close(fd)
             os.unlink(tmp)
-            raise KexecfwError(f"writing {out} failed: {e.strerror}") from None
+            raise output_error(e, f"writing {out} failed") from None
         except BaseException:
             os.close(fd)
             os.unlink(tmp)
@@ -365,6 +448,15 @@ class DumpWriter:
             if old_xfsz is not None:
                 signal.signal(signal.SIGXFSZ, old_xfsz)
         os.close(fd)
+        self.stats["pages_lost"] = self.lost.pages + self.dump.lost_pages()
+        if self.lost.pages:
+            complete = False
+            self.stats["lost_ranges"] = [f"{a:#x}..{b:#x}" for a, b in self.lost.physical(self.page_size)]
+            self.stats["lost_runs"] = self.lost.runs
+        if not complete and os.stat(tmp).st_size == 0:
+            os.unlink(tmp)
+            raise DumpIncomplete(f"{self.stopped or 'the disk filled up'} before anything could be written: "
+                                 f"nothing was saved, the dump is incomplete (no {out} left)")
         final = out if complete else out + ".incomplete"
         os.replace(tmp, final)
         try:
@@ -380,13 +472,24 @@ class DumpWriter:
         self.stats["bytes"] = os.stat(final).st_blocks * 512
         self.stats["size"] = os.stat(final).st_size
         if not complete:
-            written, planned = self.stats.get("pages_written", 0), self.stats.get("pages_planned", 0)
-            if written == planned and self.input_missing is not None:
-                raise DumpIncomplete(f"{self.input_missing}: {final} holds the {written} pages there are "
-                                     "and is marked incomplete")
-            raise DumpIncomplete(f"the disk filled up: {final} holds {written} of {planned} pages "
-                                 "and is marked incomplete")
+            raise DumpIncomplete(self._incomplete_message(final))
         return self.stats
+
+    def _incomplete_message(self, final: str) -> str:
+        written = self.stats.get("pages_written", 0)
+        planned = self.stats.get("pages_planned", 0) - self.stats.get("pages_zero_excluded", 0)
+        why = [w for w in (self.input_missing, self.lost.pages and self.lost.describe(self.page_size),
+                           self.stopped) if w]
+        self.stats["incomplete"] = "; ".join(why)
+        if written == 0:
+            held = "holds no page (nothing of the memory could be written)"
+        elif written == planned and self.stopped is None:
+            held = f"holds the {written} pages there are"
+        elif self.stopped is None:
+            held = f"holds the {written} of {planned} pages that could be read"
+        else:
+            held = f"holds {written} of {planned} pages"
+        return f"{'; '.join(why)}: {final} {held} and is marked incomplete"
 
     def _flush(self, fd: int) -> None:
         try:
@@ -394,20 +497,20 @@ class DumpWriter:
             os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
         except OSError as e:
             if e.errno in NO_SPACE_ERRNOS:
-                raise _NoSpace() from None
+                raise _NoSpace(_no_space_why(e)) from None
             if e.errno not in (errno.EINVAL, errno.ENOSYS, errno.EROFS):
                 raise
 
     def _pwrite(self, fd: int, data: bytes, offset: int) -> None:
         if self.byte_limit is not None and offset + len(data) > self.byte_limit:
-            raise _NoSpace()
+            raise _NoSpace("the dump reached the free space it may use (--min-free)")
         view = memoryview(data)
         while view:
             try:
                 n = os.pwrite(fd, view, offset)
             except OSError as e:
                 if e.errno in NO_SPACE_ERRNOS:
-                    raise _NoSpace() from None
+                    raise _NoSpace(_no_space_why(e)) from None
                 raise
             if n == 0:
                 raise _NoSpace()
@@ -458,7 +561,8 @@ class DumpWriter:
             self._pwrite(fd, sub + blob, ps)
             self._pwrite(fd, bytes(bm1).ljust(bitmap_len, b"\0"), bitmap_at)
             self._pwrite(fd, bytes(bm2).ljust(bitmap_len, b"\0"), bitmap_at + bitmap_len)
-        except _NoSpace:
+        except _NoSpace as e:
+            self.stopped = e.args[0]
             self.stats["pages_written"] = 0
             return False
         data_pos = data_at
@@ -467,6 +571,7 @@ class DumpWriter:
         done = 0
         flushed = data_pos
         complete = True
+        zero_excluded = 0
         try:
             # the one stored zero page every kept zero page points to (as makedumpfile does)
             c = self.make_compress()(self.zero_page) if CODEC_FLAGS[self.codec] else self.zero_page
@@ -480,8 +585,12 @@ class DumpWriter:
                 descs = bytearray()
                 for i, (is_zero, payload, flag) in enumerate(results):
                     if is_zero:
+                        if flag < 0:                                # lost: not in the output
+                            _bit(bm2, lo + i, False)
+                            continue
                         if self.level & DL_EXCLUDE_ZERO and lo + i not in self.protected:
                             _bit(bm2, lo + i, False)        # -d 1: zero pages are not dumped
+                            zero_excluded += 1
                             continue
                         descs += zero_desc
                         continue
@@ -497,7 +606,8 @@ class DumpWriter:
                     flushed = data_pos
                 done += len(results)
                 progress.update(done)
-        except _NoSpace:
+        except _NoSpace as e:
+            self.stopped = e.args[0]
             complete = False
             # Pages from the failed chunk on were not described: drop them from the 2nd bitmap.
             n_desc = (desc_pos - desc_at) // PAGE_DESC.size
@@ -510,15 +620,17 @@ class DumpWriter:
                         _bit(bm2, pfn, False)
         progress.update(done, force=True)
         self.stats["pages_written"] = (desc_pos - desc_at) // PAGE_DESC.size
+        self.stats["pages_zero_excluded"] = zero_excluded
         self.stats["data_bytes"] = data_pos - data_at
-        complete = complete and self.input_missing is None
+        complete = complete and self.input_missing is None and not self.lost.pages
         status = CODEC_FLAGS[self.codec] | (0 if complete else DUMP_DH_COMPRESSED_INCOMPLETE)
         try:
             # Both rewrites land on blocks allocated at the start: they work on a full disk too.
             self._pwrite(fd, bytes(bm2).ljust(bitmap_len, b"\0"), bitmap_at + bitmap_len)
             self._pwrite(fd, self._header(status, sub_hdr_size, bitmap_blocks, max_pfn,
                                           self.stats["pages_written"]), 0)
-        except _NoSpace:
+        except _NoSpace as e:
+            self.stopped = self.stopped or e.args[0]
             return False
         return complete
 
@@ -577,7 +689,7 @@ class DumpWriter:
             for lo, hi in runs:
                 for a in range(lo, hi, CHUNK_PAGES):
                     b = min(a + CHUNK_PAGES, hi)
-                    raw = self._read_pages(a, b)
+                    raw, _ = self._read_pages(a, b)          # lost pages stay holes (zeros)
                     for i in range(b - a):
                         page = raw[i * ps:(i + 1) * ps]
                         if page != self.zero_page:
@@ -586,13 +698,14 @@ class DumpWriter:
                     done += b - a
                     progress.update(done)
             os.ftruncate(fd, pos)
-        except _NoSpace:
+        except _NoSpace as e:
+            self.stopped = e.args[0]
             progress.update(done, force=True)
-            self.stats["pages_written"] = done
+            self.stats["pages_written"] = done - self.lost.pages
             return False
         progress.update(done, force=True)
-        self.stats["pages_written"] = done
-        return self.input_missing is None
+        self.stats["pages_written"] = done - self.lost.pages
+        return self.input_missing is None and not self.lost.pages
 
 
 def flatten(src: str, dst_fd: int, piece: int = 1 << 20) -> None:
@@ -624,3 +737,17 @@ def flatten(src: str, dst_fd: int, piece: int = 1 << 20) -> None:
             f.seek(offset - 1)
             put(FLAT_DATA_HEADER.pack(offset - 1, 1) + f.read(1))
     put(FLAT_DATA_HEADER.pack(END_FLAG_FLAT_HEADER, END_FLAG_FLAT_HEADER))
+
+
+def _no_space_why(e: OSError) -> str:
+    return "the output reached the file size limit" if e.errno == errno.EFBIG else "the disk filled up"
+
+
+def output_error(e: OSError, what: str) -> KexecfwError:
+    """``e`` from creating or writing output as the error of its class: permission (a read-only
+    filesystem too), no space, or else a plain failure."""
+    if e.errno in PERMISSION_ERRNOS:
+        return PermissionDeniedError(f"{what}: {e.strerror}")
+    if e.errno in NO_SPACE_ERRNOS:
+        return NoSpaceError(f"{what}: {e.strerror}")
+    return KexecfwError(f"{what}: {e.strerror}")
