@@ -12,24 +12,45 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kexecfw.errors import BadInputError
+from kexecfw.memory.ranges import ADDRESS_LIMIT
+
+
+# The largest CONFIG_NR_CPUS any kernel kexecfw loads can have: 8192 on x86_64 (MAXSMP; arch/x86/Kconfig
+# "range 2 8192"), 4096 on arm64 (arch/arm64/Kconfig "range 2 4096"). CPU numbers are below it.
+NR_CPUS_MAX = 8192
+# The size of a note buffer sysfs points at: note_buf_t is a few hundred bytes, VMCOREINFO's note a page or two.
+NOTE_SIZE_MAX = 1 << 20
 
 
 def parse_cpu_list(text: str) -> list[int]:
-    """Parse the kernel's CPU list format (``0-3,6,8-9``) as in /sys/devices/system/cpu/online."""
+    """Parse the kernel's CPU list format (``0-3,6,8-9``) as in /sys/devices/system/cpu/online.
+
+    Every CPU number is below NR_CPUS_MAX and the parts ascend without overlapping, as the kernel
+    prints them (bitmap_print_to_pagebuf), so a list holds at most NR_CPUS_MAX numbers."""
     cpus: list[int] = []
     for part in text.strip().split(","):
         part = part.strip()
         if not part:
             continue
         try:
-            if "-" in part:
-                lo, hi = part.split("-", 1)
-                cpus.extend(range(int(lo), int(hi) + 1))
-            else:
-                cpus.append(int(part))
+            lo, dash, hi = part.partition("-")
+            first, last = int(lo), int(hi) if dash else int(lo)
         except ValueError:
-            raise BadInputError(f"malformed CPU list {text.strip()!r}") from None
+            raise BadInputError(f"malformed CPU list {_shown(text)}: {_shown(part)} is not N or N-M") from None
+        if not 0 <= first <= last < NR_CPUS_MAX:
+            raise BadInputError(f"CPU list {_shown(text)}: {_shown(part)} is not a range of CPU numbers 0 to "
+                                f"{NR_CPUS_MAX - 1} (the kernel's largest NR_CPUS is {NR_CPUS_MAX})")
+        if cpus and first <= cpus[-1]:
+            raise BadInputError(f"CPU list {_shown(text)}: {_shown(part)} does not come after CPU {cpus[-1]} "
+                                "(list the CPUs in ascending order, each once)")
+        cpus.extend(range(first, last + 1))
     return cpus
+
+
+def _shown(text: str) -> str:
+    """``text`` quoted for a message, cut to a line's worth."""
+    text = text.strip()
+    return repr(text if len(text) <= 60 else text[:57] + "...")
 
 
 @dataclass(frozen=True)
@@ -104,7 +125,10 @@ class Sysroot:
                 addr = int(text.strip(), 16)
                 size = int(size_text.strip()) if size_text else 0
             except ValueError:
-                raise BadInputError(f"malformed {self.path(base)}/crash_notes: {text.strip()!r}") from None
+                raise BadInputError(f"malformed {self.path(base)}/crash_notes: {_shown(text)}") from None
+            if not 0 <= addr < ADDRESS_LIMIT or not 0 <= size <= NOTE_SIZE_MAX:
+                raise BadInputError(f"{self.path(base)}/crash_notes{{,_size}}: address {addr:#x} or size {size} "
+                                    f"out of range (a 64-bit address, at most {NOTE_SIZE_MAX} bytes)")
             notes.append(CrashNote(cpu, addr, size))
         return notes
 
@@ -112,9 +136,13 @@ class Sysroot:
         """Physical address and size of the VMCOREINFO note (sys/kernel/vmcoreinfo)."""
         text = self.read_text("sys/kernel/vmcoreinfo").split()
         try:
-            return int(text[0], 16), int(text[1], 16)
+            addr, size = int(text[0], 16), int(text[1], 16)
         except (IndexError, ValueError):
-            raise BadInputError(f"malformed {self.path('sys/kernel/vmcoreinfo')}: {' '.join(text)!r}") from None
+            raise BadInputError(f"malformed {self.path('sys/kernel/vmcoreinfo')}: {_shown(' '.join(text))}") from None
+        if not 0 <= addr < ADDRESS_LIMIT or not 0 < size <= NOTE_SIZE_MAX:
+            raise BadInputError(f"{self.path('sys/kernel/vmcoreinfo')}: address {addr:#x} or size {size:#x} out of "
+                                f"range (a 64-bit address, 1 to {NOTE_SIZE_MAX} bytes)")
+        return addr, size
 
     def kexec_state(self) -> dict[str, int]:
         """sys/kernel/kexec_{loaded,crash_loaded,crash_size}; absent files are left out."""

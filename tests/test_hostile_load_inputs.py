@@ -7,7 +7,10 @@ CLI's --arch handling.
 """
 from __future__ import annotations
 
+import shutil
 import struct
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -21,6 +24,20 @@ from kexecfw.plugins.x86_64 import PURGATORY_OBJECT as X86_64_PURGATORY
 from kexecfw.plugins.x86_64.relocations import X86_64_RELOCATIONS
 from kexecfw.purgatory import PurgatoryLayout
 from kexecfw.purgatory.elfrel import ELF64_RELA, ELF64_SHDR, ELF64_SYM, SHT_NOBITS, SHT_RELA, RelocatableElf
+from tests.conftest import REPO, fixture_path
+
+
+def kexecfw(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "kexecfw", *args], capture_output=True, text=True, timeout=120,
+                          cwd=REPO)
+
+
+def one_line_error(proc: subprocess.CompletedProcess, exit_code: int) -> str:
+    """The CLI's single stderr line, after checking its exit code and that nothing else was printed."""
+    assert proc.returncode == exit_code, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("kexecfw: error: "), proc.stderr
+    return lines[0]
 
 # ---- the purgatory linker ------------------------------------------------------------------------------
 
@@ -157,3 +174,75 @@ def test_every_byte_of_the_relocations_and_symbols_mutated(purgatory: tuple[str,
             except KexecfwError:
                 outcomes["refused"] += 1
     assert outcomes["refused"] > 100 and sum(outcomes.values()) == sum(t.size for t in tables)
+
+
+# ---- ranges read from a sysroot, CPU lists, sizes ----------------------------------------------------------
+
+@pytest.fixture
+def x86_64_sysroot(tmp_path: Path) -> Path:
+    root = tmp_path / "sysroot"
+    shutil.copytree(fixture_path("x86_64", "sysroot"), root)
+    return root
+
+
+@pytest.mark.parametrize("start, end, words", [
+    ("0x9fc00", "0x5", r"memmap/1: ends before it starts \(0x9fc00-0x5\)"),
+    ("-0x10", "0x9ffff", r"memmap/1: -0x10-0x9ffff is not a range of 64-bit addresses"),
+    ("0x9fc00", "0x10000000000000000", r"memmap/1: 0x9fc00-0x10000000000000000 is not a range of 64-bit"),
+])
+def test_firmware_memmap_entry_out_of_order_or_range(x86_64_sysroot: Path, start: str, end: str,
+                                                     words: str) -> None:
+    entry = x86_64_sysroot / "sys/firmware/memmap/1"
+    (entry / "start").write_text(start + "\n")
+    (entry / "end").write_text(end + "\n")
+    line = one_line_error(kexecfw("--sysroot", str(x86_64_sysroot), "memmap"), 3)
+    assert __import__("re").search(words, line), line
+
+
+@pytest.mark.parametrize("bad, words", [
+    ("00002000-00001000", "line 3: ends before it starts (0x2000-0x1000)"),
+    ("1ffffffffffffffff-2ffffffffffffffff", "line 3: 0x1ffffffffffffffff-0x2ffffffffffffffff is not a range of "
+                                            "64-bit addresses"),
+])
+def test_iomem_line_out_of_order_or_range(x86_64_sysroot: Path, bad: str, words: str) -> None:
+    iomem = x86_64_sysroot / "proc/iomem"
+    lines = iomem.read_text().splitlines()
+    lines[2] = bad + " : Reserved"
+    iomem.write_text("\n".join(lines) + "\n")
+    assert words in one_line_error(kexecfw("--sysroot", str(x86_64_sysroot), "memmap"), 3)
+
+
+@pytest.mark.parametrize("text, words", [
+    ("0-99999999999", "'0-99999999999' is not a range of CPU numbers 0 to 8191 (the kernel's largest NR_CPUS is 8192)"),
+    ("5-2", "'5-2' is not a range of CPU numbers"),
+    ("0-3,2", "'2' does not come after CPU 3"),
+    ("0-", "'0-' is not N or N-M"),
+])
+def test_cpu_lists_are_bounded(text: str, words: str) -> None:
+    from kexecfw.sysroot import parse_cpu_list
+    with pytest.raises(BadInputError) as e:
+        parse_cpu_list(text)
+    assert words in e.value.message
+    assert parse_cpu_list("0-8191")[-1] == 8191 and parse_cpu_list("0-1,4,6-7\n") == [0, 1, 4, 6, 7]
+
+
+def test_sysroot_cpu_list_past_nr_cpus(x86_64_sysroot: Path) -> None:
+    from kexecfw.sysroot import Sysroot
+    (x86_64_sysroot / "sys/devices/system/cpu/possible").write_text("0-4294967295\n")
+    with pytest.raises(BadInputError, match="not a range of CPU numbers 0 to 8191"):
+        Sysroot(x86_64_sysroot).crash_notes()
+
+
+def test_online_cpus_option_is_bounded(tmp_path: Path) -> None:
+    import lzma
+    dump = tmp_path / "vmcore.elf"
+    dump.write_bytes(lzma.decompress(fixture_path("x86_64", "capture", "vmcore-mini.elf.xz").read_bytes()))
+    line = one_line_error(kexecfw("vmcore", "notes", "--online-cpus", "0-99999999999", str(dump)), 3)
+    assert "not a range of CPU numbers 0 to 8191" in line
+
+
+@pytest.mark.parametrize("n, text", [(0, "0 B"), (1536, "1.5 KiB"), (3 << 30, "3 GiB"), ((1 << 64) - 1, "16.0 EiB"),
+                                     (1 << 1100, f"{1 << 1040} EiB")])
+def test_human_size_of_any_integer(n: int, text: str) -> None:
+    from kexecfw.cli.common import human_size
+    assert human_size(n) == text

@@ -34,9 +34,13 @@ def print_json(doc: dict[str, Any]) -> None:
 
 
 def human_size(n: int) -> str:
-    for unit, shift in (("GiB", 30), ("MiB", 20), ("KiB", 10)):
+    """``n`` bytes in the largest binary unit it reaches, to a tenth (whole when exact). Integer
+    arithmetic: a size read from a file may be any integer, far past what a float holds."""
+    for unit, shift in (("EiB", 60), ("PiB", 50), ("TiB", 40), ("GiB", 30), ("MiB", 20), ("KiB", 10)):
         if n >= 1 << shift:
-            v = n / (1 << shift)
-            return f"{v:.0f} {unit}" if v == int(v) else f"{v:.1f} {unit}"
+            if not n % (1 << shift):
+                return f"{n >> shift} {unit}"
+            whole, tenth = divmod((n * 10 + (1 << (shift - 1))) >> shift, 10)
+            return f"{whole}.{tenth} {unit}"
     return f"{n} B"
 

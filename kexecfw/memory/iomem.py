@@ -44,11 +44,9 @@ def parse_iomem(text: str, source: str = "proc/iomem") -> MemoryMap:
         m = _LINE.match(line)
         if not m:
             raise BadInputError(f"{source}: line {lineno} is not 'start-end : name': {line.strip()[:60]!r}")
-        start, last = int(m["start"], 16), int(m["end"], 16)
-        if last < start:
-            raise BadInputError(f"{source}: line {lineno} ends before it starts: {line.strip()[:60]!r}")
+        span = Range.read(int(m["start"], 16), int(m["end"], 16), f"{source}: line {lineno}")
         name = m["name"].strip()
-        regions.append(Region(Range.inclusive(start, last), classify(name), name, len(m["indent"]) // 2))
+        regions.append(Region(span, classify(name), name, len(m["indent"]) // 2))
     if not regions:
         raise BadInputError(f"{source} is empty")
     if all(r.start == 0 and r.range.last == 0 for r in regions):

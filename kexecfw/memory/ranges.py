@@ -9,6 +9,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterable
 
+from kexecfw.errors import BadInputError
+
+# Physical addresses are 64-bit on every architecture kexecfw handles; a number read from a file
+# beyond that is damage, not an address.
+ADDRESS_LIMIT = 1 << 64
+
 
 @dataclass(frozen=True, order=True)
 class Range:
@@ -22,6 +28,16 @@ class Range:
     @classmethod
     def inclusive(cls, start: int, last: int) -> "Range":
         """Range from the kernel's inclusive notation ``start-last``."""
+        return cls(start, last + 1)
+
+    @classmethod
+    def read(cls, start: int, last: int, what: str) -> "Range":
+        """Range.inclusive of two numbers read from a file (``what`` names it): BadInputError when
+        the end lies before the start or either is not a 64-bit address."""
+        if not 0 <= start < ADDRESS_LIMIT or not 0 <= last < ADDRESS_LIMIT:
+            raise BadInputError(f"{what}: {start:#x}-{last:#x} is not a range of 64-bit addresses")
+        if last < start:
+            raise BadInputError(f"{what}: ends before it starts ({start:#x}-{last:#x})")
         return cls(start, last + 1)
 
     @property

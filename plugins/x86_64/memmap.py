@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from kexecfw.errors import BadInputError
 from kexecfw.memory.iomem import classify, read_iomem
 from kexecfw.memory.model import MemoryMap, Region, RegionKind
-from kexecfw.memory.ranges import Range, merge
+from kexecfw.memory.ranges import ADDRESS_LIMIT, Range, merge
 from kexecfw.sysroot import Sysroot
 
 FIRMWARE_MEMMAP = "sys/firmware/memmap"
@@ -64,11 +64,10 @@ def read_firmware_memmap(sysroot: Sysroot) -> list[Region] | None:
             last = int(sysroot.read_text(f"{rel}/end").strip(), 16)
         except ValueError:
             raise BadInputError(f"{sysroot.path(rel)}: start/end are not hex numbers") from None
+        span = Range.read(start, last, str(sysroot.path(rel)))
         name = sysroot.read_text(f"{rel}/type").strip()
-        if last < start:
-            raise BadInputError(f"{sysroot.path(rel)}: ends at {last:#x} before it starts at {start:#x}")
         kind = _FIRMWARE_KINDS.get(name.lower(), classify(name))
-        regions.append(Region(Range.inclusive(start, last), kind, name, 0))
+        regions.append(Region(span, kind, name, 0))
     return sorted(regions, key=lambda r: r.start) or None
 
 
@@ -85,7 +84,11 @@ def read_efi_runtime_map(sysroot: Sysroot) -> list[EfiRuntimeRegion]:
                       for f in ("type", "phys_addr", "virt_addr", "num_pages", "attribute")]
         except ValueError:
             raise BadInputError(f"{sysroot.path(rel)}: malformed EFI runtime map entry") from None
-        out.append(EfiRuntimeRegion(*values))
+        region = EfiRuntimeRegion(*values)
+        if not all(0 <= v < ADDRESS_LIMIT for v in values) or region.range.end > ADDRESS_LIMIT:
+            raise BadInputError(f"{sysroot.path(rel)}: its numbers are not 64-bit values or its "
+                                f"{region.num_pages} pages run past 64-bit addresses")
+        out.append(region)
     return out
 
 
