@@ -22,7 +22,7 @@ os.environ[TEST_SESSION_ENV] = "1"
 REQUIRE_ORACLES_ENV = "KEXECFW_REQUIRE_ORACLES"
 
 
-def _oracle_missing(what: str, install: str) -> None:
+def oracle_missing(what: str, install: str) -> None:
     reason = f"oracle {what} missing: {install}"
     if os.environ.get(REQUIRE_ORACLES_ENV) == "1":
         pytest.fail(f"{reason} (${REQUIRE_ORACLES_ENV}=1)", pytrace=False)
@@ -34,7 +34,7 @@ def oracle(tool: str, package: str) -> str:
     or runs; a skip that says what to install when it is missing (a failure under $KEXECFW_REQUIRE_ORACLES=1)."""
     path = shutil.which(tool)
     if path is None:
-        _oracle_missing(tool, f"apt-get install {package}")
+        oracle_missing(tool, f"apt-get install {package}")
     return path
 
 
@@ -44,7 +44,7 @@ def oracle_module(name: str, install: str) -> ModuleType:
     try:
         return importlib.import_module(name)
     except ImportError:
-        _oracle_missing(f"Python module {name}", install)
+        oracle_missing(f"Python module {name}", install)
         raise  # not reached: skip and fail raise
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from kexecfw.lab.targets import GENERATIONS
-from tests.conftest import debian_kernel_or_skip, fixture_kernel_package, fixture_path
+from tests.conftest import debian_kernel_or_skip, fixture_kernel_package, fixture_path, oracle, oracle_missing
 
 
 def arm64_kernel(generation: str = "6.1") -> Path:
@@ -47,11 +47,19 @@ def arm64_fixture() -> Path:
     return fixture_path("arm64")
 
 
+# the Debian package of each build tool the arm64 tests run (setup.sh installs them)
+TOOL_PACKAGES = {"aarch64-linux-gnu-gcc": "gcc-aarch64-linux-gnu", "aarch64-linux-gnu-ld": "binutils-aarch64-linux-gnu",
+                 "gcc": "gcc", "cpio": "cpio"}
+
+
 def need_tool(name: str) -> str:
-    path = shutil.which(name)
-    if path is None:
-        pytest.skip(f"{name} is not installed (see setup.sh)")
-    return path
+    return oracle(name, TOOL_PACKAGES.get(name, name))
+
+
+def need_cross_libc() -> None:
+    """The static aarch64 C library the test programs link against (libc6-dev-arm64-cross)."""
+    if not Path("/usr/aarch64-linux-gnu/lib/libc.a").exists():
+        oracle_missing("aarch64 libc.a", "apt-get install libc6-dev-arm64-cross")
 
 
 def build_initramfs(dest: Path, init_source: Path, extra: dict[str, Path] | None = None) -> Path:
@@ -59,8 +67,7 @@ def build_initramfs(dest: Path, init_source: Path, extra: dict[str, Path] | None
     ``extra`` files (name in the archive -> file on the host)."""
     gcc = need_tool("aarch64-linux-gnu-gcc")
     need_tool("cpio")
-    if not Path("/usr/aarch64-linux-gnu/lib/libc.a").exists():
-        pytest.skip("libc6-dev-arm64-cross is not installed (see setup.sh)")
+    need_cross_libc()
     root = dest / "root"
     for d in ("dev", "proc", "sys"):
         (root / d).mkdir(parents=True, exist_ok=True)

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from kexecfw.plugins.arm64 import PURGATORY_OBJECT
-from tests.arm64.conftest import need_tool
+from tests.arm64.conftest import need_cross_libc, need_tool
 from tests.conftest import REPO, oracle
 
 COMMON = REPO / "kexecfw" / "purgatory"
@@ -110,8 +110,7 @@ def test_shipped_aarch64_object_under_qemu_user(tmp_path: Path) -> None:
     """The prebuilt purgatory.ro's own sha256 and check, linked into a static aarch64 program."""
     gcc = need_tool("aarch64-linux-gnu-gcc")
     qemu = oracle("qemu-aarch64-static", "qemu-user-static")
-    if not Path("/usr/aarch64-linux-gnu/lib/libc.a").exists():
-        pytest.skip("libc6-dev-arm64-cross is not installed (see setup.sh)")
+    need_cross_libc()
     harness = tmp_path / "harness"
     subprocess.run([gcc, "-static", "-O1", f"-I{COMMON}", "-o", str(harness),
                     str(Path(__file__).with_name("sha256_harness.c")), str(PURGATORY_OBJECT)], check=True)

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import gzip
 import io
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -11,8 +10,14 @@ import pytest
 
 from kexecfw.lab.cpio import CpioWriter, align4
 from kexecfw.lab.initramfs import concatenate, write_tree
+from tests.conftest import oracle
 
-pytestmark = pytest.mark.skipif(shutil.which("cpio") is None, reason="GNU cpio is not installed (apt-get install cpio)")
+
+
+@pytest.fixture(autouse=True)
+def gnu_cpio() -> str:
+    """GNU cpio, the oracle every test here reads the archives back with."""
+    return oracle("cpio", "cpio")
 
 
 def _archive(build) -> bytes:

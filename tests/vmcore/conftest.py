@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import lzma
-import shutil
 from pathlib import Path
 
 import pytest
@@ -31,7 +30,7 @@ def mini_vmcores(fixtures: Path, tmp_path_factory) -> dict[str, Path]:
     for arch in ARCHES:
         src = fixtures / arch / "capture" / "vmcore-mini.elf.xz"
         if not src.is_file():
-            pytest.skip(f"{src} missing")
+            pytest.fail(f"test data {src} missing")
         dst = out / f"{arch}.elf"
         dst.write_bytes(lzma.decompress(src.read_bytes()))
         paths[arch] = dst
@@ -42,6 +41,3 @@ def mini_vmcores(fixtures: Path, tmp_path_factory) -> dict[str, Path]:
 def expected_dmesg(fixtures: Path) -> dict[str, bytes]:
     return {a: (fixtures / a / "capture" / "vmcore-dmesg.txt").read_bytes() for a in ARCHES}
 
-
-def have(tool: str) -> bool:
-    return shutil.which(tool) is not None

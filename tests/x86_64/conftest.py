@@ -8,7 +8,7 @@ import pytest
 from kexecfw.lab.errors import LabError
 from kexecfw.lab.kernels import debian_kernel
 from kexecfw.lab.targets import GENERATIONS
-from tests.conftest import fixture_kernel, fixture_kernel_package, fixtures_dir
+from tests.conftest import fixture_kernel, fixture_kernel_package, fixture_path
 
 HDRS = b"HdrS"
 
@@ -54,17 +54,9 @@ def fixture_bzimage() -> Path:
 
 @pytest.fixture(scope="session")
 def x86_sysroot() -> Path:
-    base = fixtures_dir()
-    root = base / "x86_64" / "sysroot" if base else None
-    if root is None or not root.is_dir():
-        pytest.skip("x86_64 fixture sysroot not present")
-    return root
+    return fixture_path("x86_64", "sysroot")
 
 
 @pytest.fixture(scope="session")
 def kexec_tools_debug() -> str:
-    base = fixtures_dir()
-    path = base / "x86_64" / "kexec-tools" / "kexec-p-debug.txt" if base else None
-    if path is None or not path.is_file():
-        pytest.skip("kexec-tools debug output of the x86_64 fixture not present")
-    return path.read_text()
+    return fixture_path("x86_64", "kexec-tools", "kexec-p-debug.txt").read_text()
