@@ -35,6 +35,8 @@ ARCH_BOUNDS: dict[int, ArchBounds] = {
     EM_RISCV: ArchBounds("riscv64", (4096,), 56),
 }
 ANY_ARCH = ArchBounds("unknown architecture", (4096, 8192, 16384, 32768, 65536), 57)
+# arch/arm64/Kconfig ARM64_VA_BITS: 36 (16K pages, 2 levels) to 52 bits of kernel virtual address
+ARM64_MIN_VA_BITS, ARM64_MAX_VA_BITS = 36, 52
 
 
 def arch_bounds(machine: int) -> ArchBounds:
@@ -81,17 +83,21 @@ class CheckedInfo:
     checked against the bound given, or None when VMCOREINFO lacks the key; their ``need_*``
     forms raise BadInputError instead, saying what cannot be done without it (``why``). A value
     out of bounds, or one that is not a number, raises BadInputError naming the key and the bound.
+    ``source`` names where the VMCOREINFO came from and ``verdict`` what a bad value means there
+    (a dump's, by default; the arm64 plugin reads the running kernel's from proc/kcore).
     """
 
-    def __init__(self, info, machine: int, page_size: int | None = None) -> None:
+    def __init__(self, info, machine: int, page_size: int | None = None, source: str = "VMCOREINFO",
+                 verdict: str = "the dump is corrupt") -> None:
         self.info = info
         self.arch = arch_bounds(machine)
+        self.source, self.verdict = source, verdict
         declared = self._int("PAGESIZE")
         if declared is not None:
-            check_page_size(declared, machine, "VMCOREINFO PAGESIZE")
+            check_page_size(declared, machine, f"{source} PAGESIZE")
             if page_size is not None and declared != page_size:
-                raise BadInputError(f"VMCOREINFO PAGESIZE={declared} is not the dump's page size ({page_size}): "
-                                    "the dump is corrupt")
+                raise BadInputError(f"{source} PAGESIZE={declared} is not the dump's page size ({page_size}): "
+                                    f"{verdict}")
         self.page_size: int = check_page_size(page_size or declared or self.arch.page_sizes[0], machine,
                                               "the dump's page size")
         self.page_shift = self.page_size.bit_length() - 1
@@ -99,13 +105,13 @@ class CheckedInfo:
     def _int(self, key: str) -> int | None:
         value = self.info.get_int(key)
         if value is None and key in self.info:
-            raise BadInputError(f"VMCOREINFO {key}={self.info.raw[key]!r} is not a number: the dump is corrupt")
+            raise BadInputError(f"{self.source} {key}={self.info.raw[key]!r} is not a number: {self.verdict}")
         return value
 
     def _get(self, key: str, why: str | None) -> int | None:
         value = self._int(key)
         if value is None and why is not None:
-            raise BadInputError(f"VMCOREINFO lacks {key}" + (f": {why}" if why else ""))
+            raise BadInputError(f"{self.source} lacks {key}" + (f": {why}" if why else ""))
         return value
 
     def within(self, key: str, lo: int, hi: int, why: str | None = None) -> int | None:
@@ -113,7 +119,7 @@ class CheckedInfo:
         value = self._get(key, why)
         if value is not None and not lo <= value <= hi:
             bound = f"max {hi}" if lo in (0, 1) else f"expected {lo}..{hi}"
-            raise BadInputError(f"VMCOREINFO {key}={value} is not plausible ({bound}): the dump is corrupt")
+            raise BadInputError(f"{self.source} {key}={value} is not plausible ({bound}): {self.verdict}")
         return value
 
     def size(self, name: str, limit: int = MAX_STRUCT_SIZE, why: str | None = None) -> int | None:
@@ -128,8 +134,8 @@ class CheckedInfo:
         key = f"OFFSET({name})"
         value = self._get(key, why)
         if value is not None and not 0 <= value <= within - width:
-            raise BadInputError(f"VMCOREINFO {key}={value} lies outside struct {name.partition('.')[0]} "
-                                f"({within} bytes): the dump is corrupt")
+            raise BadInputError(f"{self.source} {key}={value} lies outside struct {name.partition('.')[0]} "
+                                f"({within} bytes): {self.verdict}")
         return value
 
     def need_offset(self, name: str, within: int, width: int = 1, why: str = "") -> int:

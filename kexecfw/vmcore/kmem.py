@@ -19,7 +19,8 @@ import bisect
 import struct
 
 from kexecfw.errors import BadInputError
-from kexecfw.vmcore.bounds import EM_AARCH64, EM_X86_64, MAX_STRUCT_SIZE, CheckedInfo
+from kexecfw.vmcore.bounds import (ARM64_MAX_VA_BITS, ARM64_MIN_VA_BITS, EM_AARCH64, EM_X86_64,
+                                   MAX_STRUCT_SIZE, CheckedInfo)
 from kexecfw.vmcore.dumpfile import DumpFile, MemoryMissing
 
 U64 = struct.Struct("<Q")
@@ -130,16 +131,13 @@ class Arm64Translator(Translator):
     bits [49:PAGE_SHIFT] and PA[51:50] sit in bits [9:8].
     """
 
-    # arch/arm64/Kconfig ARM64_VA_BITS: 36 (16K pages, 2 levels) to 52
-    MIN_VA_BITS, MAX_VA_BITS = 36, 52
-
     def __init__(self, info) -> None:
         c = checked_info(info, EM_AARCH64)
         self.page_size = c.page_size
         self.page_shift = c.page_shift
-        self.va_bits = c.number("VA_BITS", self.MIN_VA_BITS, self.MAX_VA_BITS) or 48
+        self.va_bits = c.number("VA_BITS", ARM64_MIN_VA_BITS, ARM64_MAX_VA_BITS) or 48
         # TCR_EL1.T1SZ = 64 - the VA bits the hardware gives (fewer than VA_BITS: a 52-bit kernel on 48-bit CPUs)
-        t1sz = c.number("TCR_EL1_T1SZ", 64 - self.va_bits, 64 - self.MIN_VA_BITS)
+        t1sz = c.number("TCR_EL1_T1SZ", 64 - self.va_bits, 64 - ARM64_MIN_VA_BITS)
         self.va_bits_actual = 64 - t1sz if t1sz else self.va_bits
         self.phys_offset = c.u64("PHYS_OFFSET") or 0      # negative (as u64) when it absorbs a VA difference
         self.kimage_voffset = c.u64("kimage_voffset")

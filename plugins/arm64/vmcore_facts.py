@@ -31,6 +31,8 @@ from kexecfw.errors import BadInputError
 from kexecfw.memory.model import MemoryMap, RegionKind
 from kexecfw.memory.ranges import align_down
 from kexecfw.sysroot import Sysroot
+from kexecfw.vmcore.bounds import (ARM64_MAX_VA_BITS, ARM64_MIN_VA_BITS, EM_AARCH64, S64_MIN, U64_MAX,
+                                   CheckedInfo)
 from kexecfw.vmcoreinfo import VmcoreInfo
 
 _2M = 2 << 20
@@ -101,24 +103,27 @@ def kallsyms_symbol(sysroot: Sysroot, name: str) -> int | None:
         raise BadInputError(f"cannot read {path}: {e.strerror}") from None
 
 
-def _need(info: VmcoreInfo, key: str, sysroot: Sysroot) -> int:
-    value = info.get_int(key)
+def _need(info: CheckedInfo, name: str, sysroot: Sysroot, lo: int = S64_MIN, hi: int = U64_MAX) -> int:
+    """NUMBER(name) in [lo, hi] (any 64-bit value by default, as unsigned)."""
+    value = info.number(name, lo, hi)
     if value is None:
-        raise BadInputError(f"the VMCOREINFO of {sysroot.path('proc/kcore')} lacks {key}; "
+        raise BadInputError(f"the VMCOREINFO of {sysroot.path('proc/kcore')} lacks NUMBER({name}); "
                             "this arm64 kernel is too old for kexecfw's crash dumps (need 4.19 or later)")
     return value & _U64
 
 
 def kernel_address_space(sysroot: Sysroot, memmap: MemoryMap, info: VmcoreInfo | None = None) -> KernelAddressSpace:
     info = info or read_vmcoreinfo(sysroot)
-    voffset = _need(info, "NUMBER(kimage_voffset)", sysroot)
-    phys_offset = _need(info, "NUMBER(PHYS_OFFSET)", sysroot)
-    va_bits = _need(info, "NUMBER(VA_BITS)", sysroot)
+    checked = CheckedInfo(info, EM_AARCH64, source=f"the VMCOREINFO of {sysroot.path('proc/kcore')}",
+                          verdict="proc/kcore is damaged or not an arm64 kernel's")
+    voffset = _need(checked, "kimage_voffset", sysroot)
+    phys_offset = _need(checked, "PHYS_OFFSET", sysroot)
+    va_bits = _need(checked, "VA_BITS", sysroot, ARM64_MIN_VA_BITS, ARM64_MAX_VA_BITS)
     code = memmap.kernel_code
     if code is None:
         raise BadInputError(f"{memmap.source} has no 'Kernel code' range; take the snapshot as root")
     code_vaddr = (voffset + code.start) & _U64
-    kernel_offset = info.kernel_offset
+    kernel_offset = checked.within("KERNELOFFSET", 0, U64_MAX)
     if kernel_offset is not None:
         text = (align_down((code_vaddr - kernel_offset) & _U64, _2M) + kernel_offset) & _U64
         source = "kimage_voffset + 'Kernel code' start, KERNELOFFSET"
@@ -126,7 +131,7 @@ def kernel_address_space(sysroot: Sysroot, memmap: MemoryMap, info: VmcoreInfo |
         text = (voffset + align_down(code.start, _2M)) & _U64
         kernel_offset = 0
         source = "kimage_voffset + 'Kernel code' start rounded down to 2 MiB"
-    stext = info.symbol("_stext")
+    stext = checked.symbol("_stext")
     if stext is not None and not (text <= stext < text + _2M and code_vaddr in (text, stext)):
         raise BadInputError(f"VMCOREINFO SYMBOL(_stext)={stext:#x} does not fit 'Kernel code' at {code.start:#x} "
                             f"(virtual {code_vaddr:#x}): proc/kcore and proc/iomem are from different boots")
@@ -146,11 +151,11 @@ def kernel_address_space(sysroot: Sysroot, memmap: MemoryMap, info: VmcoreInfo |
     page_offset = (-(1 << va_bits)) & _U64
     space = KernelAddressSpace(text, text_paddr, end_paddr, voffset, kernel_offset, phys_offset, va_bits,
                                page_offset, source)
-    _check_linear_map(space, info, memmap)
+    _check_linear_map(space, checked, memmap)
     return space
 
 
-def _check_linear_map(space: KernelAddressSpace, info: VmcoreInfo, memmap: MemoryMap) -> None:
+def _check_linear_map(space: KernelAddressSpace, info: CheckedInfo, memmap: MemoryMap) -> None:
     """SYMBOL(mem_section) points into the linear map: its physical address must be System RAM."""
     pointer = info.symbol("mem_section")
     if pointer is None or not space.page_offset <= pointer < (space.page_offset + (1 << (space.va_bits - 1))):
