@@ -20,7 +20,8 @@ Estimate (documented formula, all sizes in bytes, result rounded up to 16 MiB)::
 
     kernel   = memory the capture kernel image occupies when running:
                x86_64 bzImage: setup header init_size; arm64 Image: header image_size
-               (gzip'ed Images are inflated to read it); otherwise 3 x file size
+               (compressed and EFI zboot Images are inflated to read it); any other file
+               is refused
     initrd   = compressed size + uncompressed size (both live while it is unpacked)
     runtime  = 64 MiB: kernel slab, page tables, devices, and the user space that saves
                the dump (Python + kexecfw's writer budget, see kexecfw.vmcore.writer)
@@ -38,14 +39,13 @@ fixtures' guests (busybox initramfs) it gives about 128M (x86_64) and 112M (arm6
 """
 from __future__ import annotations
 
-import gzip
-import io
-import lzma
 import struct
 from dataclasses import dataclass
 from pathlib import Path
 
+from kexecfw.decompress import INITRD_CAP, KERNEL_IMAGE_CAP, decompressed_prefix, decompressed_size, sniff
 from kexecfw.errors import BadInputError
+from kexecfw.sysroot import NR_CPUS_MAX
 
 SZ_128M = 128 << 20
 ULLONG_MAX = (1 << 64) - 1
@@ -232,57 +232,62 @@ def parse(cmdline: str, system_ram: int, arch: str = "x86_64") -> Reservation:
 
 # --- estimate ---------------------------------------------------------------------------------
 
-def _inflate_prefix(data: bytes, n: int) -> bytes | None:
-    try:
-        if data[:2] == b"\x1f\x8b":
-            with gzip.GzipFile(fileobj=io.BytesIO(data)) as g:
-                return g.read(n)
-        if data[:6] == b"\xfd7zXZ\x00":
-            return lzma.LZMADecompressor().decompress(data, n)
-    except (OSError, EOFError, lzma.LZMAError):
-        return None
-    return None
+ARM64_IMAGE_MAGIC_AT = 56              # struct arm64_image_header (arch/arm64/include/asm/image.h): magic
+ARM64_IMAGE_SIZE_AT = 16               # ... and image_size (u64)
+ZBOOT_PAYLOAD_AT = 8                   # zboot-header.S: "MZ..", "zimg", payload offset, payload size (u32)
 
 
-def kernel_memory(path: str) -> tuple[int, str]:
-    """Bytes the kernel image needs when running, and how that was found."""
+def _arm64_image_head(data: bytes) -> bytes | None:
+    """The first 64 bytes of the arm64 Image in ``data``: raw, compressed whole (a vmlinuz.gz) or in
+    an EFI zboot image's payload; None when there is none."""
+    if data[ARM64_IMAGE_MAGIC_AT:ARM64_IMAGE_MAGIC_AT + 4] == b"ARM\x64":
+        return data[:64]
+    if data[:2] == b"MZ" and data[4:8] == b"zimg" and len(data) >= 16:
+        offset, size = struct.unpack_from("<II", data, ZBOOT_PAYLOAD_AT)
+        data = data[offset:offset + size]
+    codec = sniff(data)
+    return decompressed_prefix(data, codec, 64) if codec else None
+
+
+def kernel_memory(path: str, arch: str | None = None) -> tuple[int, str]:
+    """Bytes the kernel image needs when running, and how that was found; ``arch``, when given, is
+    the architecture the image must be for."""
     try:
         data = Path(path).read_bytes()
     except OSError as e:
         raise BadInputError(f"cannot read kernel {path}: {e.strerror}") from None
+    found: tuple[int, str, str] | None = None
     # x86 boot protocol: "HdrS" at 0x202, init_size (u32) at 0x260 since protocol 2.10
     if len(data) > 0x264 and data[0x202:0x206] == b"HdrS" and struct.unpack_from("<H", data, 0x206)[0] >= 0x20A:
-        return struct.unpack_from("<I", data, 0x260)[0], "bzImage init_size"
-    head = data[:64] if data[56:60] == b"ARM\x64" else _inflate_prefix(data, 64)
-    if head and len(head) >= 64 and head[56:60] == b"ARM\x64":
-        image_size = struct.unpack_from("<Q", head, 16)[0]
-        if image_size:
-            return image_size, "arm64 Image image_size"
-    return 3 * len(data), "3 x file size (unknown image format)"
+        found = struct.unpack_from("<I", data, 0x260)[0], "bzImage init_size", "x86_64"
+    else:
+        head = _arm64_image_head(data)
+        if head and len(head) >= 64 and head[ARM64_IMAGE_MAGIC_AT:ARM64_IMAGE_MAGIC_AT + 4] == b"ARM\x64":
+            found = struct.unpack_from("<Q", head, ARM64_IMAGE_SIZE_AT)[0], "arm64 Image image_size", "arm64"
+    if found is None:
+        raise BadInputError(f"kernel {path} is not a kernel image kexecfw can size (an x86_64 bzImage with "
+                            "boot protocol 2.10+, or an arm64 Image: raw, compressed or EFI zboot); "
+                            "pass the capture kernel's vmlinuz")
+    size, how, image_arch = found
+    if arch is not None and arch != image_arch:
+        raise BadInputError(f"kernel {path} is an {image_arch} kernel, not {arch} (--arch {arch})")
+    if not 0 < size <= KERNEL_IMAGE_CAP:
+        raise BadInputError(f"kernel {path}: its {how} is {size:#x}, not a kernel's size "
+                            f"(1 byte to {KERNEL_IMAGE_CAP >> 20} MiB); the header is corrupt")
+    return size, how
 
 
 def initrd_memory(path: str) -> tuple[int, int]:
-    """(compressed size, uncompressed size) of an initrd (concatenated cpio archives are fine)."""
+    """(compressed size, uncompressed size) of an initrd, the unpacked bytes counted, not kept; 0 for an
+    uncompressed one (then its size is counted once more below). An initrd that starts with an
+    uncompressed cpio (early microcode) and continues compressed is counted as uncompressed."""
     try:
         data = Path(path).read_bytes()
     except OSError as e:
         raise BadInputError(f"cannot read initrd {path}: {e.strerror}") from None
-    size = len(data)
-    try:
-        if data[:2] == b"\x1f\x8b":
-            with gzip.GzipFile(fileobj=io.BytesIO(data)) as g:
-                return size, sum(len(c) for c in iter(lambda: g.read(1 << 20), b""))
-        if data[:6] == b"\xfd7zXZ\x00":
-            return size, len(lzma.decompress(data))
-        if data[:4] == b"\x28\xb5\x2f\xfd":
-            import zstandard
-            reader = zstandard.ZstdDecompressor().stream_reader(io.BytesIO(data))
-            return size, sum(len(c) for c in iter(lambda: reader.read(1 << 20), b""))
-    except (OSError, EOFError, lzma.LZMAError) as e:
-        raise BadInputError(f"initrd {path} does not decompress: {e}") from None
-    except Exception as e:  # zstandard.ZstdError
-        raise BadInputError(f"initrd {path} does not decompress: {e}") from None
-    return size, 0    # uncompressed cpio: unpacked size ~ its size, counted once more below
+    codec = sniff(data)
+    return len(data), decompressed_size(data, codec, INITRD_CAP, f"initrd {path}") if codec else 0
+
 
 RUNTIME = 64 << 20
 PER_CPU = 1 << 20
@@ -290,11 +295,12 @@ STRUCT_PAGE_FRACTION = 64 / 4096
 ALIGN = 16 << 20
 
 
-def estimate(kernel: str, initrd: str | None, cpus: int = 1, ram: int = 0) -> dict:
-    """The reservation the formula in the module docstring gives, with its terms."""
-    if cpus < 1:
-        raise BadInputError("--cpus must be at least 1")
-    k, how = kernel_memory(kernel)
+def estimate(kernel: str, initrd: str | None, cpus: int = 1, ram: int = 0, arch: str | None = None) -> dict:
+    """The reservation the formula in the module docstring gives, with its terms; ``arch``, when
+    given, is the architecture the kernel must be for."""
+    if not 1 <= cpus <= NR_CPUS_MAX:
+        raise BadInputError(f"--cpus must be 1 to {NR_CPUS_MAX} (the kernel's largest NR_CPUS)")
+    k, how = kernel_memory(kernel, arch)
     ci, ui = initrd_memory(initrd) if initrd else (0, 0)
     initrd_total = ci + (ui if ui else ci)
     bitmaps = ram // 16384

@@ -7,9 +7,9 @@ the zboot header the one of drivers/firmware/efi/libstub/zboot-header.S.
 from __future__ import annotations
 
 import struct
-import zlib
 from dataclasses import dataclass
 
+from kexecfw.decompress import KERNEL_IMAGE_CAP, decompress
 from kexecfw.errors import BadInputError
 from kexecfw.elfnotes import ELF64_EHDR, ELF64_PHDR, ELFMAG, PT_LOAD
 
@@ -33,7 +33,7 @@ IMAGE_DOS_SIGNATURE = 0x5A4D
 GZIP_MAGIC = b"\x1f\x8b"
 
 # Kernels stop growing long before this; a bound keeps a bad file from exhausting memory.
-MAX_IMAGE = 1 << 30
+MAX_IMAGE = KERNEL_IMAGE_CAP
 
 
 @dataclass(frozen=True)
@@ -71,17 +71,6 @@ def parse_image_header(data: bytes) -> Arm64ImageHeader | None:
     return Arm64ImageHeader(text_offset, image_size, flags, res5)
 
 
-def _gunzip(data: bytes, what: str) -> bytes:
-    d = zlib.decompressobj(wbits=31)
-    try:
-        out = d.decompress(data, MAX_IMAGE)
-    except zlib.error as e:
-        raise BadInputError(f"{what} is gzip-compressed but does not decompress: {e}") from None
-    if not d.eof:
-        raise BadInputError(f"{what}: its gzip stream is truncated or decompresses beyond {MAX_IMAGE >> 20} MiB")
-    return out
-
-
 def _zboot_payload(data: bytes, what: str) -> tuple[bytes, str]:
     """Decompress an EFI zboot image's payload; returns (Image, compression type)."""
     _, _, offset, size = ZBOOT_HEADER.unpack_from(data)
@@ -91,25 +80,13 @@ def _zboot_payload(data: bytes, what: str) -> tuple[bytes, str]:
     if offset == 0 or len(payload) != size:
         raise BadInputError(f"{what} is an EFI zboot image whose payload ({size} bytes at {offset:#x}) "
                             "lies outside the file; the file is truncated")
-    if comp == "gzip":
-        return _gunzip(payload, what), comp
-    if comp.startswith("zstd"):
-        import zstandard
-        try:
-            out = zstandard.ZstdDecompressor().decompressobj().decompress(payload)
-        except zstandard.ZstdError as e:
-            raise BadInputError(f"{what}: its zstd zboot payload does not decompress: {e}") from None
-        return out, comp
-    if comp in ("lzma", "xzkern"):
-        import lzma     # only these zboot images need it (start-up of a load)
-        fmt = lzma.FORMAT_ALONE if comp == "lzma" else lzma.FORMAT_XZ
-        try:
-            return lzma.LZMADecompressor(format=fmt).decompress(payload, MAX_IMAGE), comp
-        except lzma.LZMAError as e:
-            raise BadInputError(f"{what}: its {comp} zboot payload does not decompress: {e}") from None
-    raise BadInputError(f"{what} is an EFI zboot image compressed with {comp!r}, which kexecfw cannot "
-                        "unpack (gzip, zstd, lzma, xz are supported); build the kernel with another "
-                        "CONFIG_KERNEL_* compression or pass the plain arch/arm64/boot/Image")
+    # zboot-header.S's comp_type: the CONFIG_KERNEL_* name, "zstd22" and "xzkern" for the kernel's variants
+    codec = "zstd" if comp.startswith("zstd") else "xz" if comp == "xzkern" else comp
+    if codec not in ("gzip", "zstd", "lzma", "xz"):
+        raise BadInputError(f"{what} is an EFI zboot image compressed with {comp!r}, which kexecfw cannot "
+                            "unpack (gzip, zstd, lzma, xz are supported); build the kernel with another "
+                            "CONFIG_KERNEL_* compression or pass the plain arch/arm64/boot/Image")
+    return decompress(payload, codec, KERNEL_IMAGE_CAP, f"the zboot payload of {what}"), comp
 
 
 def _vmlinux_image(data: bytes, what: str) -> bytes | None:
@@ -167,7 +144,7 @@ def unwrap(data: bytes, what: str) -> ProbedImage | None:
     if header is not None:
         return ProbedImage(header, data, "arm64 Image")
     if data[:2] == GZIP_MAGIC:
-        inner = _gunzip(data, what)
+        inner = decompress(data, "gzip", KERNEL_IMAGE_CAP, what)
         header = parse_image_header(inner)
         return ProbedImage(header, inner, "gzip arm64 Image") if header else None
     if len(data) >= ZBOOT_HEADER.size + 32:

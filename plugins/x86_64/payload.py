@@ -8,68 +8,32 @@ out: decompress the payload (setup_header.payload_offset/length, boot.rst
 """
 from __future__ import annotations
 
-import bz2
-import gzip
-import lzma
 import struct
 
+from kexecfw.decompress import KERNEL_IMAGE_CAP, decompress, sniff
 from kexecfw.errors import BadInputError
 
 from kexecfw.plugins.x86_64.bzimage import BzImage
 
-LZ4_LEGACY_MAGIC = 0x184C2102        # lib/decompress_unlz4.c: the legacy frame the kernel build writes
-LZ4_LEGACY_BLOCK = 8 << 20
 ELF64_LE = b"\x7fELF\x02\x01\x01"
 ET_REL = 1
 EM_X86_64 = 62
 
 
-def _unlz4_legacy(data: bytes) -> bytes:
-    try:
-        import lz4.block
-    except ImportError:
-        raise BadInputError("this kernel's payload is LZ4-compressed; install the 'lz4' Python package") from None
-    out: list[bytes] = []
-    pos = 4
-    while pos + 4 <= len(data):
-        (size,) = struct.unpack_from("<I", data, pos)
-        if size == LZ4_LEGACY_MAGIC:        # frames may be concatenated
-            pos += 4
-            continue
-        if pos + 4 + size > len(data):
-            break                           # the trailing 4 bytes are the decompressed size
-        out.append(lz4.block.decompress(data[pos + 4:pos + 4 + size], uncompressed_size=LZ4_LEGACY_BLOCK))
-        pos += 4 + size
-    return b"".join(out)
-
-
 def decompress_payload(image: BzImage) -> bytes:
-    """The vmlinux ELF the bzImage's decompressor would unpack."""
+    """The vmlinux ELF the bzImage's decompressor would unpack (at most KERNEL_IMAGE_CAP bytes)."""
     h = image.header
     data = image.kernel[h.payload_offset:h.payload_offset + h.payload_length]
-    try:
-        if data[:2] == b"\x1f\x8b":
-            return gzip.decompress(data)
-        if data[:6] == b"\xfd7zXZ\x00":
-            return lzma.decompress(data, format=lzma.FORMAT_XZ)
-        if data[:3] == b"BZh":
-            return bz2.decompress(data)
-        if data[:4] == b"\x28\xb5\x2f\xfd":
-            import zstandard
-            return zstandard.ZstdDecompressor().decompressobj().decompress(data)
-        if len(data) >= 4 and struct.unpack_from("<I", data)[0] == LZ4_LEGACY_MAGIC:
-            return _unlz4_legacy(data)
-        if data[:3] == b"\x5d\x00\x00":
-            return lzma.decompress(data, format=lzma.FORMAT_ALONE)
-    except (OSError, EOFError, lzma.LZMAError, ValueError, RuntimeError) as e:
-        raise BadInputError(f"cannot decompress the kernel payload: {e}") from None
-    raise BadInputError(f"unknown kernel payload compression (starts with {data[:6].hex()})")
+    codec = sniff(data)
+    if codec is None:
+        raise BadInputError(f"unknown kernel payload compression (starts with {data[:6].hex()})")
+    return decompress(data, codec, KERNEL_IMAGE_CAP, "the kernel's payload")
 
 
 def embedded_purgatory(vmlinux: bytes) -> bytes | None:
     """The kernel's purgatory.ro (the only relocatable x86_64 ELF inside vmlinux), or None."""
     at = vmlinux.find(ELF64_LE)
-    while at >= 0:
+    while 0 <= at <= len(vmlinux) - 64:         # a whole Elf64_Ehdr
         e_type, e_machine = struct.unpack_from("<HH", vmlinux, at + 16)
         if e_type == ET_REL and e_machine == EM_X86_64:
             (shoff,) = struct.unpack_from("<Q", vmlinux, at + 0x28)
