@@ -8,9 +8,27 @@ traceback.
 """
 from __future__ import annotations
 
+import errno
+
 
 class ExitCode:
-    """The CLI's exit codes.
+    """The CLI's exit codes, the same for every command.
+
+    ===  ===========  ==================================================================
+    0    OK           done (``status``: the kernel asked about is loaded)
+    1    FAILURE      any other failure (``status``: nothing loaded, like ``kexec -S``)
+    2    USAGE        a bad command line: argparse's errors, an option the command does
+                      not use (``--arch`` given to ``vmcore``)
+    3    BAD_INPUT    an input file, image, dump or sysroot is missing, unreadable,
+                      truncated or malformed (including one that decompresses past its cap)
+    4    NO_SPACE     no room: the crash region or memory is too small for the segments, or
+                      the disk of an output is full (ENOSPC, EDQUOT, EFBIG)
+    5    PERMISSION   not allowed: not root, kexec disabled, lockdown, or an output that
+                      cannot be written for permissions or a read-only file system
+                      (EACCES, EPERM, EROFS)
+    6    INCOMPLETE   a dump was saved but not every page (``.incomplete`` file)
+    130  INTERRUPTED  Ctrl-C
+    ===  ===========  ==================================================================
 
     Plain int constants rather than an ``enum.IntEnum``: every command imports this module,
     and ``vmcore dmesg`` in a capture kernel must not pay for importing enum (~1 ms, a third
@@ -28,6 +46,19 @@ class ExitCode:
     INTERRUPTED = 130
 
 
+# errno values of a failed write and the exit code they mean (see ExitCode)
+NO_SPACE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+PERMISSION_ERRNOS = frozenset({errno.EACCES, errno.EPERM, errno.EROFS})
+
+
+def exit_code_of(e: OSError) -> int:
+    """The exit code of a failed file operation: NO_SPACE for a full disk, PERMISSION for a
+    denied or read-only target, else FAILURE."""
+    if e.errno in NO_SPACE_ERRNOS:
+        return ExitCode.NO_SPACE
+    return ExitCode.PERMISSION if e.errno in PERMISSION_ERRNOS else ExitCode.FAILURE
+
+
 class KexecfwError(Exception):
     """A failure to report to the user as one line, without a traceback."""
 
@@ -41,6 +72,12 @@ class KexecfwError(Exception):
     @property
     def message(self) -> str:
         return str(self.args[0]) if self.args else self.__class__.__name__
+
+
+class UsageError(KexecfwError):
+    """A command line argparse accepts but the command cannot use (e.g. ``--arch`` for ``vmcore``)."""
+
+    exit_code = ExitCode.USAGE
 
 
 class BadInputError(KexecfwError):

@@ -24,7 +24,7 @@ from kexecfw.plugins.x86_64 import PURGATORY_OBJECT as X86_64_PURGATORY
 from kexecfw.plugins.x86_64.relocations import X86_64_RELOCATIONS
 from kexecfw.purgatory import PurgatoryLayout
 from kexecfw.purgatory.elfrel import ELF64_RELA, ELF64_SHDR, ELF64_SYM, SHT_NOBITS, SHT_RELA, RelocatableElf
-from tests.conftest import REPO, fixture_path
+from tests.conftest import REPO, fixture_kernel, fixture_path
 
 
 def kexecfw(*args: str) -> subprocess.CompletedProcess:
@@ -246,3 +246,165 @@ def test_online_cpus_option_is_bounded(tmp_path: Path) -> None:
 def test_human_size_of_any_integer(n: int, text: str) -> None:
     from kexecfw.cli.common import human_size
     assert human_size(n) == text
+
+
+# ---- capped decompression and crashkernel estimate ---------------------------------------------------------
+
+def _bomb(codec: str, size: int) -> bytes:
+    """``size`` zero bytes compressed with ``codec``, made in pieces (the test never holds them)."""
+    import bz2
+    import lzma
+    import zlib
+
+    import zstandard
+    piece = bytes(1 << 20)
+    if codec == "zstd":
+        c = zstandard.ZstdCompressor(level=1).compressobj()
+        return b"".join(c.compress(piece) for _ in range(size >> 20)) + c.flush()
+    c = {"gzip": lambda: zlib.compressobj(1, wbits=31), "xz": lambda: lzma.LZMACompressor(preset=0),
+         "bzip2": lambda: bz2.BZ2Compressor(1)}[codec]()
+    return b"".join(c.compress(piece) for _ in range(size >> 20)) + c.flush()
+
+
+@pytest.mark.parametrize("codec", ["gzip", "xz", "bzip2", "zstd"])
+def test_decompression_stops_at_its_cap(codec: str) -> None:
+    from kexecfw.decompress import CHUNK, _chunks, decompress, decompressed_size
+    bomb = _bomb(codec, 64 << 20)
+    assert len(bomb) < 1 << 20
+    with pytest.raises(BadInputError, match=rf"^the payload of vmlinuz decompresses \({codec}\) to more than 8 MiB: "
+                                            "not a kernel image"):
+        decompress(bomb, codec, 8 << 20, "the payload of vmlinuz")
+    assert decompressed_size(bomb, codec, 64 << 20, "initrd") == 64 << 20
+    # streaming: no step yields more than a chunk (zstd: at most 32 MiB from its 1 KiB of input)
+    assert max(len(c) for c in _chunks(bomb, codec, 64 << 20, "x")) <= (32 << 20 if codec == "zstd" else CHUNK)
+
+
+def test_zstd_zboot_payload_is_capped(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An arm64 EFI zboot image whose zstd payload unpacks past the kernel image cap (made 8 MiB here
+    to keep the test small; the real one is 512 MiB): refused by name."""
+    from kexecfw.plugins.arm64 import image
+    monkeypatch.setattr(image, "KERNEL_IMAGE_CAP", 8 << 20)
+    payload = _bomb("zstd", 16 << 20)
+    header = bytearray(0x40)
+    image.ZBOOT_HEADER.pack_into(header, 0, 0x5A4D, b"zimg", len(header), len(payload))
+    header[image.ZBOOT_COMP_TYPE_AT:image.ZBOOT_COMP_TYPE_AT + 7] = b"zstd22\0"
+    with pytest.raises(BadInputError, match=r"^the zboot payload of vmlinuz.efi decompresses \(zstd\) to more "
+                                            r"than 8 MiB: not a kernel image"):
+        image.unwrap(bytes(header) + payload, "vmlinuz.efi")
+
+
+def test_real_caps() -> None:
+    from kexecfw.decompress import INITRD_CAP, KERNEL_IMAGE_CAP
+    assert (KERNEL_IMAGE_CAP, INITRD_CAP) == (512 << 20, 2 << 30)
+
+
+@pytest.mark.parametrize("codec", ["gzip", "xz", "zstd"])
+def test_damaged_initrd_is_one_line_naming_file_and_codec(tmp_path: Path, codec: str) -> None:
+    import gzip
+    import lzma
+
+    import zstandard
+    cpio = bytes(range(256)) * 4096
+    packed = bytearray({"gzip": gzip.compress, "xz": lzma.compress,
+                        "zstd": zstandard.ZstdCompressor(write_checksum=True).compress}[codec](cpio))  # as the zstd tool
+    packed[len(packed) // 2] ^= 0x55
+    initrd = tmp_path / f"initrd.{codec}"
+    initrd.write_bytes(packed)
+    kernel = _arm64_image(tmp_path)
+    line = one_line_error(kexecfw("crashkernel", "estimate", "--kernel", str(kernel), "--initrd", str(initrd)), 3)
+    assert f"initrd {initrd} does not decompress as {codec}: " in line
+
+
+def _arm64_image(tmp_path: Path, image_size: int = 33 << 20) -> Path:
+    """A minimal raw arm64 Image: its header with the magic and image_size."""
+    from kexecfw.plugins.arm64.image import ARM64_IMAGE_HEADER, ARM64_IMAGE_MAGIC
+    kernel = tmp_path / "Image"
+    kernel.write_bytes(ARM64_IMAGE_HEADER.pack(0, 0, 0, image_size, 0xA, 0, 0, 0, ARM64_IMAGE_MAGIC, 0) + bytes(4096))
+    return kernel
+
+
+def test_initrd_bomb_is_counted_streaming_up_to_its_cap(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from kexecfw import crashkernel
+    initrd = tmp_path / "initrd.zst"
+    initrd.write_bytes(_bomb("zstd", 64 << 20))
+    assert crashkernel.initrd_memory(str(initrd)) == (initrd.stat().st_size, 64 << 20)
+    monkeypatch.setattr(crashkernel, "INITRD_CAP", 32 << 20)
+    with pytest.raises(BadInputError, match=rf"^initrd {initrd} decompresses \(zstd\) to more than 32 MiB"):
+        crashkernel.initrd_memory(str(initrd))
+
+
+def test_estimate_refuses_a_text_file_as_kernel(tmp_path: Path) -> None:
+    text = tmp_path / "notes.txt"
+    text.write_text("not a kernel\n" * 100)
+    line = one_line_error(kexecfw("crashkernel", "estimate", "--kernel", str(text)), 3)
+    assert f"kernel {text} is not a kernel image kexecfw can size" in line
+
+
+def test_estimate_checks_the_kernel_against_arch(tmp_path: Path) -> None:
+    kernel = _arm64_image(tmp_path)
+    line = one_line_error(kexecfw("crashkernel", "estimate", "--arch", "x86_64", "--kernel", str(kernel)), 3)
+    assert f"kernel {kernel} is an arm64 kernel, not x86_64 (--arch x86_64)" in line
+    ok = kexecfw("--arch", "arm64", "crashkernel", "estimate", "--kernel", str(kernel))
+    assert ok.returncode == 0 and "33.0 MiB  (arm64 Image image_size)" in ok.stdout
+
+
+def test_estimate_bounds_cpus(tmp_path: Path) -> None:
+    line = one_line_error(kexecfw("crashkernel", "estimate", "--kernel", str(_arm64_image(tmp_path)),
+                                  "--cpus", "99999999999"), 3)
+    assert "--cpus must be 1 to 8192" in line
+
+
+def test_x86_64_payload_bomb_is_capped(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A real bzImage whose payload is replaced by a zstd stream that unpacks past the cap (8 MiB here)."""
+    from dataclasses import replace
+
+    from kexecfw.plugins.x86_64 import payload
+    from kexecfw.plugins.x86_64.bzimage import parse_bzimage
+    monkeypatch.setattr(payload, "KERNEL_IMAGE_CAP", 8 << 20)
+    image = parse_bzimage(fixture_kernel("x86_64").read_bytes())
+    bomb = _bomb("zstd", 16 << 20)
+    header = replace(image.header, payload_offset=0, payload_length=len(bomb))
+    with pytest.raises(BadInputError, match=r"^the kernel's payload decompresses \(zstd\) to more than 8 MiB"):
+        payload.decompress_payload(replace(image, header=header, kernel=bomb))
+
+
+# ---- the command line: --arch where it is not used, exit codes ----------------------------------------------
+
+@pytest.mark.parametrize("argv, command", [
+    (["vmcore", "info", "--arch", "arm64", "X"], "vmcore"),
+    (["--arch", "arm64", "vmcore", "info", "X"], "vmcore"),
+    (["--arch=x86_64", "vmcore", "dmesg", "X"], "vmcore"),
+    (["--arch", "x86_64", "status"], "status"),
+    (["--arch", "x86_64", "lab", "run", "--arch", "x86_64"], "lab"),
+])
+def test_arch_is_refused_where_unused(argv: list[str], command: str) -> None:
+    line = one_line_error(kexecfw(*argv), 2)
+    assert line.startswith(f"kexecfw: error: --arch does not apply to `{command}`: ")
+
+
+@pytest.mark.parametrize("argv", [["crashkernel", "parse", "--arch", "arm64"], ["--arch", "arm64", "crashkernel", "parse"]])
+def test_crashkernel_parse_uses_arch(argv: list[str]) -> None:
+    proc = kexecfw(*argv, "crashkernel=1G,high", "--ram", "4G")
+    assert proc.returncode == 0 and "low: 128 MiB (architecture default)" in proc.stdout   # arm64's, not x86_64's 256
+    line = one_line_error(kexecfw("crashkernel", "parse", "--arch", "vax", "crashkernel=1G", "--ram", "4G"), 2)
+    assert line == "kexecfw: error: --arch vax: crashkernel knows the rules of arm64 and x86_64"
+
+
+def test_exit_codes_of_failed_writes() -> None:
+    import errno
+
+    from kexecfw.errors import ExitCode, exit_code_of
+    assert exit_code_of(OSError(errno.EROFS, "Read-only file system")) == ExitCode.PERMISSION == 5
+    assert exit_code_of(OSError(errno.EACCES, "Permission denied")) == ExitCode.PERMISSION
+    assert exit_code_of(OSError(errno.ENOSPC, "No space left on device")) == ExitCode.NO_SPACE == 4
+    assert exit_code_of(OSError(errno.EDQUOT, "Disk quota exceeded")) == ExitCode.NO_SPACE
+    assert exit_code_of(OSError(errno.EIO, "Input/output error")) == ExitCode.FAILURE
+    for code in ("read-only file system", "EROFS", "ENOSPC", "USAGE"):
+        assert code in ExitCode.__doc__
+
+
+def test_status_help_says_what_its_exit_codes_mean() -> None:
+    proc = kexecfw("status", "--help")
+    text = " ".join(proc.stdout.split())
+    assert proc.returncode == 0 and "exit status: 0 when the kernel asked about is loaded" in text
+    assert "1 when it is not (like kexec -S)" in text and "3 when the sysroot has no kexec state" in text

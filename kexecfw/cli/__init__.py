@@ -15,12 +15,11 @@ and error, goes through the one argparse parser.
 """
 from __future__ import annotations
 
-import errno
 import gc
 import os
 import sys
 
-from kexecfw.errors import ExitCode, KexecfwError
+from kexecfw.errors import ExitCode, KexecfwError, UsageError, exit_code_of
 
 TYPE_CHECKING = False   # not typing.TYPE_CHECKING: see the start-up note above
 if TYPE_CHECKING:
@@ -43,6 +42,12 @@ COMMANDS: list[tuple[str, str, str]] = [
 
 
 GLOBAL_OPTIONS_WITH_VALUE = ("--sysroot", "--arch")
+# The commands the global --arch picks a plugin (or crashkernel's rules) for; the others would ignore it.
+ARCH_COMMANDS = frozenset({"load", "unload", "exec", "memmap", "crashkernel"})
+WHY_NO_ARCH = {
+    "vmcore": "a dump names its own architecture (ELF e_machine, the kdump header)",
+    "lab": "the guest's architecture is `lab run --arch ARCH`",
+}
 
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
@@ -72,17 +77,39 @@ def _import(name: str):
 
 def chosen_command(argv: Sequence[str]) -> str | None:
     """The command word in ``argv`` (skipping global options), or None (e.g. ``--help``)."""
+    at = _command_index(argv)
+    return argv[at] if at is not None else None
+
+
+def _command_index(argv: Sequence[str]) -> int | None:
     names = {name for name, _, _ in COMMANDS}
-    args = iter(argv)
-    for arg in args:
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
         if arg in GLOBAL_OPTIONS_WITH_VALUE:
-            next(args, None)
+            i += 1
         elif arg.startswith("-"):
             if arg in ("-h", "--help"):
                 return None
         else:
-            return arg if arg in names else None
+            return i if arg in names else None
+        i += 1
     return None
+
+
+def refuse_unused_arch(argv: Sequence[str]) -> None:
+    """UsageError when ``--arch`` is given to a command that does not use it: before the command word
+    (the global option) for every command outside ARCH_COMMANDS, and after it too, except for
+    ``lab`` whose own --arch names the guest's."""
+    at = _command_index(argv)
+    if at is None or argv[at] in ARCH_COMMANDS:
+        return
+    command = argv[at]
+    words = argv[:argv.index("--")] if "--" in argv else argv
+    for i, arg in enumerate(words):
+        if (arg == "--arch" or arg.startswith("--arch=")) and (i < at or command != "lab"):
+            why = WHY_NO_ARCH.get(command, "it does not depend on the architecture")
+            raise UsageError(f"--arch does not apply to `{command}`: {why}; leave it out")
 
 
 def fast_path(argv: Sequence[str]) -> Callable[[], int] | None:
@@ -147,20 +174,21 @@ def _output_failed(e: OSError, code: int) -> int:
     if isinstance(e, BrokenPipeError):
         return code
     print(f"kexecfw: error: cannot write the output: {e.strerror}", file=sys.stderr)
-    return code or (ExitCode.NO_SPACE if e.errno == errno.ENOSPC else ExitCode.FAILURE)
+    return code or exit_code_of(e)
 
 
 def _main(argv: list[str]) -> tuple[int, bool]:
     """The exit code of ``argv``, and whether it took the fast path."""
     command = fast_path(argv)
     fast = command is not None
-    if command is None:
-        # Configure only the chosen command: `vmcore dmesg` in a capture kernel should not pay for
-        # building every other command's parser.
-        parser = build_parser(only=chosen_command(argv))
-        args = parser.parse_args(argv)
-        command = lambda: args._run(args)   # noqa: E731
     try:
+        if command is None:
+            refuse_unused_arch(argv)
+            # Configure only the chosen command: `vmcore dmesg` in a capture kernel should not pay for
+            # building every other command's parser.
+            parser = build_parser(only=chosen_command(argv))
+            args = parser.parse_args(argv)
+            command = lambda: args._run(args)   # noqa: E731
         return int(command()), fast
     except KexecfwError as e:
         print(f"kexecfw: error: {e.message}", file=sys.stderr)
@@ -176,4 +204,4 @@ def _main(argv: list[str]) -> tuple[int, bool]:
         if e.filename is None:
             return _output_failed(e, ExitCode.OK), fast
         print(f"kexecfw: error: {e.filename}: {e.strerror}", file=sys.stderr)
-        return int(ExitCode.PERMISSION if e.errno in (errno.EACCES, errno.EPERM) else ExitCode.FAILURE), fast
+        return exit_code_of(e), fast

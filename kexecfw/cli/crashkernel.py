@@ -12,6 +12,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     p.add_argument("value", metavar="STRING", help="crashkernel=... (or only its value, or a whole command line)")
     p.add_argument("--ram", required=True, metavar="SIZE", help="system RAM the kernel sees (e.g. 2G, 1536M)")
     p.add_argument("--json", action="store_true", help="print a JSON document")
+    _arch_option(p, "whose crashkernel= rules apply (the default ,low size); default x86_64")
     p = sub.add_parser("estimate", help="size a crashkernel= reservation for a capture kernel and initrd",
                        description="Estimate the reservation (formula in kexecfw.crashkernel).")
     p.add_argument("--kernel", required=True, metavar="K", help="capture kernel image")
@@ -19,6 +20,21 @@ def configure(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--cpus", type=int, default=1, metavar="N", help="CPUs the capture kernel brings up (default 1)")
     p.add_argument("--ram", default="0", metavar="SIZE", help="RAM of the system to dump (for the writer's bitmaps)")
     p.add_argument("--json", action="store_true", help="print a JSON document")
+    _arch_option(p, "the architecture the kernel must be built for (default: the kernel's own)")
+
+
+def _arch_option(p: argparse.ArgumentParser, help_text: str) -> None:
+    """--arch after the action too (the global one works before `crashkernel`); SUPPRESS keeps the
+    global value when this one is not given."""
+    p.add_argument("--arch", default=argparse.SUPPRESS, metavar="ARCH", help=f"arm64 or x86_64: {help_text}")
+
+
+def _arch(args: argparse.Namespace) -> str | None:
+    from kexecfw.crashkernel import DEFAULT_LOW
+    from kexecfw.errors import UsageError
+    if args.arch is not None and args.arch not in DEFAULT_LOW:
+        raise UsageError(f"--arch {args.arch}: crashkernel knows the rules of {' and '.join(sorted(DEFAULT_LOW))}")
+    return args.arch
 
 
 def _size(text: str) -> int:
@@ -39,8 +55,9 @@ def run(args: argparse.Namespace) -> int:
     import json
 
     from kexecfw import crashkernel as ck
+    arch = _arch(args)
     if args.ck_command == "parse":
-        arch = args.arch or "x86_64"
+        arch = arch or "x86_64"
         res = ck.parse(args.value, _size(args.ram), arch)
         if args.json:
             print(json.dumps({"schema": 1, "arch": arch, **res.as_dict()}, indent=1))
@@ -57,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
         if res.low is not None:
             print(f"low: {res.low >> 20} MiB" + (" (architecture default)" if res.low_default else ""))
         return 0
-    est = ck.estimate(args.kernel, args.initrd, args.cpus, _size(args.ram))
+    est = ck.estimate(args.kernel, args.initrd, args.cpus, _size(args.ram), arch)
     if args.json:
         print(json.dumps({"schema": 1, **est}, indent=1))
         return 0

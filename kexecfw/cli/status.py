@@ -5,6 +5,9 @@ import argparse
 
 
 def configure(p: argparse.ArgumentParser) -> None:
+    p.epilog = ("exit status: 0 when the kernel asked about is loaded (-p: the crash kernel), 1 when it is "
+                "not (like kexec -S), 3 when the sysroot has no kexec state (a kernel without CONFIG_KEXEC, "
+                "an incomplete snapshot), 2 for a bad command line")
     p.add_argument("-p", "--panic", action="store_true", help="ask about the crash kernel")
     p.add_argument("--json", action="store_true")
 
