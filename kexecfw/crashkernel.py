@@ -237,7 +237,7 @@ ARM64_IMAGE_SIZE_AT = 16               # ... and image_size (u64)
 ZBOOT_PAYLOAD_AT = 8                   # zboot-header.S: "MZ..", "zimg", payload offset, payload size (u32)
 
 
-def _arm64_image_head(data: bytes) -> bytes | None:
+def _arm64_image_head(data: bytes, what: str) -> bytes | None:
     """The first 64 bytes of the arm64 Image in ``data``: raw, compressed whole (a vmlinuz.gz) or in
     an EFI zboot image's payload; None when there is none."""
     if data[ARM64_IMAGE_MAGIC_AT:ARM64_IMAGE_MAGIC_AT + 4] == b"ARM\x64":
@@ -246,7 +246,7 @@ def _arm64_image_head(data: bytes) -> bytes | None:
         offset, size = struct.unpack_from("<II", data, ZBOOT_PAYLOAD_AT)
         data = data[offset:offset + size]
     codec = sniff(data)
-    return decompressed_prefix(data, codec, 64) if codec else None
+    return decompressed_prefix(data, codec, 64, what) if codec else None
 
 
 def kernel_memory(path: str, arch: str | None = None) -> tuple[int, str]:
@@ -261,7 +261,7 @@ def kernel_memory(path: str, arch: str | None = None) -> tuple[int, str]:
     if len(data) > 0x264 and data[0x202:0x206] == b"HdrS" and struct.unpack_from("<H", data, 0x206)[0] >= 0x20A:
         found = struct.unpack_from("<I", data, 0x260)[0], "bzImage init_size", "x86_64"
     else:
-        head = _arm64_image_head(data)
+        head = _arm64_image_head(data, f"kernel {path}")
         if head and len(head) >= 64 and head[ARM64_IMAGE_MAGIC_AT:ARM64_IMAGE_MAGIC_AT + 4] == b"ARM\x64":
             found = struct.unpack_from("<Q", head, ARM64_IMAGE_SIZE_AT)[0], "arm64 Image image_size", "arm64"
     if found is None:

@@ -54,16 +54,13 @@ def decompressed_size(data: bytes, codec: str, cap: int, what: str) -> int:
     return sum(len(chunk) for chunk in _chunks(data, codec, cap, what))
 
 
-def decompressed_prefix(data: bytes, codec: str, n: int) -> bytes | None:
-    """The first ``n`` unpacked bytes (fewer if the stream is shorter), or None if it does not unpack."""
+def decompressed_prefix(data: bytes, codec: str, n: int, what: str) -> bytes:
+    """The first ``n`` unpacked bytes (fewer if the stream is shorter); only the steps that reach them run."""
     out = b""
-    try:
-        for chunk in _chunks(data, codec, 1 << 62, "data"):
-            out += chunk
-            if len(out) >= n:
-                break
-    except BadInputError:
-        return None
+    for chunk in _chunks(data, codec, 1 << 62, what):
+        out += chunk
+        if len(out) >= n:
+            break
     return out[:n]
 
 

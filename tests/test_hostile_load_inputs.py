@@ -340,6 +340,16 @@ def test_estimate_refuses_a_text_file_as_kernel(tmp_path: Path) -> None:
     assert f"kernel {text} is not a kernel image kexecfw can size" in line
 
 
+def test_estimate_names_the_codec_of_a_damaged_compressed_kernel(tmp_path: Path) -> None:
+    import gzip
+    packed = bytearray(gzip.compress(_arm64_image(tmp_path).read_bytes()))
+    packed[12] ^= 0xFF                      # the first byte of the deflate stream
+    kernel = tmp_path / "Image.gz"
+    kernel.write_bytes(packed)
+    line = one_line_error(kexecfw("crashkernel", "estimate", "--kernel", str(kernel)), 3)
+    assert f"kernel {kernel} does not decompress as gzip: " in line
+
+
 def test_estimate_checks_the_kernel_against_arch(tmp_path: Path) -> None:
     kernel = _arm64_image(tmp_path)
     line = one_line_error(kexecfw("crashkernel", "estimate", "--arch", "x86_64", "--kernel", str(kernel)), 3)
