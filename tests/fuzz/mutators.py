@@ -53,7 +53,8 @@ def boundary(rng: random.Random, width: int, file_size: int = 0, old: int | None
             0x1000, 0xFFF, 0x7FFFFFFF, 0x80000000, 0xFFFFFFFF, 1 << 32, 1 << 40, 1 << 52, 1 << 62,
             rng.getrandbits(8 * width)]
     if old is not None:
-        vals += [old + 1, old - 1, old * 2, old << 12, old >> 1, old ^ (1 << rng.randrange(8 * width))]
+        vals += [old + 1, old - 1, old + 8, old - 8, old * 2, old << 12, old >> 1, old ^ (1 << rng.randrange(8 * width)),
+                 1 << rng.randrange(8 * width)]
     return rng.choice(vals) & top
 
 
@@ -650,7 +651,7 @@ def mutate_purgatory(data: bytes, rng: random.Random) -> tuple[bytes, Mutation]:
 # --- crashkernel= strings ------------------------------------------------------------------------
 
 def mutate_crashkernel(data: bytes, rng: random.Random) -> tuple[bytes, Mutation]:
-    s = data.decode()
+    s = data.decode("utf-8", "replace")
     nums = list(re.finditer(r"(0x[0-9a-fA-F]+|\d+)([KMGTPEkmgtpe]?)", s))
     op = rng.choice(["number", "number", "suffix", "punct", "dup", "range", "option", "plain"])
     if op == "number" and nums:
@@ -774,10 +775,19 @@ def mutate(seed, rng: random.Random, dest: Path) -> Mutation:
             m = mutate_tree(dest, rng, seed.arch)
         return Mutation(f"{seed.id}: {m.desc}", m.lossy)
     data = src.read_bytes()
-    if rng.random() < 0.2:
-        out, m = plain(data, rng)
-    else:
-        out, m = FILE_MUTATORS[seed.kind](data, rng, seed.meta)
-    dest.write_bytes(out)
+    # one change most of the time; sometimes two or three stacked (a header field and a value...)
+    rounds = rng.choice([1, 1, 1, 1, 1, 2, 3])
+    descs, lossy = [], False
+    for _ in range(rounds):
+        if rng.random() < 0.2:
+            data, m = plain(data, rng)
+        else:
+            try:
+                data, m = FILE_MUTATORS[seed.kind](data, rng, seed.meta)
+            except (struct.error, IndexError, ValueError, OverflowError):
+                data, m = plain(data, rng)      # an earlier round broke the structure this one edits
+        descs.append(m.desc)
+        lossy |= m.lossy
+    dest.write_bytes(data)
     os.chmod(dest, 0o600)
-    return Mutation(f"{seed.id}: {m.desc}", m.lossy)
+    return Mutation(f"{seed.id}: {'; '.join(descs)}", lossy)

@@ -90,13 +90,16 @@ def run_input(target_name: str, index: int, campaign: int, seeds: list, by_id: d
     def alarm(signum, frame):
         raise InputTimeout()
     old = signal.signal(signal.SIGALRM, alarm)
-    # CLI targets time out in subprocess.run first; the timer is their backstop
-    signal.setitimer(signal.ITIMER_REAL, limits.time_s + (5 if target.cli else 0))
     try:
-        if target.wants_lossy:
-            target.run(path, ctx, seed, mutation.lossy)
-        else:
-            target.run(path, ctx, seed)
+        try:
+            # CLI targets time out in subprocess.run first; the timer is their backstop
+            signal.setitimer(signal.ITIMER_REAL, limits.time_s + (5 if target.cli else 0))
+            if target.wants_lossy:
+                target.run(path, ctx, seed, mutation.lossy)
+            else:
+                target.run(path, ctx, seed)
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)     # the handlers below run without the timer
         res.update(outcome="rejected" if ctx.rejections else "ok",
                    message=ctx.rejections[0][:200] if ctx.rejections else None)
     except Finding as f:
@@ -113,7 +116,6 @@ def run_input(target_name: str, index: int, campaign: int, seeds: list, by_id: d
         res.update(outcome="finding", type=type(e).__name__, where=_frame(e.__traceback__),
                    detail=str(e)[:200])
     finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, old)
     res["seconds"] = round(time.monotonic() - t0, 3)
     return res

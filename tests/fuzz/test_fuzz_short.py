@@ -25,8 +25,10 @@ def test_short_campaign_finds_nothing():
     a = runner.run_campaign(in_process, IN_PROCESS, jobs=2)
     b = runner.run_campaign(cli, CLI, jobs=2)
     for camp, n in ((a, IN_PROCESS), (b, CLI)):
+        errors = [r for r in camp.results if r["outcome"] == "harness-error"]
+        assert not errors, errors[:5]
         for name, s in camp.stats.items():
-            assert s.inputs == n and s.harness_errors == 0, (name, s)
+            assert s.inputs == n, (name, s)
             assert s.ok + s.rejected + s.findings == n
     lines = a.finding_lines() + b.finding_lines()
     assert not lines, f"{len(lines)} distinct findings:\n" + "\n".join(lines)
@@ -48,9 +50,7 @@ def _spins(path, ctx, seed):
 
 
 def _hogs_memory(path, ctx, seed):
-    blocks = []
-    while True:
-        blocks.append(bytearray(256 << 20))
+    return bytearray(1 << 31)       # past the worker's address-space limit
 
 
 def _dies(path, ctx, seed):
@@ -63,7 +63,7 @@ def test_harness_reports_everything_but_a_clean_rejection():
     for name, fn in toys.items():
         BY_NAME[name] = Target(name, ("crashkernel",), fn)
     try:
-        camp = runner.run_campaign(list(toys), 1, jobs=2, limits=runner.Limits(time_s=1.0, address_space=1 << 30))
+        camp = runner.run_campaign(list(toys), 1, jobs=2, limits=runner.Limits(time_s=2.0, address_space=1 << 30))
     finally:
         for name in toys:
             del BY_NAME[name]
