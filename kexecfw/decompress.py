@@ -24,6 +24,9 @@ KERNEL_IMAGE_CAP = 512 << 20
 INITRD_CAP = 2 << 30
 
 CHUNK = 1 << 20                      # the most a zlib/lzma/bz2 step produces at once
+# liblzma allocates the dictionary a stream's header asks for: kernels use 32 MiB (scripts/xz_wrap.sh),
+# xz -9 initrds 64 MiB. (zstd refuses windows past 128 MiB by itself; bzip2 blocks are 900 KB.)
+LZMA_MEMLIMIT = 256 << 20
 ZSTD_STEP = 1 << 10                  # the input a zstd step gets (see _zstd)
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 LZ4_LEGACY_MAGIC = 0x184C2102        # lib/decompress_unlz4.c: the legacy frame the kernel build writes
@@ -87,17 +90,23 @@ def _size(n: int) -> str:
 
 
 def _codec_errors(codec: str) -> tuple[type[BaseException], ...]:
+    """What the codec's library raises for bad data (its module is imported: _chunks only asks once
+    the codec has run, or failed to import, which is a BadInputError already)."""
     errors: tuple[type[BaseException], ...] = (EOFError, ValueError, zlib.error)
-    if codec in ("xz", "lzma"):
-        import lzma
-        errors += (lzma.LZMAError,)
-    elif codec == "bzip2":
-        errors += (OSError,)                 # bz2 reports invalid data as OSError
-    elif codec == "zstd":
-        import zstandard
-        errors += (zstandard.ZstdError,)
-    elif codec == "lz4":
-        errors += (RuntimeError,)            # lz4.block: "corrupt input or insufficient space"
+    try:
+        if codec in ("xz", "lzma"):
+            import lzma
+            errors += (lzma.LZMAError,)
+        elif codec == "bzip2":
+            errors += (OSError,)             # bz2 reports invalid data as OSError
+        elif codec == "zstd":
+            import zstandard
+            errors += (zstandard.ZstdError,)
+        elif codec == "lz4":
+            import lz4.block
+            errors += (lz4.block.LZ4BlockError,)
+    except ImportError:
+        pass
     return errors
 
 
@@ -146,12 +155,14 @@ def _stepwise(make: Callable[[], object], magic: bytes, codec: str) -> Callable[
 
 def _xz(data: bytes) -> Iterator[bytes]:
     import lzma
-    return _stepwise(lambda: lzma.LZMADecompressor(format=lzma.FORMAT_XZ), b"\xfd7zXZ\x00", "xz")(data)
+    return _stepwise(lambda: lzma.LZMADecompressor(format=lzma.FORMAT_XZ, memlimit=LZMA_MEMLIMIT),
+                     b"\xfd7zXZ\x00", "xz")(data)
 
 
 def _lzma(data: bytes) -> Iterator[bytes]:
     import lzma
-    return _stepwise(lambda: lzma.LZMADecompressor(format=lzma.FORMAT_ALONE), b"", "lzma")(data)
+    return _stepwise(lambda: lzma.LZMADecompressor(format=lzma.FORMAT_ALONE, memlimit=LZMA_MEMLIMIT),
+                     b"", "lzma")(data)
 
 
 def _bzip2(data: bytes) -> Iterator[bytes]:

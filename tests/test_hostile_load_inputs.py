@@ -279,6 +279,38 @@ def test_decompression_stops_at_its_cap(codec: str) -> None:
     assert max(len(c) for c in _chunks(bomb, codec, 64 << 20, "x")) <= (32 << 20 if codec == "zstd" else CHUNK)
 
 
+def test_lz4_legacy_frame_damaged_or_past_its_cap() -> None:
+    """The x86_64 kernel build's lz4 frame (lib/decompress_unlz4.c) built here; a flipped byte in a block
+    or an output past the cap is one BadInputError."""
+    import lz4.block
+
+    from kexecfw.decompress import LZ4_LEGACY_MAGIC, decompress
+    raw = bytes(range(256)) * 40000                   # 10 MB: two blocks of at most 8 MiB
+    blocks = [lz4.block.compress(raw[i:i + (8 << 20)], store_size=False) for i in range(0, len(raw), 8 << 20)]
+    frame = struct.pack("<I", LZ4_LEGACY_MAGIC) + b"".join(struct.pack("<I", len(b)) + b for b in blocks) \
+        + struct.pack("<I", len(raw))
+    assert decompress(frame, "lz4", 16 << 20, "vmlinux") == raw
+    with pytest.raises(BadInputError, match=r"^vmlinux decompresses \(lz4\) to more than 9 MiB"):
+        decompress(frame, "lz4", 9 << 20, "vmlinux")
+    damaged = bytearray(frame)
+    damaged[8:72] = b"\xff" * 64      # the first block's tokens: literal lengths past its end
+    with pytest.raises(BadInputError, match=r"^vmlinux does not decompress as lz4: "):
+        decompress(bytes(damaged), "lz4", 16 << 20, "vmlinux")
+
+
+@pytest.mark.parametrize("codec, fmt, lzma_filter", [("xz", "FORMAT_XZ", "FILTER_LZMA2"),
+                                                     ("lzma", "FORMAT_ALONE", "FILTER_LZMA1")])
+def test_lzma_dictionary_is_bounded(codec: str, fmt: str, lzma_filter: str) -> None:
+    """A stream header asking for a 1 GiB dictionary is refused before liblzma allocates it."""
+    import lzma
+
+    from kexecfw.decompress import decompress
+    packed = lzma.compress(b"x" * 1000, format=getattr(lzma, fmt),
+                           filters=[{"id": getattr(lzma, lzma_filter), "dict_size": 1 << 30}])
+    with pytest.raises(BadInputError, match=rf"^initrd does not decompress as {codec}: Memory usage limit"):
+        decompress(packed, codec, 1 << 30, "initrd")
+
+
 def test_zstd_zboot_payload_is_capped(monkeypatch: pytest.MonkeyPatch) -> None:
     """An arm64 EFI zboot image whose zstd payload unpacks past the kernel image cap (made 8 MiB here
     to keep the test small; the real one is 512 MiB): refused by name."""
