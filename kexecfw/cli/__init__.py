@@ -38,6 +38,7 @@ COMMANDS: list[tuple[str, str, str]] = [
     ("vmcore", "kexecfw.cli.vmcore", "read a crash dump: info, notes, dmesg, save"),
     ("crashkernel", "kexecfw.cli.crashkernel", "parse crashkernel= or estimate the size to reserve"),
     ("lab", "kexecfw.cli.lab", "run real kernels in QEMU: load, crash, capture"),
+    ("kdump", "kexecfw.cli.kdump", "the kdump service: enable, status, load, test, list, save"),
 ]
 
 

@@ -1,0 +1,220 @@
+"""``kexecfw kdump ACTION``: the kdump service (docs/kdump.md).
+
+``--root DIR`` (before or after the action; default: the global --sysroot, itself ``/``) is the system
+to act on: every path (/etc/kexecfw, /etc/systemd/system, /etc/default/grub.d, /var/crash, /boot,
+/proc, /sys) is resolved under it. Commands that change the running system (update-grub, mkinitramfs,
+systemctl, the panic load, sysrq) run only when it is ``/``; on any other root they are recorded in
+DIR/var/lib/kexecfw/kdump/actions.log. Each action imports only what it needs (``save`` runs in the
+capture kernel).
+"""
+from __future__ import annotations
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import argparse
+
+ACTIONS = {
+    "status": "is this machine armed: every reason, the self-test, the last dumps (exit 0 armed, 3 not)",
+    "enable": "install the units, the kernel hook, the capture initrd and crashkernel= (GRUB); load when reserved",
+    "disable": "remove what enable installed and unload the panic kernel (config and dumps stay)",
+    "load": "load the configured capture kernel as the panic kernel (rebuilds its initrd when needed)",
+    "unload": "unload the panic kernel",
+    "reload": "unload, then load",
+    "show": "the effective configuration and the exact panic load it plans (nothing is loaded)",
+    "test": "crash self-test: record a marker and crash (sysrq-c) with --yes-crash-this-machine",
+    "list": "the dumps on the target: time, kernel, panic line, size, complete or not",
+    "rebuild": "build the capture initrd when what goes into it changed (--force: always)",
+    "save": "the capture boot's save (run by kexecfw-kdump-save.service): hooks, save, final action",
+}
+JSON_ACTIONS = ("status", "enable", "disable", "load", "reload", "show", "list", "rebuild", "save", "test")
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    import argparse
+    parser.add_argument("--root", default=None, metavar="DIR",
+                        help="the system to act on (default: the global --sysroot, /)")
+    sub = parser.add_subparsers(dest="kdump_command", metavar="ACTION", required=True)
+    for name, help_text in ACTIONS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.add_argument("--root", default=argparse.SUPPRESS, metavar="DIR", help="the system to act on")
+        if name in JSON_ACTIONS:
+            p.add_argument("--json", action="store_true", help="print a JSON document on stdout")
+        if name == "test":
+            p.add_argument("--yes-crash-this-machine", action="store_true",
+                           help="really crash this machine now (sysrq-c), after recording the marker")
+        if name == "rebuild":
+            p.add_argument("--force", action="store_true", help="rebuild even when the initrd is current")
+            p.add_argument("--release", metavar="KVER", help="the kernel release to build for (default: running)")
+        if name == "save":
+            p.add_argument("--vmcore", metavar="FILE", help="the dump to save (default /proc/vmcore)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from kexecfw.kdump.actions import SystemActions
+    from kexecfw.sysroot import Sysroot
+    root = Sysroot(args.root or args.sysroot)
+    actions = SystemActions(root)
+    return globals()[f"_{args.kdump_command}"](args, root, actions)
+
+
+def _out(args, doc: dict, lines: list[str]) -> None:
+    if getattr(args, "json", False):
+        from kexecfw.cli.common import print_json
+        print_json({"schema": 1, **doc})
+    else:
+        print("\n".join(lines))
+
+
+def _recorded_note(actions) -> list[str]:
+    if actions.live or not actions.recorded:
+        return []
+    return [f"(not the live root: {len(actions.recorded)} system action(s) recorded in "
+            f"{actions.root.path('/var/lib/kexecfw/kdump/actions.log')}, not run)"]
+
+
+def _status(args, root, actions) -> int:
+    from kexecfw.kdump import NOT_ARMED
+    from kexecfw.kdump.status import gather
+    doc = gather(root)
+    lines = [f"kdump: {'ARMED' if doc['armed'] else 'NOT ARMED'}"]
+    for c in doc["checks"]:
+        mark = "ok " if c["ok"] else ("NO " if c["required"] else "-- ")
+        lines.append(f"  {mark} {c['check']:<14} {c['detail']}")
+    st = doc["selftest"]
+    lines.append(f"  self-test: {'never run' if st is None else st['started'] + ': ' + st['result']}")
+    for d in doc["dumps"]:
+        lines.append(f"  dump {d['name']}: {d['release'] or '?'}, {'complete' if d['complete'] else 'INCOMPLETE'}")
+    _out(args, doc, lines)
+    return 0 if doc["armed"] else NOT_ARMED
+
+
+def _enable(args, root, actions) -> int:
+    from kexecfw.kdump.service import enable
+    doc = enable(root, actions)
+    lines = [f"done: {d}" for d in doc["done"]] + [f"initrd: {doc['initrd']['why']}"] + doc["notes"]
+    if "load" in doc:
+        lines.append(f"loaded {doc['load']['kernel']} as the panic kernel")
+    lines.append("REBOOT NEEDED to reserve the crash region" if doc["reboot_needed"] else "no reboot needed")
+    _out(args, doc, lines + _recorded_note(actions))
+    return 0
+
+
+def _disable(args, root, actions) -> int:
+    from kexecfw.kdump.service import disable
+    doc = disable(root, actions)
+    _out(args, doc, [f"removed {r}" for r in doc["removed"]] + (["panic kernel unloaded"] if doc["unloaded"] else [])
+         + doc["notes"] + _recorded_note(actions))
+    return 0
+
+
+def _load(args, root, actions) -> int:
+    from kexecfw.kdump.service import load
+    doc = load(root, actions)
+    _out(args, doc, [f"loaded {doc['kernel']} (sha256 {doc['kernel_sha256'][:16]}) with {doc['initrd']} "
+                     f"(sha256 {(doc['initrd_sha256'] or '?')[:16]}) via {doc['syscall']}",
+                     f"cmdline: {doc['cmdline']}"] + _recorded_note(actions))
+    return 0
+
+
+def _unload(args, root, actions) -> int:
+    from kexecfw.kdump.service import unload
+    done = unload(root, actions)
+    print("panic kernel unloaded" if done else "no panic kernel was loaded")
+    for line in _recorded_note(actions):
+        print(line)
+    return 0
+
+
+def _reload(args, root, actions) -> int:
+    from kexecfw.kdump.service import unload
+    unload(root, actions)
+    return _load(args, root, actions)
+
+
+def _show(args, root, actions) -> int:
+    from kexecfw.cli.load import format_plan
+    from kexecfw.kdump.config import load_config
+    from kexecfw.kdump.plan import capture_of, plan_capture
+    from kexecfw.kdump.units import kexecfw_command
+    config = load_config(root)
+    capture = capture_of(root, config)
+    save = [*kexecfw_command(), "vmcore", "save", "--dir", config.path, "-d", str(config.level), "-c", config.codec,
+            "--keep", str(config.keep), "--min-free", config.min_free]
+    plan, ctx = plan_capture(root, capture)
+    doc = {"config": config.to_json(), "capture": capture.to_json(), "save_command": save, "plan": plan.to_json()}
+    lines = [f"configuration: {config.source or 'defaults (no ' + str(root.path('/etc/kexecfw/kdump.toml')) + ')'}"]
+    for section, values in config.to_json().items():
+        if isinstance(values, dict):
+            lines.append(f"[{section}] " + ", ".join(f"{k} = {v!r}" for k, v in values.items()))
+    lines += [f"capture kernel: {capture.kernel}", f"capture initrd: {capture.initrd}",
+              f"in the capture boot: {' '.join(save)}, then {config.final_action} "
+              f"(on failure: {config.failure_action})", "", format_plan(plan, ctx)]
+    _out(args, doc, lines)
+    return 0
+
+
+def _test(args, root, actions) -> int:
+    import time
+
+    from kexecfw.errors import KexecfwError, UsageError
+    from kexecfw.kdump import SELFTEST_JSON
+    from kexecfw.kdump.state import write_state
+    from kexecfw.kdump.status import gather
+    if not args.yes_crash_this_machine:
+        raise UsageError("`kdump test` crashes this machine (sysrq-c) to prove a dump is saved: "
+                         "add --yes-crash-this-machine to do it")
+    doc = gather(root)
+    if not doc["armed"]:
+        failing = [c["check"] for c in doc["checks"] if c["required"] and not c["ok"]]
+        raise KexecfwError(f"not armed ({', '.join(failing)}): see `kexecfw kdump status`; no crash")
+    marker = {"schema": 1, "time": int(time.time()), "crashed": True, "capture": doc["capture"]}
+    write_state(root, SELFTEST_JSON, marker)
+    _out(args, marker, ["self-test marker recorded; crashing now (sysrq-c): after the reboot, "
+                        "`kexecfw kdump status` says whether the dump arrived"] + _recorded_note(actions))
+    import sys
+    sys.stdout.flush()
+    actions.crash()
+    return 0
+
+
+def _list(args, root, actions) -> int:
+    import time
+
+    from kexecfw.errors import KexecfwError
+    from kexecfw.kdump.config import load_config
+    from kexecfw.kdump.dumps import list_dumps, local_target
+    config = load_config(root)
+    directory, where = local_target(root, config)
+    if directory is None:
+        raise KexecfwError(f"cannot list the dumps: {where}")
+    dumps = list_dumps(directory)
+    lines = [f"{'time (UTC)':<20} {'kernel':<24} {'size':>10}  {'state':<10}  panic"]
+    for d in dumps:
+        lines.append(f"{time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime(d.time)):<20} {d.release or '?':<24} "
+                     f"{d.size / (1 << 20):>6.1f} MiB  {'complete' if d.complete else 'INCOMPLETE':<10}  "
+                     f"{d.panic or '-'}" + ("" if d.complete else f"  [{d.why_incomplete}]"))
+    if not dumps:
+        lines = [f"no dumps in {config.path} ({where})"]
+    _out(args, {"directory": directory, "dumps": [d.to_json() for d in dumps]}, lines)
+    return 0
+
+
+def _rebuild(args, root, actions) -> int:
+    from kexecfw.kdump.config import load_config
+    from kexecfw.kdump.initrd import rebuild
+    from kexecfw.kdump.plan import capture_of
+    capture = capture_of(root, load_config(root))
+    release = args.release or capture.release
+    kernel = capture.kernel if release == capture.release else f"/boot/vmlinuz-{release}"
+    doc = rebuild(root, actions, release, kernel, force=args.force)
+    _out(args, doc, [("rebuilt " if doc["rebuilt"] else "not rebuilt: ") + f"{doc['initrd']} ({doc['why']})"]
+         + _recorded_note(actions))
+    return 0
+
+
+def _save(args, root, actions) -> int:
+    from kexecfw.kdump.save import save
+    code, doc = save(root, actions, args.vmcore)
+    if args.json:
+        _out(args, doc, [])
+    return code
