@@ -18,6 +18,8 @@ import struct
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from kexecfw.elfnotes import ELF64_EHDR, ELF64_PHDR
+
 REPO = Path(__file__).resolve().parents[2]
 GUESTS = REPO / "tests" / "data" / "debian12-guests"
 ARCHES = ("arm64", "x86_64")
@@ -57,15 +59,15 @@ def elf_facts(path: str) -> dict:
     from kexecfw.vmcore.kmem import KernelMemory
     hot: list[tuple[int, int, str]] = []
     with open_dump(path) as dump:
-        phys_reads: list[tuple[int, int]] = []
-        original = dump.read_phys
-
-        def recording(paddr: int, size: int) -> bytes:
-            phys_reads.append((paddr, size))
-            return original(paddr, size)
-        dump.read_phys = recording          # type: ignore[method-assign]
+        table_reads: list[int] = []
         mem = KernelMemory(dump)
         info = mem.info
+        walk_read = mem.read_phys_u64
+
+        def recording(paddr: int, what: str = "") -> int:     # page-table entries (the walks' reads)
+            table_reads.append(paddr)
+            return walk_read(paddr, what)
+        mem.read_phys_u64 = recording       # type: ignore[method-assign]
 
         def add(vaddr: int | None, width: int, label: str) -> None:
             if vaddr is None:
@@ -102,24 +104,36 @@ def elf_facts(path: str) -> dict:
                     add(infos + i * isize + (o(f"printk_info.{f}") or 0), w, f"info[{i}].{f}")
         except (KexecfwError, TypeError):
             pass
-        phys_reads.clear()
         try:
             dmesg_bytes(mem)
             mem.utsname()
         except KexecfwError:
             pass
-        # 8-byte physical reads are page-table entries (KernelMemory.read_phys_u64 during a walk)
-        for paddr, size in phys_reads:
-            if size == 8:
-                off = dump.file_offset(paddr)
-                if off is not None:
-                    hot.append((off, 8, f"page-table entry at {paddr:#x}"))
+        for paddr in table_reads:
+            off = dump.file_offset(paddr)
+            if off is not None:
+                hot.append((off, 8, f"page-table entry at {paddr:#x}"))
+        # the pages of the tables: the top level (a symbol) and every table a walk read
+        ps = dump.page_size
+        table_pages = {paddr & ~(ps - 1) for paddr in table_reads}
+        for name in ("init_top_pgt", "swapper_pg_dir"):
+            va = info.symbol(name)
+            if va is not None:
+                try:
+                    table_pages.add(mem.vtop(va) & ~(ps - 1))
+                except KexecfwError:
+                    pass
+        pt_pages = []
+        for page in sorted(table_pages):
+            off = dump.file_offset(page)
+            if off is not None:
+                pt_pages.append((off, ps))
         loads = [(p.offset, p.filesz) for p in dump.header.phdrs if p.type == 1]
         page_end = max((o + n for o, n in loads), default=0)
         vi = next((n for n in dump.notes if n.name == b"VMCOREINFO"), None)
     seen: set[int] = set()
     unique = [h for h in hot if not (h[0] in seen or seen.add(h[0]))]
-    return {"hot": unique, "page_end": page_end,
+    return {"hot": unique, "page_end": page_end, "pt_pages": pt_pages,
             "vmcoreinfo_at": vi.offset if vi is not None else None}
 
 
@@ -314,8 +328,22 @@ def build(dest: str | Path, real_kernels: bool = False) -> list[Seed]:
         old = len(d.header.phdrs)
     with ElfDump(pt) as d:
         pt_pages = [(p.offset, p.filesz) for p in d.header.phdrs[old:]]
-    put("x86_64-pagetables-elf", "elf-dump", "x86_64", "elf/x86_64-pagetables.elf", pt_pages=pt_pages,
-        **elf_facts(pt))
+    facts = elf_facts(pt)
+    facts["pt_pages"] += pt_pages
+    put("x86_64-pagetables-elf", "elf-dump", "x86_64", "elf/x86_64-pagetables.elf", **facts)
+    # the same dumps without virtual addresses in their program headers (p_vaddr 0): every kernel
+    # address is then translated by walking the dump's page tables, as for a kdump file
+    for sid, src in (("arm64-walk-elf", "elf/arm64-mini.elf"), ("x86_64-walk-elf", "elf/x86_64-pagetables.elf")):
+        data = bytearray((dest / src).read_bytes())
+        phoff, phnum = ELF64_EHDR.unpack_from(data)[5], ELF64_EHDR.unpack_from(data)[10]
+        for i in range(phnum):
+            struct.pack_into("<Q", data, phoff + i * ELF64_PHDR.size + 16, 0)
+        name = f"elf/{sid}.elf"
+        put(sid, "elf-dump", sid.split("-")[0], name, bytes(data))
+        facts = elf_facts(str(dest / name))
+        if sid.startswith("x86_64"):
+            facts["pt_pages"] += pt_pages       # only p_vaddr changed: the added tables lie where they did
+        seeds[-1].meta.update(facts)
     # firmware memmap (x86_64)
     mm = dest / "memmap/x86_64"
     shutil.copytree(GUESTS / "x86_64" / "sysroot" / "sys" / "firmware" / "memmap", mm / "sys/firmware/memmap")
