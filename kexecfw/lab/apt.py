@@ -52,6 +52,7 @@ class AptRoot:
         lines = [f"deb {opts} {mirror} {suite} main" for suite in suites]
         if security_suite:
             lines.append(f"deb {opts} {DEFAULT_SECURITY_MIRROR} {security_suite} main")
+        self.source_lines = tuple(lines)   # also what a bootstrapped full-OS guest gets (kexecfw.lab.fullos)
         sources = self.root / "sources.list"
         text = "\n".join(lines) + "\n"
         if not sources.exists() or sources.read_text() != text:

@@ -1,4 +1,5 @@
-"""Host preparation: the QEMU system emulator (and qemu-user for foreign guests), installed when missing.
+"""Host preparation: the QEMU system emulator (and qemu-user for foreign guests), installed when missing;
+with ``full_os=True`` also what full-OS guest images are built with (mmdebstrap, e2fsprogs, qemu-img).
 
 Idempotent: a tool already on PATH is not reinstalled. Installing needs root
 (the lab is meant for CI machines and developer boxes where that is normal);
@@ -22,24 +23,32 @@ TOOLS = {
     "qemu-x86_64-static": "qemu-user-static",
     "dpkg-deb": "dpkg",
     "apt-get": "apt",
+    "mmdebstrap": "mmdebstrap",
+    "mkfs.ext4": "e2fsprogs",
+    "debugfs": "e2fsprogs",
+    "qemu-img": "qemu-utils",
 }
+# Full-OS guests (kexecfw.lab.fullos): the root tree, its ext4 image, reading results back, qcow2 overlays.
+FULL_OS_TOOLS = ("mmdebstrap", "mkfs.ext4", "debugfs", "qemu-img")
 APT_LOCK_WAIT = "600"  # seconds to wait for another apt/dpkg (setup.sh, unattended upgrades)
 
 
-def tools_for(arch: ArchTarget) -> list[str]:
+def tools_for(arch: ArchTarget, full_os: bool = False) -> list[str]:
     tools = ["apt-get", "dpkg-deb", arch.qemu_system]
     if needs_emulation(arch):
         tools.append(arch.qemu_user)
+    if full_os:
+        tools.extend(FULL_OS_TOOLS)
     return tools
 
 
-def missing_packages(arch: ArchTarget) -> list[str]:
-    return sorted({TOOLS[t] for t in tools_for(arch) if shutil.which(t) is None})
+def missing_packages(arch: ArchTarget, full_os: bool = False) -> list[str]:
+    return sorted({TOOLS[t] for t in tools_for(arch, full_os) if shutil.which(t) is None})
 
 
-def ensure_host_tools(arch: ArchTarget, log: Callable[[str], None] = print) -> None:
+def ensure_host_tools(arch: ArchTarget, log: Callable[[str], None] = print, full_os: bool = False) -> None:
     """apt-get install what the lab needs for this guest architecture, if anything is missing."""
-    packages = missing_packages(arch)
+    packages = missing_packages(arch, full_os)
     if not packages:
         return
     if os.geteuid() != 0:
@@ -54,6 +63,6 @@ def ensure_host_tools(arch: ArchTarget, log: Callable[[str], None] = print) -> N
             last = (proc.stderr.strip().splitlines() or ["(no output)"])[-1]
             action = "update" if "update" in cmd else f"install {' '.join(packages)}"
             raise LabError(f"apt-get {action} failed: {last}")
-    still = missing_packages(arch)
+    still = missing_packages(arch, full_os)
     if still:
         raise LabError(f"apt-get installed {' '.join(packages)} but {', '.join(still)} is still missing")

@@ -26,6 +26,7 @@ from kexecfw.lab.targets import HOST_ARCH, ArchTarget
 class Disk:
     path: Path
     serial: str
+    format: str = "raw"   # "qcow2" for a copy-on-write overlay (full-OS guests' root disk)
 
 
 @dataclass
@@ -34,7 +35,7 @@ class QemuOutcome:
     seconds: float
     console: Path
     host_marks: list[tuple[float, str]] = field(default_factory=list)  # (seconds since start, LAB line)
-    ended_by: str = "exit"  # exit | timeout | silence
+    ended_by: str = "exit"  # exit | timeout | silence | deadline:<mark>
 
     def tail(self, lines: int = 25) -> str:
         try:
@@ -45,7 +46,8 @@ class QemuOutcome:
 
 
 def qemu_command(arch: ArchTarget, kernel: Path, initrd: Path | None, append: str, mem_mib: int, smp: int,
-                 disks: list[Disk], accel: str) -> list[str]:
+                 disks: list[Disk], accel: str, network: bool = False) -> list[str]:
+    """``network``: a virtio NIC on QEMU's user-mode network (the guest reaches the host's loopback as 10.0.2.2)."""
     accel_arg = "kvm" if accel == "kvm" else "tcg,thread=multi"
     cpu_args = list(arch.machine_args)
     if accel == "kvm":
@@ -56,13 +58,20 @@ def qemu_command(arch: ArchTarget, kernel: Path, initrd: Path | None, append: st
     if initrd:
         cmd += ["-initrd", str(initrd)]
     for i, disk in enumerate(disks):
-        cmd += ["-drive", f"file={disk.path},format=raw,if=none,id=d{i},cache=unsafe",
+        cmd += ["-drive", f"file={disk.path},format={disk.format},if=none,id=d{i},cache=unsafe",
                 "-device", f"{arch.virtio_blk_device},drive=d{i},serial={disk.serial}"]
+    if network:
+        cmd += ["-nic", "user,model=virtio-net-pci"]
     return cmd
 
 
-def run_qemu(cmd: list[str], console: Path, timeout: float, silence: float) -> QemuOutcome:
-    """Run QEMU until it exits (the guest powers off or reboots with -no-reboot) or a timeout."""
+def run_qemu(cmd: list[str], console: Path, timeout: float, silence: float,
+             deadlines: dict[str, float] | None = None) -> QemuOutcome:
+    """Run QEMU until it exits (the guest powers off or reboots with -no-reboot) or a timeout.
+
+    ``deadlines``: a console mark (the start of a LAB line) -> seconds by which it must have appeared;
+    a boot that misses one is ended there (``ended_by="deadline:<mark>"``) instead of at ``timeout``.
+    """
     if not shutil.which(cmd[0]):
         raise LabError(f"{cmd[0]} is not installed: run `python -m kexecfw lab prepare` (or apt-get install qemu-system)")
     start = time.monotonic()
@@ -92,6 +101,11 @@ def run_qemu(cmd: list[str], console: Path, timeout: float, silence: float) -> Q
                 break
             if now - last_output[0] > silence:
                 outcome.ended_by = "silence"
+                break
+            missed = [mark for mark, limit in (deadlines or {}).items() if now - start > limit
+                      and not any(line.startswith(mark) for _, line in list(outcome.host_marks))]
+            if missed:
+                outcome.ended_by = f"deadline:{missed[0]}"
                 break
             time.sleep(0.2)
     finally:
