@@ -712,6 +712,15 @@ def mutate_tree(root: Path, rng: random.Random, arch: str) -> Mutation:
     if op < 0.2 and "memmap" in rel:
         shutil.rmtree(f.parent)
         return Mutation(f"{f.parent.relative_to(root)} removed")
+    if op < 0.3 and "memmap" in rel and (f.parent / "start").is_file() and (f.parent / "end").is_file():
+        start, end = (f.parent / "start").read_bytes(), (f.parent / "end").read_bytes()
+        (f.parent / "start").write_bytes(end)
+        (f.parent / "end").write_bytes(start)
+        return Mutation(f"{f.parent.relative_to(root)}: start and end swapped")
+    if op < 0.34 and "memmap" in rel:
+        twin = f.parent.parent / str(rng.choice([99, 100000, 2 ** 31]))
+        shutil.copytree(f.parent, twin)
+        return Mutation(f"{f.parent.relative_to(root)} duplicated as {twin.name}")
     if rel.endswith("proc/iomem"):
         out, m = mutate_iomem(data, rng)
     elif rel.endswith("firmware/fdt"):
