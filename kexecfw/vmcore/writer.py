@@ -41,7 +41,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Iterator
 
 from kexecfw.elfnotes import ELF64_EHDR, ELF64_NHDR, ELF64_PHDR, ET_CORE, PT_LOAD, PT_NOTE, Note
-from kexecfw.errors import BadInputError, ExitCode, KexecfwError, NoSpaceError, PermissionDeniedError
+from kexecfw.errors import NO_SPACE_ERRNOS, BadInputError, ExitCode, KexecfwError, exit_code_of
 from kexecfw.vmcore.dumpfile import DumpFile, MemoryLost, MemoryMissing, summarize_ranges
 from kexecfw.vmcore.kdumpfmt import (CODEC_FLAGS, DISK_DUMP_HEADER, DL_EXCLUDE_ZERO,
                                      DUMP_DH_COMPRESSED_INCOMPLETE, HEADER_VERSION, KDUMP_SIGNATURE,
@@ -52,8 +52,6 @@ CHUNK_PAGES = 256
 # A capture kernel has little RAM: write back and drop the dump's page cache every so often
 # so that dirty pages of a slow disk do not pile up (they count against the RSS budget's host).
 FLUSH_BYTES = 32 << 20
-NO_SPACE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
-PERMISSION_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS}
 
 
 class DumpIncomplete(KexecfwError):
@@ -391,7 +389,9 @@ class DumpWriter:
             # grow with the dump (+2 MiB from a 1 GiB to an 8 GiB guest); inline it stays flat.
             for lo, hi in self._chunks(bm2, max_pfn):
                 raw, lost = self._read_pages(lo, hi)
-                yield lo, hi, _mark_lost(self._compress_chunk(raw), lo, lost)
+                results = self._compress_chunk(raw)
+                del raw     # before the next read: malloc reuses its memory (else new pages each chunk)
+                yield lo, hi, _mark_lost(results, lo, lost)
             return
         window = 2 * self.threads + 2
         pending: list = []
@@ -399,6 +399,7 @@ class DumpWriter:
             for lo, hi in self._chunks(bm2, max_pfn):
                 raw, lost = self._read_pages(lo, hi)
                 pending.append((lo, hi, lost, pool.submit(self._compress_chunk, raw)))
+                del raw
                 if len(pending) >= window:
                     lo0, hi0, lost0, fut = pending.pop(0)
                     yield lo0, hi0, _mark_lost(fut.result(), lo0, lost0)
@@ -744,10 +745,6 @@ def _no_space_why(e: OSError) -> str:
 
 
 def output_error(e: OSError, what: str) -> KexecfwError:
-    """``e`` from creating or writing output as the error of its class: permission (a read-only
-    filesystem too), no space, or else a plain failure."""
-    if e.errno in PERMISSION_ERRNOS:
-        return PermissionDeniedError(f"{what}: {e.strerror}")
-    if e.errno in NO_SPACE_ERRNOS:
-        return NoSpaceError(f"{what}: {e.strerror}")
-    return KexecfwError(f"{what}: {e.strerror}")
+    """``e`` from creating or writing output as one line with its exit code (errors.exit_code_of:
+    permission for a denied or read-only target, no space for a full disk)."""
+    return KexecfwError(f"{what}: {e.strerror}", exit_code_of(e))
