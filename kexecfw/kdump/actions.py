@@ -19,6 +19,9 @@ from kexecfw.errors import KexecfwError
 from kexecfw.kdump import STATE_DIR
 
 ACTIONS_LOG = f"{STATE_DIR}/actions.log"
+# kexecfw.syscalls.TEST_SESSION_ENV (a test checks they agree); not imported from there: that module
+# brings the load model and pluggy into the capture boot's `kdump save`
+TEST_SESSION_ENV = "KEXECFW_TEST_SESSION"
 # How the capture boot ends (systemctl --no-block: the save unit finishes while systemd acts)
 END_COMMANDS = {"reboot": ["systemctl", "--no-block", "reboot"],
                 "poweroff": ["systemctl", "--no-block", "poweroff"],
@@ -29,7 +32,6 @@ class SystemActions:
     """Run (live root) or record (any other root, or a test session) what changes the system."""
 
     def __init__(self, root) -> None:
-        from kexecfw.syscalls import TEST_SESSION_ENV
         self.root = root
         self.live = root.is_live and not os.environ.get(TEST_SESSION_ENV)
         self.recorded: list[dict] = []

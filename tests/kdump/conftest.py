@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import REPO, fixture_path
-from tests.vmcore.conftest import fixtures, mini_vmcores  # noqa: F401  (fixtures used here)
+from tests.vmcore.conftest import expected_dmesg, fixtures, mini_vmcores  # noqa: F401  (fixtures used here)
 
 
 def make_root(tmp_path: Path, arch: str = "x86_64") -> Path:
