@@ -147,6 +147,11 @@ def test_enable_status_disable_cli(root):
     armed = kdump(root, "status")
     assert armed.returncode == 0, armed.stdout + armed.stderr
     assert armed.stdout.startswith("kdump: ARMED")
+    crashed = kdump(root, "test", "--yes-crash-this-machine")
+    assert crashed.returncode == 0, crashed.stderr
+    assert recorded(root)[-1]["action"] == "crash" and (root / "var/lib/kexecfw/kdump/selftest.json").is_file()
+    assert json.loads(kdump(root, "status", "--json").stdout)["selftest"]["result"] == \
+        "no dump arrived after the test's crash"
 
     # a changed configuration: the loaded command line is stale, the initrd out of date
     (root / "etc/kexecfw/kdump.toml").write_text('[capture]\nappend = "nr_cpus=1"\n')
