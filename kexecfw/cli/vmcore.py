@@ -264,7 +264,7 @@ def _completeness(dump) -> dict:
     parts = getattr(dump, "parts", [dump])
     missing = dump.missing_memory()
     doc: dict = {}
-    if hasattr(dump, "scan_lost"):
+    if hasattr(parts[0], "scan_lost"):
         lost, runs_to = 0, 0
         for part in parts:
             n, end = part.scan_lost()

@@ -143,6 +143,29 @@ def test_cut_split_set_is_saved_incomplete(kdump, mini_vmcores, tmp_path):
     assert "b.kdump is cut short" in r.stderr and "pages could not be read" in r.stderr
     held = assert_output_honest(out, mini_vmcores["x86_64"])
     assert 0 < held < dumped
+    info = json.loads(cli("vmcore", "info", "--json", str(a), str(b)).stdout)
+    assert info["incomplete"] is True and info["lost_pages"] == dumped - held
+
+
+def test_absent_memory_is_not_lost(mini_vmcores, tmp_path):
+    """Pages partly in a hole (the x86_64 vmcore's PT_LOADs are not page aligned) and pages the
+    input's dump level left out are absent, not lost: the copy is complete."""
+    data = mini_vmcores["x86_64"].read_bytes()
+    ehdr = ELF64_EHDR.unpack_from(data)
+    load = next(ph for ph in (ELF64_PHDR.unpack_from(data, ehdr[5] + i * ELF64_PHDR.size) for i in range(ehdr[10]))
+                if ph[0] == PT_LOAD)
+    _, _, offset, vaddr, paddr, filesz, memsz, _ = load
+    edges = tmp_path / "edges.elf"                    # the same memory, its first PT_LOAD starting 0x80 later
+    edges.write_bytes(_patch_load(data, offset=offset + 0x80, vaddr=vaddr + 0x80, paddr=paddr + 0x80,
+                                  filesz=filesz - 0x80, memsz=memsz - 0x80))
+    with open_dump(str(edges)) as elf:
+        assert any(r.start % PAGE for r in elf.ranges())
+    r = cli("vmcore", "save", "-d", "0", "-i", str(edges), str(tmp_path / "a"), "--json")
+    assert r.returncode == 0 and json.loads(r.stdout)["pages_lost"] == 0, r.stderr
+    r = cli("vmcore", "save", "-d", "31", "-i", str(mini_vmcores["x86_64"]), str(tmp_path / "b"))
+    assert r.returncode == 0, r.stderr
+    r = cli("vmcore", "save", "-d", "0", "-i", str(tmp_path / "b"), str(tmp_path / "c"), "--json")
+    assert r.returncode == 0 and json.loads(r.stdout)["pages_lost"] == 0, r.stderr
 
 
 def _first_data_page(data: bytes, desc_at: int, dumped: int) -> int:
