@@ -205,7 +205,7 @@ def _build(recipe: ImageRecipe, cache: Path, work: Path, log: Log) -> BaseImage:
     make_ext4(image, recipe.size_mib, tree, label="kexecfw-root")
     seconds["mkfs"] = round(time.monotonic() - t0, 1)
     shutil.rmtree(tree)
-    log(f"full-OS image {image.parent.name}: {_du_mib(image)} MiB used of {recipe.size_mib} MiB, "
+    log(f"full-OS image {recipe.key()}: {_du_mib(image)} MiB used of {recipe.size_mib} MiB, "
         f"mmdebstrap {seconds['mmdebstrap']} s, kernel {release}")
     return BaseImage(root=image, kernel=work / "vmlinuz", initrd=work / "initrd.img", release=release,
                      arch=target.name, generation=recipe.generation, python=python, packages=packages,

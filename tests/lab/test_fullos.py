@@ -118,10 +118,10 @@ def test_fullos_guest_boots_and_runs_kexecfw(tmp_path: Path) -> None:
     image = base_image(ImageRecipe(arch="x86_64"))
     guest = FullOsGuest(image, tmp_path / "run")
     boot = guest.boot("lab_step running timeout 300 systemctl is-system-running --wait\n"
-                      "lab_step status /opt/kexecfw/bin/kexecfw status\n"
+                      "lab_step status /opt/kexecfw/bin/kexecfw status --json\n"
                       "lab_step vmcore-help /opt/kexecfw/bin/kexecfw vmcore --help\n"
                       "lab_step uname uname -r\n",
-                      timeout=600)
+                      append="crashkernel=192M", timeout=600)
     print(json.dumps({"qemu_seconds": boot.outcome.seconds, "agent_seconds": boot.agent_seconds,
                       "marks": boot.marks()}, indent=1))
     assert boot.outcome.ended_by == "exit", boot.outcome.tail()
@@ -129,10 +129,12 @@ def test_fullos_guest_boots_and_runs_kexecfw(tmp_path: Path) -> None:
     assert run.rc == 0
     assert run.step("install-kexecfw").rc == 0, run.step("install-kexecfw").err
     assert run.step("running").out.strip() in ("running", "degraded")
+    # Nothing loaded yet: exit 1 like kexec -S; the reservation comes from this boot's command line.
     status = run.step("status")
-    assert status.rc == 0, status.err
-    assert status.out.strip()
+    assert status.rc == 1, status.err
+    assert json.loads(status.out) == {"schema": 1, "loaded": False, "crash_loaded": False,
+                                      "crash_size": hex(192 << 20)}
     help_ = run.step("vmcore-help")
     assert help_.rc == 0 and "usage:" in help_.out and "vmcore" in help_.out
     assert run.step("uname").out.strip() == image.release
-    assert "root=/dev/vda" in run.cmdline
+    assert "root=/dev/vda" in run.cmdline and "crashkernel=192M" in run.cmdline
