@@ -35,6 +35,7 @@ VTOP_CACHE_PAGES = 4096
 VTOP_BLOCK_FILL_PAGES = 512
 U16 = struct.Struct("<H")
 MASK64 = (1 << 64) - 1
+READ_RUN_BYTES = 16 << 20
 # struct new_utsname (include/uapi/linux/utsname.h): six fields of __NEW_UTS_LEN + 1 bytes
 UTS_FIELD = 65
 UTS_NAMES = ("sysname", "nodename", "release", "version", "machine", "domainname")
@@ -299,7 +300,9 @@ class KernelMemory:
             n = min(size, self.page_size - (vaddr & (self.page_size - 1)))
             # Physically contiguous pages are one read of the dump, not one per page: the printk
             # ring is hundreds of pages, and per-page reads were most of `vmcore dmesg`'s work.
-            while n < size:
+            # A run ends at READ_RUN_BYTES, so that memory the dump lacks fails the read after that
+            # many pages translated, not after all of a corrupt size (the linear map translates anything).
+            while n < size and n < READ_RUN_BYTES:
                 try:
                     if self.vtop(vaddr + n) != paddr + n:
                         break

@@ -182,6 +182,15 @@ def test_ring_numbers_in_memory_are_bounded(mini_vmcores, seeds, tmp_path, arch,
         assert words in message, message
 
 
+def test_a_ring_larger_than_the_memory_the_dump_holds_fails_quickly(mini_vmcores, seeds, tmp_path):
+    """2^31 bytes of text ring (the kernel's maximum) where the arm64 dump holds 0.6 MiB: the read fails at
+    the first 16 MiB run, not after translating half a million linear-map pages (6 s)."""
+    path = tmp_path / "ring.elf"
+    path.write_bytes(poke_phys(seeds["arm64"], ring_field(str(mini_vmcores["arm64"]), 48), (31).to_bytes(4, "little")))
+    message = bad_input(str(path), dmesg)
+    assert "is not in the dump" in message, message
+
+
 # --- kallsyms tables: the crashed kernel's data too -------------------------------------------------
 # A small x86_64 kernel memory (tests/vmcore/test_old_log_buffers.FlatDump: the kernel image map with
 # phys_base 0) holding kallsyms tables in the kernel's layout (scripts/kallsyms.c): token i is the
