@@ -110,14 +110,17 @@ def extents(dump) -> list[tuple[int, int]]:
     ("arm64", "OFFSET(uts_namespace.name)", "-8", lambda d: KernelMemory(d).utsname(),
      "VMCOREINFO OFFSET(uts_namespace.name)=-8 lies outside"),
     # shifts: negative shift counts, MemoryError, ZeroDivisionError before
-    ("x86_64", "NUMBER(SECTION_SIZE_BITS)", "-1", classifier, "VMCOREINFO NUMBER(SECTION_SIZE_BITS)=-1 is not plausible"),
+    ("x86_64", "NUMBER(SECTION_SIZE_BITS)", "-1", classifier,
+     "VMCOREINFO NUMBER(SECTION_SIZE_BITS)=-1 is not plausible"),
     ("arm64", "NUMBER(MAX_PHYSMEM_BITS)", str(U64_MAX), classifier, "VMCOREINFO NUMBER(MAX_PHYSMEM_BITS)="),
-    ("arm64", "NUMBER(VA_BITS)", "-1", KernelMemory, "VMCOREINFO NUMBER(VA_BITS)=-1 is not plausible (expected 36..52)"),
+    ("arm64", "NUMBER(VA_BITS)", "-1", KernelMemory,
+     "VMCOREINFO NUMBER(VA_BITS)=-1 is not plausible (expected 36..52)"),
     ("arm64", "NUMBER(VA_BITS)", str(1 << 63), KernelMemory, "VMCOREINFO NUMBER(VA_BITS)="),
     ("arm64", "NUMBER(TCR_EL1_T1SZ)", "0x40", KernelMemory, "VMCOREINFO NUMBER(TCR_EL1_T1SZ)=64 is not plausible"),
     ("x86_64", "NUMBER(PG_lru)", "-4", classifier, "VMCOREINFO NUMBER(PG_lru)=-4 is not plausible"),
     # the page-table walk's AssertionError: a top-level table outside the kernel image
-    ("x86_64", "SYMBOL(init_top_pgt)", "1", KernelMemory, "VMCOREINFO SYMBOL(init_top_pgt)=0x1 is not in the kernel image"),
+    ("x86_64", "SYMBOL(init_top_pgt)", "1", KernelMemory,
+     "VMCOREINFO SYMBOL(init_top_pgt)=0x1 is not in the kernel image"),
     ("x86_64", "NUMBER(KERNEL_IMAGE_SIZE)", "1", KernelMemory, "SYMBOL(init_top_pgt)"),
     ("x86_64", "NUMBER(KERNEL_IMAGE_SIZE)", "-1", KernelMemory, "VMCOREINFO NUMBER(KERNEL_IMAGE_SIZE)=-1"),
     ("x86_64", "NUMBER(phys_base)", str(1 << 60), KernelMemory, "VMCOREINFO NUMBER(phys_base)="),
@@ -189,6 +192,44 @@ def test_a_ring_larger_than_the_memory_the_dump_holds_fails_quickly(mini_vmcores
     path.write_bytes(poke_phys(seeds["arm64"], ring_field(str(mini_vmcores["arm64"]), 48), (31).to_bytes(4, "little")))
     message = bad_input(str(path), dmesg)
     assert "is not in the dump" in message, message
+
+
+def structured_log(buf_len: int, layout: str) -> FlatDump:
+    """A 3.5-5.9 kernel's log (struct printk_log records in log_buf) holding no record, described by
+    ``layout`` (VMCOREINFO lines of struct printk_log)."""
+    mem = bytearray(3 * 4096)
+    syms = {"log_buf": 0x1000, "log_buf_len": 0x1008, "log_first_idx": 0x1010, "log_next_idx": 0x1018}
+    struct.pack_into("<Q", mem, syms["log_buf"], KBASE + 0x2000)
+    struct.pack_into("<I", mem, syms["log_buf_len"], buf_len)
+    info = "".join(f"SYMBOL({k})={KBASE + v:x}\n" for k, v in syms.items()) + "NUMBER(phys_base)=0\n" + layout
+    return FlatDump(mem, info)
+
+
+PRINTK_LOG = ("SIZE(printk_log)=16\nOFFSET(printk_log.ts_nsec)=0\nOFFSET(printk_log.len)=8\n"
+              "OFFSET(printk_log.text_len)=10\n")
+
+
+def test_structured_log_as_built_is_read():
+    assert dmesg_bytes(KernelMemory(structured_log(0x1000, PRINTK_LOG))) == b""      # an empty log
+
+
+@pytest.mark.parametrize("buf_len,layout,words", [
+    (0xFFFFFFFF, PRINTK_LOG, "log_buf_len is 4294967295, not plausible (max 2147483648)"),
+    (0x100, PRINTK_LOG.replace("SIZE(printk_log)=16", "SIZE(printk_log)=0"), "VMCOREINFO SIZE(printk_log)=0 is not"),
+    (0x100, PRINTK_LOG.replace("len)=8", "len)=15"), "VMCOREINFO OFFSET(printk_log.len)=15 lies outside struct "
+     "printk_log (16 bytes)"),
+])
+def test_structured_log_numbers_are_bounded(buf_len, layout, words):
+    with quickly(), pytest.raises(BadInputError) as e:
+        dmesg_bytes(KernelMemory(structured_log(buf_len, layout)))
+    assert words in e.value.message, e.value.message
+
+
+def test_structured_log_length_is_bounded_by_the_dump():
+    with pytest.raises(BadInputError) as e:
+        log_buffer_extents(KernelMemory(structured_log(1 << 20, PRINTK_LOG)))
+    assert e.value.message == ("the log buffer (log_buf_len) is 1048576 bytes, more than the 12288 bytes of "
+                               "memory the dump describes: the dump is corrupt")
 
 
 # --- kallsyms tables: the crashed kernel's data too -------------------------------------------------
