@@ -39,12 +39,18 @@ RECIPE_VERSION = "1"   # bump when the image's layout or its customisation chang
 IMAGE_MIB = 3072
 VENV = "/opt/kexecfw"
 AGENT_UNIT = "kexecfw-lab-agent.service"
+AGENT_BOOT = "fullos-agent-boot"   # baked into the image; the agent proper comes on each boot's script disk
 # What every full-OS guest has besides minbase and the kernel: systemd as init, an initramfs that finds
 # /dev/vda, the venv's Python, the tools the kdump service scenario compares and inspects with.
 BASE_PACKAGES = ("systemd-sysv", "udev", "kmod", "initramfs-tools", "python3", "python3-venv",
                  "makedumpfile", "openssh-client", "e2fsprogs", "iproute2", "procps")
 BUILD_TIMEOUT = 3600
 Log = Callable[[str], None]
+
+
+def guest_file(name: str) -> bytes:
+    """A file of kexecfw/lab/guest/ (package data)."""
+    return (importlib.resources.files("kexecfw.lab") / "guest" / name).read_bytes()
 
 
 def kexecfw_requirements() -> tuple[str, ...]:
@@ -78,9 +84,10 @@ class ImageRecipe:
         return tuple(sorted({*BASE_PACKAGES, self.target.kernel_metapackage, *self.extra_packages}))
 
     def key(self) -> str:
+        baked = hashlib.sha256(b"".join(guest_file(name) for name in (AGENT_BOOT, AGENT_UNIT))).hexdigest()
         data = {"recipe": RECIPE_VERSION, "arch": self.target.deb_arch, "suites": list(self.gen.suites),
                 "packages": list(self.packages()), "size_mib": self.size_mib,
-                "requirements": list(self.requirements)}
+                "requirements": list(self.requirements), "baked": baked}
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
     def directory(self, cache: Path) -> Path:
@@ -162,9 +169,8 @@ def _build(recipe: ImageRecipe, cache: Path, work: Path, log: Log) -> BaseImage:
     tree = work / "tree"
     customize = work / "customize.sh"
     customize.write_text(_customize_script(recipe, wheels))
-    agent = importlib.resources.files("kexecfw.lab") / "guest"
-    for name in ("fullos-agent", AGENT_UNIT):
-        (work / name).write_bytes((agent / name).read_bytes())
+    for name in (AGENT_BOOT, AGENT_UNIT):
+        (work / name).write_bytes(guest_file(name))
     log(f"building the {target.name} full-OS image ({len(recipe.packages())} packages + minbase) with mmdebstrap")
     archives = apt.archives   # the lab's package cache: what the lab already fetched is not fetched again
     cmd = ["mmdebstrap", "--variant=minbase", f"--arch={target.deb_arch}", "--mode=root",
@@ -235,7 +241,7 @@ chroot "$root" python3 -m venv {VENV}
 chroot "$root" {VENV}/bin/pip install -q --no-index --find-links /tmp/lab-wheels {reqs}
 rm -rf "$root/tmp/lab-wheels"
 # the lab agent
-install -m 755 {here}/fullos-agent "$root/usr/local/sbin/kexecfw-lab-agent"
+install -m 755 {here}/{AGENT_BOOT} "$root/usr/local/sbin/kexecfw-lab-agent"
 install -m 644 {here}/{AGENT_UNIT} "$root/etc/systemd/system/{AGENT_UNIT}"
 chroot "$root" systemctl enable {AGENT_UNIT} systemd-networkd.service
 # user-mode network by DHCP, the root file system, a name, a console login without password (lab only)

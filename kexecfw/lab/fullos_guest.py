@@ -9,9 +9,9 @@
 Each :meth:`FullOsGuest.boot` is one QEMU process (``-no-reboot``: a reboot or power-off ends it; a
 panic kexec'ing into a capture kernel stays in it). Before it starts the host writes a small ext4 disk
 (serial ``labscript``) with ``run.sh`` and the given files, and an empty ext4 results disk (serial
-``labresults``). The image's agent unit sources ``run.sh`` once the boot is done (helpers ``lab_step``,
-``lab_mark``, ``lab_next poweroff|reboot|crash|none``), writes ``runs/N/`` on the results disk and does
-what ``lab_next`` said; after QEMU exits the host copies the results disk out with debugfs. The root disk
+``labresults``). The image's agent unit runs the disk's ``agent.sh`` (guest/fullos-agent) once the boot is
+done; it sources ``run.sh`` (helpers ``lab_step``, ``lab_mark``, ``lab_next poweroff|reboot|crash|none``),
+writes ``runs/N/`` on the results disk and does what ``lab_next`` said; after QEMU exits the host copies the results disk out with debugfs. The root disk
 is a qcow2 overlay on the cached base image, kept for the whole run, so boots of a run see each other's
 changes; kexecfw is pip-installed from this checkout's wheel by the first boot of a run.
 """
@@ -30,7 +30,7 @@ from typing import Callable
 
 from kexecfw.lab.cache import cache_dir
 from kexecfw.lab.errors import LabError
-from kexecfw.lab.fullos import VENV, BaseImage, _run, make_ext4
+from kexecfw.lab.fullos import VENV, BaseImage, _run, guest_file, make_ext4
 from kexecfw.lab.qemu import Disk, QemuOutcome, qemu_command, run_qemu
 from kexecfw.lab.targets import arch_target
 
@@ -92,11 +92,14 @@ INSTALL_KEXECFW = (f"lab_step install-kexecfw {VENV}/bin/pip install --disable-p
 
 
 def script_disk(path: Path, script: str, files: dict[str, Path | bytes] | None = None) -> Path:
-    """The ``labscript`` disk: an ext4 image holding run.sh and the files (name -> host path or bytes)."""
+    """The ``labscript`` disk: an ext4 image holding agent.sh (guest/fullos-agent), run.sh and the files
+    (name -> host path or bytes)."""
     with tempfile.TemporaryDirectory(prefix="labscript-") as tmp:
         tree = Path(tmp)
         (tree / "run.sh").write_text(script)
-        size = len(script)
+        agent = guest_file("fullos-agent")
+        (tree / "agent.sh").write_bytes(agent)
+        size = len(script) + len(agent)
         for name, content in (files or {}).items():
             dest = tree / name
             if dest.resolve().parent != tree.resolve() and tree.resolve() not in dest.resolve().parents:

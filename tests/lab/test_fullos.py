@@ -49,6 +49,7 @@ def test_script_disk_holds_run_sh_and_files(tmp_path: Path) -> None:
     assert back is not None
     root = tmp_path / "back"
     assert (root / "run.sh").read_text() == "lab_step hello echo hi\n"
+    assert (root / "agent.sh").read_bytes().startswith(b"#!/bin/sh")
     assert (root / "wheels" / wheel.name).read_bytes() == wheel.read_bytes()
     assert (root / "data" / "blob").read_bytes() == b"\x00\x01binary"
 
@@ -108,22 +109,32 @@ def test_run_qemu_ends_a_boot_that_misses_its_deadline(tmp_path: Path) -> None:
     assert [line for _, line in outcome.host_marks] == ["LABAGENT booting"]
 
 
-@pytest.mark.slow
-def test_fullos_guest_boots_and_runs_kexecfw(tmp_path: Path) -> None:
-    """The cached Debian 12 x86_64 image (built on first use), one boot: systemd running, kexecfw installed
-    from this checkout and run through the agent."""
+MARK_FILE = "/var/lib/kexecfw-lab-mark"
+
+
+@pytest.fixture(scope="module")
+def fullos_guest(tmp_path_factory: pytest.TempPathFactory):
+    """The cached Debian 12 x86_64 image (built on first use, a few minutes) and its first boot: kexecfw
+    installed from this checkout, run through the agent; the boot leaves a mark on the root disk."""
     from kexecfw.lab.fullos import base_image
     from kexecfw.lab.fullos_guest import FullOsGuest
 
     image = base_image(ImageRecipe(arch="x86_64"))
-    guest = FullOsGuest(image, tmp_path / "run")
+    guest = FullOsGuest(image, tmp_path_factory.mktemp("fullos") / "run")
     boot = guest.boot("lab_step running timeout 300 systemctl is-system-running --wait\n"
                       "lab_step status /opt/kexecfw/bin/kexecfw status --json\n"
                       "lab_step vmcore-help /opt/kexecfw/bin/kexecfw vmcore --help\n"
-                      "lab_step uname uname -r\n",
+                      "lab_step uname uname -r\n"
+                      f"cp /proc/sys/kernel/random/boot_id {MARK_FILE}\n",
                       append="crashkernel=192M", timeout=600)
     print(json.dumps({"qemu_seconds": boot.outcome.seconds, "agent_seconds": boot.agent_seconds,
                       "marks": boot.marks()}, indent=1))
+    return guest, boot
+
+
+@pytest.mark.slow
+def test_fullos_guest_boots_and_runs_kexecfw(fullos_guest) -> None:
+    guest, boot = fullos_guest
     assert boot.outcome.ended_by == "exit", boot.outcome.tail()
     run = boot.run(1)
     assert run.rc == 0
@@ -136,5 +147,22 @@ def test_fullos_guest_boots_and_runs_kexecfw(tmp_path: Path) -> None:
                                       "crash_size": hex(192 << 20)}
     help_ = run.step("vmcore-help")
     assert help_.rc == 0 and "usage:" in help_.out and "vmcore" in help_.out
-    assert run.step("uname").out.strip() == image.release
+    assert run.step("uname").out.strip() == guest.image.release
     assert "root=/dev/vda" in run.cmdline and "crashkernel=192M" in run.cmdline
+
+
+@pytest.mark.slow
+def test_fullos_guest_next_boot_keeps_the_disk_and_crashes_on_request(fullos_guest) -> None:
+    guest, first = fullos_guest
+    boot = guest.boot(f"lab_step mark cat {MARK_FILE}\n"
+                      "lab_step kexecfw test -x /opt/kexecfw/bin/kexecfw\n"
+                      "lab_next crash\n", timeout=600)
+    assert boot.outcome.ended_by == "exit", boot.outcome.tail()   # panic=-1: the panic reboots, QEMU exits
+    run = boot.run(1)
+    assert run.steps() == ["mark", "kexecfw"]   # installed once per run, by the first boot
+    first_boot_id = (first.run(1).path / "boot_id").read_text().strip()
+    assert run.step("mark").out.strip() == first_boot_id
+    assert (run.path / "boot_id").read_text().strip() != first_boot_id
+    assert run.step("kexecfw").rc == 0 and "crashkernel" not in run.cmdline
+    assert [line for _, line in boot.marks("LABAGENT done")] == ["LABAGENT done run=1 rc=0 next=crash"]
+    assert "Kernel panic - not syncing: sysrq triggered crash" in boot.outcome.console.read_text(errors="replace")
