@@ -377,7 +377,11 @@ def mutate_kdump(data: bytes, rng: random.Random, meta: dict) -> tuple[bytes, Mu
                 return bytes(b.b), Mutation(desc + " (kdump notes)")
     marks = [block, lay["bitmap_at"], lay["desc_at"], lay["desc_at"] + lay["dumped"] * PAGE_DESC.size, size - 1]
     if what == "truncate":
-        cut = cut_points(data, rng, marks)
+        data_start = lay["desc_at"] + lay["dumped"] * PAGE_DESC.size
+        if rng.random() < 0.5 and data_start < size:
+            cut = rng.randrange(data_start, size)       # inside the page data (the bitmaps are most of a small dump)
+        else:
+            cut = cut_points(data, rng, marks)
         return data[:cut], Mutation(f"truncated to {cut:#x} of {size:#x} bytes", lossy=True)
     return plain(data, rng, marks)
 

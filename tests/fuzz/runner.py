@@ -69,6 +69,12 @@ def _frame(tb) -> str:
     return f"{name[i:] if i >= 0 and not name.startswith('plugins/') else name}:{f.lineno}"
 
 
+def _type_name(e: BaseException) -> str:
+    """zlib.error, struct.error, not just "error"."""
+    t = type(e)
+    return t.__qualname__ if t.__module__ == "builtins" else f"{t.__module__}.{t.__qualname__}"
+
+
 def run_input(target_name: str, index: int, campaign: int, seeds: list, by_id: dict, work: Path,
               cache: dict, limits: Limits) -> dict:
     """Run one input in this process; the outcome as a JSON-able dict."""
@@ -113,7 +119,7 @@ def run_input(target_name: str, index: int, campaign: int, seeds: list, by_id: d
     except KexecfwError as e:    # raised outside attempt(): a target's own bug, still one line?
         res.update(outcome="rejected", message=e.message[:200])
     except Exception as e:
-        res.update(outcome="finding", type=type(e).__name__, where=_frame(e.__traceback__),
+        res.update(outcome="finding", type=_type_name(e), where=_frame(e.__traceback__),
                    detail=str(e)[:200])
     finally:
         signal.signal(signal.SIGALRM, old)
