@@ -109,7 +109,8 @@ def test_run_qemu_ends_a_boot_that_misses_its_deadline(tmp_path: Path) -> None:
     assert [line for _, line in outcome.host_marks] == ["LABAGENT booting"]
 
 
-MARK_FILE = "/var/lib/kexecfw-lab-mark"
+MARK_DIR = "/var/lib/kexecfw-lab"
+MARK_FILE = f"{MARK_DIR}/boot_id"
 
 
 @pytest.fixture(scope="module")
@@ -125,7 +126,7 @@ def fullos_guest(tmp_path_factory: pytest.TempPathFactory):
                       "lab_step status /opt/kexecfw/bin/kexecfw status --json\n"
                       "lab_step vmcore-help /opt/kexecfw/bin/kexecfw vmcore --help\n"
                       "lab_step uname uname -r\n"
-                      f"cp /proc/sys/kernel/random/boot_id {MARK_FILE}\n",
+                      f"mkdir -p {MARK_DIR} && cp /proc/sys/kernel/random/boot_id {MARK_FILE}\n",
                       append="crashkernel=192M", timeout=600)
     print(json.dumps({"qemu_seconds": boot.outcome.seconds, "agent_seconds": boot.agent_seconds,
                       "marks": boot.marks()}, indent=1))
@@ -166,3 +167,7 @@ def test_fullos_guest_next_boot_keeps_the_disk_and_crashes_on_request(fullos_gue
     assert run.step("kexecfw").rc == 0 and "crashkernel" not in run.cmdline
     assert [line for _, line in boot.marks("LABAGENT done")] == ["LABAGENT done run=1 rc=0 next=crash"]
     assert "Kernel panic - not syncing: sysrq triggered crash" in boot.outcome.console.read_text(errors="replace")
+    # The host reads the guest's root disk as the boots left it, without booting it again.
+    copied = guest.read_root(MARK_DIR, guest.dir / "root-copy")
+    assert copied is not None and (copied / "boot_id").read_text().strip() == first_boot_id
+    assert guest.read_root("/var/crash-absent", guest.dir / "root-copy") is None
