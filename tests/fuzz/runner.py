@@ -24,6 +24,7 @@ from multiprocessing.connection import wait
 from pathlib import Path
 
 from kexecfw.errors import KexecfwError
+from kexecfw.syscalls import TEST_SESSION_ENV
 from tests.fuzz import mutators, seeds as seeds_mod
 from tests.fuzz.targets import BY_NAME, REPO, Context, Finding, seeds_for
 
@@ -107,7 +108,7 @@ def run_input(target_name: str, index: int, campaign: int, seeds: list, by_id: d
         finally:
             signal.setitimer(signal.ITIMER_REAL, 0)     # the handlers below run without the timer
         res.update(outcome="rejected" if ctx.rejections else "ok",
-                   message=ctx.rejections[0][:200] if ctx.rejections else None)
+                   message=ctx.rejections[0].replace(f"{in_dir}/", "")[:200] if ctx.rejections else None)
     except Finding as f:
         res.update(outcome="finding", type=f.kind, where=f.where, detail=f.detail)
     except InputTimeout as e:
@@ -219,6 +220,9 @@ def run_campaign(targets: list[str], per_target: int, jobs: int = 1, campaign: i
     """Run ``per_target`` inputs of each target in ``jobs`` workers. With ``out``, each finding's
     first input is rebuilt there (reproducers/) and summary.json is written."""
     limits = limits or Limits()
+    # the host guard of kexecfw.syscalls: no real kexec or reboot in the workers or the commands they
+    # start, whatever an input does (targets only plan, but the guard does not depend on that)
+    os.environ.setdefault(TEST_SESSION_ENV, "fuzz")
     base = Path(tempfile.mkdtemp(prefix="kexecfw-fuzz-"))
     try:
         seed_dir = base / "seeds"
