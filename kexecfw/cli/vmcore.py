@@ -230,8 +230,12 @@ def _info(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(doc, indent=1))
         return 0
-    when = (time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(doc["crash_time"]))
-            if doc["crash_time"] else "unknown")
+    when = "unknown"
+    if doc["crash_time"]:
+        try:
+            when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(doc["crash_time"]))
+        except (OverflowError, OSError, ValueError):      # CRASHTIME is the crashed kernel's word
+            when = f"{doc['crash_time']} (not a time this system can show)"
     print(f"file:        {doc['file']} ({doc['format']})")
     print(f"arch:        {doc['arch']}, page size {doc['page_size']}")
     print(f"kernel:      {doc['osrelease']}" + (f" ({doc['utsname']['version']})" if "utsname" in doc else ""))

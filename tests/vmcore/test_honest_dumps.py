@@ -383,3 +383,14 @@ def test_read_only_target_is_a_permission_error(mini_vmcores, tmp_path):
         assert r.returncode == 5 and "Read-only file system" in r.stderr, r.stderr
     finally:
         subprocess.run(["umount", str(mnt)], check=False)
+
+
+def test_info_shows_a_crash_time_past_time_t(mini_vmcores, tmp_path):
+    """CRASHTIME is the crashed kernel's word: 2^64-1 is printed as given, not a traceback."""
+    src = tmp_path / "late.kdump"
+    with open_dump(str(mini_vmcores["x86_64"])) as dump:
+        dump.notes = [n._replace(desc=n.desc.replace(b"CRASHTIME=1795685684", b"CRASHTIME=18446744073709551615"))
+                      if n.name == b"VMCOREINFO" else n for n in dump.notes]
+        DumpWriter(dump, 31, "zlib").write(str(src))
+    r = cli("vmcore", "info", str(src))
+    assert r.returncode == 0 and "crash time:  18446744073709551615 (not a time" in r.stdout, r.stderr
