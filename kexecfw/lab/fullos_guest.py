@@ -87,8 +87,18 @@ def _source_files(checkout: Path) -> list[str]:
     return found
 
 
-INSTALL_KEXECFW = (f"lab_step install-kexecfw {VENV}/bin/pip install --disable-pip-version-check --no-index "
-                   '--find-links "$LAB_SCRIPT_DIR/wheels" "$LAB_SCRIPT_DIR"/wheels/kexecfw-*.whl\n')
+INSTALLED_MARK = f"{VENV}/.lab-wheel-sha256"
+
+
+def install_kexecfw_lines(wheel: Path) -> str:
+    """run.sh lines installing the wheel as the README says (pip into /opt/kexecfw, offline); skipped when that
+    very wheel is installed already, e.g. in the capture boot, which sources the same run.sh again."""
+    sha = hashlib.sha256(wheel.read_bytes()).hexdigest()
+    return (f'if [ "$(cat {INSTALLED_MARK} 2>/dev/null)" != {sha} ]; then\n'
+            f"    lab_step install-kexecfw {VENV}/bin/pip install --disable-pip-version-check --no-index "
+            f'--find-links "$LAB_SCRIPT_DIR/wheels" "$LAB_SCRIPT_DIR/wheels/{wheel.name}" '
+            f"&& echo {sha} > {INSTALLED_MARK}\n"
+            "fi\n")
 
 
 def script_disk(path: Path, script: str, files: dict[str, Path | bytes] | None = None) -> Path:
@@ -222,7 +232,7 @@ class FullOsGuest:
         files = dict(files or {})
         if self.wheel is not None and not self.boots:
             files[f"wheels/{self.wheel.name}"] = self.wheel
-            script = INSTALL_KEXECFW + script
+            script = install_kexecfw_lines(self.wheel) + script
         (boot_dir / "run.sh").write_text(script)
         script_img = script_disk(self.disks / f"{name}-script.img", script, files)
         results_img = make_ext4(self.disks / f"{name}-results.img", RESULTS_DISK_MIB, label="labresults")
