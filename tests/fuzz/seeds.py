@@ -23,7 +23,6 @@ from kexecfw.elfnotes import ELF64_EHDR, ELF64_PHDR
 REPO = Path(__file__).resolve().parents[2]
 GUESTS = REPO / "tests" / "data" / "debian12-guests"
 ARCHES = ("arm64", "x86_64")
-LAB_KERNELS = Path(os.environ.get("KEXECFW_LAB_CACHE", str(Path.home() / ".cache" / "kexecfw-lab"))) / "kernels"
 
 
 @dataclass
@@ -366,8 +365,9 @@ def build(dest: str | Path, real_kernels: bool = False) -> list[Seed]:
     put("arm64-vmlinux", "arm64-image", "arm64", "kernel/arm64-vmlinux", arm64_vmlinux(image))
     x86_ro = (REPO / "plugins" / "x86_64" / "purgatory" / "purgatory.ro").read_bytes()
     put("x86_64-bzimage", "bzimage", "x86_64", "kernel/x86_64-bzImage", x86_bzimage(x86_ro))
-    if real_kernels and LAB_KERNELS.is_dir():
-        for k in sorted(LAB_KERNELS.glob("*/*/vmlinuz-*")):
+    if real_kernels:    # the Debian kernels the lab already downloaded; never downloaded here
+        from kexecfw.lab.cache import cache_dir
+        for k in sorted((cache_dir() / "kernels").glob("*/*/vmlinuz-*")):
             arch = "arm64" if "arm64" in k.parent.parent.name else "x86_64"
             kind = "arm64-image" if arch == "arm64" else "bzimage"
             put(f"real-{k.name}", kind, arch, f"kernel/real-{k.name}", k.read_bytes())
