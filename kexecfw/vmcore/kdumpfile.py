@@ -145,6 +145,10 @@ class KdumpFile(DumpFile):
             (self.phys_base, self.dump_level, self.split, sp, ep, _ovi, _svi, off_note, size_note,
              _oe, _se, sp64, ep64, max64) = KDUMP_SUB_HEADER.unpack(sub)
             if version >= 6 and max64:
+                # both writers keep the 32-bit field as min(max_mapnr_64, 2^32 - 1)
+                if max_mapnr != min(max64, 0xFFFFFFFF):
+                    raise BadInputError(f"{self.path}: the header's max_mapnr {max_mapnr} and the sub header's "
+                                        f"max_mapnr_64 {max64} disagree (corrupt header)")
                 self.max_mapnr = max64
             if self.split:
                 # one file of a --split set: it holds the pages of [start_pfn, end_pfn) only
@@ -164,14 +168,15 @@ class KdumpFile(DumpFile):
         need = (self.max_mapnr + 7) // 8
         # Both bitmaps are read whole: they must lie in the file (a flattened file may leave zero
         # pieces out, up to a bound) before anything of their size is allocated.
-        if bitmap_at + bitmap_len + need > self._io.size or 2 * need > max(self._io.stored, MAX_SPARSE_BITMAPS):
+        if bitmap_at + 2 * bitmap_len > self._io.size or 2 * bitmap_len > max(self._io.stored, MAX_SPARSE_BITMAPS):
             if self.incomplete:
                 raise BadInputError(f"{self.path} is an incomplete dump (marked so when the disk filled up) "
                                     "that ends inside its bitmaps: no page of it is readable")
             raise BadInputError(f"{self.path} is truncated inside its bitmaps: they need "
-                                f"{bitmap_at + bitmap_len + need:#x} bytes, the file has {self._io.size:#x}")
+                                f"{bitmap_at + 2 * bitmap_len:#x} bytes, the file has {self._io.size:#x}")
         self._bitmap1 = self._io.pread(need, bitmap_at)
         self._bitmap2 = self._io.pread(need, bitmap_at + bitmap_len)
+        self._check_bitmap_tail(bitmap_at + bitmap_len, need, bitmap_len)
         self._desc_at = (1 + sub_hdr_size + bitmap_blocks) * block_size
         # prefix counts of dumped pages per CHUNK_BITS pfns
         step = CHUNK_BITS // 8
@@ -194,6 +199,19 @@ class KdumpFile(DumpFile):
         self.desc_end = self._desc_at + self.dumped_pages * PAGE_DESC.size
         self._cache: dict[int, bytes] = {}
         self._decomp: dict[int, object] = {}
+
+    def _check_bitmap_tail(self, at: int, need: int, bitmap_len: int) -> None:
+        """The 2nd bitmap marks no page at or past max_mapnr: a max_mapnr lowered by corruption would
+        silently drop the pages above it."""
+        if self.max_mapnr & 7 and self._bitmap2[-1] >> (self.max_mapnr & 7):
+            raise self._past_max_mapnr()
+        for pos in range(need, bitmap_len, 1 << 20):
+            if any(self._io.pread(min(1 << 20, bitmap_len - pos), at + pos)):
+                raise self._past_max_mapnr()
+
+    def _past_max_mapnr(self) -> BadInputError:
+        return BadInputError(f"{self.path}: its bitmap marks pages past max_mapnr {self.max_mapnr} "
+                             "(corrupt header)")
 
     def _extent(self, offset: int, size: int, what: str) -> bytes:
         """``size`` bytes at ``offset`` named ``what`` in the sub header, checked against the file."""

@@ -267,27 +267,33 @@ def test_vmcoreinfo_page_size_is_bounded(mini_vmcores, tmp_path):
     assert r.returncode == 3 and "page size 8192" in r.stderr, r.stderr
 
 
-@pytest.mark.parametrize("field, value, words", [
-    (H_BLOCK_SIZE, 1 << 30, "page size 1073741824"),
-    (H_BLOCK_SIZE, 8192, "page size 8192"),
-    (H_BITMAP_BLOCKS, 0xFFFFFFF0, "truncated inside its bitmaps"),
-    (H_SUB_HDR_SIZE, 0x7FFFFFF0, "truncated inside its bitmaps"),
-    ("max_mapnr_64", (1 << 40) - 1, "cannot cover 1099511627775 pages"),
-    ("max_mapnr_64", 1 << 41, "52-bit physical address space"),
-    ("offset_note", 1 << 62, "not in the file"),
-    ("size_note", (1 << 64) - 1, "not in the file"),
+@pytest.mark.parametrize("changes, words", [
+    ({"block_size": 1 << 30}, "page size 1073741824"),
+    ({"block_size": 8192}, "page size 8192"),
+    ({"bitmap_blocks": 0xFFFFFFF0}, "truncated inside its bitmaps"),
+    ({"sub_hdr_size": 0x7FFFFFF0}, "truncated inside its bitmaps"),
+    ({"max_mapnr": 0xFFFFFFFF, "max_mapnr_64": (1 << 40) - 1}, "cannot cover 1099511627775 pages"),
+    ({"max_mapnr": 0xFFFFFFFF, "max_mapnr_64": 1 << 41}, "52-bit physical address space"),
+    ({"max_mapnr_64": 0x3a0be}, "disagree"),
+    ({"max_mapnr": 0x3a0be, "max_mapnr_64": 0x3a0be}, "marks pages past max_mapnr"),
+    ({"offset_note": 1 << 62}, "not in the file"),
+    ({"size_note": (1 << 64) - 1}, "not in the file"),
 ])
-def test_kdump_header_numbers_are_bounded(kdump, tmp_path, field, value, words):
+def test_kdump_header_numbers_are_bounded(kdump, tmp_path, changes, words):
     data = bytearray(kdump[1])
-    if isinstance(field, int):
-        head = list(DISK_DUMP_HEADER.unpack_from(data))
-        head[field] = value
-        DISK_DUMP_HEADER.pack_into(data, 0, *head)
-    else:
-        at = DISK_DUMP_HEADER.unpack_from(data)[H_BLOCK_SIZE]
-        sub = list(KDUMP_SUB_HEADER.unpack_from(data, at))
-        sub[{"offset_note": 7, "size_note": 8, "max_mapnr_64": 13}[field]] = value
-        KDUMP_SUB_HEADER.pack_into(data, at, *sub)
+    header = {"block_size": H_BLOCK_SIZE, "sub_hdr_size": H_SUB_HDR_SIZE, "bitmap_blocks": H_BITMAP_BLOCKS,
+              "max_mapnr": H_MAX_MAPNR}
+    sub_header = {"offset_note": 7, "size_note": 8, "max_mapnr_64": 13}
+    at = DISK_DUMP_HEADER.unpack_from(data)[H_BLOCK_SIZE]
+    head = list(DISK_DUMP_HEADER.unpack_from(data))
+    sub = list(KDUMP_SUB_HEADER.unpack_from(data, at))
+    for name, value in changes.items():
+        if name in header:
+            head[header[name]] = value
+        else:
+            sub[sub_header[name]] = value
+    KDUMP_SUB_HEADER.pack_into(data, at, *sub)
+    DISK_DUMP_HEADER.pack_into(data, 0, *head)
     src = tmp_path / "bad.kdump"
     src.write_bytes(bytes(data))
     r = cli("vmcore", "save", "-i", str(src), str(tmp_path / "v"), as_limit=1 << 30)
