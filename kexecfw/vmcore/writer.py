@@ -21,6 +21,15 @@ rewritten, the file is fsync'ed and renamed over OUT. If the disk fills up
 descriptors describe exactly the pages written, it is renamed to
 ``OUT.incomplete`` and :class:`DumpIncomplete` is raised (exit code 6).
 
+A dump is complete only when every page it meant to write was read intact. A page the input
+holds but cannot give (MemoryLost: its descriptor or data past the end of a file cut short,
+corrupt, or not decompressing) is left out of the output (no descriptor, its bit cleared), counted
+with its pfn ranges in the statistics (``pages_lost``, ``lost_ranges``), and the output is
+``OUT.incomplete`` as above; so is the copy of an input that says it lacks memory
+(``DumpFile.missing_memory``). Memory the input never had (holes, the parts of a page outside an
+unaligned PT_LOAD, pages its dump level left out) is absent, not lost. The accounting runs only
+when a chunk's read fails: a complete input is read as fast as before.
+
 Compression: one page at a time as the format requires (zlib level 1 like
 makedumpfile; zstd level 3, which on a lab guest's -d 31 pages is smaller than zlib level 1 at
 a third of its time, where level 1 is not smaller; lzo1x_1 when python-lzo is installed), a page is
