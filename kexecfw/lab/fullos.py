@@ -45,6 +45,7 @@ AGENT_BOOT = "fullos-agent-boot"   # baked into the image; the agent proper come
 BASE_PACKAGES = ("systemd-sysv", "udev", "kmod", "initramfs-tools", "python3", "python3-venv",
                  "makedumpfile", "openssh-client", "e2fsprogs", "iproute2", "procps")
 BUILD_TIMEOUT = 3600
+UNUSED_DAYS = 14   # images of other recipes not used for that long are deleted (each is ~0.5 GB)
 Log = Callable[[str], None]
 
 
@@ -65,10 +66,15 @@ def kexecfw_requirements() -> tuple[str, ...]:
 @dataclass(frozen=True)
 class ImageRecipe:
     """What a full-OS image is made of. ``extra_packages`` is the hook for scenario needs
-    (kdump-tools and kexec-tools for the comparison, openssh-server ...): another key, another image."""
+    (kdump-tools and kexec-tools for the comparison, openssh-server ...): another key, another image.
+    They are installed once the base system and its kernel are configured (kdump-tools' kernel hook builds
+    a MODULES=dep initrd, which only works on the running system: not during the bootstrap), after the
+    ``debconf`` lines (``debconf-set-selections`` format, e.g.
+    ``"kexec-tools kexec-tools/load_kexec boolean false"``) are set."""
     arch: str = "x86_64"
     generation: str = "6.1"
     extra_packages: tuple[str, ...] = ()
+    debconf: tuple[str, ...] = ()
     size_mib: int = IMAGE_MIB
     requirements: tuple[str, ...] = field(default_factory=kexecfw_requirements)
 
@@ -81,13 +87,17 @@ class ImageRecipe:
         return lab_generation(self.generation)
 
     def packages(self) -> tuple[str, ...]:
-        return tuple(sorted({*BASE_PACKAGES, self.target.kernel_metapackage, *self.extra_packages}))
+        """What mmdebstrap installs (extra_packages come after, see _customize_script)."""
+        return tuple(sorted({*BASE_PACKAGES, self.target.kernel_metapackage}))
 
     def key(self) -> str:
         baked = hashlib.sha256(b"".join(guest_file(name) for name in (AGENT_BOOT, AGENT_UNIT))).hexdigest()
         data = {"recipe": RECIPE_VERSION, "arch": self.target.deb_arch, "suites": list(self.gen.suites),
                 "packages": list(self.packages()), "size_mib": self.size_mib,
+                **({"extra_packages": sorted(self.extra_packages)} if self.extra_packages else {}),
                 "requirements": list(self.requirements), "baked": baked}
+        if self.debconf:
+            data["debconf"] = list(self.debconf)
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
     def directory(self, cache: Path) -> Path:
@@ -127,7 +137,9 @@ def base_image(recipe: ImageRecipe | None = None, cache: Path | None = None, log
     with open(out.parent / ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)   # one build at a time per suite and architecture
         manifest = out / "manifest.json"
+        _prune_unused(out)
         if manifest.exists():
+            os.utime(manifest)   # last use, for _prune_unused
             return BaseImage.load(manifest)
         ensure_host_tools(recipe.target, log, full_os=True)
         partial = out.with_name(f".partial-{out.name}")
@@ -140,6 +152,16 @@ def base_image(recipe: ImageRecipe | None = None, cache: Path | None = None, log
         finally:
             shutil.rmtree(partial, ignore_errors=True)
         return BaseImage.load(manifest)
+
+
+def _prune_unused(keep: Path) -> None:
+    """Delete the images beside ``keep`` (other recipes, superseded ones) unused for UNUSED_DAYS."""
+    limit = time.time() - UNUSED_DAYS * 86400
+    for other in keep.parent.iterdir():
+        manifest = other / "manifest.json"
+        if other != keep and other.is_dir() and not other.name.startswith(".") and \
+                (not manifest.exists() or manifest.stat().st_mtime < limit):
+            shutil.rmtree(other, ignore_errors=True)
 
 
 def guest_wheelhouse(target: ArchTarget, python: str, requirements: tuple[str, ...], cache: Path) -> Path:
@@ -171,7 +193,8 @@ def _build(recipe: ImageRecipe, cache: Path, work: Path, log: Log) -> BaseImage:
     customize.write_text(_customize_script(recipe, wheels))
     for name in (AGENT_BOOT, AGENT_UNIT):
         (work / name).write_bytes(guest_file(name))
-    log(f"building the {target.name} full-OS image ({len(recipe.packages())} packages + minbase) with mmdebstrap")
+    log(f"building the {target.name} full-OS image ({len(recipe.packages()) + len(recipe.extra_packages)} "
+        "packages + minbase) with mmdebstrap")
     archives = apt.archives   # the lab's package cache: what the lab already fetched is not fetched again
     cmd = ["mmdebstrap", "--variant=minbase", f"--arch={target.deb_arch}", "--mode=root",
            f"--include={','.join(recipe.packages())}", f"--keyring={KEYRING}",
@@ -180,10 +203,10 @@ def _build(recipe: ImageRecipe, cache: Path, work: Path, log: Log) -> BaseImage:
            "--skip=download/empty", "--skip=essential/unlink",
            "--setup-hook=mkdir -p \"$1\"/var/cache/apt/archives/",
            f"--setup-hook=sync-in {shlex.quote(str(archives))} /var/cache/apt/archives/",
-           # update-initramfs is held back (diverted to a no-op) until everything is installed: one build, not three
-           f"--essential-hook={_HOLD_INITRAMFS}",
-           f"--customize-hook=sync-out /var/cache/apt/archives {shlex.quote(str(archives))}",
+           # initramfs builds are held back (diverted to no-ops) until everything is installed: one build, not three
+           *(f"--essential-hook={_hold(tool)}" for tool in HELD_BACK),
            f"--customize-hook=sh {shlex.quote(str(customize))} \"$1\"",
+           f"--customize-hook=sync-out /var/cache/apt/archives {shlex.quote(str(archives))}",
            gen.suites[0], str(tree), *apt.source_lines]
     t0 = time.monotonic()
     _run(cmd, "mmdebstrap", timeout=BUILD_TIMEOUT, env={**os.environ, "TMPDIR": str(work)},
@@ -218,22 +241,37 @@ def _build(recipe: ImageRecipe, cache: Path, work: Path, log: Log) -> BaseImage:
                      build_seconds=seconds)
 
 
-# Runs in the chroot after the essential packages: update-initramfs becomes a no-op until the customize step.
-_HOLD_INITRAMFS = ("chroot \"$1\" dpkg-divert --quiet --local --rename --add /usr/sbin/update-initramfs && "
-                   "printf '#!/bin/sh\\nexit 0\\n' > \"$1\"/usr/sbin/update-initramfs && "
-                   "chmod 755 \"$1\"/usr/sbin/update-initramfs")
+# A no-op from after the essential packages until the customize step: the kernel's postinst and triggers would
+# build the initrd several times (8 min each on arm64 under qemu-user).
+HELD_BACK = ("/usr/sbin/update-initramfs",)
+
+
+def _hold(path: str) -> str:
+    return (f'chroot "$1" dpkg-divert --quiet --local --rename --add {path} && '
+            f"printf '#!/bin/sh\\nexit 0\\n' > \"$1\"{path} && chmod 755 \"$1\"{path}")
 
 
 def _customize_script(recipe: ImageRecipe, wheels: Path) -> str:
     """The shell run on the host with the tree as $1 once every package is in."""
     reqs = " ".join(shlex.quote(r) for r in recipe.requirements)
     here = '"$(dirname "$0")"'
+    extra = ""
+    if recipe.debconf:
+        extra += (f"printf '%s\\n' {' '.join(shlex.quote(line) for line in recipe.debconf)} "
+                  '| chroot "$root" debconf-set-selections\n')
+    if recipe.extra_packages:
+        extra += ('chroot "$root" env DEBIAN_FRONTEND=noninteractive apt-get install -q -y --no-install-recommends '
+                  f"{' '.join(shlex.quote(p) for p in sorted(recipe.extra_packages))}\n")
     return f"""set -eu
 root="$1"
-# update-initramfs back, one initrd for the one kernel
-rm -f "$root/usr/sbin/update-initramfs"
-chroot "$root" dpkg-divert --quiet --local --rename --remove /usr/sbin/update-initramfs
+# the initramfs tools back, one initrd for the one kernel
+for held in {" ".join(HELD_BACK)}; do
+    rm -f "$root$held"
+    chroot "$root" dpkg-divert --quiet --local --rename --remove "$held"
+done
 chroot "$root" update-initramfs -c -k all
+# the recipe's debconf answers and extra packages, on a configured system with its kernel
+{extra}
 # kexecfw's venv, as a person makes it; kexecfw itself is installed per run
 mkdir -p "$root/tmp/lab-wheels"
 cp {shlex.quote(str(wheels))}/*.whl "$root/tmp/lab-wheels/"

@@ -218,12 +218,14 @@ class FullOsGuest:
 
     def boot(self, script: str, *, name: str | None = None, files: dict[str, Path | bytes] | None = None,
              append: str = "", kernel: Path | None = None, initrd: Path | None = None,
-             timeout: float = 600, silence: float = 240, agent_deadline: float = 300) -> Boot:
+             timeout: float = 600, silence: float = 240, agent_deadline: float = 300,
+             deadlines: dict[str, float] | None = None) -> Boot:
         """Boot once with ``script`` as run.sh (see the module doc); returns when QEMU has exited.
 
         The first boot of a guest made with ``install_kexecfw`` installs this checkout's wheel into /opt/kexecfw
         before the script. ``agent_deadline``: seconds by which the agent must have started, else the boot is
-        ended (a hung boot under TCG shows in its console). A failed boot is a :class:`Boot` whose runs are
+        ended (a hung boot under TCG shows in its console); ``deadlines`` adds others (console mark -> seconds
+        since QEMU started, e.g. ``{"LABAGENT start run=2": 240}`` for a capture boot's agent). A failed boot is a :class:`Boot` whose runs are
         missing; callers assert on what they need.
         """
         name = name or f"boot{len(self.boots) + 1}"
@@ -243,7 +245,7 @@ class FullOsGuest:
         (boot_dir / "qemu-cmdline.txt").write_text(shlex.join(cmd) + "\n")
         self.log(f"{name}: booting the full-OS guest ({self.image.release})")
         outcome = run_qemu(cmd, boot_dir / "console.log", timeout=timeout, silence=silence,
-                           deadlines={AGENT_START: agent_deadline})
+                           deadlines={AGENT_START: agent_deadline, **(deadlines or {})})
         results = read_ext4_dir(results_img, "/runs", boot_dir) or boot_dir / "runs"
         runs = sorted((p for p in results.glob("*") if p.name.isdigit()), key=lambda p: int(p.name)) \
             if results.exists() else []

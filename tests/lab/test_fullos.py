@@ -3,14 +3,16 @@ boot's deadlines; and (slow) a real boot of the cached Debian 12 image with kexe
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from kexecfw.lab.errors import LabError
-from kexecfw.lab.fullos import BASE_PACKAGES, ImageRecipe, make_ext4
+from kexecfw.lab.fullos import BASE_PACKAGES, UNUSED_DAYS, ImageRecipe, _prune_unused, make_ext4
 from kexecfw.lab.fullos_guest import AgentRun, read_ext4_dir, script_disk
 from kexecfw.lab.qemu import Disk, qemu_command, run_qemu
 from kexecfw.lab.targets import arch_target
@@ -23,13 +25,30 @@ def test_recipe_key_follows_packages_and_requirements_only() -> None:
     base = ImageRecipe(arch="x86_64", requirements=("pluggy>=1.5",))
     assert base.key() == ImageRecipe(arch="amd64", requirements=("pluggy>=1.5",)).key()
     assert "linux-image-cloud-amd64" in base.packages() and set(BASE_PACKAGES) <= set(base.packages())
+    assert "kdump-tools" not in ImageRecipe(extra_packages=("kdump-tools",)).packages()   # installed after
     with_kdump_tools = ImageRecipe(arch="x86_64", extra_packages=("kdump-tools",), requirements=("pluggy>=1.5",))
     other_reqs = ImageRecipe(arch="x86_64", requirements=("pluggy>=1.6",))
     arm64 = ImageRecipe(arch="arm64", requirements=("pluggy>=1.5",))
-    keys = {r.key() for r in (base, with_kdump_tools, other_reqs, arm64)}
-    assert len(keys) == 4
+    preseeded = ImageRecipe(arch="x86_64", extra_packages=("kdump-tools",), requirements=("pluggy>=1.5",),
+                            debconf=("kexec-tools kexec-tools/load_kexec boolean false",))
+    keys = {r.key() for r in (base, with_kdump_tools, other_reqs, arm64, preseeded)}
+    assert len(keys) == 5
     assert base.directory(Path("/c")) == Path("/c/fullos/bookworm-amd64") / base.key()
     assert arm64.directory(Path("/c")).parent.name == "bookworm-arm64"
+
+
+def test_images_unused_for_two_weeks_are_pruned(tmp_path: Path) -> None:
+    shelf = tmp_path / "fullos" / "bookworm-amd64"
+    keep, recent, stale, broken, partial = (shelf / n for n in ("k1", "k2", "k3", "k4", ".partial-k5"))
+    for d in (keep, recent, stale, partial):
+        d.mkdir(parents=True)
+        (d / "manifest.json").write_text("{}")
+    broken.mkdir()   # a build killed before its rename leaves no manifest
+    old = time.time() - (UNUSED_DAYS + 1) * 86400
+    os.utime(stale / "manifest.json", (old, old))
+    os.utime(keep / "manifest.json", (old, old))
+    _prune_unused(keep)
+    assert sorted(p.name for p in shelf.iterdir()) == [".partial-k5", "k1", "k2"]
 
 
 def test_recipe_requirements_are_kexecfws_runtime_ones() -> None:
@@ -171,7 +190,8 @@ def test_fullos_guest_next_boot_keeps_the_disk_and_captures_a_crash(fullos_guest
     """Boot 2 of the same guest: a panic load of the image's own kernel and initrd, sysrq-c, and the capture
     kernel boots the real root with systemd, where the agent runs the same script again (runs/2)."""
     guest, first = fullos_guest
-    boot = guest.boot(KDUMP_CYCLE, append="crashkernel=256M", timeout=900)
+    boot = guest.boot(KDUMP_CYCLE, append="crashkernel=256M", timeout=900,
+                      deadlines={"LABAGENT start run=2": 600})
     assert boot.outcome.ended_by == "exit", boot.outcome.tail()
     first_kernel, capture = boot.run(1), boot.run(2)
     assert first_kernel.steps() == ["mark", "load"]   # kexecfw was installed once, by the run's first boot
