@@ -219,13 +219,14 @@ class FullOsGuest:
     def boot(self, script: str, *, name: str | None = None, files: dict[str, Path | bytes] | None = None,
              append: str = "", kernel: Path | None = None, initrd: Path | None = None,
              timeout: float = 600, silence: float = 240, agent_deadline: float = 300,
-             deadlines: dict[str, float] | None = None) -> Boot:
+             deadlines: dict[str, float] | None = None, results_mib: int = RESULTS_DISK_MIB) -> Boot:
         """Boot once with ``script`` as run.sh (see the module doc); returns when QEMU has exited.
 
         The first boot of a guest made with ``install_kexecfw`` installs this checkout's wheel into /opt/kexecfw
         before the script. ``agent_deadline``: seconds by which the agent must have started, else the boot is
         ended (a hung boot under TCG shows in its console); ``deadlines`` adds others (console mark -> seconds
-        since QEMU started, e.g. ``{"LABAGENT start run=2": 240}`` for a capture boot's agent). A failed boot is a :class:`Boot` whose runs are
+        since QEMU started, e.g. ``{"LABAGENT start run=2": 240}`` for a capture boot's agent). ``results_mib``:
+        the (sparse) results disk's size, for scripts that copy dumps onto it. A failed boot is a :class:`Boot` whose runs are
         missing; callers assert on what they need.
         """
         name = name or f"boot{len(self.boots) + 1}"
@@ -237,7 +238,7 @@ class FullOsGuest:
             script = install_kexecfw_lines(self.wheel) + script
         (boot_dir / "run.sh").write_text(script)
         script_img = script_disk(self.disks / f"{name}-script.img", script, files)
-        results_img = make_ext4(self.disks / f"{name}-results.img", RESULTS_DISK_MIB, label="labresults")
+        results_img = make_ext4(self.disks / f"{name}-results.img", results_mib, label="labresults")
         disks = [Disk(self.overlay, "root", format="qcow2"), Disk(script_img, "labscript"),
                  Disk(results_img, "labresults")]
         cmd = qemu_command(self.arch, kernel or self.image.kernel, initrd or self.image.initrd,
