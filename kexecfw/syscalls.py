@@ -21,6 +21,7 @@ import os
 from typing import Callable, Iterator, Protocol
 
 from kexecfw.errors import KexecfwError, PermissionDeniedError
+from kexecfw.guard import TEST_SESSION_ENV, in_test_session
 from kexecfw.model import KEXEC_FILE_NO_INITRAMFS, KEXEC_FILE_ON_CRASH, KEXEC_FILE_UNLOAD, KEXEC_ON_CRASH, ArchSpec
 from kexecfw.segments.plan import Segment
 from kexecfw.sysroot import Sysroot
@@ -30,7 +31,6 @@ LINUX_REBOOT_MAGIC1 = 0xFEE1DEAD
 LINUX_REBOOT_MAGIC2 = 672274793
 LINUX_REBOOT_CMD_KEXEC = 0x45584543
 
-TEST_SESSION_ENV = "KEXECFW_TEST_SESSION"
 
 
 class KexecSegment(ctypes.Structure):
@@ -116,7 +116,7 @@ def libc_syscall() -> Callable[..., int]:
 
 def raw_syscall(name: str, nr: int, arch: ArchSpec, *args: object) -> int:
     """Make syscall ``nr`` (``name``) of ``arch``, unless this is a test session or another machine."""
-    if os.environ.get(TEST_SESSION_ENV):
+    if in_test_session():
         raise KexecfwError(f"refusing {name}: this is a test session (${TEST_SESSION_ENV} is set), "
                            "nothing may reach the host kernel")
     machine = os.uname().machine

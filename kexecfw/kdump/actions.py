@@ -16,12 +16,10 @@ import subprocess
 import time
 
 from kexecfw.errors import KexecfwError
+from kexecfw.guard import in_test_session
 from kexecfw.kdump import STATE_DIR
 
 ACTIONS_LOG = f"{STATE_DIR}/actions.log"
-# kexecfw.syscalls.TEST_SESSION_ENV (a test checks they agree); not imported from there: that module
-# brings the load model and pluggy into the capture boot's `kdump save`
-TEST_SESSION_ENV = "KEXECFW_TEST_SESSION"
 # How the capture boot ends (systemctl --no-block: the save unit finishes while systemd acts)
 END_COMMANDS = {"reboot": ["systemctl", "--no-block", "reboot"],
                 "poweroff": ["systemctl", "--no-block", "poweroff"],
@@ -33,7 +31,7 @@ class SystemActions:
 
     def __init__(self, root) -> None:
         self.root = root
-        self.live = root.is_live and not os.environ.get(TEST_SESSION_ENV)
+        self.live = root.is_live and not in_test_session()
         self.recorded: list[dict] = []
 
     def _record(self, action: str, **details) -> None:

@@ -94,7 +94,7 @@ def guest_python_command(arch: ArchTarget, root: Path, python: str) -> tuple[lis
     env = {"PATH": "/usr/bin:/bin", "PYTHONHOME": str(root / "usr"), "PYTHONDONTWRITEBYTECODE": "1",
            "LC_ALL": "C.UTF-8"}
     # The guest's kexecfw runs on this host's kernel here: a test session's syscall guard goes along.
-    from kexecfw.syscalls import TEST_SESSION_ENV
+    from kexecfw.guard import TEST_SESSION_ENV
     if os.environ.get(TEST_SESSION_ENV):
         env[TEST_SESSION_ENV] = os.environ[TEST_SESSION_ENV]
     binary = str(root / f"usr/bin/python{python}")

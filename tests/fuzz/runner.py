@@ -24,7 +24,7 @@ from multiprocessing.connection import wait
 from pathlib import Path
 
 from kexecfw.errors import KexecfwError
-from kexecfw.syscalls import TEST_SESSION_ENV
+from kexecfw.guard import TEST_SESSION_ENV
 from tests.fuzz import mutators, seeds as seeds_mod
 from tests.fuzz.targets import BY_NAME, REPO, Context, Finding, seeds_for
 

@@ -125,9 +125,3 @@ def test_save_imports_stay_light(root, tmp_path, mini_vmcores):
                      "_heapq", "_posixsubprocess", "select", "fcntl", "contextlib", "threading", "_strptime",
                      "_bisect", "bisect", "datetime", "_datetime", "math"}, extra
     assert "kexecfw.load" not in ours and "matplotlib" not in ours
-
-
-def test_actions_use_the_syscall_layers_test_session_marker():
-    from kexecfw.kdump.actions import TEST_SESSION_ENV
-    from kexecfw.syscalls import TEST_SESSION_ENV as SYSCALLS_ENV
-    assert TEST_SESSION_ENV == SYSCALLS_ENV
