@@ -232,6 +232,34 @@ class Progress:
         sys.stderr.flush()
 
 
+def remove_stale_partials(directory: str, name: str) -> list[str]:
+    """Remove ``.NAME.PID.partial`` files in ``directory`` whose writer is gone (a save killed mid-way:
+    a dump-sized file nobody will finish); a live writer's file is left alone."""
+    removed = []
+    prefix = f".{name}."
+    try:
+        entries = os.listdir(directory)
+    except OSError:
+        return removed
+    for entry in entries:
+        pid = entry[len(prefix):-len(".partial")] if entry.startswith(prefix) and entry.endswith(".partial") else ""
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+            continue                      # its writer still runs
+        except ProcessLookupError:
+            pass
+        except OSError:
+            continue                      # a process we may not signal: alive
+        try:
+            os.unlink(os.path.join(directory, entry))
+            removed.append(entry)
+        except OSError:
+            pass
+    return removed
+
+
 class DumpWriter:
     """Save ``dump`` to ``out`` at ``dump_level`` with ``compress`` (kdump) or as ELF."""
 
@@ -423,6 +451,7 @@ class DumpWriter:
         if not os.path.isdir(directory):
             raise BadInputError(f"directory {directory} does not exist")
         tmp = os.path.join(directory, f".{os.path.basename(out)}.{os.getpid()}.partial")
+        remove_stale_partials(directory, os.path.basename(out))
         old_xfsz = signal.signal(signal.SIGXFSZ, signal.SIG_IGN) if threading.current_thread() is \
             threading.main_thread() else None
         t0 = time.monotonic()

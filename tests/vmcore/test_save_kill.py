@@ -123,3 +123,17 @@ def test_sigkill_never_leaves_a_partial_file_under_a_final_name(grown, tmp_path,
         finished += done
     # the delays spread over the whole run: most trials are killed on the way
     assert finished < TRIALS // 2
+
+
+def test_the_next_save_removes_what_a_killed_one_left(grown, tmp_path):
+    """A killed save leaves its hidden .partial (a dump-sized file): the next save of the same name
+    removes it once its writer is gone, and leaves a live writer's alone."""
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    stale = tmp_path / f".vmcore.{dead.pid}.partial"
+    stale.write_bytes(bytes(PAGE))
+    alive = tmp_path / f".vmcore.{os.getppid()}.partial"          # pytest's parent: a live process
+    alive.write_bytes(bytes(PAGE))
+    subprocess.run(command(grown, str(tmp_path / "vmcore")), check=True, capture_output=True)
+    assert not stale.exists() and alive.exists()
+    assert visible(tmp_path) == ["vmcore"]
