@@ -227,6 +227,7 @@ def _info(args: argparse.Namespace) -> int:
             doc["log"] = log_kind(mem)
         except KexecfwError as e:
             doc["utsname_error"] = e.message
+        doc["panic"] = _panic(dump)
     if args.json:
         print(json.dumps(doc, indent=1))
         return 0
@@ -236,6 +237,15 @@ def _info(args: argparse.Namespace) -> int:
             when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(doc["crash_time"]))
         except (OverflowError, OSError, ValueError):      # CRASHTIME is the crashed kernel's word
             when = f"{doc['crash_time']} (not a time this system can show)"
+    panic = doc["panic"]
+    if panic is not None:
+        print(f"panic:       {panic['line']}")
+        if panic["cpu"] is not None:
+            print(f"task:        CPU {panic['cpu']}, PID {panic['pid']} ({panic['comm']})")
+        for i, line in enumerate(panic["lead"]):
+            print(f"{'led by:' if i == 0 else '':<12} {line}")
+    else:
+        print("panic:       no panic or oops line in the log" + ("" if "log" in doc else " (the log cannot be read)"))
     print(f"file:        {doc['file']} ({doc['format']})")
     print(f"arch:        {doc['arch']}, page size {doc['page_size']}")
     print(f"kernel:      {doc['osrelease']}" + (f" ({doc['utsname']['version']})" if "utsname" in doc else ""))
@@ -259,6 +269,14 @@ def _info(args: argparse.Namespace) -> int:
     elif "incomplete" in doc:
         print("incomplete:  no")
     return 0
+
+
+def _panic(dump) -> dict | None:
+    """The crash as the log tells it (kexecfw.vmcore.prstatus.panic_report), for ``info``."""
+    from kexecfw.vmcore.prstatus import panic_report
+    log = _log_or_none(dump)
+    report = panic_report(log) if log else None
+    return None if report is None else report.to_json()
 
 
 def _completeness(dump) -> dict:

@@ -164,8 +164,7 @@ class LabResult:
             lines += [f"    {ln}" for ln in view]
         dmesg = self.crashed_dmesg()
         if dmesg:
-            lines.append("  crashed kernel's dmesg (tail):")
-            lines += [f"    {ln}" for ln in dmesg.rstrip().splitlines()[-8:]]
+            lines += self._crash_lines(dmesg)
         dumps = sorted(self.path("dump").glob("*")) if self.path("dump").is_dir() else []
         for d in dumps:
             lines.append(f"  dump: {d.name} {d.stat().st_size / (1 << 20):.1f} MiB")
@@ -183,6 +182,20 @@ class LabResult:
             lines.append(f"  note: {n}")
         lines.append(f"  results: {self.directory}")
         return "\n".join(lines)
+
+    def _crash_lines(self, dmesg: str) -> list[str]:
+        """Why the crashed kernel died (its panic line, CPU and task, what led to it), from its log."""
+        from kexecfw.vmcore.prstatus import panic_report
+        report = panic_report(dmesg)
+        where = f"(whole log: {self.path('capture/vmcore-dmesg.txt')})"
+        if report is None:
+            return [f"  crash: no panic or oops line in the crashed kernel's log {where}"]
+        out = [f"  crash: {report.line}"]
+        if report.task():
+            out.append(f"    on {report.task()}")
+        out += [f"    after: {ln}" for ln in report.lead]
+        out.append(f"    {where}")
+        return out
 
     def _plan_lines(self) -> list[str]:
         plan_json = self.path("plan/plan.json")

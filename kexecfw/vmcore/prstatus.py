@@ -91,17 +91,87 @@ def parse_prstatus(note: Note, index: int, register_names: list[str] | None) -> 
     return CpuState(index=index, cpu=index, pid=pid, signal=cursig or signo, registers=regs)
 
 
+# Lines that start a crash's story (kernel/panic.c, lib/bug.c, arch die()/oops, drivers/tty/sysrq.c);
+# with kdump loaded an oops goes to crash_kexec() without a "Kernel panic" line, so they name it then.
+CAUSE_MARKERS = (b"sysrq: Trigger a crash", b"BUG:", b"Oops", b"Internal error:", b"Unable to handle kernel",
+                 b"general protection fault", b"kernel BUG at", b"Kernel BUG at", b"watchdog: BUG")
+TIMESTAMP = re.compile(rb"^\[\s*\d+\.\d+\] ")
+LOG_TAIL = 256 << 10           # the crash is at the end of the log; a full ring is not read for it
+CAUSE_WINDOW = 100             # lines before the panic line searched for its cause
+LEAD_LINES = 4                 # lines of the cause shown, before its register dump and call trace
+# where a cause's first lines end: the dump_stack() header, register dumps and traces
+DETAIL_START = re.compile(rb"^(CPU: \d+ |Hardware name:|Modules linked in:|Call [Tt]race:|pc : |RIP: |"
+                          rb"\S+: [0-9a-f]{8,}|-+\[ cut here \]|Workqueue:|Kernel panic)")
+
+
+@dataclass
+class PanicReport:
+    """Why the kernel crashed, from its log: the panic line, where it happened and what led to it."""
+    line: str                     # "Kernel panic - not syncing: ..." (or the oops line), without timestamp
+    cpu: int | None = None        # from dump_stack()'s "CPU: N ... PID: P Comm: C" header
+    pid: int | None = None
+    comm: str | None = None
+    lead: list[str] = field(default_factory=list)    # the log lines that led to it, as printed
+
+    def to_json(self) -> dict:
+        return {"line": self.line, "cpu": self.cpu, "pid": self.pid, "comm": self.comm, "lead": self.lead}
+
+    def task(self) -> str | None:
+        """"CPU 2, PID 1 (init)" when the log names them."""
+        if self.cpu is None:
+            return None
+        return f"CPU {self.cpu}, PID {self.pid} ({self.comm})"
+
+
+def _text(line: bytes) -> bytes:
+    return TIMESTAMP.sub(b"", line, count=1)
+
+
+def panic_report(log: bytes | str) -> PanicReport | None:
+    """The crash in ``log`` (the crashed kernel's dmesg): the last "Kernel panic - not syncing" line,
+    else the last oops/BUG line; the task from the dump_stack() header after it (or after its cause);
+    the cause's first lines (sysrq, BUG, Oops, ... up to the register dump). None without either."""
+    if isinstance(log, str):
+        log = log.encode("utf-8", "replace")
+    lines = log[-LOG_TAIL:].splitlines()
+    texts = [_text(ln) for ln in lines]
+    at = next((i for i in range(len(texts) - 1, -1, -1) if PANIC_LINE.match(texts[i])), None)
+    first = max(0, (at if at is not None else len(texts)) - CAUSE_WINDOW)
+    causes = [i for i in range(first, at if at is not None else len(texts)) if texts[i].startswith(CAUSE_MARKERS)]
+    if at is None:             # no panic line: the cause names the crash, its next lines tell the story
+        if not causes:
+            return None
+        at = causes[0]
+    cause = causes[0] if causes else None
+    lead: list[bytes] = []
+    if cause is not None:
+        for i in range(cause, min(len(texts) if cause == at else at, cause + LEAD_LINES)):
+            if i > cause and DETAIL_START.match(texts[i]):
+                break
+            lead.append(lines[i])
+    elif at > 0 and not DETAIL_START.match(texts[at - 1]):
+        lead.append(lines[at - 1])
+    task = None
+    for start in ([at, cause] if cause is not None else [at]):
+        for i in range(start, min(len(texts), start + 12)):
+            task = DUMP_STACK_LINE.search(texts[i])
+            if task:
+                break
+        if task:
+            break
+    text = texts[at].decode("utf-8", "replace").strip()[:300]
+    lead_text = [ln.decode("utf-8", "replace").rstrip()[:300] for ln in lead if ln is not lines[at]]
+    if task is None:
+        return PanicReport(text, lead=lead_text)
+    return PanicReport(text, int(task[1]), int(task[2]), task[3].decode("utf-8", "replace"), lead_text)
+
+
 def panic_from_log(log: bytes) -> tuple[int, int, str] | None:
     """(cpu, pid, comm) of the panic, from the last panic line and the dump_stack() header after it."""
-    last = None
-    for m in PANIC_LINE.finditer(log):
-        last = m
-    if last is None:
+    report = panic_report(log)
+    if report is None or report.cpu is None:
         return None
-    m = DUMP_STACK_LINE.search(log, last.end())
-    if m is None:
-        return None
-    return int(m[1]), int(m[2]), m[3].decode("utf-8", "replace")
+    return report.cpu, report.pid, report.comm
 
 
 def assign_cpus(states: list[CpuState], online: list[int] | None,
