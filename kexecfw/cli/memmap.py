@@ -6,8 +6,10 @@ import argparse
 
 def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true")
-    p.add_argument("--all", action="store_true", help="also show device (non-memory) resources")
-    p.add_argument("--plot", metavar="PNG", help="draw the memory map into PNG")
+    p.add_argument("--all", action="store_true",
+                   help="show the whole /proc/iomem resource tree (PCI buses and devices, IOAPIC, ...), "
+                        "not only memory")
+    p.add_argument("--plot", metavar="PNG", help="draw the memory map into PNG (the path is printed on stderr)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -16,16 +18,23 @@ def run(args: argparse.Namespace) -> int:
 
     sysroot = sysroot_of(args)
     arch, memmap = discover_memory(sysroot, arch=args.arch)
+    tree = None
+    if args.all:
+        from kexecfw.memory.iomem import read_iomem
+        tree = read_iomem(sysroot)
     if args.plot:
         from kexecfw.viz.render import save_memmap_plot
         save_memmap_plot(memmap, args.plot, title=f"{arch.name} memory map ({sysroot.root})")
     if args.json:
         doc = {"schema": 1, "arch": arch.name, **memmap.to_json()}
+        if tree is not None:
+            doc["resources"] = tree.to_json()
         print_json(doc)
         return 0
-    print(f"{arch.name} memory map from {memmap.source}")
-    for r in memmap.regions:
-        if r.kind.name == "OTHER" and not args.all:
+    shown = tree or memmap
+    print(f"{arch.name} {'resource tree' if tree else 'memory map'} from {shown.source}")
+    for r in shown.regions:
+        if tree is None and r.kind.name == "OTHER":     # devices: --all shows them
             continue
         mark = "  <== crash kernel" if r.kind.name.startswith("CRASH") else ""
         print(f"{'  ' * r.depth}{r.start:#014x}-{r.range.last:#014x} : {r.name} ({human_size(r.size)}){mark}")

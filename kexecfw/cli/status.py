@@ -5,11 +5,14 @@ import argparse
 
 
 def configure(p: argparse.ArgumentParser) -> None:
-    p.epilog = ("exit status: 0 when the kernel asked about is loaded (-p: the crash kernel), 1 when it is "
-                "not (like kexec -S), 3 when the sysroot has no kexec state (a kernel without CONFIG_KEXEC, "
-                "an incomplete snapshot), 2 for a bad command line")
+    p.formatter_class = argparse.RawDescriptionHelpFormatter   # the exit status table as written
+    p.epilog = ("exit status (kexecfw.errors.ExitCode):\n"
+                "  0  the kernel asked about is loaded (-p: the crash kernel)\n"
+                "  1  it is not loaded (like kexec -S)\n"
+                "  2  a bad command line\n"
+                "  3  the sysroot has no kexec state: a kernel without CONFIG_KEXEC, an incomplete snapshot")
     p.add_argument("-p", "--panic", action="store_true", help="ask about the crash kernel")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print a JSON document (loaded, crash_loaded, crash_size)")
 
 
 def run(args: argparse.Namespace) -> int:

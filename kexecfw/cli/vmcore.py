@@ -33,7 +33,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--all", action="store_true", help="show every register, not only pc/sp/lr")
     p.add_argument("--no-symbols", action="store_true",
                    help="do not read the kernel's kallsyms tables to name pc/lr and find each note's CPU")
-    p.add_argument("--plot", metavar="PNG", help="draw the registers per CPU and the log's tail into PNG")
+    p.add_argument("--plot", metavar="PNG", help="draw the registers per CPU and the log's tail into PNG "
+                   "(the path is printed on stderr)")
 
     p = add("dmesg", "the crashed kernel's log (same output as kexec-tools' vmcore-dmesg)")
     p.add_argument("file", nargs="*", default=None, metavar="FILE",
@@ -157,9 +158,9 @@ def _notes(args: argparse.Namespace) -> int:
 
     if args.plot:
         from kexecfw.viz.crash import draw_crash_notes, read_crash_notes
-        from kexecfw.viz.render import save_figure
-        save_figure(draw_crash_notes(read_crash_notes(_path(args), args.online_cpus, not args.no_symbols)),
-                    args.plot)
+        from kexecfw.viz.render import save_plot
+        save_plot(draw_crash_notes(read_crash_notes(_path(args), args.online_cpus, not args.no_symbols)),
+                  args.plot, "the registers per CPU and the log's tail")
     if args.json:
         doc = {"schema": 1, "cpus_known": known,
                "cpu_mapping": "crash_notes in memory" if exact else ("--online-cpus" if known else "assumed 0..n-1"),

@@ -127,8 +127,16 @@ def save_figure(fig: "Figure", path: str) -> None:
         raise BadInputError(f"cannot write the plot to {path}: {e}") from None
 
 
+def save_plot(fig: "Figure", path: str, what: str) -> None:
+    """A command's ``--plot PATH``: write ``fig`` and say where on stderr (stdout may be a --json document)."""
+    import os
+    import sys
+    save_figure(fig, path)
+    print(f"kexecfw: wrote {what} to {os.path.abspath(path)}", file=sys.stderr)
+
+
 def save_memmap_plot(memmap: MemoryMap, path: str, title: str = "") -> None:
-    save_figure(draw_memmap(memmap, title=title), path)
+    save_plot(draw_memmap(memmap, title=title), path, "the memory map")
 
 
 def save_plan_plot(plan: "Plan", memmap: MemoryMap | None, path: str) -> None:
@@ -138,5 +146,6 @@ def save_plan_plot(plan: "Plan", memmap: MemoryMap | None, path: str) -> None:
     if plan.crash_region is not None:
         pad = plan.crash_region.size // 8
         window = (max(plan.crash_region.start - pad, 0), plan.crash_region.end + pad)
-    save_figure(draw_memmap(memmap, plan=plan, window=window,
-                            title=f"{plan.arch} {plan.mode} load plan ({len(plan.segments)} segments)"), path)
+    save_plot(draw_memmap(memmap, plan=plan, window=window,
+                          title=f"{plan.arch} {plan.mode} load plan ({len(plan.segments)} segments)"),
+              path, "the load plan")
