@@ -19,7 +19,9 @@ from kexecfw.lab.targets import ArchTarget, needs_emulation
 TOOLS = {
     "qemu-system-x86_64": "qemu-system-x86",
     "qemu-system-aarch64": "qemu-system-arm",
+    "qemu-system-riscv64": "qemu-system-misc",
     "qemu-aarch64-static": "qemu-user-static",
+    "qemu-riscv64-static": "qemu-user-static",
     "qemu-x86_64-static": "qemu-user-static",
     "dpkg-deb": "dpkg",
     "apt-get": "apt",

@@ -40,6 +40,9 @@ import compileall, py_compile, sys
 ok = compileall.compile_dir(sys.argv[1], quiet=1, ddir=sys.argv[2],
                             invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH)
 import kexecfw.cli, kexecfw.plugins, pluggy, elftools, fdt
+from importlib.metadata import entry_points
+if not entry_points(group="kexecfw"):
+    sys.exit("the guest's site has no kexecfw entry points")
 sys.exit(0 if ok else "byte-compiling the guest's site failed")
 """
 BASE_DIRS = ("dev", "proc", "sys", "tmp", "out", "mnt", "run", "etc")
@@ -193,6 +196,7 @@ def lay_out_site(arch: ArchTarget, userland: Userland, site_root: Path, wheels: 
     shutil.copytree(location("kexecfw.plugins"), site / "kexecfw" / "plugins", ignore=ignore, dirs_exist_ok=True)
     for dep in PURE_PYTHON_DEPS:
         shutil.copytree(location(dep), site / dep, ignore=ignore)
+    write_entry_points(site)
     wheel = guest_wheel(arch, userland.python, "zstandard", wheels)
     if wheel:
         with zipfile.ZipFile(wheel) as z:
@@ -216,6 +220,21 @@ def lay_out_site(arch: ArchTarget, userland: Userland, site_root: Path, wheels: 
         dest.write_bytes(data)
         dest.chmod(0o755)
     return notes
+
+
+def write_entry_points(site: Path) -> None:
+    """kexecfw's distribution metadata (METADATA, entry_points.txt) into the guest's site, as pip
+    installs it: architectures registered only by entry point (riscv64) are found there too."""
+    from importlib.metadata import PackageNotFoundError, distribution
+    try:
+        dist = distribution("kexecfw")
+    except PackageNotFoundError:
+        raise LabError("kexecfw is not installed on the host (its entry points go into the guest): "
+                       "run setup.sh (pip install -e .)") from None
+    info = site / f"kexecfw-{dist.version}.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: kexecfw\nVersion: {dist.version}\n")
+    (info / "entry_points.txt").write_text(dist.read_text("entry_points.txt") or "")
 
 
 def site_archive(site_root: Path, out: Path) -> Path:

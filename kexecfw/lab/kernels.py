@@ -49,11 +49,11 @@ def debian_kernel(arch: str, generation: str = "6.1", package: str | None = None
     apt = AptRoot.for_guest(base, target, lab_generation(generation))
     shelf = base / KERNELS_DIR / apt.root.name
     if package:
-        extracted = sorted(shelf.glob(f"{package}_*/{IMAGE_PREFIX}*"))
+        extracted = sorted(shelf.glob(f"{package}_*/{target.image_prefix}*"))
         if extracted:
             return extracted[-1]
     deb = _kernel_deb(apt, target, package)
-    return _extract_image(deb, shelf / deb.stem)
+    return _extract_image(deb, shelf / deb.stem, target.image_prefix)
 
 
 def _kernel_deb(apt: AptRoot, target: ArchTarget, package: str | None) -> Path:
@@ -68,9 +68,9 @@ def _kernel_deb(apt: AptRoot, target: ArchTarget, package: str | None) -> Path:
         return downloaded[-1]
 
 
-def _extract_image(deb: Path, dest: Path) -> Path:
+def _extract_image(deb: Path, dest: Path, prefix: str = IMAGE_PREFIX) -> Path:
     """/boot/vmlinuz-* of the package into dest; the rest (modules: hundreds of MB) is not unpacked."""
-    found = sorted(dest.glob(f"{IMAGE_PREFIX}*"))
+    found = sorted(dest.glob(f"{prefix}*"))
     if found:
         return found[0]
     # Into a private folder first (a name the lookups' globs never match), renamed when complete:
@@ -79,7 +79,7 @@ def _extract_image(deb: Path, dest: Path) -> Path:
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
     try:
-        name = _copy_image_member(deb, partial)
+        name = _copy_image_member(deb, partial, prefix)
         try:
             partial.rename(dest)
         except OSError:
@@ -90,7 +90,7 @@ def _extract_image(deb: Path, dest: Path) -> Path:
     return dest / name
 
 
-def _copy_image_member(deb: Path, dest: Path) -> str:
+def _copy_image_member(deb: Path, dest: Path, prefix: str = IMAGE_PREFIX) -> str:
     """Streams the package's file tree and copies the first /boot/vmlinuz-* into dest; its name."""
     try:
         dpkg = subprocess.Popen(["dpkg-deb", "--fsys-tarfile", str(deb)], stdout=subprocess.PIPE,
@@ -103,7 +103,7 @@ def _copy_image_member(deb: Path, dest: Path) -> str:
             with tarfile.open(fileobj=dpkg.stdout, mode="r|") as tar:
                 for member in tar:
                     path = PurePosixPath(member.name)
-                    if member.isfile() and path.parent.name == "boot" and path.name.startswith(IMAGE_PREFIX):
+                    if member.isfile() and path.parent.name == "boot" and path.name.startswith(prefix):
                         source = tar.extractfile(member)
                         assert source is not None
                         with source, open(dest / path.name, "wb") as out:
@@ -114,4 +114,4 @@ def _copy_image_member(deb: Path, dest: Path) -> str:
         finally:
             dpkg.kill()   # once the image is out: the modules that follow it are not wanted
         errors = dpkg.stderr.read().decode(errors="replace").strip()
-    raise LabError(f"{deb.name} has no /boot/{IMAGE_PREFIX}* {errors[-200:]}".rstrip())
+    raise LabError(f"{deb.name} has no /boot/{prefix}* {errors[-200:]}".rstrip())

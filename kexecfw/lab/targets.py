@@ -26,6 +26,12 @@ class ArchTarget:
     virtio_modules: tuple[str, ...]  # modules (or built-ins) the guest needs for virtio-blk, in load order
     pip_platform: str             # wheel platform tag for guest-arch binary wheels
     kernel_args: str = ""         # added to every kernel command line of the guest
+    # Debian builds no kexec-tools for some architectures (riscv64 in trixie): then the guest has
+    # no `kexec` and no `vmcore-dmesg`, and the lab's kexec-tools steps cannot run.
+    kexec_tools: bool = True
+    # /boot/<prefix><release> in the kernel package: Debian names an uncompressed image vmlinux-
+    # (riscv64 ships the flat Image, with its EFI stub header), a compressed one vmlinuz-.
+    image_prefix: str = "vmlinuz-"
 
 
 ARCHES: dict[str, ArchTarget] = {
@@ -51,6 +57,19 @@ ARCHES: dict[str, ArchTarget] = {
         # ("IO-APIC + timer doesn't work!", seen with 6.12); virtual machines skip it.
         kernel_args="no_timer_check",
     ),
+    "riscv64": ArchTarget(
+        name="riscv64", deb_arch="riscv64", triplet="riscv64-linux-gnu",
+        kernel_metapackage="linux-image-riscv64",
+        # QEMU's virt board boots its bundled OpenSBI (-bios default) as M-mode firmware,
+        # which hands the kernel over in S-mode with a0 = hart id, a1 = DTB, as kexec does.
+        qemu_system="qemu-system-riscv64", qemu_user="qemu-riscv64-static",
+        machine_args=("-M", "virt", "-cpu", "rv64", "-bios", "default"),
+        console="ttyS0", virtio_blk_device="virtio-blk-device",
+        virtio_modules=("virtio_mmio", "virtio_blk"),
+        pip_platform="manylinux_2_31_riscv64",
+        kexec_tools=False,      # trixie: no kexec-tools (and so no vmcore-dmesg) for riscv64
+        image_prefix="vmlinux-",
+    ),
 }
 
 HOST_ARCH = {"x86_64": "x86_64", "aarch64": "arm64"}.get(platform.machine())
@@ -61,7 +80,7 @@ def needs_emulation(arch: ArchTarget) -> bool:
     return arch.name != HOST_ARCH
 
 
-ARCH_ALIASES = {"aarch64": "arm64", "amd64": "x86_64", "x86-64": "x86_64"}
+ARCH_ALIASES = {"aarch64": "arm64", "amd64": "x86_64", "x86-64": "x86_64", "riscv": "riscv64"}
 
 
 @dataclass(frozen=True)
@@ -95,8 +114,9 @@ def generation(name: str) -> Generation:
         raise KexecfwError(f"unknown kernel generation {name!r}: use one of {', '.join(GENERATIONS)}") from None
 
 
-def guest_packages(gen: Generation) -> tuple[str, ...]:
+def guest_packages(gen: Generation, arch: ArchTarget | None = None) -> tuple[str, ...]:
     """Userland packages the guest initramfs is made from (libraries are added by dependency)."""
     py = gen.python
-    return ("busybox-static", "kexec-tools", "makedumpfile",
+    loader = ("kexec-tools",) if arch is None or arch.kexec_tools else ()
+    return ("busybox-static", *loader, "makedumpfile",
             f"python{py}-minimal", f"libpython{py}-minimal", f"libpython{py}-stdlib")

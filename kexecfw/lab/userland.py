@@ -33,7 +33,8 @@ STDLIB_PRUNE = ("idlelib", "tkinter", "turtledemo", "ensurepip", "lib2to3", "pyd
 # (Debian 13 ships merged-/usr packages: /usr/sbin/kexec, /usr/lib64/ld-linux-x86-64.so.2).
 # glibc libraries that manylinux wheels (zstandard) link against but no Debian program here needs.
 WHEEL_SONAMES = ("libpthread.so.0", "libdl.so.2", "librt.so.1", "libm.so.6")
-PROGRAMS = ("bin/busybox", "sbin/kexec", "sbin/vmcore-dmesg", "usr/bin/makedumpfile")
+PROGRAMS = ("bin/busybox", "usr/bin/makedumpfile")
+KEXEC_TOOLS_PROGRAMS = ("sbin/kexec", "sbin/vmcore-dmesg")   # only where Debian builds kexec-tools
 Log = Callable[[str], None]
 
 
@@ -67,7 +68,7 @@ def _resolve_debs(apt: AptRoot, arch: ArchTarget, gen: Generation) -> tuple[str,
     apt.update()
     record = apt.root / "resolved.json"
     key = {"lists": (apt.root / "lists" / ".updated").stat().st_mtime, "build": BUILD_VERSION,
-           "kernel": arch.kernel_metapackage, "packages": list(guest_packages(gen))}
+           "kernel": arch.kernel_metapackage, "packages": list(guest_packages(gen, arch))}
     try:
         data = json.loads(record.read_text())
         debs = {name: Path(path) for name, path in data["debs"].items()}
@@ -76,7 +77,7 @@ def _resolve_debs(apt: AptRoot, arch: ArchTarget, gen: Generation) -> tuple[str,
     except (OSError, ValueError, KeyError, TypeError):
         pass
     kernel_package = apt.resolve_kernel_package(arch.kernel_metapackage)
-    packages = apt.library_closure(list(guest_packages(gen)))
+    packages = apt.library_closure(list(guest_packages(gen, arch)))
     debs = apt.download(packages + [kernel_package])
     tmp = record.with_suffix(f".{os.getpid()}.tmp")  # concurrent runs: readers see old or new, never half
     tmp.write_text(json.dumps({"key": key, "kernel_package": kernel_package,
@@ -169,7 +170,7 @@ def _build(arch: ArchTarget, gen: Generation, debs: dict[str, Path], kernel_pack
         os.chmod(dst, mode if mode is not None else (0o755 if os.access(src, os.X_OK) else 0o644))
         return dst
 
-    programs = [copy(p) for p in PROGRAMS]
+    programs = [copy(p) for p in PROGRAMS + (KEXEC_TOOLS_PROGRAMS if arch.kexec_tools else ())]
     programs.append(copy(f"usr/bin/python{gen.python}"))
     (root / "usr/bin/python3").symlink_to(f"python{gen.python}")
     stdlib = root / f"usr/lib/python{gen.python}"
@@ -189,9 +190,9 @@ def _build(arch: ArchTarget, gen: Generation, debs: dict[str, Path], kernel_pack
     for interp in interps:
         copy(interp.lstrip("/"))
 
-    release = _kernel_release(pkgroot, kernel_package)
+    release = _kernel_release(pkgroot, kernel_package, arch.image_prefix)
     kernel = out / "vmlinuz"
-    shutil.copyfile(pkgroot / f"boot/vmlinuz-{release}", kernel)
+    shutil.copyfile(pkgroot / f"boot/{arch.image_prefix}{release}", kernel)
     moddirs = [pkgroot / d / release for d in ("lib/modules", "usr/lib/modules") if (pkgroot / d / release / "kernel").is_dir()]
     if not moddirs:
         raise LabError(f"{kernel_package} has no lib/modules/{release} (nor under usr/)")
@@ -236,11 +237,11 @@ def find_file(pkgroot: Path, rel: str) -> Path:
     raise LabError(f"{rel} is missing from the extracted packages in {pkgroot}")
 
 
-def _kernel_release(pkgroot: Path, kernel_package: str) -> str:
+def _kernel_release(pkgroot: Path, kernel_package: str, prefix: str = "vmlinuz-") -> str:
     release = kernel_package.removeprefix("linux-image-").removesuffix("-unsigned")
-    if (pkgroot / f"boot/vmlinuz-{release}").exists():
+    if (pkgroot / f"boot/{prefix}{release}").exists():
         return release
-    found = sorted(p.name.removeprefix("vmlinuz-") for p in (pkgroot / "boot").glob("vmlinuz-*"))
+    found = sorted(p.name.removeprefix(prefix) for p in (pkgroot / "boot").glob(f"{prefix}*"))
     if len(found) != 1:
         raise LabError(f"{kernel_package} has {len(found)} kernels in /boot, expected one")
     return found[0]

@@ -1,0 +1,118 @@
+"""Recognise a riscv64 kernel file: the flat Image (with or without its EFI stub) or a gzip'd one.
+
+The header is ``struct riscv_image_header`` from arch/riscv/include/asm/image.h
+(Documentation/arch/riscv/boot-image-header.rst), 64 bytes, little-endian::
+
+    u32 code0, code1; u64 text_offset, image_size, flags; u32 version, res1; u64 res2;
+    u64 magic ("RISCV\\0\\0\\0", deprecated); u32 magic2 ("RSC\\x05"); u32 res3 (PE header offset)
+
+An EFI-stub kernel (Debian's) starts with "MZ" in code0; the header is the same.
+"""
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+from kexecfw.decompress import KERNEL_IMAGE_CAP, decompress
+from kexecfw.elfnotes import ELFMAG
+from kexecfw.errors import BadInputError
+
+EM_RISCV = 243
+
+RISCV_IMAGE_HEADER = struct.Struct("<IIQQQIIQQII")
+assert RISCV_IMAGE_HEADER.size == 64
+RISCV_IMAGE_MAGIC = int.from_bytes(b"RISCV\0\0\0", "little")
+RISCV_IMAGE_MAGIC2 = int.from_bytes(b"RSC\x05", "little")
+RISCV_IMAGE_FLAG_BE = 1 << 0
+# version = major << 16 | minor; 0.1 added image_size and flags, 0.2 magic2 and res3 (PE offset)
+RISCV_HEADER_VERSION_MAJOR = 0
+RISCV_HEADER_MIN_MINOR = 1
+GZIP_MAGIC = b"\x1f\x8b"
+# drivers/firmware/efi/libstub/zboot-header.S: "MZ", then "zimg" at offset 4
+ZBOOT_KIND = b"zimg"
+
+
+@dataclass(frozen=True)
+class RiscvImageHeader:
+    text_offset: int
+    image_size: int
+    flags: int
+    version: int
+    pe_header: int          # res3: offset of the PE header of an EFI-stub kernel, else 0
+
+    @property
+    def big_endian(self) -> bool:
+        return bool(self.flags & RISCV_IMAGE_FLAG_BE)
+
+    @property
+    def version_text(self) -> str:
+        return f"{self.version >> 16}.{self.version & 0xFFFF}"
+
+    @property
+    def efi_stub(self) -> bool:
+        return self.pe_header != 0
+
+
+def parse_image_header(data: bytes) -> RiscvImageHeader | None:
+    """The header of a flat riscv Image, or None when ``data`` has neither magic at 0x30/0x38."""
+    if len(data) < RISCV_IMAGE_HEADER.size:
+        return None
+    (_, _, text_offset, image_size, flags, version, _, _, magic, magic2,
+     res3) = RISCV_IMAGE_HEADER.unpack_from(data)
+    if magic2 != RISCV_IMAGE_MAGIC2 and magic != RISCV_IMAGE_MAGIC:
+        return None
+    return RiscvImageHeader(text_offset, image_size, flags, version, res3)
+
+
+@dataclass
+class ProbedImage:
+    header: RiscvImageHeader
+    payload: bytes
+    format: str             # "riscv64 Image", "gzip riscv64 Image"
+
+
+def _elf_machine(data: bytes) -> int | None:
+    if len(data) < 20 or data[:4] != ELFMAG:
+        return None
+    return int.from_bytes(data[18:20], "big" if data[5] == 2 else "little")
+
+
+def unwrap(data: bytes, what: str) -> ProbedImage | None:
+    """Open ``data`` down to a flat Image; None if it is not a riscv kernel in a form we know.
+
+    Raises for riscv kernels kexecfw recognises but cannot load (vmlinux ELF, EFI zboot)."""
+    header = parse_image_header(data)
+    if header is not None:
+        return ProbedImage(header, data, "riscv64 Image")
+    if data[:2] == GZIP_MAGIC:
+        inner = decompress(data, "gzip", KERNEL_IMAGE_CAP, what)
+        header = parse_image_header(inner)
+        return ProbedImage(header, inner, "gzip riscv64 Image") if header else None
+    if data[:2] == b"MZ" and data[4:8] == ZBOOT_KIND:
+        raise BadInputError(f"{what} is an EFI zboot image (CONFIG_EFI_ZBOOT); kexecfw loads the flat "
+                            "riscv Image: pass arch/riscv/boot/Image (or Image.gz) of the same build")
+    if _elf_machine(data) == EM_RISCV:
+        raise BadInputError(f"{what} is a riscv vmlinux ELF file; kexec_load takes the flat Image: "
+                            "pass arch/riscv/boot/Image (objcopy -O binary of it is the same)")
+    return None
+
+
+def check_loadable(header: RiscvImageHeader, what: str) -> None:
+    """What kexecfw needs of the header to place the kernel (arch/riscv/include/asm/image.h)."""
+    if header.big_endian:
+        raise BadInputError(f"{what} is a big-endian riscv kernel; the running kernel is little-endian and "
+                            "kexec cannot switch endianness: use a little-endian build")
+    major, minor = header.version >> 16, header.version & 0xFFFF
+    if major != RISCV_HEADER_VERSION_MAJOR or minor < RISCV_HEADER_MIN_MINOR:
+        raise BadInputError(f"{what} has riscv Image header version {header.version_text}; kexecfw knows "
+                            f"0.{RISCV_HEADER_MIN_MINOR} to 0.x (image_size and flags are defined from 0.1): "
+                            "the header is corrupt or from an unknown future format")
+    if header.image_size == 0:
+        raise BadInputError(f"{what} has image_size 0 in its header; its memory footprint is unknown, "
+                            "so it cannot be placed safely")
+    if header.image_size > KERNEL_IMAGE_CAP:
+        raise BadInputError(f"{what}: image_size {header.image_size:#x} in its header is more than a kernel "
+                            f"takes ({KERNEL_IMAGE_CAP:#x} at most): the header is corrupt")
+    if header.text_offset % 4096 or header.text_offset >= KERNEL_IMAGE_CAP:
+        raise BadInputError(f"{what}: text_offset {header.text_offset:#x} is not a plausible page-aligned "
+                            "offset; the header is corrupt")

@@ -1,0 +1,121 @@
+"""The running riscv64 kernel's address space, for the elfcorehdr: VMCOREINFO of proc/kcore and /proc/iomem.
+
+arch/riscv/kernel/vmcore_info.c writes ``NUMBER(phys_ram_base)`` (decimal: VMCOREINFO_NUMBER),
+``NUMBER(PAGE_OFFSET)``, ``NUMBER(VA_BITS)`` (39, 48 or 57: Sv39/Sv48/Sv57, chosen at boot),
+``NUMBER(KERNEL_LINK_ADDR)`` and ``NUMBER(va_kernel_pa_offset)`` (hex). Then
+(arch/riscv/include/asm/page.h):
+
+* linear map: ``va = pa - phys_ram_base + PAGE_OFFSET`` for the RAM PT_LOADs;
+* kernel image: ``va = pa + va_kernel_pa_offset``; "Kernel image" in iomem is
+  ``__pa_symbol(_start)`` .. ``__pa_symbol(_end)`` (arch/riscv/kernel/setup.c, init_resources),
+  so the kernel-image PT_LOAD needs no kallsyms.
+
+What to dump: arch/riscv/kernel/setup.c lists memory the kernel maps but must not allocate
+(memblock "nomap": the firmware's, OpenSBI's first 256 KiB on QEMU virt) as top-level
+"Reserved" beside "System RAM", not inside it. That memory is in the linear map
+(``phys_ram_base`` is its start) and in the kernel's own crash header (kexec_file_load
+walks memblock), so it is dumped too; kexec-tools 2.0.32 dumps System RAM only.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from kexecfw.errors import BadInputError
+from kexecfw.memory.model import MemoryMap, RegionKind
+from kexecfw.memory.ranges import Range, merge, subtract
+from kexecfw.sysroot import Sysroot
+from kexecfw.vmcore.bounds import EM_RISCV, U64_MAX, CheckedInfo
+from kexecfw.vmcoreinfo import VmcoreInfo
+
+_U64 = (1 << 64) - 1
+SV_MODES = (39, 48, 57)
+KERNEL_IMAGE = "Kernel image"
+# the kernel is linked in the top 2 GiB (KERNEL_LINK_ADDR = ADDRESS_SPACE_END - SZ_2G + 1)
+KERNEL_MAPPING_SIZE = 2 << 30
+
+
+@dataclass(frozen=True)
+class RiscvAddressSpace:
+    page_offset: int        # PAGE_OFFSET: start of the linear map
+    va_bits: int            # 39, 48, 57
+    phys_ram_base: int      # physical address at PAGE_OFFSET
+    va_kernel_pa_offset: int
+    kernel_link_addr: int
+    image: Range            # the kernel image, physical (iomem "Kernel image")
+
+    @property
+    def text_vaddr(self) -> int:
+        return (self.image.start + self.va_kernel_pa_offset) & _U64
+
+    def linear_vaddr(self, paddr: int) -> int:
+        return (paddr - self.phys_ram_base + self.page_offset) & _U64
+
+
+TOO_OLD = "this riscv kernel is too old for kexecfw's crash dumps (need 6.1 or later)"
+
+
+def _need(info: CheckedInfo, name: str, lo: int = 0, hi: int = U64_MAX) -> int:
+    return info.need_number(name, lo, hi, TOO_OLD) & _U64
+
+
+def kernel_image_range(memmap: MemoryMap) -> Range:
+    """iomem's "Kernel image" (riscv: _start.._end), else its "Kernel code".."Kernel bss" children."""
+    named = [r.range for r in memmap.regions if r.name == KERNEL_IMAGE]
+    if named:
+        return named[0]
+    parts = memmap.ranges(RegionKind.KERNEL_CODE, RegionKind.KERNEL_RODATA, RegionKind.KERNEL_DATA,
+                          RegionKind.KERNEL_BSS)
+    if not parts:
+        raise BadInputError(f"{memmap.source} has no 'Kernel image' or 'Kernel code' range; take the "
+                            "snapshot as root")
+    return Range(min(r.start for r in parts), max(r.end for r in parts))
+
+
+def address_space(sysroot: Sysroot, memmap: MemoryMap, info: VmcoreInfo) -> RiscvAddressSpace:
+    source = f"the VMCOREINFO of {sysroot.path('proc/kcore')}"
+    checked = CheckedInfo(info, EM_RISCV, source=source, verdict="proc/kcore is damaged or not a riscv64 kernel's")
+    va_bits = _need(checked, "VA_BITS", min(SV_MODES), max(SV_MODES))
+    if va_bits not in SV_MODES:
+        raise BadInputError(f"{source} NUMBER(VA_BITS)={va_bits} is none of Sv39/Sv48/Sv57's 39, 48, 57")
+    page_offset = _need(checked, "PAGE_OFFSET", -(1 << 63), U64_MAX)
+    if page_offset < (-(1 << (va_bits - 1))) & _U64:
+        raise BadInputError(f"{source} NUMBER(PAGE_OFFSET)={page_offset:#x} is below the kernel half of a "
+                            f"{va_bits}-bit address space: proc/kcore is damaged")
+    phys_ram_base = checked.phys("phys_ram_base", why=TOO_OLD)
+    voffset = _need(checked, "va_kernel_pa_offset", -(1 << 63), U64_MAX)
+    link = _need(checked, "KERNEL_LINK_ADDR", -(1 << 63), U64_MAX)
+    image = kernel_image_range(memmap)
+    space = RiscvAddressSpace(page_offset, va_bits, phys_ram_base, voffset, link, image)
+    if not link <= space.text_vaddr < link + KERNEL_MAPPING_SIZE:
+        raise BadInputError(f"'Kernel image' at physical {image.start:#x} + va_kernel_pa_offset {voffset:#x} "
+                            f"is {space.text_vaddr:#x}, outside the kernel mapping at KERNEL_LINK_ADDR "
+                            f"{link:#x}: proc/kcore and proc/iomem are from different boots")
+    ram = memmap.system_ram
+    if ram and phys_ram_base > min(r.start for r in ram):
+        raise BadInputError(f"{source} NUMBER(phys_ram_base)={phys_ram_base:#x} lies above System RAM at "
+                            f"{min(r.start for r in ram):#x}: proc/kcore and proc/iomem are from different boots")
+    _check_linear_map(space, checked, memmap)
+    return space
+
+
+def _check_linear_map(space: RiscvAddressSpace, info: CheckedInfo, memmap: MemoryMap) -> None:
+    """SYMBOL(mem_section) points into the linear map (SPARSEMEM_EXTREME): it must land in System RAM."""
+    pointer = info.symbol("mem_section")
+    if pointer is None or not space.page_offset <= pointer < space.kernel_link_addr:
+        return
+    paddr = pointer - space.page_offset + space.phys_ram_base
+    if not any(paddr in r for r in memmap.system_ram):
+        raise BadInputError(f"PAGE_OFFSET {space.page_offset:#x} and phys_ram_base {space.phys_ram_base:#x} put "
+                            f"mem_section at physical {paddr:#x}, outside System RAM")
+
+
+def dump_ranges(memmap: MemoryMap, space: RiscvAddressSpace) -> list[Range]:
+    """System RAM and the top-level "Reserved" memory between phys_ram_base and its end, minus the
+    crash regions: all of the linear map the crashed kernel had."""
+    ram = memmap.system_ram
+    if not ram:
+        raise BadInputError(f"{memmap.source} has no System RAM")
+    end = max(r.end for r in ram)
+    reserved = [r.range for r in memmap.of_kind(RegionKind.RESERVED)
+                if r.depth == 0 and space.phys_ram_base <= r.start and r.end <= end]
+    return subtract(merge(ram + reserved), memmap.crash_regions)
