@@ -16,6 +16,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 from kexecfw.lab.errors import LabError
 from kexecfw.lab.targets import HOST_ARCH, ArchTarget
@@ -66,11 +67,13 @@ def qemu_command(arch: ArchTarget, kernel: Path, initrd: Path | None, append: st
 
 
 def run_qemu(cmd: list[str], console: Path, timeout: float, silence: float,
-             deadlines: dict[str, float] | None = None) -> QemuOutcome:
+             deadlines: dict[str, float] | None = None,
+             on_mark: Callable[[str], None] | None = None) -> QemuOutcome:
     """Run QEMU until it exits (the guest powers off or reboots with -no-reboot) or a timeout.
 
     ``deadlines``: a console mark (the start of a LAB line) -> seconds by which it must have appeared;
     a boot that misses one is ended there (``ended_by="deadline:<mark>"``) instead of at ``timeout``.
+    ``on_mark``: called with each LAB line as it arrives (the live progress of ``lab run``).
     """
     if not shutil.which(cmd[0]):
         raise LabError(f"{cmd[0]} is not installed: run `python -m kexecfw lab prepare` (or apt-get install qemu-system)")
@@ -90,6 +93,8 @@ def run_qemu(cmd: list[str], console: Path, timeout: float, silence: float,
                 line = raw.decode("utf-8", "replace").strip("\r\n")
                 if line.startswith("LAB"):
                     outcome.host_marks.append((round(now - start, 3), line))
+                    if on_mark is not None:
+                        on_mark(line)
 
     reader = threading.Thread(target=pump, daemon=True)
     reader.start()

@@ -26,6 +26,7 @@ from kexecfw.lab.qemu import Disk, QemuOutcome, kvm_usable, qemu_command, run_qe
 from kexecfw.lab.result import LabResult, Phase, Step
 from kexecfw.lab.targets import arch_target, generation
 from kexecfw.lab.userland import prepare_userland
+from kexecfw.progress import Progress
 
 SCENARIOS = ("panic", "exec")
 STALE_BUILD_SECONDS = 6 * 3600
@@ -36,6 +37,15 @@ EXEC_WORKAROUNDS = {
 }
 LOADERS = ("kexecfw", "kexec-tools")
 DUMP_DISK_MIB = 4096   # the measured dumps' disk (sparse): three -d 31 dumps of a big guest
+# the guest's console marks (guest/init `mark`) -> the phase that starts there, for the live progress
+MARK_PHASES = {
+    "first-init": "first kernel up: snapshot", "load-start": "loading the next kernel",
+    "load-end": "loaded: dry-run, first kernel's results", "fill-start": "filling memory before the crash",
+    "exec": "exec: booting the second kernel", "second-init": "second kernel up",
+    "crash": "crash: booting the capture kernel", "capture-init": "capture kernel up: reading /proc/vmcore",
+    "kexecfw-start": "saving the dump (kexecfw vmcore save)", "kexecfw-start-measured": "saving the dumps (measured)",
+    "makedumpfile-start": "saving the dump (makedumpfile, for comparison)", "capture-done": "done: powering off",
+}
 Log = Callable[[str], None]
 
 
@@ -62,6 +72,20 @@ def run(arch: str = "arm64", scenario: str = "panic", loader: str = "kexecfw", *
     ``measure_dumps``: the capture kernel runs kexecfw (zlib, zstd) and makedumpfile one after the
     other with wall time, peak RSS and output size each (capture/steps/NAME.measure), writing to a disk.
     """
+    # live phases on a terminal, plain lines through ``log`` otherwise (kexecfw.progress)
+    default = log is _stderr_log
+    with Progress("lab", live=None if default else False, write=None if default else log) as progress:
+        result = _run(progress, arch, scenario, loader, compare_kexec_tools, mem, smp, crashkernel, keep,
+                      kernel_generation, accel, timeout, silence, cache, load_args, save_vmcore, bench_load,
+                      fill_memory, measure_dumps)
+        progress.done(f"{result.arch} {result.scenario}: {'OK' if result.ok else 'FAILED'}")
+    return result
+
+
+def _run(progress: Progress, arch, scenario, loader, compare_kexec_tools, mem, smp, crashkernel, keep,
+         kernel_generation, accel, timeout, silence, cache, load_args, save_vmcore, bench_load,
+         fill_memory, measure_dumps) -> LabResult:
+    log = progress.note
     measure_dumps = measure_dumps or fill_memory
     if fill_memory and scenario != "panic":
         raise LabError("--fill-memory needs the panic scenario: it fills memory before the crash")
@@ -81,6 +105,7 @@ def run(arch: str = "arm64", scenario: str = "panic", loader: str = "kexecfw", *
     phases: list[Phase] = []
 
     t0 = time.monotonic()
+    progress.phase("preparing the host and the guest's userland (downloads on first use)")
     ensure_host_tools(target, log)
     userland = prepare_userland(target, gen, cache_path, log)
     phases.append(Phase("prepare host and guest userland", True, True, round(time.monotonic() - t0, 2),
@@ -112,6 +137,7 @@ def run(arch: str = "arm64", scenario: str = "panic", loader: str = "kexecfw", *
             "SECOND_APPEND": f"{base_args} panic=-1 lab.role=second lab.marker={marker}",
         }
         t1 = time.monotonic()
+        progress.phase("building the guest's initramfs")
         initrd, notes = build_initrds(target, userland, workdir, cache_path, config)
         result.notes += notes
         phases.append(Phase("build initramfs", True, True, round(time.monotonic() - t1, 2),
@@ -137,7 +163,9 @@ def run(arch: str = "arm64", scenario: str = "panic", loader: str = "kexecfw", *
         (out / "qemu-cmdline.txt").write_text(" ".join(cmd) + "\n")
         log(f"booting {target.name} ({'KVM' if use_kvm else 'TCG'}), {scenario} with {loader}; "
             f"console in {out / 'console.log'}")
-        outcome = run_qemu(cmd, out / "console.log", timeout, silence)
+        progress.phase(f"booting the first kernel ({'KVM' if use_kvm else 'TCG'})")
+        outcome = run_qemu(cmd, out / "console.log", timeout, silence, on_mark=_mark_phases(progress))
+        progress.phase("reading the results")
         result.qemu_seconds, result.ended_by = outcome.seconds, outcome.ended_by
         slots = {role: read_slot(disk, offset, out) for role, offset in SLOTS.items()}
         if save_vmcore:
@@ -148,6 +176,15 @@ def run(arch: str = "arm64", scenario: str = "panic", loader: str = "kexecfw", *
             shutil.rmtree(workdir, ignore_errors=True)
     result.save()
     return result
+
+
+def _mark_phases(progress: Progress) -> Callable[[str], None]:
+    """run_qemu's ``on_mark``: a console mark of MARK_PHASES starts that phase of the progress."""
+    def seen(line: str) -> None:
+        words = line.split()
+        if len(words) > 1 and words[0] == "LAB-MARK" and words[1] in MARK_PHASES:
+            progress.phase(MARK_PHASES[words[1]])
+    return seen
 
 
 def _keep_vmcore(disk: Path, out: Path) -> None:
