@@ -45,7 +45,7 @@ DUMP_STACK_LINE = re.compile(rb"CPU: (\d+) (?:UID: \d+ )?PID: (\d+) Comm: ([^\n 
 # Registers to show per architecture: program counter, stack pointer, link register.
 PC_NAMES = ("pc", "rip")
 SP_NAMES = ("sp", "rsp")
-LR_NAMES = ("x30",)
+LR_NAMES = ("x30", "ra")
 
 
 @dataclass
