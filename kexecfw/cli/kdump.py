@@ -91,7 +91,9 @@ def _status(args, root, actions) -> int:
 def _enable(args, root, actions) -> int:
     from kexecfw.kdump.service import enable
     doc = enable(root, actions)
-    lines = [f"done: {d}" for d in doc["done"]] + [f"initrd: {doc['initrd']['why']}"] + doc["notes"]
+    built = doc["initrd"]
+    lines = [f"done: {d}" for d in doc["done"]] + \
+        [f"initrd: built {built['initrd']}" if built["rebuilt"] else f"initrd: {built['why']}"] + doc["notes"]
     if "load" in doc:
         lines.append(f"loaded {doc['load']['kernel']} as the panic kernel")
     lines.append("REBOOT NEEDED to reserve the crash region" if doc["reboot_needed"] else "no reboot needed")

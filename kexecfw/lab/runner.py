@@ -72,6 +72,9 @@ def run(arch: str = "arm64", scenario: str = "panic", loader: str = "kexecfw", *
     ``measure_dumps``: the capture kernel runs kexecfw (zlib, zstd) and makedumpfile one after the
     other with wall time, peak RSS and output size each (capture/steps/NAME.measure), writing to a disk.
     """
+    if scenario == "service":   # a full-OS guest, not the lab initramfs (kexecfw.lab.service)
+        from kexecfw.lab.service import run as run_service
+        return run_service(arch, loader, keep=keep, mem=mem, smp=smp, cache=cache, timeout=timeout, log=log)
     # live phases on a terminal, plain lines through ``log`` otherwise (kexecfw.progress)
     default = log is _stderr_log
     with Progress("lab", live=None if default else False, write=None if default else log) as progress:

@@ -1,0 +1,96 @@
+"""The service scenario (kexecfw.lab.service): the README's "Use it on a server" block is what the guest runs;
+and (slow) one real run in the full-OS guest - install, enable, reboot with the reservation, status, the crash
+self-test, the capture boot's save and reboot, list and status - with the dump read back on the host."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from kexecfw.lab.errors import LabError
+from kexecfw.lab.service import (CRASH_PROLOGUE, _find_dump, _guest_line, apt_packages, readme_boots,
+                                 readme_commands)
+
+
+def test_the_guest_runs_the_readme_block_in_three_boots() -> None:
+    lines = readme_commands()
+    boots = readme_boots(lines)
+    assert [[name for name, _ in b] for b in boots] == [
+        ["apt-get", "python3", "pip-install", "ln", "kdump-enable"],
+        ["kdump-status", "kdump-test"],
+        ["kdump-list", "kdump-status"]]
+    # every README line but `reboot` is a step, verbatim
+    assert [line for b in boots for _, line in b] == [ln for ln in lines if ln.split("#")[0].strip() != "reboot"]
+    assert apt_packages(lines[0]) == ["python3-venv", "initramfs-tools"]
+
+
+def test_guest_lines_run_the_readme_verbatim(tmp_path: Path) -> None:
+    line = "kexecfw kdump status       # exit 0: armed"
+    assert _guest_line("kdump-status", line) == (
+        "lab_step kdump-status sh -c 'kexecfw kdump status       # exit 0: armed'\n"
+        "lab_step kdump-status-json sh -c 'kexecfw kdump status --json'\n")
+    crash = _guest_line("kdump-test", "kexecfw kdump test --yes-crash-this-machine")
+    assert crash == CRASH_PROLOGUE + "sh -c 'kexecfw kdump test --yes-crash-this-machine' > /dev/console 2>&1\n"
+    assert _guest_line("apt-get", "apt-get install python3-venv initramfs-tools").startswith(
+        "lab_step apt-get dpkg-query -W")
+
+
+def test_readme_without_the_section_is_refused(tmp_path: Path) -> None:
+    readme = tmp_path / "README.md"
+    readme.write_text("# x\n\n## Other\n\n```sh\ntrue\n```\n")
+    with pytest.raises(LabError, match="no '## Use it on a server' section"):
+        readme_commands(readme)
+
+
+def test_find_dump_in_both_layouts(tmp_path: Path) -> None:
+    ours = tmp_path / "kexecfw" / "20261205-001500"
+    ours.mkdir(parents=True)
+    (ours / "dmesg.txt").write_text("log")
+    (ours / "vmcore.kdump").write_bytes(b"KDUMP   ")
+    assert _find_dump(tmp_path / "kexecfw") == (ours / "vmcore.kdump", ours / "dmesg.txt")
+    theirs = tmp_path / "kdump-tools" / "202612050015"
+    theirs.mkdir(parents=True)
+    (theirs / "dmesg.202612050015").write_text("log")
+    (theirs / "dump.202612050015").write_bytes(b"KDUMP   ")
+    (tmp_path / "kdump-tools" / "kexec_cmd").write_text("kexec -p ...")
+    assert _find_dump(tmp_path / "kdump-tools") == (theirs / "dump.202612050015", theirs / "dmesg.202612050015")
+    assert _find_dump(tmp_path / "absent") == (None, None)
+
+
+@pytest.fixture(scope="module")
+def service_run(tmp_path_factory: pytest.TempPathFactory):
+    """One run of the kexecfw service scenario for every assert below (~10 min under TCG)."""
+    from kexecfw.lab.service import run
+    result = run("x86_64", "kexecfw", keep=tmp_path_factory.mktemp("service") / "run", timeout=900)
+    print(result.summary())
+    return result
+
+
+@pytest.mark.slow
+def test_service_scenario_passes(service_run) -> None:
+    failed = [f"{p.name}: {p.detail}" for p in service_run.phases if p.required and not p.ok]
+    assert service_run.ok, failed
+
+
+@pytest.mark.slow
+def test_service_status_armed_then_selftest_passed(service_run) -> None:
+    out = service_run.directory
+    before = json.loads((out / "boot2-status-test/runs/1/steps/kdump-status-json.out").read_text())
+    after = json.loads((out / "boot3-list-status/runs/1/steps/kdump-status-json.out").read_text())
+    assert before["armed"] is True and after["armed"] is True
+    assert before["loaded"]["cmdline"].endswith("systemd.unit=kexecfw-kdump-save.service")
+    assert "crashkernel=" not in before["loaded"]["cmdline"]
+    assert after["selftest"]["result"] == "passed"
+    assert after["selftest"]["dump"] == after["dumps"][-1]["name"]
+
+
+@pytest.mark.slow
+def test_service_dump_listed_and_read_on_the_host(service_run) -> None:
+    numbers = service_run.settings["numbers"]
+    listed = numbers["listed"]
+    assert listed["complete"] is True and listed["release"] == service_run.kernel_release
+    assert "sysrq: Trigger a crash" in listed["panic"]
+    assert {"dmesg.txt", "vmcore.kdump", "summary.json"} <= set(numbers["saved_files"])
+    assert "sysrq: Trigger a crash" in (service_run.directory / "host-dmesg.txt").read_text()
+    assert 0 < numbers["panic_to_saved"] < numbers["panic_to_reboot"] < numbers["panic_to_up"]
