@@ -27,7 +27,7 @@ def test_memmap_figure_shows_crash_region(arch):
     ax = fig.axes[0]
     texts = [t.get_text() for t in ax.texts]
     assert any(t.startswith("crash 384 MiB") for t in texts)
-    assert "Crash kernel" in [t.get_text() for t in ax.get_legend().get_texts()]
+    assert "crash region" in [t.get_text() for t in ax.get_legend().get_texts()]
     assert len(ax.patches) >= len([r for r in memmap.regions if r.kind.name != "OTHER"])
 
 
@@ -216,3 +216,73 @@ def test_plan_stepper_walks_the_hook_calls(capsys):
     assert all(f"{i + 1}/{slider.max + 1}" in text for i, text in enumerate(shown, 1))
     place = next(text for text in shown if "kexecfw_place_kernel" in text)
     assert "plugins (call order)" in place and "holes before: 0x" in place and "placed kernel at 0x" in place
+
+
+def _legend_colours(fig) -> dict[str, tuple]:
+    """Legend name -> fill colour, over every legend of ``fig``."""
+    out = {}
+    for ax in fig.axes:
+        leg = ax.get_legend()
+        if leg is not None:
+            for text, handle in zip(leg.get_texts(), leg.legend_handles):
+                out[text.get_text()] = tuple(handle.get_facecolor())
+    return out
+
+
+def test_one_colour_per_kind_across_architectures_and_one_legend():
+    from kexecfw.viz.render import draw_memmaps
+    maps = [(arch, read_iomem(Sysroot(fixture_path(arch, "sysroot")))) for arch in ("arm64", "x86_64")]
+    fig = draw_memmaps(maps)
+    assert [ax.get_legend() is not None for ax in fig.axes] == [True, False]     # one legend, shared
+    colours = _legend_colours(fig)
+    # x86_64 has all four parts of the kernel image, arm64 only two: both are in the shared legend
+    for kind in ("System RAM", "reserved", "crash region", "kernel code", "kernel rodata", "kernel data", "kernel bss"):
+        assert kind in colours, kind
+    parts = [colours[k] for k in ("kernel code", "kernel rodata", "kernel data", "kernel bss")]
+    assert len(set(parts)) == 4
+    # each architecture alone draws its kinds in the shared colours
+    for arch, memmap in maps:
+        alone = _legend_colours(draw_memmap(memmap))
+        assert all(alone[k] == colours[k] for k in alone), arch
+
+
+def test_segment_colour_follows_its_name_not_its_position():
+    from kexecfw.viz.palette import segment_colour
+    memmap = read_iomem(Sysroot(fixture_path("arm64", "sysroot")))
+    crash = memmap.main_crash_region
+    one = Plan("arm64", "panic", "kexec_load", crash.start, 0, "", crash,
+               [Segment("kernel", b"", crash.start, 0x2010000), Segment("elfcorehdr", b"", crash.end - 0x1000, 0x1000)])
+    two = Plan("arm64", "panic", "kexec_load", crash.start, 0, "", crash,
+               [Segment("initrd", b"", crash.start, 0x100000), Segment("kernel", b"", crash.start + 0x200000, 0x2010000)])
+    for plan in (one, two):
+        colours = _legend_colours(draw_memmap(memmap, plan=plan, window=(crash.start, crash.end)))
+        from matplotlib.colors import to_rgba
+        assert colours["segment: kernel"] == to_rgba(segment_colour("kernel"))
+
+
+def _overlaps(boxes) -> list:
+    return [(a, b) for i, a in enumerate(boxes) for b in boxes[i + 1:] if a.overlaps(b)]
+
+
+def test_labels_that_do_not_fit_go_outside_and_collide_with_nothing():
+    """The x86_64 guest's 639 KiB of low RAM and 4 KiB notes: labels beside or above, none over another."""
+    from kexecfw.elfnotes import ProgramHeader
+    from kexecfw.viz.crash import draw_elfcorehdr
+    memmap = read_iomem(Sysroot(fixture_path("x86_64", "sysroot")))
+    crash = memmap.main_crash_region
+    ph = lambda kind, start, size: ProgramHeader(kind, 0, 0, 0, start, size, size, 0)  # noqa: E731
+    phdrs = [ph(1, 0x1000, 0x9f000), ph(1, 0x100000, crash.start - 0x100000),
+             ph(4, 0x5c701000, 424), ph(4, 0x5c702000, 424), ph(4, 0x3a00000, 4136)]
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    for fig in (draw_memmap(memmap), draw_elfcorehdr(phdrs, memmap)):
+        canvas = FigureCanvasAgg(fig)
+        canvas.draw()
+        renderer = canvas.get_renderer()
+        ax = fig.axes[0]
+        texts = [t for t in ax.texts if t.get_text()]
+        extents = [t.get_window_extent(renderer) for t in texts]
+        assert not _overlaps(extents), [t.get_text() for t in texts]
+        ticks = [t.get_window_extent(renderer) for t in ax.get_xticklabels() if t.get_text()]
+        assert len(ticks) >= 3 and not _overlaps(ticks)
+    labels = {t.get_text() for t in ax.texts}
+    assert {"424 B", "4.04 KiB"} <= labels

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from kexecfw.viz.render import COLOURS, SEGMENT_COLOURS, set_address_ticks
+from kexecfw.viz.render import legend, set_address_ticks
 from kexecfw.viz.scale import AddressScale
 from kexecfw.viz.scale import size_text as _size
 
@@ -37,6 +37,8 @@ def draw_elfcorehdr(phdrs: list, memmap: "MemoryMap | None" = None, title: str =
     ``phdrs``: ProgramHeader tuples (``ctx.artifacts["elfcorehdr_phdrs"]`` or a vmcore's header).
     """
     from kexecfw.memory.model import RegionKind
+    from kexecfw.viz.bars import Box, Row
+    from kexecfw.viz.palette import ELFCORE_COLOURS, REGION_NAMES, region_colour
     loads = [p for p in phdrs if p.type == PT_LOAD and p.memsz]
     # /proc/vmcore merges the notes into one PT_NOTE with no physical address: not on this axis
     notes = [p for p in phdrs if p.type == PT_NOTE and p.memsz and p.paddr]
@@ -52,46 +54,43 @@ def draw_elfcorehdr(phdrs: list, memmap: "MemoryMap | None" = None, title: str =
     rows = ((["System RAM, crash region"] if memmap else []) + ["PT_LOAD: RAM"]
             + (["PT_LOAD: kernel text"] if text else []) + (["PT_NOTE"] if notes else []))
     y = {name: len(rows) - 1 - i for i, name in enumerate(rows)}
-    fig = _figure(13, 1.4 + 0.75 * len(rows))
+    fig = _figure(13, 1.5 + 0.8 * len(rows))
     ax = fig.add_subplot()
+    row = {name: Row(ax, scale, y[name]) for name in rows}
+    def holds_crash(r) -> bool:
+        return any(r.start <= c.start < r.end for c in crash)
 
-    def bar(row: str, start: int, end: int, colour: str, label: str, legend: str | None = None) -> None:
-        x0, x1 = scale(start), scale(end)
-        ax.barh(y[row], max(x1 - x0, 0.08), left=x0, height=0.7, color=colour, edgecolor="black", linewidth=0.4,
-                label=legend)
-        if label and x1 - x0 >= 0.9:
-            ax.text((x0 + x1) / 2, y[row], label, ha="center", va="center", fontsize=7, clip_on=True)
-
-    for i, r in enumerate(ram):   # labelled at its left end: the crash region is drawn over its middle
-        bar(rows[0], r.start, r.end, COLOURS[RegionKind.RAM], "", "System RAM" if i == 0 else None)
-        ax.text(scale(r.start) + 0.15, y[rows[0]], f"RAM {_size(r.size)}", ha="left", va="center", fontsize=7)
-    for i, c in enumerate(crash):
-        bar(rows[0], c.start, c.end, COLOURS[RegionKind.CRASH], f"crash {_size(c.size)}\n(not dumped)",
-            "crash region" if i == 0 else None)
-    for i, p in enumerate(sorted(ram_loads, key=lambda p: p.paddr)):
-        bar("PT_LOAD: RAM", p.paddr, p.paddr + p.memsz, SEGMENT_COLOURS[0], f"PT_LOAD {_size(p.memsz)}",
-            "PT_LOAD (RAM)" if i == 0 else None)
-    for i, p in enumerate(text):
-        bar("PT_LOAD: kernel text", p.paddr, p.paddr + p.memsz, SEGMENT_COLOURS[1],
-            f"text {_size(p.memsz)}", "PT_LOAD (kernel text)" if i == 0 else None)
+    for r in ram:   # one that holds the crash region is labelled at its left end (below)
+        row[rows[0]].add(Box(r.start, r.end, region_colour(RegionKind.RAM),
+                             "" if holds_crash(r) else f"RAM {_size(r.size)}", REGION_NAMES[RegionKind.RAM]))
+    for c in crash:
+        row[rows[0]].add(Box(c.start, c.end, region_colour(RegionKind.CRASH), f"crash {_size(c.size)}\n(not dumped)",
+                             REGION_NAMES[RegionKind.CRASH]))
+    for p in sorted(ram_loads, key=lambda p: p.paddr):
+        row["PT_LOAD: RAM"].add(Box(p.paddr, p.paddr + p.memsz, ELFCORE_COLOURS["PT_LOAD (RAM)"],
+                                    f"PT_LOAD {_size(p.memsz)}", "PT_LOAD (RAM)"))
+    for p in text:
+        row["PT_LOAD: kernel text"].add(Box(p.paddr, p.paddr + p.memsz, ELFCORE_COLOURS["PT_LOAD (kernel text)"],
+                                            f"text {_size(p.memsz)}", "PT_LOAD (kernel text)"))
     biggest = max(notes, key=lambda p: p.memsz) if notes else None
-    named: set[str] = set()
     for p in sorted(notes, key=lambda p: p.paddr):
         what = "VMCOREINFO" if p is biggest and len(notes) > 1 else "CPU crash note"
-        bar("PT_NOTE", p.paddr, p.paddr + p.memsz, SEGMENT_COLOURS[4] if what == "VMCOREINFO" else SEGMENT_COLOURS[2],
-            _size(p.memsz), None if what in named else what)
-        named.add(what)
-    set_address_ticks(ax, scale, [s for s, _ in spans] + [max(e for _, e in spans)] if spans else [])
+        row["PT_NOTE"].add(Box(p.paddr, p.paddr + p.memsz, ELFCORE_COLOURS[what], _size(p.memsz), what))
+    seen: set[str] = set()
+    for r in row.values():
+        r.draw(seen)
+    for r in filter(holds_crash, ram):   # the crash region is drawn over its middle
+        ax.text(scale(r.start) + 0.15, y[rows[0]], f"RAM {_size(r.size)}", ha="left", va="center", fontsize=7)
+    set_address_ticks(ax, scale, [s for s, _ in spans] + [max(e for _, e in spans)] if spans else [],
+                      first={b for c in crash for b in (c.start, c.end)})
+    ax.set_ylim(-0.6, len(rows) - 0.4)
     ax.set_yticks(list(y.values()), list(y.keys()), fontsize=8)
     ax.set_xlim(0, scale.width)
-    ax.set_xlabel("physical address (broken axis: width grows with log of size)")
+    ax.set_xlabel("physical address (broken axis: width grows with log of size)", fontsize=8)
     merged = len([p for p in phdrs if p.type == PT_NOTE]) - len(notes)
     ax.set_title((title or f"elfcorehdr: {len(loads)} PT_LOAD, {len(notes)} PT_NOTE")
                  + (f" ({merged} PT_NOTE without a physical address not drawn)" if merged else ""), fontsize=10)
-    handles, labels = ax.get_legend_handles_labels()
-    unique = dict(zip(labels, handles))
-    ax.legend(unique.values(), unique.keys(), loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=7,
-              frameon=False)
+    legend(ax, [ax])
     return fig
 
 

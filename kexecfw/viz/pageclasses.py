@@ -23,7 +23,7 @@ CLASS_BITS = {"zero": 1, "cache": 2, "cache_private": 4, "user": 8, "free": 16}
 CLASS_LABELS = {"zero": "zero (1)", "cache": "cache (2)", "cache_private": "cache private (4)",
                 "user": "user (8)", "free": "free (16)"}
 CLASS_COLOURS = {"zero": "#bdbdbd", "cache": "#6baed6", "cache_private": "#9e9ac8", "user": "#fd8d3c",
-                 "free": "#74c476", "kept": "#de2d26"}
+                 "free": "#74c476", "kept": "#3182bd"}     # kept: the blue of the dump files' panel
 LEVELS = (0, 1, 2, 8, 16, 17, 19, 23, 31)
 
 
@@ -113,22 +113,35 @@ def draw_page_classes(pages: PageClasses, measured: dict[str, int] | None = None
                  fontsize=9)
 
     ax = axes[1]
+    ticks = [f"-d {lv}" for lv in levels]
     kept = [pages.kept(lv) for lv in levels]
-    bars = ax.bar([f"-d {lv}" for lv in levels], [k / mib for k in kept], color=CLASS_COLOURS["kept"],
-                  edgecolor="black", linewidth=0.4)
+    bars = ax.bar(ticks, [k / mib for k in kept], color=CLASS_COLOURS["kept"], edgecolor="black", linewidth=0.4,
+                  label="kept")
+    # above each kept bar, what that level leaves out, in the class colours of the first panel
+    bottom = [k / mib for k in kept]
+    for name in CLASS_BITS:
+        heights = [pages.counts[name] / mib if lv & CLASS_BITS[name] else 0 for lv in levels]
+        ax.bar(ticks, heights, bottom=bottom, color=CLASS_COLOURS[name], edgecolor="black", linewidth=0.3,
+               alpha=0.55, hatch="//", label=f"left out: {CLASS_LABELS[name]}" if any(heights) else None)
+        bottom = [b + h for b, h in zip(bottom, heights)]
     for b, k in zip(bars, kept):
         ax.text(b.get_x() + b.get_width() / 2, b.get_height(), f"{k / mib:.0f}", ha="center",
-                va="bottom", fontsize=7)
-    ax.set_ylim(0, max(kept) / mib * 1.15)
-    ax.set_ylabel("MiB kept (uncompressed)")
+                va="bottom", fontsize=7, fontweight="bold")
+    ax.set_ylim(0, pages.ram_pages / mib * 1.42)    # room for the legend above the bars
+    ax.set_ylabel("MiB of RAM (uncompressed)")
     ax.tick_params(axis="x", labelsize=8)
-    ax.set_title("pages kept at each dump level", fontsize=9)
+    ax.set_title("kept (blue) and left out (hatched) at each dump level", fontsize=9)
+    ax.legend(fontsize=6, loc="upper right", frameon=True, framealpha=0.9, ncols=2)
+    # -d is a bitmask, not a scale: say so where the bars go up and down
+    ax.set_xlabel("-d N leaves out every class whose bit is in N (1 zero, 2 cache, 4 cache private, 8 user, "
+                  "16 free):\na bitmask, not a scale - -d 8 (user pages only) keeps more than -d 2 (cache)",
+                  fontsize=7)
 
     if measured:
         ax = axes[2]
         names = list(measured)
         sizes = [measured[n] / (1 << 20) for n in names]
-        bars = ax.barh(range(len(names)), sizes, color="#3182bd", edgecolor="black", linewidth=0.4)
+        bars = ax.barh(range(len(names)), sizes, color=CLASS_COLOURS["kept"], edgecolor="black", linewidth=0.4)
         ax.set_yticks(range(len(names)), names, fontsize=8)
         ax.invert_yaxis()
         for b, n in zip(bars, names):

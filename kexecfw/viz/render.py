@@ -12,16 +12,6 @@ if TYPE_CHECKING:
 
     from kexecfw.segments.plan import Plan
 
-COLOURS = {
-    RegionKind.RAM: "#9ecae1", RegionKind.RESERVED: "#bdbdbd", RegionKind.ACPI: "#fdd0a2",
-    RegionKind.NVS: "#fdae6b", RegionKind.PMEM: "#c7e9c0", RegionKind.CRASH: "#de2d26",
-    RegionKind.CRASH_LOW: "#fb6a4a", RegionKind.KERNEL_CODE: "#3182bd", RegionKind.KERNEL_RODATA: "#6baed6",
-    RegionKind.KERNEL_DATA: "#08519c", RegionKind.KERNEL_BSS: "#4292c6", RegionKind.OTHER: "#f0f0f0",
-}
-SEGMENT_COLOURS = ["#31a354", "#756bb1", "#e6550d", "#636363", "#d6616b", "#8c6d31", "#7b4173"]
-
-
-
 
 def _figure(width: float, height: float) -> "Figure":
     from matplotlib.figure import Figure
@@ -33,23 +23,42 @@ def draw_memmap(memmap: MemoryMap, *, plan: "Plan | None" = None, title: str = "
     """The physical memory map in rows (firmware view, kernel and crash regions, planned segments).
 
     The address axis is broken and size-aware (:class:`AddressScale`): each row is readable whatever the
-    ratio of region sizes. ``window`` zooms into ``[start, end)``.
+    ratio of region sizes. ``window`` zooms into ``[start, end)``. Colours: :mod:`kexecfw.viz.palette`.
     """
-    fig = _figure(13, 1.3 + 0.9 * (3 if plan and plan.segments else 2))
-    _draw_on(fig.add_subplot(), memmap, plan=plan, title=title, window=window)
+    fig = _figure(13, 1.5 + 0.9 * (3 if plan and plan.segments else 2))
+    ax = fig.add_subplot()
+    _draw_on(ax, memmap, plan=plan, title=title, window=window)
+    legend(ax, [ax])
     return fig
 
 
 def draw_memmaps(maps: list[tuple[str, MemoryMap]]) -> "Figure":
-    """Several memory maps one above the other (e.g. arm64 and x86_64 side by side)."""
-    fig = _figure(13, 2.4 * max(len(maps), 1))
-    for i, (title, memmap) in enumerate(maps):
-        _draw_on(fig.add_subplot(len(maps), 1, i + 1), memmap, plan=None, title=title, window=None)
+    """Several memory maps one above the other (e.g. arm64 and x86_64), with one legend for all."""
+    fig = _figure(13, 2.6 * max(len(maps), 1))
+    axes = [fig.add_subplot(len(maps), 1, i + 1) for i in range(len(maps))]
+    for ax, (title, memmap) in zip(axes, maps):
+        _draw_on(ax, memmap, plan=None, title=title, window=None)
+    if axes:
+        legend(axes[0], axes)
     return fig
+
+
+def legend(ax: "object", axes: list) -> None:
+    """One legend beside ``ax`` for the kinds drawn on all ``axes``, each kind once."""
+    from kexecfw.viz.palette import legend_rank
+    unique: dict[str, object] = {}
+    for a in axes:
+        for handle, label in zip(*a.get_legend_handles_labels()):
+            unique.setdefault(label, handle)
+    unique = dict(sorted(unique.items(), key=lambda item: legend_rank(item[0])))
+    ax.legend(unique.values(), unique.keys(), loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=7,
+              frameon=False)
 
 
 def _draw_on(ax: "object", memmap: MemoryMap, *, plan: "Plan | None", title: str,
              window: tuple[int, int] | None) -> None:
+    from kexecfw.viz.bars import Box, Row
+    from kexecfw.viz.palette import KERNEL_PART_LABELS, REGION_NAMES, region_colour, segment_colour
     regions = [r for r in memmap.regions if r.kind is not RegionKind.OTHER or r.depth == 0]
     if window:
         regions = [r for r in regions if r.end > window[0] and r.start < window[1]]
@@ -60,55 +69,66 @@ def _draw_on(ax: "object", memmap: MemoryMap, *, plan: "Plan | None", title: str
     if window:
         bounds = [min(max(b, window[0]), window[1]) for b in bounds] + list(window)
     scale = AddressScale(bounds, [(r.start, r.end) for r in top] + [(s.mem, s.mem + s.memsz) for s in segments])
-    rows = ["firmware / System RAM", "kernel, crash region"] + (["planned segments"] if segments else [])
-    y = {name: len(rows) - 1 - i for i, name in enumerate(rows)}
-    seen: set[str] = set()
+    names = ["firmware / System RAM", "kernel, crash region"] + (["planned segments"] if segments else [])
+    rows = {name: Row(ax, scale, len(names) - 1 - i) for i, name in enumerate(names)}
 
-    def bar(row: str, start: int, end: int, colour: str, label: str, legend: str | None) -> None:
-        x0, x1 = scale(start), scale(end)
-        ax.barh(y[row], max(x1 - x0, 0.05), left=x0, height=0.7, color=colour, edgecolor="black", linewidth=0.4,
-                label=legend if legend and legend not in seen else None)
-        if legend:
-            seen.add(legend)
-        if label and x1 - x0 >= 2.2:
-            ax.text((x0 + x1) / 2, y[row], label, ha="center", va="center", fontsize=7, clip_on=True)
-        elif label and x1 - x0 >= 0.95:   # narrow (a page-sized segment): upright text fits, level text overlaps
-            ax.text((x0 + x1) / 2, y[row], label, ha="center", va="center", fontsize=6, rotation=90,
-                    clip_on=True)
+    def add(row: str, start: int, end: int, kind: RegionKind, label: str = "") -> None:
+        rows[row].add(Box(start, end, region_colour(kind), label, REGION_NAMES[kind]))
 
     for r in top:
-        bar(rows[0], r.start, r.end, COLOURS[r.kind], _size(r.size) if r.kind is RegionKind.RAM else "", r.kind.value)
+        add(names[0], r.start, r.end, r.kind, _size(r.size) if r.kind is RegionKind.RAM else "")
     for r in nested:
         if r.kind in (RegionKind.RESERVED, RegionKind.ACPI, RegionKind.NVS):
-            bar(rows[0], r.start, r.end, COLOURS[r.kind], "", r.kind.value)
+            add(names[0], r.start, r.end, r.kind)
+        elif r.kind in (RegionKind.CRASH, RegionKind.CRASH_LOW):
+            add(names[1], r.start, r.end, r.kind, f"crash {_size(r.size)}")
         else:
-            bar(rows[1], r.start, r.end, COLOURS[r.kind],
-                f"crash {_size(r.size)}" if r.kind in (RegionKind.CRASH, RegionKind.CRASH_LOW) else "", r.kind.value)
-    for i, s in enumerate(sorted(segments, key=lambda s: s.mem)):
-        bar(rows[2], s.mem, s.mem + s.memsz, SEGMENT_COLOURS[i % len(SEGMENT_COLOURS)],
-            f"{s.name}\n{_size(s.memsz)}", None)
-    ticks = sorted({r.start for r in top} | {b for r in nested if r.kind in (RegionKind.CRASH, RegionKind.CRASH_LOW)
-                                              for b in (r.start, r.end)}
-                   | {r.start for r in nested if r.kind is RegionKind.KERNEL_CODE}
-                   | {s.mem for s in segments} | ({max(r.end for r in top)} if top else set()))
+            part = KERNEL_PART_LABELS.get(r.kind)
+            add(names[1], r.start, r.end, r.kind, f"{part}\n{_size(r.size)}" if part else "")
+    for s in sorted(segments, key=lambda s: s.mem):
+        rows[names[2]].add(Box(s.mem, s.mem + s.memsz, segment_colour(s.name), f"{s.name}\n{_size(s.memsz)}",
+                               f"segment: {s.name}"))
+    seen: set[str] = set()
+    for row in rows.values():
+        row.draw(seen)
+    crash_edges = {b for r in nested if r.kind in (RegionKind.CRASH, RegionKind.CRASH_LOW) for b in (r.start, r.end)}
+    ticks = ({r.start for r in top} | crash_edges | {r.start for r in nested if r.kind is RegionKind.KERNEL_CODE}
+             | {s.mem for s in segments} | ({max(r.end for r in top)} if top else set()))
     if window:
-        ticks = [t for t in ticks if window[0] <= t <= window[1]]
-    set_address_ticks(ax, scale, ticks)
-    ax.set_yticks(list(y.values()), list(y.keys()), fontsize=8)
+        ticks = {t for t in ticks if window[0] <= t <= window[1]}
+    set_address_ticks(ax, scale, ticks, first=crash_edges | {s.mem for s in segments})
+    ax.set_yticks([row.y for row in rows.values()], list(rows), fontsize=8)
+    ax.set_ylim(-0.6, len(names) - 0.4)
     ax.set_xlim(0, scale.width)
-    ax.set_xlabel("physical address (broken axis: width grows with log of size)")
+    ax.set_xlabel("physical address (broken axis: width grows with log of size)", fontsize=8)
     ax.set_title(title or f"memory map ({memmap.source})", fontsize=10)
-    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=7, frameon=False)
 
 
-def set_address_ticks(ax: "object", scale: AddressScale, addrs: "list[int] | set[int]") -> None:
-    """Hex address ticks (with the address in MiB/GiB) on a broken axis, dropping ticks that would overlap."""
+TICK_CHAR_EM = 0.62        # tick labels' glyph width in ems (DejaVu Sans, hex digits)
+
+
+def set_address_ticks(ax: "object", scale: AddressScale, addrs: "list[int] | set[int]",
+                      first: "set[int] | None" = None, fontsize: float = 7) -> None:
+    """Hex address ticks with the address in MiB/GiB below, level, none overlapping another: the
+    ``first`` addresses (crash region edges, segments) are placed first, the others where they fit."""
+    fig = ax.figure
+    inches = max(fig.get_figwidth() * max(ax.get_position().width, 0.8), 1.0)
+    per_char = scale.width / inches * fontsize * TICK_CHAR_EM / 72
+
+    def label(t: int) -> str:
+        return f"{t:#x}" + (f"\n{_address_size(t)}" if t and t % (1 << 20) == 0 else "")
+
+    def half(t: int) -> float:
+        return max(len(line) for line in label(t).split("\n")) * per_char / 2 + per_char
+
     kept: list[int] = []
-    for t in sorted(set(addrs)):
-        if not kept or scale(t) - scale(kept[-1]) > scale.width * 0.045:
+    order = sorted(set(addrs), key=lambda t: (t not in (first or set()), t))
+    for t in order:
+        x = scale(t)
+        if all(abs(x - scale(k)) >= half(t) + half(k) for k in kept):
             kept.append(t)
-    labels = [f"{t:#x}" + (f" ({_address_size(t)})" if t and t % (1 << 20) == 0 else "") for t in kept]
-    ax.set_xticks([scale(t) for t in kept], labels, rotation=35, ha="right", fontsize=7)
+    kept.sort()
+    ax.set_xticks([scale(t) for t in kept], [label(t) for t in kept], fontsize=fontsize)
 
 
 def _address_size(addr: int) -> str:
