@@ -30,6 +30,8 @@ ARCH = ArchSpec(
     uname_machines=("riscv64",),
 )
 VMCOREINFO_ARTIFACT = "riscv64_address_space"
+# the key arm64's chosen.source_device_tree takes a parsed tree from (one parse, not two)
+from kexecfw.plugins.arm64.chosen import PARSED_FIRMWARE_DTB  # noqa: E402
 
 
 def _ours(ctx: LoadContext) -> bool:
@@ -79,15 +81,20 @@ def kexecfw_elfcore_info(ctx: LoadContext) -> ElfcoreInfo | None:
         return None
     from kexecfw.memory.iomem import read_iomem
     from kexecfw.plugins.arm64.vmcore_facts import read_vmcoreinfo
-    from kexecfw.plugins.riscv64.vmcore_facts import address_space, dump_ranges
+    from kexecfw.plugins.arm64.chosen import source_device_tree
+    from kexecfw.plugins.riscv64.vmcore_facts import address_space, dump_ranges, firmware_ranges
     memmap = ctx.memmap if ctx.memmap is not None else read_iomem(ctx.sysroot)
     space = address_space(ctx.sysroot, memmap, read_vmcoreinfo(ctx.sysroot))
     ctx.artifacts[VMCOREINFO_ARTIFACT] = space
-    ram = dump_ranges(memmap, space)
+    tree = source_device_tree(ctx)
+    ctx.artifacts[PARSED_FIRMWARE_DTB] = tree          # kexecfw_boot_params edits this parse
+    firmware = firmware_ranges(tree)
+    ram = dump_ranges(memmap, space, firmware)
     ctx.note(f"kernel image {space.image.start:#x}-{space.image.last:#x} at virtual {space.text_vaddr:#x} "
              f"(va_kernel_pa_offset {space.va_kernel_pa_offset:#x}); Sv{space.va_bits}, PAGE_OFFSET "
              f"{space.page_offset:#x} at phys_ram_base {space.phys_ram_base:#x}; dumped RAM (System RAM "
-             f"and Reserved, minus the crash region): " + ", ".join(str(r) for r in ram))
+             f"with its Reserved ranges, minus the crash region and M-mode firmware "
+             f"{', '.join(str(r) for r in firmware) or '(none)'}): " + ", ".join(str(r) for r in ram))
     return ElfcoreInfo(machine=EM_RISCV,
                        kernel_text=KernelTextLoad(space.text_vaddr, space.image.start, space.image.size),
                        page_offset=space.page_offset, phys_offset=space.phys_ram_base, ram_ranges=ram)

@@ -10,17 +10,24 @@ arch/riscv/kernel/vmcore_info.c writes ``NUMBER(phys_ram_base)`` (decimal: VMCOR
   ``__pa_symbol(_start)`` .. ``__pa_symbol(_end)`` (arch/riscv/kernel/setup.c, init_resources),
   so the kernel-image PT_LOAD needs no kallsyms.
 
-What to dump: arch/riscv/kernel/setup.c lists memory the kernel maps but must not allocate
-(memblock "nomap": the firmware's, OpenSBI's first 256 KiB on QEMU virt) as top-level
-"Reserved" beside "System RAM", not inside it. That memory is in the linear map
-(``phys_ram_base`` is its start) and in the kernel's own crash header (kexec_file_load
-walks memblock), so it is dumped too; kexec-tools 2.0.32 dumps System RAM only.
+What to dump: all of System RAM outside the crash region, including the "Reserved" ranges
+iomem nests inside it. Those are memblock reservations (arch/riscv/kernel/setup.c,
+init_resources): the DTB, early page tables, per-CPU areas, and ``mem_section``, which
+makedumpfile needs first. kexec-tools 2.0.32 leaves them out, and trixie's makedumpfile then
+fails ("Can't read mem_section array"). A top-level "Reserved" (memblock nomap memory, listed
+beside System RAM) between phys_ram_base and the end of RAM is in the linear map and dumped too.
+Left out: M-mode firmware memory. OpenSBI protects its own memory with PMP and publishes it as
+/reserved-memory/mmode_resv* in the device tree (lib/utils/fdt/fdt_fixup.c; ``no-map`` only in
+newer versions): any S-mode access faults, so a capture kernel's read() of it fails with EFAULT
+and a makedumpfile that mmap()s /proc/vmcore dies of SIGSEGV (both seen in the lab). Regions
+marked ``no-map`` are left out for the same reason.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from kexecfw.errors import BadInputError
+from kexecfw.memory.devicetree import DeviceTree
 from kexecfw.memory.model import MemoryMap, RegionKind
 from kexecfw.memory.ranges import Range, merge, subtract
 from kexecfw.sysroot import Sysroot
@@ -109,13 +116,27 @@ def _check_linear_map(space: RiscvAddressSpace, info: CheckedInfo, memmap: Memor
                             f"mem_section at physical {paddr:#x}, outside System RAM")
 
 
-def dump_ranges(memmap: MemoryMap, space: RiscvAddressSpace) -> list[Range]:
+FIRMWARE_NODE_PREFIX = "mmode_resv"        # OpenSBI's PMP-protected regions
+
+
+def firmware_ranges(tree: DeviceTree) -> list[Range]:
+    """/reserved-memory children the kernel cannot read: OpenSBI's mmode_resv* and any ``no-map``."""
+    out: list[Range] = []
+    for name in tree.node_names("/reserved-memory"):
+        path = f"/reserved-memory/{name}"
+        reg = tree.get(path, "reg")
+        if reg is not None and (name.startswith(FIRMWARE_NODE_PREFIX) or tree.get(path, "no-map") is not None):
+            out.extend(tree.decode_ranges(reg, "/reserved-memory"))
+    return merge(out)
+
+
+def dump_ranges(memmap: MemoryMap, space: RiscvAddressSpace, firmware: list[Range]) -> list[Range]:
     """System RAM and the top-level "Reserved" memory between phys_ram_base and its end, minus the
-    crash regions: all of the linear map the crashed kernel had."""
+    crash regions and the ``firmware`` ranges: the linear map the crashed kernel could read."""
     ram = memmap.system_ram
     if not ram:
         raise BadInputError(f"{memmap.source} has no System RAM")
     end = max(r.end for r in ram)
     reserved = [r.range for r in memmap.of_kind(RegionKind.RESERVED)
                 if r.depth == 0 and space.phys_ram_base <= r.start and r.end <= end]
-    return subtract(merge(ram + reserved), memmap.crash_regions)
+    return subtract(merge(ram + reserved), merge(memmap.crash_regions + firmware))

@@ -1,0 +1,35 @@
+"""The whole kdump cycle on Debian 13's riscv64 kernel in QEMU (TCG): kexecfw load -p in the guest,
+sysrq crash, the capture kernel boots with our DTB and elfcorehdr, kexecfw and makedumpfile read
+/proc/vmcore. About 2-3 minutes of QEMU on 2 host cores (measured: docs/lab.md)."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from kexecfw.lab.shared import run_once
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def result():
+    return run_once("riscv64", "panic", "kexecfw", kernel_generation="6.12", timeout=900, silence=300)
+
+
+def test_cycle(result):
+    required = [p.name for p in result.phases if p.required and not p.ok]
+    assert result.ok and not required, result.summary()
+    for name in ("kexecfw vmcore info", "kexecfw vmcore notes", "kexecfw vmcore dmesg", "kexecfw vmcore save",
+                 "makedumpfile -c"):
+        assert result.phase(name).ok, (name, result.phase(name).detail)
+
+
+def test_capture_saw_our_headers(result):
+    header, notes = result.vmcore_headers()
+    assert header.machine == 243
+    assert sum(n.name == "CORE" for n in notes) == 2 and any(n.name == "VMCOREINFO" for n in notes)
+    cpus = json.loads(result.read_text("capture/kexecfw-notes.json"))["cpus"]
+    assert [c["cpu"] for c in cpus] == [0, 1] and sum(c["panic"] for c in cpus) == 1
+    dmesg = json.loads(result.read_text("capture/kexecfw-dmesg.json"))
+    assert any("sysrq triggered crash" in r["text"] for r in dmesg["records"])
