@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Set up a development/CI machine (Debian 12, as root): system packages, a venv in .venv
-# with kexecfw installed editable plus its notebook and test extras, and the purgatory objects.
+# with kexecfw installed editable plus its viz, notebook (JupyterLab) and test extras, and the purgatory objects.
 set -euo pipefail
 cd "$(dirname "$0")"
 export DEBIAN_FRONTEND=noninteractive
@@ -10,6 +10,8 @@ PKGS="python3-venv python3-dev gcc make gcc-aarch64-linux-gnu binutils-aarch64-l
 PKGS="$PKGS makedumpfile kexec-tools liblzo2-dev"
 # x86_64: EFI firmware for QEMU, to run the lab's x86_64 guest booted through EFI
 PKGS="$PKGS ovmf"
+# the notebooks' browser test (tests/test_notebooks_browser.py): headless Chromium driven by selenium
+PKGS="$PKGS chromium chromium-driver"
 missing=""
 for p in $PKGS; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
 if [ -n "$missing" ]; then
@@ -23,7 +25,11 @@ if [ ! -x .venv/bin/python ]; then
     "$PY" -m venv .venv
 fi
 .venv/bin/python -m pip install -q --upgrade pip
-.venv/bin/python -m pip install -q -e '.[viz,test]'
+# setuptools explains at length how an editable install with a package-dir mapping (plugins/ installs as
+# kexecfw.plugins) finds its modules: a notice, not a problem; quiet it for the installs below
+export PYTHONWARNINGS="ignore:Editable installation"
+# viz: the plots; notebook: JupyterLab (`.venv/bin/jupyter lab notebooks/`); test: pytest and friends
+.venv/bin/python -m pip install -q -e '.[viz,notebook,test]'
 # optional: lzo pages (python-lzo) and drgn as an independent reader of our dumps in tests. A failure is
 # shown, and fatal where every test oracle must be there (CI=true or KEXECFW_REQUIRE_ORACLES=1).
 if ! .venv/bin/python -m pip install -q -e '.[capture,oracles]'; then
@@ -36,4 +42,4 @@ if ! .venv/bin/python -m pip install -q -e '.[capture,oracles]'; then
 fi
 # Purgatory objects are shipped prebuilt as package data; rebuild them from source here.
 if ls plugins/*/purgatory/*.S >/dev/null 2>&1; then make -s purgatory; fi
-echo "setup done: use .venv/bin/python"
+echo "setup done: use .venv/bin/python (notebooks: .venv/bin/jupyter lab notebooks/)"
