@@ -1,6 +1,6 @@
 """The whole kdump cycle on Debian 13's riscv64 kernel in QEMU (TCG): kexecfw load -p in the guest,
 sysrq crash, the capture kernel boots with our DTB and elfcorehdr, kexecfw and makedumpfile read
-/proc/vmcore. About 2-3 minutes of QEMU on 2 host cores (measured: docs/lab.md)."""
+/proc/vmcore; and the exec scenario. About 2-4 minutes of QEMU each on 2 host cores (docs/lab.md)."""
 from __future__ import annotations
 
 import json
@@ -33,3 +33,11 @@ def test_capture_saw_our_headers(result):
     assert [c["cpu"] for c in cpus] == [0, 1] and sum(c["panic"] for c in cpus) == 1
     dmesg = json.loads(result.read_text("capture/kexecfw-dmesg.json"))
     assert any("sysrq triggered crash" in r["text"] for r in dmesg["records"])
+
+
+def test_exec_boots_the_second_kernel():
+    """A normal kexec_load: riscv_kexec_relocate copies the segments and enters the kernel with the DTB
+    in a1 (about 2 minutes of QEMU)."""
+    result = run_once("riscv64", "exec", "kexecfw", kernel_generation="6.12", timeout=900, silence=300)
+    assert result.ok, result.summary()
+    assert result.phase("marker on the second kernel's console").ok
