@@ -65,7 +65,8 @@ def _mib(text: str) -> int:
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--arch", dest="lab_arch", choices=["arm64", "x86_64"], required=True, help="guest architecture")
+    from kexecfw.lab.targets import ARCHES
+    p.add_argument("--arch", dest="lab_arch", choices=sorted(ARCHES), required=True, help="guest architecture")
     p.add_argument("--kernel-generation", choices=["6.1", "6.12"], default="6.1",
                    help="Debian 12's 6.1 (default) or Debian 13's 6.12 kernel and userland")
     p.add_argument("--cache", metavar="DIR", default=None,

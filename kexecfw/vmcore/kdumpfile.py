@@ -24,7 +24,7 @@ MAX_NOTES = 64 << 20
 # A flattened file may leave out zero pieces (sparse): its bitmaps are bounded by the bytes it
 # stores, with this floor for the zero bitmap of a sparse physical address space.
 MAX_SPARSE_BITMAPS = 64 << 20
-MACHINE_BY_UTS = {"x86_64": 62, "aarch64": 183, "arm64": 183}
+MACHINE_BY_UTS = {"x86_64": 62, "aarch64": 183, "arm64": 183, "riscv64": 243}
 
 
 class _Plain:

@@ -55,7 +55,7 @@ from kexecfw.vmcore.dumpfile import DumpFile, MemoryLost, MemoryMissing, summari
 from kexecfw.vmcore.kdumpfmt import (CODEC_FLAGS, DISK_DUMP_HEADER, DL_EXCLUDE_ZERO,
                                      DUMP_DH_COMPRESSED_INCOMPLETE, HEADER_VERSION, KDUMP_SIGNATURE,
                                      KDUMP_SUB_HEADER, PAGE_DESC)
-from kexecfw.vmcore.kmem import EM_AARCH64, EM_X86_64, KernelMemory
+from kexecfw.vmcore.kmem import EM_AARCH64, EM_RISCV, EM_X86_64, KernelMemory
 
 CHUNK_PAGES = 256
 # A capture kernel has little RAM: write back and drop the dump's page cache every so often
@@ -574,6 +574,8 @@ class DumpWriter:
             return info.number("phys_base") or 0
         if self.dump.machine == EM_AARCH64:
             return info.get_int("NUMBER(PHYS_OFFSET)") or 0
+        if self.dump.machine == EM_RISCV:
+            return info.number("phys_ram_base") or 0     # makedumpfile reads mem_section through it
         return 0
 
     def _write_kdump(self, fd: int) -> bool:

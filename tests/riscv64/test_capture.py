@@ -60,3 +60,20 @@ def test_translator_from_the_dump(vmcore):
     mem = KernelMemory(ElfDump(str(vmcore)))
     assert isinstance(mem.arch, Riscv64Translator) and mem.arch.levels == 5      # Sv57
     assert mem.utsname()["machine"] == "riscv64"
+
+
+def test_a_kdump_file_of_a_riscv64_dump(vmcore, tmp_path):
+    """kexecfw's kdump-compressed copy names its architecture (utsname riscv64) and carries phys_ram_base
+    as the sub header's phys_base, which makedumpfile needs to find mem_section; its log is the ELF's."""
+    from kexecfw.vmcore import open_dump
+    from kexecfw.vmcore.kdumpfmt import KDUMP_SUB_HEADER
+    out = tmp_path / "vmcore.kdump"
+    run = kexecfw("vmcore", "save", "-i", str(vmcore), "-d", "1", str(out))
+    assert run.returncode == 0, run.stderr
+    with open_dump(str(out)) as kdump, open_dump(str(vmcore)) as elf:
+        assert kdump.machine == 243
+        phys_ram_base = elf.vmcoreinfo.number("phys_ram_base")
+        assert phys_ram_base and kdump.phys_base == phys_ram_base
+        sub = KDUMP_SUB_HEADER.unpack_from(out.read_bytes(), kdump.page_size)
+        assert sub[0] == phys_ram_base
+    assert kexecfw("vmcore", "dmesg", str(out)).stdout == kexecfw("vmcore", "dmesg", str(vmcore)).stdout
