@@ -49,6 +49,8 @@ LOADERS = ("kexecfw", "kdump-tools")
 MARK = "LABSERVICE"
 KDUMP_TOOLS_DEBCONF = ("kexec-tools kexec-tools/load_kexec boolean false",
                        "kdump-tools kdump-tools/use_kdump boolean true")
+# kdump-tools' own reservation (its /etc/default/grub.d/kdump-tools.cfg): 128 MiB on machines of 384 MiB or more
+KDUMP_TOOLS_CRASHKERNEL = "384M-:128M"
 Log = Callable[[str], None]
 
 # Lab instrumentation of the capture boot (see the module doc): the watcher and its drop-in.
@@ -443,15 +445,17 @@ def _run_kdump_tools(guest, watcher, add, numbers, timeout) -> None:
                "lab_step kdump-config-status kdump-config status\n"
                "lab_step kexec-crash-loaded cat /sys/kernel/kexec_crash_loaded\n"
                + CRASH_PROLOGUE + "echo 1 > /proc/sys/kernel/sysrq\necho c > /proc/sysrq-trigger\n")
-    b1 = guest.boot(script1, name="boot1-load-crash", files=watcher[1], append="crashkernel=256M", timeout=timeout)
+    b1 = guest.boot(script1, name="boot1-load-crash", files=watcher[1],
+                    append=f"crashkernel={KDUMP_TOOLS_CRASHKERNEL}", timeout=timeout)
     r1 = b1.run(1)
     _step_ok(r1, "kdump-config-load", add, "boot 1: kdump-config load")
     _step_ok(r1, "kdump-config-status", add, "boot 1: kdump-config status")
     loaded = r1.step("kexec-crash-loaded").out.strip() == "1" if "kexec-crash-loaded" in r1.steps() else False
     add("boot 1: a panic kernel is loaded", loaded, True)
     add("capture boot rebooted (QEMU exit)", b1.outcome.ended_by == "exit", True, b1.outcome.seconds)
-    b2 = guest.boot("lab_step ls ls -lR /var/crash\n", name="boot2-list", append="crashkernel=256M",
+    b2 = guest.boot("lab_step ls ls -lR /var/crash\n", name="boot2-list",
+                    append=f"crashkernel={KDUMP_TOOLS_CRASHKERNEL}",
                     timeout=timeout)
     _step_ok(b2.run(1), "ls", add, "boot 2: ls /var/crash")
     _times(b1, b2, numbers, "LABAGENT mark crash-test")
-    numbers["crashkernel"], numbers["crashkernel_from"] = "256M", "kdump-tools' GRUB default is 384M-:128M"
+    numbers["crashkernel"], numbers["crashkernel_from"] = KDUMP_TOOLS_CRASHKERNEL, "kdump-tools' GRUB snippet"
