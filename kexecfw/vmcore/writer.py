@@ -43,7 +43,6 @@ import bisect
 import errno
 import os
 import signal
-import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -209,27 +208,33 @@ def notes_blob(notes: list[Note]) -> tuple[bytes, int | None, int]:
     return bytes(out), vi_off, vi_size
 
 
-class Progress:
+class PageProgress:
+    """Pages saved so far, shown through kexecfw.progress like every long command's progress: a live
+    line on a terminal, a plain line every few seconds in a log (``--progress always``)."""
+
     def __init__(self, enabled: bool, total_pages: int, page_size: int) -> None:
-        self.enabled = enabled
         self.total = max(total_pages, 1)
         self.page_size = page_size
-        self.start = time.monotonic()
         self.last = 0.0
+        self.shown = None
+        if enabled:
+            from kexecfw.progress import Progress
+            self.shown = Progress("vmcore save")
+            self.shown.phase("saving")
 
     def update(self, done: int, force: bool = False) -> None:
-        if not self.enabled:
+        """``done`` pages are saved; ``force`` at the end (the last count and the time taken)."""
+        if self.shown is None:
             return
         now = time.monotonic()
         if not force and now - self.last < 0.2:
             return
         self.last = now
-        rate = done * self.page_size / max(now - self.start, 1e-6) / (1 << 20)
-        sys.stderr.write(f"\rsaving: {100 * done / self.total:5.1f}%  {done}/{self.total} pages  "
-                         f"{rate:7.1f} MiB/s")
+        rate = done * self.page_size / max(now - self.shown.start, 1e-6) / (1 << 20)
+        self.shown.update(f"{100 * done / self.total:5.1f}%  {done}/{self.total} pages  {rate:7.1f} MiB/s", force)
         if force:
-            sys.stderr.write("\n")
-        sys.stderr.flush()
+            self.shown.done(f"{done} of {self.total} pages")
+            self.shown = None
 
 
 def remove_stale_partials(directory: str, name: str) -> list[str]:
@@ -608,7 +613,7 @@ class DumpWriter:
             return False
         data_pos = data_at
         desc_pos = desc_at
-        progress = Progress(self.progress_enabled, planned, ps)
+        progress = PageProgress(self.progress_enabled, planned, ps)
         done = 0
         flushed = data_pos
         complete = True
@@ -722,7 +727,7 @@ class DumpWriter:
                                ELF64_PHDR.size, min(nph, 0xFFFF), 0, 0, 0)
         planned = sum(hi - lo for lo, hi in runs)
         self.stats.update({"format": "elf", "dump_level": self.level, "pages_planned": planned})
-        progress = Progress(self.progress_enabled, planned, ps)
+        progress = PageProgress(self.progress_enabled, planned, ps)
         done = 0
         try:
             self._pwrite(fd, ehdr + b"".join(phdrs) + blob, 0)

@@ -229,3 +229,17 @@ def test_one_thread_compresses_inline_to_the_same_dump(arch, level, mini_vmcores
     a, b = one.read_bytes(), two.read_bytes()
     page = DISK_DUMP_HEADER.unpack_from(a)[6]          # block_size: the header is the first block
     assert len(a) == len(b) and a[page:] == b[page:]
+
+
+@pytest.mark.parametrize("elf", [False, True])
+def test_progress_in_a_log_is_plain_lines(elf, mini_vmcores, tmp_path):
+    """`--progress always` to a log (not a terminal): kexecfw.progress's plain lines, the phase, the page
+    counter and the total at the end, on stderr only."""
+    args = ["-m", "kexecfw", "vmcore", "save", "-i", str(mini_vmcores["x86_64"]), "--progress", "always",
+            *(["--elf"] if elf else []), str(tmp_path / "out")]
+    run = subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    lines = run.stderr.splitlines()
+    assert lines[0].endswith("] saving") and all(line.startswith("vmcore save: ") for line in lines)
+    assert "\r" not in run.stderr and lines[-1].startswith("vmcore save: 157 of 157 pages in ")
+    assert run.stdout.startswith("saved ")
