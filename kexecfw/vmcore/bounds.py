@@ -171,6 +171,13 @@ class CheckedInfo:
         """NUMBER(name) as a physical address of this architecture."""
         return self.within(f"NUMBER({name})", 0, (1 << self.arch.phys_bits) - 1, why)
 
+    def phys_delta(self, name: str, why: str | None = None) -> int | None:
+        """NUMBER(name) as a signed distance between two physical addresses of this architecture
+        (x86_64's phys_base, printed with %ld, is negative when KASLR put the kernel below the
+        physical address it was linked for)."""
+        span = 1 << self.arch.phys_bits
+        return self.within(f"NUMBER({name})", -span + 1, span - 1, why)
+
 
 def check_count(value: int, limit: int, what: str) -> int:
     """``value`` (a count or a size read from kernel memory: ``what`` names the kernel structure) in 0..limit."""

@@ -85,7 +85,7 @@ class X86_64Translator(Translator):
 
     def __init__(self, info) -> None:
         c = checked_info(info, EM_X86_64)
-        self.phys_base = c.phys("phys_base") or 0
+        self.phys_base = c.phys_delta("phys_base") or 0
         self.image_size = c.number("KERNEL_IMAGE_SIZE", 1, self.KERNEL_MAP_SIZE) or (1 << 30)
         self.levels = 5 if c.number("pgtable_l5_enabled", 0, 1) else 4
         key = "init_top_pgt" if c.symbol("init_top_pgt") else "swapper_pg_dir"

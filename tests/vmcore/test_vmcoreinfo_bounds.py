@@ -124,6 +124,7 @@ def extents(dump) -> list[tuple[int, int]]:
     ("x86_64", "NUMBER(KERNEL_IMAGE_SIZE)", "1", KernelMemory, "SYMBOL(init_top_pgt)"),
     ("x86_64", "NUMBER(KERNEL_IMAGE_SIZE)", "-1", KernelMemory, "VMCOREINFO NUMBER(KERNEL_IMAGE_SIZE)=-1"),
     ("x86_64", "NUMBER(phys_base)", str(1 << 60), KernelMemory, "VMCOREINFO NUMBER(phys_base)="),
+    ("x86_64", "NUMBER(phys_base)", str(-(1 << 60)), KernelMemory, "VMCOREINFO NUMBER(phys_base)="),
     # not a number at all, where a reader needs one
     ("arm64", "SYMBOL(prb)", "zz", dmesg, "VMCOREINFO SYMBOL(prb)='zz' is not a number"),
 ])
@@ -355,3 +356,15 @@ def test_any_numeric_vmcoreinfo_value(seeds, tmp_path_factory, arch, pick, value
     path.write_bytes(with_vmcoreinfo(seeds[arch], {key: _as_text(key, text, value)}))
     with quickly(20.0):
         everything(str(path))
+
+
+@pytest.mark.parametrize("phys_base", [-0x26800000, -0x8000000, 0, 0x3a000000])
+def test_x86_64_phys_base_may_be_negative(seeds, tmp_path, phys_base):
+    """The kernel prints phys_base with %ld: below zero when KASLR put the kernel under the physical
+    address it was linked for (seen in the lab's service runs). The kernel image then translates by it."""
+    from kexecfw.vmcore.kmem import KernelMemory
+    with open_dump(changed(tmp_path, seeds["x86_64"], {"NUMBER(phys_base)": str(phys_base)})) as dump:
+        mem = KernelMemory(dump)
+        start_kernel_map = mem.arch.START_KERNEL_MAP
+        assert mem.arch.phys_base == phys_base
+        assert mem.arch.linear(start_kernel_map + 0x3000000) == 0x3000000 + phys_base
