@@ -1,9 +1,12 @@
 """arm64 (AArch64) architecture plugin: Image, DTB /chosen, elfcorehdr and purgatory.
 
 The hooks here are thin: each delegates to a module that does one thing
-(image.py probes, placement.py places, chosen.py builds the DTB,
-vmcore_facts.py derives the kernel's address space, relocations.py links the
-purgatory, purgatory/ holds its source and the prebuilt object).
+(image.py probes, placement.py places, vmcore_facts.py derives the kernel's
+address space, relocations.py links the purgatory, purgatory/ holds its source
+and the prebuilt object). What arm64 shares with other device-tree
+architectures is the core's: the DTB and its /chosen (kexecfw.dtboot), the
+Image header checks and kernel placement (kexecfw.flatimage), VMCOREINFO and
+kallsyms of the running kernel (kexecfw.running).
 """
 from __future__ import annotations
 
@@ -52,7 +55,7 @@ def kexecfw_architectures() -> list[ArchSpec]:
 
 
 def _running_page_size(ctx: LoadContext) -> int:
-    from kexecfw.plugins.arm64.vmcore_facts import read_vmcoreinfo
+    from kexecfw.running import read_vmcoreinfo
     try:
         return read_vmcoreinfo(ctx.sysroot).page_size or ctx.arch.page_size
     except BadInputError:
@@ -85,37 +88,17 @@ def kexecfw_memory_map(ctx: LoadContext) -> MemoryMap | None:
     iomem does not already mark: the next kernel honours those reservations too."""
     if not _ours(ctx):
         return None
-    from kexecfw.memory.devicetree import DeviceTree
+    from kexecfw.dtboot import add_firmware_reservations
     from kexecfw.memory.iomem import read_iomem
-    from kexecfw.memory.model import Region, RegionKind
-    from kexecfw.memory.ranges import subtract
-    from kexecfw.plugins.arm64 import chosen
-    memmap = read_iomem(ctx.sysroot)
-    if not ctx.sysroot.exists(chosen.FIRMWARE_DTB):
-        return memmap
-    try:
-        tree = DeviceTree.from_bytes(ctx.sysroot.read_bytes(chosen.FIRMWARE_DTB),
-                                     str(ctx.sysroot.path(chosen.FIRMWARE_DTB)))
-    except BadInputError as e:
-        ctx.note(f"device tree reservations not checked: {e}")
-        return memmap
-    ctx.artifacts[chosen.PARSED_FIRMWARE_DTB] = tree     # boot_params edits this parse rather than redo it
-    known = memmap.ranges(RegionKind.RESERVED, RegionKind.ACPI, RegionKind.NVS, RegionKind.PMEM)
-    extra = subtract(tree.reserved_ranges(include_reusable=False), known)
-    for r in extra:
-        memmap.regions.append(Region(r, RegionKind.RESERVED, "reserved (device tree)", 1))
-    if extra:
-        ctx.note(f"device tree reserves {len(extra)} range(s) iomem does not show: "
-                 + ", ".join(str(r) for r in extra))
-    return memmap
+    return add_firmware_reservations(ctx, read_iomem(ctx.sysroot))
 
 
 @hookimpl
 def kexecfw_place_kernel(ctx: LoadContext, planner: Planner) -> int | None:
     if not _ours(ctx):
         return None
-    from kexecfw.plugins.arm64 import placement
-    return placement.place_kernel(ctx, planner)
+    from kexecfw.flatimage import place_kernel
+    return place_kernel(ctx, planner)
 
 
 @hookimpl
@@ -147,12 +130,9 @@ def kexecfw_elfcore_info(ctx: LoadContext) -> ElfcoreInfo | None:
 def kexecfw_boot_params(ctx: LoadContext, planner: Planner, kernel_entry: int) -> bool | None:
     if not _ours(ctx):
         return None
-    from kexecfw.plugins.arm64 import chosen, placement
-    tree = chosen.boot_params(ctx, planner)
-    blob = tree.to_bytes()
-    seg = placement.place_dtb(ctx, planner, blob)
-    ctx.artifacts["dtb"] = blob
-    ctx.note(f"dtb at {seg.mem:#x}, {len(blob):#x} bytes")
+    from kexecfw.dtboot import add_dtb
+    from kexecfw.plugins.arm64 import placement
+    add_dtb(ctx, planner, lambda blob: placement.place_dtb(planner, blob))
     return True
 
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from kexecfw.decompress import KERNEL_IMAGE_CAP, decompress
 from kexecfw.errors import BadInputError
 from kexecfw.elfnotes import ELF64_EHDR, ELF64_PHDR, ELFMAG, PT_LOAD
+from kexecfw.flatimage import ImageHeader, ProbedImage, check_header
 
 EM_AARCH64 = 183
 
@@ -19,7 +20,6 @@ EM_AARCH64 = 183
 # magic, res5 (u32; res5 is the PE header offset of an EFI-stub kernel), little-endian
 ARM64_IMAGE_HEADER = struct.Struct("<IIQQQQQQII")
 ARM64_IMAGE_MAGIC = 0x644D5241          # "ARM\x64"
-ARM64_IMAGE_FLAG_BE = 1 << 0
 ARM64_IMAGE_FLAG_PAGE_SIZE_SHIFT = 1
 ARM64_IMAGE_FLAG_PAGE_SIZE_MASK = 0x3
 ARM64_IMAGE_FLAG_PHYS_BASE = 1 << 3      # 1: the 2 MiB aligned base may be anywhere in RAM
@@ -37,15 +37,8 @@ MAX_IMAGE = KERNEL_IMAGE_CAP
 
 
 @dataclass(frozen=True)
-class Arm64ImageHeader:
-    text_offset: int
-    image_size: int
-    flags: int
-    pe_header: int          # res5: offset of the PE header for an EFI-stub kernel, else 0
-
-    @property
-    def big_endian(self) -> bool:
-        return bool(self.flags & ARM64_IMAGE_FLAG_BE)
+class Arm64ImageHeader(ImageHeader):
+    """pe_header is res5; flags bits 1-2 are the page size, bit 3 the placement rule."""
 
     @property
     def page_size(self) -> int | None:
@@ -55,10 +48,6 @@ class Arm64ImageHeader:
     @property
     def placement_anywhere(self) -> bool:
         return bool(self.flags & ARM64_IMAGE_FLAG_PHYS_BASE)
-
-    @property
-    def efi_stub(self) -> bool:
-        return self.pe_header != 0
 
 
 def parse_image_header(data: bytes) -> Arm64ImageHeader | None:
@@ -131,14 +120,7 @@ def _vmlinux_image(data: bytes, what: str) -> bytes | None:
     return bytes(image)
 
 
-@dataclass
-class ProbedImage:
-    header: Arm64ImageHeader
-    payload: bytes
-    format: str             # "arm64 Image", "gzip arm64 Image", "EFI zboot (zstd22) arm64 Image", "vmlinux ELF"
-
-
-def unwrap(data: bytes, what: str) -> ProbedImage | None:
+def unwrap(data: bytes, what: str) -> ProbedImage[Arm64ImageHeader] | None:
     """Open ``data`` down to a raw Image. None if it is not an arm64 kernel in a form we know."""
     header = parse_image_header(data)
     if header is not None:
@@ -197,18 +179,10 @@ def is_uki(data: bytes) -> bool:
 
 def check_loadable(header: Arm64ImageHeader, what: str, running_page_size: int) -> None:
     """The checks the kernel's arm64 image loader makes (arch/arm64/kernel/kexec_image.c), and ours."""
-    if header.big_endian:
-        raise BadInputError(f"{what} is a big-endian arm64 kernel; the running kernel is little-endian "
-                            "and kexec cannot switch endianness: use a little-endian build")
-    if header.image_size == 0:
-        raise BadInputError(f"{what} has image_size 0 in its header (a kernel older than 3.17); "
-                            "its memory footprint is unknown, so it cannot be placed safely")
+    check_header(header, what, "arm64", no_size_hint=" (a kernel older than 3.17)")
     page = header.page_size
     if page is not None and page != running_page_size:
         raise BadInputError(f"{what} is built for {page // 1024} KiB pages but the running kernel uses "
                             f"{running_page_size // 1024} KiB pages; kexecfw cannot tell whether this CPU "
                             f"supports the {page // 1024} KiB granule: load a {running_page_size // 1024} KiB "
                             "page kernel")
-    if header.text_offset % 4096:
-        raise BadInputError(f"{what}: text_offset {header.text_offset:#x} is not page aligned; "
-                            "the header is corrupt")

@@ -3,48 +3,31 @@
 * The Image sits ``text_offset`` bytes above a 2 MiB aligned base and needs
   ``image_size`` bytes there (BSS and early page tables included). With
   header flag bit 3 clear the base should be near the start of RAM, so we take
-  the lowest fit; for a panic load the planner only offers the crash region.
+  the lowest fit; for a panic load the planner only offers the crash region
+  (kexecfw.flatimage.place_kernel, shared with riscv64).
 * The kernel and the initrd must lie in one 32 GiB aligned window (the early
   linear mapping covers that much around the kernel), as kexec-tools enforces.
-* The DTB must be 8-byte aligned and at most 2 MiB.
+* The DTB must be 8-byte aligned and at most 2 MiB (kexecfw.dtboot.place_dtb).
 
 Segments follow kexec-tools' order: kernel, initrd right above it, DTB above the
 initrd, purgatory above the DTB (the elfcorehdr is placed top-down by the core).
 """
 from __future__ import annotations
 
+from kexecfw import dtboot
 from kexecfw.errors import NoSpaceError
-from kexecfw.memory.holes import find_hole
 from kexecfw.memory.ranges import align_down
 from kexecfw.model import LoadContext
 from kexecfw.segments.plan import Segment
 from kexecfw.segments.planner import Planner
 
-KERNEL_ALIGN = 2 << 20
 KERNEL_INITRD_WINDOW = 32 << 30
-MAX_DTB_SIZE = 2 << 20
 
 
 def kernel_window(kernel: Segment) -> tuple[int, int]:
     """The 32 GiB aligned window holding the kernel's base."""
     low = align_down(kernel.mem, KERNEL_INITRD_WINDOW)
     return low, low + KERNEL_INITRD_WINDOW
-
-
-def place_kernel(ctx: LoadContext, planner: Planner) -> int:
-    assert ctx.kernel is not None
-    text_offset = ctx.kernel.details["text_offset"]
-    image_size = ctx.kernel.details["image_size"]
-    payload = ctx.kernel.payload
-    memsz = max(image_size, len(payload))
-    base = find_hole(planner.free, text_offset + memsz, align=KERNEL_ALIGN)
-    if base is None:
-        raise NoSpaceError(f"no 2 MiB aligned {(text_offset + memsz) / (1 << 20):.1f} MiB hole for the kernel "
-                           f"in {planner.what}; reserve more memory (e.g. a larger crashkernel=)")
-    seg = planner.add_at("kernel", payload, base + text_offset, memsz=memsz)
-    ctx.note(f"kernel at {seg.mem:#x} (2 MiB aligned base {base:#x} + text_offset {text_offset:#x}), "
-             f"image_size {image_size:#x}")
-    return seg.mem
 
 
 def _above(planner: Planner, names: tuple[str, ...]) -> int:
@@ -67,15 +50,9 @@ def place_initrd(ctx: LoadContext, planner: Planner, initrd: bytes) -> Segment:
     return seg
 
 
-def place_dtb(ctx: LoadContext, planner: Planner, dtb: bytes) -> Segment:
-    if len(dtb) > MAX_DTB_SIZE:
-        raise NoSpaceError(f"the device tree is {len(dtb) >> 10} KiB; arm64 kernels accept at most 2 MiB: "
-                           "pass a smaller --dtb")
-    low = _above(planner, ("kernel", "initrd"))
-    try:
-        return planner.add("dtb", dtb, min_addr=low)
-    except NoSpaceError:
-        return planner.add("dtb", dtb)
+def place_dtb(planner: Planner, dtb: bytes) -> Segment:
+    return dtboot.place_dtb(planner, dtb, min_addr=_above(planner, ("kernel", "initrd")),
+                            limit="arm64 kernels accept at most 2 MiB")
 
 
 def purgatory_min_addr(planner: Planner) -> int:

@@ -3,8 +3,9 @@
 Registered through the ``kexecfw`` entry point only (not a built-in): the core finds it when
 a riscv64 sysroot, ``--arch riscv64`` or an EM_RISCV dump asks for it. The hooks are thin:
 image.py probes, placement.py places, vmcore_facts.py derives the kernel's address space,
-capture.py names the NT_PRSTATUS registers. The DTB is built by the device-tree boot code the
-arm64 plugin has (kexecfw.plugins.arm64.chosen), shared rather than copied.
+capture.py names the NT_PRSTATUS registers. What riscv64 shares with arm64 is the core's: the
+DTB and its /chosen (kexecfw.dtboot), the Image header checks and kernel placement
+(kexecfw.flatimage), VMCOREINFO of the running kernel (kexecfw.running).
 """
 from __future__ import annotations
 
@@ -30,8 +31,6 @@ ARCH = ArchSpec(
     uname_machines=("riscv64",),
 )
 VMCOREINFO_ARTIFACT = "riscv64_address_space"
-# the key arm64's chosen.source_device_tree takes a parsed tree from (one parse, not two)
-from kexecfw.plugins.arm64.chosen import PARSED_FIRMWARE_DTB  # noqa: E402
 
 
 def _ours(ctx: LoadContext) -> bool:
@@ -63,8 +62,8 @@ def kexecfw_probe_kernel(ctx: LoadContext, kernel_file: KernelFile) -> KernelIma
 def kexecfw_place_kernel(ctx: LoadContext, planner: Planner) -> int | None:
     if not _ours(ctx):
         return None
-    from kexecfw.plugins.riscv64 import placement
-    return placement.place_kernel(ctx, planner)
+    from kexecfw.flatimage import place_kernel
+    return place_kernel(ctx, planner)
 
 
 @hookimpl
@@ -79,15 +78,14 @@ def kexecfw_place_initrd(ctx: LoadContext, planner: Planner, initrd: bytes) -> S
 def kexecfw_elfcore_info(ctx: LoadContext) -> ElfcoreInfo | None:
     if not _ours(ctx):
         return None
+    from kexecfw.dtboot import source_device_tree
     from kexecfw.memory.iomem import read_iomem
-    from kexecfw.plugins.arm64.vmcore_facts import read_vmcoreinfo
-    from kexecfw.plugins.arm64.chosen import source_device_tree
     from kexecfw.plugins.riscv64.vmcore_facts import address_space, dump_ranges, firmware_ranges
+    from kexecfw.running import read_vmcoreinfo
     memmap = ctx.memmap if ctx.memmap is not None else read_iomem(ctx.sysroot)
     space = address_space(ctx.sysroot, memmap, read_vmcoreinfo(ctx.sysroot))
     ctx.artifacts[VMCOREINFO_ARTIFACT] = space
-    tree = source_device_tree(ctx)
-    ctx.artifacts[PARSED_FIRMWARE_DTB] = tree          # kexecfw_boot_params edits this parse
+    tree = source_device_tree(ctx, keep=True)          # kexecfw_boot_params edits this parse
     firmware = firmware_ranges(tree)
     ram = dump_ranges(memmap, space, firmware)
     ctx.note(f"kernel image {space.image.start:#x}-{space.image.last:#x} at virtual {space.text_vaddr:#x} "
@@ -106,12 +104,10 @@ def kexecfw_boot_params(ctx: LoadContext, planner: Planner, kernel_entry: int) -
     finds it by its FDT magic among the segments and passes its address in a1 (machine_kexec.c)."""
     if not _ours(ctx):
         return None
-    from kexecfw.plugins.arm64 import chosen
+    from kexecfw.dtboot import add_dtb
     from kexecfw.plugins.riscv64 import placement
-    blob = chosen.boot_params(ctx, planner).to_bytes()
-    seg = placement.place_dtb(planner, blob)
-    ctx.artifacts["dtb"] = blob
-    ctx.note(f"dtb at {seg.mem:#x}, {len(blob):#x} bytes (the kernel finds it by its magic and "
-             "enters the next kernel with a0 = hart id, a1 = its address)")
+    add_dtb(ctx, planner, lambda blob: placement.place_dtb(planner, blob),
+            how_found=" (the kernel finds it by its magic and enters the next kernel with a0 = hart id, "
+                      "a1 = its address)")
     return True
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from kexecfw.decompress import KERNEL_IMAGE_CAP, decompress
 from kexecfw.elfnotes import ELFMAG
 from kexecfw.errors import BadInputError
+from kexecfw.flatimage import ImageHeader, ProbedImage, check_header
 
 EM_RISCV = 243
 
@@ -23,7 +24,6 @@ RISCV_IMAGE_HEADER = struct.Struct("<IIQQQIIQQII")
 assert RISCV_IMAGE_HEADER.size == 64
 RISCV_IMAGE_MAGIC = int.from_bytes(b"RISCV\0\0\0", "little")
 RISCV_IMAGE_MAGIC2 = int.from_bytes(b"RSC\x05", "little")
-RISCV_IMAGE_FLAG_BE = 1 << 0
 # version = major << 16 | minor; 0.1 added image_size and flags, 0.2 magic2 and res3 (PE offset)
 RISCV_HEADER_VERSION_MAJOR = 0
 RISCV_HEADER_MIN_MINOR = 1
@@ -33,24 +33,14 @@ ZBOOT_KIND = b"zimg"
 
 
 @dataclass(frozen=True)
-class RiscvImageHeader:
-    text_offset: int
-    image_size: int
-    flags: int
-    version: int
-    pe_header: int          # res3: offset of the PE header of an EFI-stub kernel, else 0
+class RiscvImageHeader(ImageHeader):
+    """pe_header is res3."""
 
-    @property
-    def big_endian(self) -> bool:
-        return bool(self.flags & RISCV_IMAGE_FLAG_BE)
+    version: int = 0        # major << 16 | minor
 
     @property
     def version_text(self) -> str:
         return f"{self.version >> 16}.{self.version & 0xFFFF}"
-
-    @property
-    def efi_stub(self) -> bool:
-        return self.pe_header != 0
 
 
 def parse_image_header(data: bytes) -> RiscvImageHeader | None:
@@ -61,14 +51,7 @@ def parse_image_header(data: bytes) -> RiscvImageHeader | None:
      res3) = RISCV_IMAGE_HEADER.unpack_from(data)
     if magic2 != RISCV_IMAGE_MAGIC2 and magic != RISCV_IMAGE_MAGIC:
         return None
-    return RiscvImageHeader(text_offset, image_size, flags, version, res3)
-
-
-@dataclass
-class ProbedImage:
-    header: RiscvImageHeader
-    payload: bytes
-    format: str             # "riscv64 Image", "gzip riscv64 Image"
+    return RiscvImageHeader(text_offset, image_size, flags, pe_header=res3, version=version)
 
 
 def _elf_machine(data: bytes) -> int | None:
@@ -77,7 +60,7 @@ def _elf_machine(data: bytes) -> int | None:
     return int.from_bytes(data[18:20], "big" if data[5] == 2 else "little")
 
 
-def unwrap(data: bytes, what: str) -> ProbedImage | None:
+def unwrap(data: bytes, what: str) -> ProbedImage[RiscvImageHeader] | None:
     """Open ``data`` down to a flat Image; None if it is not a riscv kernel in a form we know.
 
     Raises for riscv kernels kexecfw recognises but cannot load (vmlinux ELF, EFI zboot)."""
@@ -99,20 +82,9 @@ def unwrap(data: bytes, what: str) -> ProbedImage | None:
 
 def check_loadable(header: RiscvImageHeader, what: str) -> None:
     """What kexecfw needs of the header to place the kernel (arch/riscv/include/asm/image.h)."""
-    if header.big_endian:
-        raise BadInputError(f"{what} is a big-endian riscv kernel; the running kernel is little-endian and "
-                            "kexec cannot switch endianness: use a little-endian build")
+    check_header(header, what, "riscv")
     major, minor = header.version >> 16, header.version & 0xFFFF
     if major != RISCV_HEADER_VERSION_MAJOR or minor < RISCV_HEADER_MIN_MINOR:
         raise BadInputError(f"{what} has riscv Image header version {header.version_text}; kexecfw knows "
                             f"0.{RISCV_HEADER_MIN_MINOR} to 0.x (image_size and flags are defined from 0.1): "
                             "the header is corrupt or from an unknown future format")
-    if header.image_size == 0:
-        raise BadInputError(f"{what} has image_size 0 in its header; its memory footprint is unknown, "
-                            "so it cannot be placed safely")
-    if header.image_size > KERNEL_IMAGE_CAP:
-        raise BadInputError(f"{what}: image_size {header.image_size:#x} in its header is more than a kernel "
-                            f"takes ({KERNEL_IMAGE_CAP:#x} at most): the header is corrupt")
-    if header.text_offset % 4096 or header.text_offset >= KERNEL_IMAGE_CAP:
-        raise BadInputError(f"{what}: text_offset {header.text_offset:#x} is not a plausible page-aligned "
-                            "offset; the header is corrupt")

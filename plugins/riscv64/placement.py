@@ -3,42 +3,24 @@
 * The Image goes ``text_offset`` bytes above a 2 MiB aligned base and needs ``image_size``
   bytes there (BSS included): a 64-bit kernel maps itself with 2 MiB pages and refuses a
   physical start that is not PMD aligned (arch/riscv/mm/init.c, setup_vm). The lowest fit
-  is taken; for a panic load the planner only offers the crash region.
+  is taken; for a panic load the planner only offers the crash region (kexecfw.flatimage.place_kernel,
+  shared with arm64).
 * The initrd goes above the kernel, from the next 2 MiB boundary on: the kernel reserves itself
   up to ``_end`` rounded up to PMD_SIZE (setup_bootmem, STRICT_KERNEL_RWX: its linear-map alias is
   mapped read-only in 2 MiB pages), and refuses an initrd that overlaps a reservation
   ("INITRD: ... overlaps in-use memory region - disabling initrd", seen in the lab).
 * The DTB must be 8-byte aligned and at most 2 MiB: the kernel maps it through a fixmap of
-  MAX_FDT_SIZE = PMD_SIZE (arch/riscv/include/asm/fixmap.h). It goes above the initrd.
+  MAX_FDT_SIZE = PMD_SIZE (arch/riscv/include/asm/fixmap.h). It goes above the initrd
+  (kexecfw.dtboot.place_dtb).
 """
 from __future__ import annotations
 
-from kexecfw.errors import NoSpaceError
-from kexecfw.memory.holes import find_hole
+from kexecfw import dtboot
+from kexecfw.flatimage import KERNEL_ALIGN
 from kexecfw.memory.ranges import align_up
 from kexecfw.model import LoadContext
 from kexecfw.segments.plan import Segment
 from kexecfw.segments.planner import Planner
-
-KERNEL_ALIGN = 2 << 20
-MAX_DTB_SIZE = 2 << 20
-DTB_ALIGN = 8
-
-
-def place_kernel(ctx: LoadContext, planner: Planner) -> int:
-    assert ctx.kernel is not None
-    text_offset = ctx.kernel.details["text_offset"]
-    image_size = ctx.kernel.details["image_size"]
-    payload = ctx.kernel.payload
-    memsz = max(image_size, len(payload))
-    base = find_hole(planner.free, text_offset + memsz, align=KERNEL_ALIGN)
-    if base is None:
-        raise NoSpaceError(f"no 2 MiB aligned {(text_offset + memsz) / (1 << 20):.1f} MiB hole for the kernel "
-                           f"in {planner.what}; reserve more memory (e.g. a larger crashkernel=)")
-    seg = planner.add_at("kernel", payload, base + text_offset, memsz=memsz)
-    ctx.note(f"kernel at {seg.mem:#x} (2 MiB aligned base {base:#x} + text_offset {text_offset:#x}), "
-             f"image_size {image_size:#x}")
-    return seg.mem
 
 
 def kernel_reservation_end(planner: Planner) -> int:
@@ -56,11 +38,5 @@ def place_initrd(ctx: LoadContext, planner: Planner, initrd: bytes) -> Segment:
 
 
 def place_dtb(planner: Planner, dtb: bytes) -> Segment:
-    if len(dtb) > MAX_DTB_SIZE:
-        raise NoSpaceError(f"the device tree is {len(dtb) >> 10} KiB; riscv kernels map at most 2 MiB of it: "
-                           "pass a smaller --dtb")
     low = max([kernel_reservation_end(planner)] + [s.range.end for s in planner.segments if s.name == "initrd"])
-    try:
-        return planner.add("dtb", dtb, min_addr=low, align=DTB_ALIGN)
-    except NoSpaceError:
-        return planner.add("dtb", dtb, align=DTB_ALIGN)
+    return dtboot.place_dtb(planner, dtb, min_addr=low, limit="riscv kernels map at most 2 MiB of it")

@@ -8,7 +8,7 @@ import pytest
 
 from kexecfw.memory.devicetree import DeviceTree
 from kexecfw.memory.ranges import Range
-from kexecfw.plugins.arm64.chosen import update_chosen
+from kexecfw.dtboot import update_chosen
 from tests.conftest import fixture_path, oracle
 
 CAPTURE_CMDLINE = "console=ttyAMA0 maxcpus=1 reset_devices irqpoll panic=-1 lab.capture=1"

@@ -24,7 +24,8 @@ from kexecfw.elfnotes import PT_LOAD, PT_NOTE, parse_elf_header
 from kexecfw.load import plan_load
 from kexecfw.memory.iomem import read_iomem
 from kexecfw.model import LoadOptions
-from kexecfw.plugins.arm64.vmcore_facts import kallsyms_symbol, kernel_address_space, read_vmcoreinfo
+from kexecfw.plugins.arm64.vmcore_facts import kernel_address_space
+from kexecfw.running import kallsyms_symbol, read_vmcoreinfo
 from kexecfw.sysroot import Sysroot
 from tests.arm64.conftest import arm64_kernel, build_initramfs
 from tests.conftest import oracle

@@ -9,7 +9,8 @@ from kexecfw.errors import NoSpaceError
 from kexecfw.memory.ranges import Range
 from kexecfw.model import KernelImage, LoadContext, LoadOptions
 from kexecfw.plugins.arm64 import ARCH
-from kexecfw.plugins.arm64.placement import place_dtb, place_initrd, place_kernel
+from kexecfw.flatimage import place_kernel
+from kexecfw.plugins.arm64.placement import place_dtb, place_initrd
 from kexecfw.segments.planner import Planner
 from kexecfw.sysroot import Sysroot
 
@@ -62,7 +63,7 @@ def test_dtb_above_the_initrd_and_at_most_2_mib(tmp_path: Path) -> None:
     planner = Planner([Range(0x40000000, 0x80000000)])
     place_kernel(ctx, planner)
     initrd = place_initrd(ctx, planner, bytes(3 * MIB + 5))
-    dtb = place_dtb(ctx, planner, bytes(0x2025))
+    dtb = place_dtb(planner, bytes(0x2025))
     assert dtb.mem == initrd.range.end and dtb.memsz == 0x3000
     with pytest.raises(NoSpaceError, match="at most 2 MiB"):
-        place_dtb(ctx, planner, bytes(2 * MIB + 1))
+        place_dtb(planner, bytes(2 * MIB + 1))

@@ -10,7 +10,8 @@ import pytest
 
 from kexecfw.errors import BadInputError
 from kexecfw.memory.iomem import read_iomem
-from kexecfw.plugins.arm64.vmcore_facts import kallsyms_symbol, kernel_address_space, read_vmcoreinfo
+from kexecfw.plugins.arm64.vmcore_facts import kernel_address_space
+from kexecfw.running import kallsyms_symbol, read_vmcoreinfo
 from kexecfw.sysroot import Sysroot
 
 
@@ -29,7 +30,7 @@ def test_snapshot_kallsyms_lacks_text(arm64_sysroot: Path) -> None:
 
 def test_kallsyms_symbol_in_a_full_size_file(tmp_path: Path) -> None:
     # A live /proc/kallsyms: ~150k lines, read in chunks; lines straddle the chunk boundaries.
-    from kexecfw.plugins.arm64 import vmcore_facts
+    from kexecfw import running
     lines = [f"{0xffff800008000000 + 16 * i:016x} t sym_{i}" for i in range(150_000)]
     lines[3] = "ffff800008010000 T _stext"
     lines[-2] = "ffff800009000000 t _text_in_module\t[mod]"
@@ -42,7 +43,7 @@ def test_kallsyms_symbol_in_a_full_size_file(tmp_path: Path) -> None:
     assert kallsyms_symbol(sysroot, "last_one") == 0xFFFF800009000010
     for i in (0, 4094, 77_777, 149_997):
         assert kallsyms_symbol(sysroot, f"sym_{i}") == 0xFFFF800008000000 + 16 * i
-    assert len("\n".join(lines)) > 50 * vmcore_facts.KALLSYMS_CHUNK
+    assert len("\n".join(lines)) > 50 * running.KALLSYMS_CHUNK
 
 
 def test_kernel_text_matches_kexec_tools_with_its_workaround(arm64_sysroot: Path, arm64_fixture: Path) -> None:

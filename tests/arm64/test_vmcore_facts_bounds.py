@@ -8,7 +8,8 @@ import pytest
 
 from kexecfw.errors import BadInputError
 from kexecfw.memory.iomem import read_iomem
-from kexecfw.plugins.arm64.vmcore_facts import kernel_address_space, read_vmcoreinfo
+from kexecfw.plugins.arm64.vmcore_facts import kernel_address_space
+from kexecfw.running import read_vmcoreinfo
 from kexecfw.sysroot import Sysroot
 from kexecfw.vmcoreinfo import VmcoreInfo
 

@@ -8,7 +8,7 @@ from kexecfw.errors import BadInputError
 from kexecfw.memory.devicetree import DeviceTree
 from kexecfw.memory.iomem import parse_iomem, read_iomem
 from kexecfw.memory.ranges import Range
-from kexecfw.plugins.arm64.vmcore_facts import read_vmcoreinfo
+from kexecfw.running import read_vmcoreinfo
 from kexecfw.plugins.riscv64.vmcore_facts import address_space, dump_ranges, firmware_ranges
 from kexecfw.vmcoreinfo import VmcoreInfo
 
