@@ -12,15 +12,16 @@ header (the magic, the flags bits and version fields that differ) into a subclas
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Callable, Generic, TypeVar
 
-from kexecfw.decompress import KERNEL_IMAGE_CAP
+from kexecfw.decompress import KERNEL_IMAGE_CAP, decompress
 from kexecfw.errors import BadInputError, NoSpaceError
 from kexecfw.memory.holes import find_hole
 from kexecfw.model import LoadContext
 from kexecfw.segments.planner import Planner
 
 KERNEL_ALIGN = 2 << 20
+GZIP_MAGIC = b"\x1f\x8b"
 IMAGE_FLAG_BE = 1 << 0
 TEXT_OFFSET_ALIGN = 4096
 
@@ -49,6 +50,19 @@ class ProbedImage(Generic[Header]):
     header: Header
     payload: bytes
     format: str             # "arm64 Image", "gzip riscv64 Image", ...
+
+
+def open_image(data: bytes, what: str, parse: Callable[[bytes], Header | None], arch: str) -> ProbedImage[Header] | None:
+    """``data`` as a plain Image ("<arch> Image") or a gzip'd one (Image.gz, "gzip <arch> Image"), its
+    header read by the plugin's ``parse``; None when it is neither (or a gzip file of something else)."""
+    header = parse(data)
+    if header is not None:
+        return ProbedImage(header, data, f"{arch} Image")
+    if data[:2] == GZIP_MAGIC:
+        inner = decompress(data, "gzip", KERNEL_IMAGE_CAP, what)
+        header = parse(inner)
+        return ProbedImage(header, inner, f"gzip {arch} Image") if header else None
+    return None
 
 
 def check_header(header: ImageHeader, what: str, arch: str, *, no_size_hint: str = "") -> None:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from kexecfw.decompress import KERNEL_IMAGE_CAP, decompress
 from kexecfw.errors import BadInputError
 from kexecfw.elfnotes import ELF64_EHDR, ELF64_PHDR, ELFMAG, PT_LOAD
-from kexecfw.flatimage import ImageHeader, ProbedImage, check_header
+from kexecfw.flatimage import GZIP_MAGIC, ImageHeader, ProbedImage, check_header, open_image
 
 EM_AARCH64 = 183
 
@@ -30,7 +30,6 @@ PAGE_SIZES = {0: None, 1: 4096, 2: 16384, 3: 65536}
 ZBOOT_HEADER = struct.Struct("<I4sII8x")
 ZBOOT_COMP_TYPE_AT = 0x18
 IMAGE_DOS_SIGNATURE = 0x5A4D
-GZIP_MAGIC = b"\x1f\x8b"
 
 # Kernels stop growing long before this; a bound keeps a bad file from exhausting memory.
 MAX_IMAGE = KERNEL_IMAGE_CAP
@@ -122,13 +121,9 @@ def _vmlinux_image(data: bytes, what: str) -> bytes | None:
 
 def unwrap(data: bytes, what: str) -> ProbedImage[Arm64ImageHeader] | None:
     """Open ``data`` down to a raw Image. None if it is not an arm64 kernel in a form we know."""
-    header = parse_image_header(data)
-    if header is not None:
-        return ProbedImage(header, data, "arm64 Image")
-    if data[:2] == GZIP_MAGIC:
-        inner = decompress(data, "gzip", KERNEL_IMAGE_CAP, what)
-        header = parse_image_header(inner)
-        return ProbedImage(header, inner, "gzip arm64 Image") if header else None
+    probed = open_image(data, what, parse_image_header, "arm64")
+    if probed is not None or data[:2] == GZIP_MAGIC:
+        return probed
     if len(data) >= ZBOOT_HEADER.size + 32:
         dos, kind, _, _ = ZBOOT_HEADER.unpack_from(data)
         if dos & 0xFFFF == IMAGE_DOS_SIGNATURE and kind == b"zimg":

@@ -13,10 +13,9 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
-from kexecfw.decompress import KERNEL_IMAGE_CAP, decompress
 from kexecfw.elfnotes import ELFMAG
 from kexecfw.errors import BadInputError
-from kexecfw.flatimage import ImageHeader, ProbedImage, check_header
+from kexecfw.flatimage import GZIP_MAGIC, ImageHeader, ProbedImage, check_header, open_image
 
 EM_RISCV = 243
 
@@ -27,7 +26,6 @@ RISCV_IMAGE_MAGIC2 = int.from_bytes(b"RSC\x05", "little")
 # version = major << 16 | minor; 0.1 added image_size and flags, 0.2 magic2 and res3 (PE offset)
 RISCV_HEADER_VERSION_MAJOR = 0
 RISCV_HEADER_MIN_MINOR = 1
-GZIP_MAGIC = b"\x1f\x8b"
 # drivers/firmware/efi/libstub/zboot-header.S: "MZ", then "zimg" at offset 4
 ZBOOT_KIND = b"zimg"
 
@@ -64,13 +62,9 @@ def unwrap(data: bytes, what: str) -> ProbedImage[RiscvImageHeader] | None:
     """Open ``data`` down to a flat Image; None if it is not a riscv kernel in a form we know.
 
     Raises for riscv kernels kexecfw recognises but cannot load (vmlinux ELF, EFI zboot)."""
-    header = parse_image_header(data)
-    if header is not None:
-        return ProbedImage(header, data, "riscv64 Image")
-    if data[:2] == GZIP_MAGIC:
-        inner = decompress(data, "gzip", KERNEL_IMAGE_CAP, what)
-        header = parse_image_header(inner)
-        return ProbedImage(header, inner, "gzip riscv64 Image") if header else None
+    probed = open_image(data, what, parse_image_header, "riscv64")
+    if probed is not None or data[:2] == GZIP_MAGIC:
+        return probed
     if data[:2] == b"MZ" and data[4:8] == ZBOOT_KIND:
         raise BadInputError(f"{what} is an EFI zboot image (CONFIG_EFI_ZBOOT); kexecfw loads the flat "
                             "riscv Image: pass arch/riscv/boot/Image (or Image.gz) of the same build")

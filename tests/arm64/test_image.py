@@ -149,3 +149,17 @@ def test_truncated_gzip(arm64_image_bytes: bytes) -> None:
     data = gzip.compress(arm64_image_bytes[:1 << 20], compresslevel=1)
     with pytest.raises(BadInputError, match="truncated"):
         unwrap(data[: len(data) // 2], "Image.gz")
+
+
+@pytest.mark.parametrize("field,value,words", [
+    (3, 1 << 40, "image_size 0x10000000000 in its header is more than a kernel takes"),
+    (2, 1 << 40, "text_offset 0x10000000000 is not a plausible page-aligned offset"),
+    (2, 0x123, "text_offset 0x123 is not a plausible page-aligned offset"),
+])
+def test_sizes_beyond_any_kernel_are_refused(arm64_image_bytes: bytes, field: int, value: int, words: str) -> None:
+    """The checks arm64 shares with riscv64 (kexecfw.flatimage): a corrupt header is refused at probe time,
+    not planned until the placement finds no hole that large."""
+    fields = list(ARM64_IMAGE_HEADER.unpack_from(arm64_image_bytes))
+    fields[field] = value
+    with pytest.raises(BadInputError, match=words):
+        check_loadable(parse_image_header(ARM64_IMAGE_HEADER.pack(*fields)), "Image", 4096)
