@@ -443,10 +443,3 @@ def test_exit_codes_of_failed_writes() -> None:
     assert exit_code_of(OSError(errno.EIO, "Input/output error")) == ExitCode.FAILURE
     for code in ("read-only file system", "EROFS", "ENOSPC", "USAGE"):
         assert code in ExitCode.__doc__
-
-
-def test_status_help_says_what_its_exit_codes_mean() -> None:
-    proc = kexecfw("status", "--help")
-    text = " ".join(proc.stdout.split())
-    assert proc.returncode == 0 and "exit status: 0 when the kernel asked about is loaded" in text
-    assert "1 when it is not (like kexec -S)" in text and "3 when the sysroot has no kexec state" in text
