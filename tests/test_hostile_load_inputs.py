@@ -189,6 +189,7 @@ def x86_64_sysroot(tmp_path: Path) -> Path:
     ("0x9fc00", "0x5", r"memmap/1: ends before it starts \(0x9fc00-0x5\)"),
     ("-0x10", "0x9ffff", r"memmap/1: -0x10-0x9ffff is not a range of 64-bit addresses"),
     ("0x9fc00", "0x10000000000000000", r"memmap/1: 0x9fc00-0x10000000000000000 is not a range of 64-bit"),
+    ("0x0", "0xffffffffffffffff", r"memmap/1: 0x0-0xffffffffffffffff spans all 2\^64 addresses"),
 ])
 def test_firmware_memmap_entry_out_of_order_or_range(x86_64_sysroot: Path, start: str, end: str,
                                                      words: str) -> None:

@@ -65,6 +65,10 @@ def read_firmware_memmap(sysroot: Sysroot) -> list[Region] | None:
         except ValueError:
             raise BadInputError(f"{sysroot.path(rel)}: start/end are not hex numbers") from None
         span = Range.read(start, last, str(sysroot.path(rel)))
+        if span.size >= 1 << 64:
+            # an e820 entry is (addr, size) in u64s: the kernel cannot have printed one this big
+            raise BadInputError(f"{sysroot.path(rel)}: {start:#x}-{last:#x} spans all 2^64 addresses, "
+                                "more than an e820 entry can hold: the snapshot is corrupt")
         name = sysroot.read_text(f"{rel}/type").strip()
         kind = _FIRMWARE_KINDS.get(name.lower(), classify(name))
         regions.append(Region(span, kind, name, 0))
