@@ -28,7 +28,7 @@ def test_cycle(result):
 def test_capture_saw_our_headers(result):
     header, notes = result.vmcore_headers()
     assert header.machine == 243
-    assert sum(n.name == "CORE" for n in notes) == 2 and any(n.name == "VMCOREINFO" for n in notes)
+    assert sum(n.name == b"CORE" for n in notes) == 2 and any(n.name == b"VMCOREINFO" for n in notes)
     cpus = json.loads(result.read_text("capture/kexecfw-notes.json"))["cpus"]
     assert [c["cpu"] for c in cpus] == [0, 1] and sum(c["panic"] for c in cpus) == 1
     dmesg = json.loads(result.read_text("capture/kexecfw-dmesg.json"))
