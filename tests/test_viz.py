@@ -141,7 +141,11 @@ def test_page_classes_of_a_lab_dump():
     classes, levels, files = fig.axes
     assert [t.get_text() for t in classes.get_yticklabels()][1:] == ["zero (1)", "cache (2)", "cache private (4)",
                                                                     "user (8)", "free (16)"]
-    assert [t.get_text() for t in levels.get_xticklabels()][0] == "-d 0" and len(levels.patches) == 9
+    assert [t.get_text() for t in levels.get_xticklabels()][0] == "-d 0"
+    kept_bars = levels.containers[0]                               # one kept bar per level, what it leaves out on top
+    assert len(kept_bars) == 9 and all(len(c) == 9 for c in levels.containers)
+    for i in range(9):                                             # kept + left out = all RAM (-d 0 keeps it all)
+        assert sum(c[i].get_height() for c in levels.containers) == pytest.approx(kept_bars[0].get_height())
     assert len(files.patches) == 1
 
 
