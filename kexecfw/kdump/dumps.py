@@ -18,8 +18,6 @@ STAMP = re.compile(r"^(\d{8}-\d{6})(-\d+)?$")
 DUMP_NAMES = ("vmcore.kdump", "vmcore.elf")
 SUMMARY_MAX = 1 << 20
 DMESG_TAIL = 256 << 10         # the panic line is near the end of the log
-# the line that says why the kernel died, as the kernel prints it (kernel/panic.c, die())
-PANIC_MARKERS = (b"Kernel panic - not syncing", b"sysrq: Trigger a crash", b"Oops", b"BUG:", b"Internal error:")
 DUMPS_MAX = 10000              # a crash directory listing, bounded
 
 
@@ -85,16 +83,11 @@ def _stamp_time(name: str) -> int | None:
 
 
 def panic_line(dmesg: bytes) -> str | None:
-    """The line of the log that says why the kernel crashed (the first panic/oops line in the tail)."""
-    tail = dmesg[-DMESG_TAIL:]
-    for marker in PANIC_MARKERS:
-        at = tail.find(marker)
-        if at >= 0:
-            start = tail.rfind(b"\n", 0, at) + 1
-            end = tail.find(b"\n", at)
-            line = tail[start:end if end >= 0 else len(tail)].decode("utf-8", "replace").strip()
-            return line[:300]
-    return None
+    """The line of the log that says why the kernel crashed, as `vmcore info` names it (the panic
+    line, else the oops/BUG line), without its timestamp."""
+    from kexecfw.vmcore.prstatus import panic_report
+    report = panic_report(dmesg)
+    return report.line[:300] if report else None
 
 
 def read_dump(directory: str) -> Dump | None:
