@@ -43,6 +43,7 @@ FDT_TAG = struct.Struct(">I")
 # The kernel's defaults when a node does not say (Documentation/devicetree/usage-model.rst, ePAPR 2.3.5).
 DEFAULT_ADDRESS_CELLS = 2
 DEFAULT_SIZE_CELLS = 1
+OF_MAX_ADDR_CELLS = 4
 
 
 def encode_cells(values: list[int], cells: int) -> bytes:
@@ -205,7 +206,13 @@ class DeviceTree:
         """``#address-cells`` and ``#size-cells`` that node ``path`` sets for its children."""
         addr = self.get_u32(path, "#address-cells")
         size = self.get_u32(path, "#size-cells")
-        return (DEFAULT_ADDRESS_CELLS if addr is None else addr, DEFAULT_SIZE_CELLS if size is None else size)
+        addr, size = (DEFAULT_ADDRESS_CELLS if addr is None else addr, DEFAULT_SIZE_CELLS if size is None else size)
+        # drivers/of/address.c OF_MAX_ADDR_CELLS: the kernel reads no address or size wider than 4 cells;
+        # a larger count is a corrupt tree (and would size every value written with it)
+        if addr > OF_MAX_ADDR_CELLS or size > OF_MAX_ADDR_CELLS:
+            raise BadInputError(f"{self.source}: {path} has #address-cells {addr} and #size-cells {size}; "
+                                f"more than {OF_MAX_ADDR_CELLS} cells is not a device tree the kernel reads")
+        return addr, size
 
     @property
     def root_cells(self) -> tuple[int, int]:

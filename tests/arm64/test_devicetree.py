@@ -161,6 +161,17 @@ def test_single_cell_trees_get_single_cell_values() -> None:
         tree.set_ranges("/chosen", "linux,elfcorehdr", [Range(1 << 32, (1 << 32) + 0x400)])
 
 
+def test_a_huge_cell_count_is_refused_before_any_value_is_sized_by_it(qemu_dtb: bytes) -> None:
+    """The real QEMU tree with its root's #address-cells byte changed (the long fuzz campaign's seed:
+    0x4000002 cells made every /chosen value written 256 MiB wide, until memory ran out)."""
+    blob = bytearray(qemu_dtb)
+    blob[0x94] = 0x04                              # the first byte of the root's #address-cells value
+    bad = DeviceTree.from_bytes(bytes(blob), "fdt")
+    assert bad.get_u32("/", "#address-cells") == 0x4000002
+    with pytest.raises(BadInputError, match=r"fdt: / has #address-cells 67108866 .*more than 4 cells"):
+        bad.set_ranges("/chosen", "linux,elfcorehdr", [Range(0xB99FF000, 0xB99FF400)])
+
+
 @pytest.mark.parametrize("blob, message", [
     (b"\xd0\x0d\xfe", "shorter than its header"),
     (bytes(40), "not a device tree"),
