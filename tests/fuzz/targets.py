@@ -238,19 +238,15 @@ def crashkernel_parse(path: Path, ctx: Context, seed) -> None:
             attempt(ctx, res.as_dict)
 
 
-def _other_half(seed, ctx: Context) -> tuple[str, str | None]:
-    """For estimate: the clean kernel and initrd to pair with a mutated one."""
-    by_id = ctx.seeds
-    return by_id["x86_64-bzimage"].path, by_id["initrd-gzip"].path
+def _estimate_inputs(path: Path, ctx: Context, seed) -> tuple[str, str]:
+    """For estimate: the mutated input in its place (kernel or initrd), the other one clean."""
+    kernel, initrd = ctx.seeds["x86_64-bzimage"].path, ctx.seeds["initrd-gzip"].path
+    return (kernel, str(path)) if seed.kind == "initrd" else (str(path), initrd)
 
 
 def crashkernel_estimate(path: Path, ctx: Context, seed) -> None:
     from kexecfw.crashkernel import estimate
-    kernel, initrd = _other_half(seed, ctx)
-    if seed.kind == "initrd":
-        initrd = str(path)
-    else:
-        kernel = str(path)
+    kernel, initrd = _estimate_inputs(path, ctx, seed)
     attempt(ctx, estimate, kernel, initrd, 1 + ctx.index % 4, 2 << 30)
 
 
@@ -379,11 +375,7 @@ def cli_crashkernel_parse(path: Path, ctx: Context, seed) -> None:
 
 
 def cli_crashkernel_estimate(path: Path, ctx: Context, seed) -> None:
-    kernel, initrd = _other_half(seed, ctx)
-    if seed.kind == "initrd":
-        initrd = str(path)
-    else:
-        kernel = str(path)
+    kernel, initrd = _estimate_inputs(path, ctx, seed)
     run_cli(["crashkernel", "estimate", "--kernel", kernel, "--initrd", initrd, "--cpus", str(1 + ctx.index % 4),
              "--ram", "4G"], ctx)
 
