@@ -121,8 +121,9 @@ def test_sigkill_never_leaves_a_partial_file_under_a_final_name(grown, tmp_path,
             if done:
                 assert names == ["dmesg.txt", "summary.json", "vmcore.kdump"]
         finished += done
-    # the delays spread over the whole run: most trials are killed on the way
-    assert finished < TRIALS // 2
+    # the delays spread over the whole run, so many trials are killed on the way (how many finish first
+    # depends on the machine's load against the one timed run: a fifth killed keeps the test meaningful)
+    assert TRIALS - finished >= TRIALS // 5, finished
 
 
 def test_the_next_save_removes_what_a_killed_one_left(grown, tmp_path):
