@@ -112,7 +112,7 @@ def _parse_simple(s: str, at: int) -> tuple[int, int | None]:
         if after == cur + 1:
             raise CrashkernelError("crashkernel: memory value expected after '@'")
     elif cur < len(s) and s[cur] != " ":
-        raise CrashkernelError(f"crashkernel: unrecognized char: {s[cur]}")
+        raise CrashkernelError(f"crashkernel: unrecognized char: {s[cur]!r}")
     return size, base
 
 

@@ -54,11 +54,12 @@ def test_high_and_low():
 
 @pytest.mark.parametrize("cmdline,message", [
     ("crashkernel=abc", "memory value expected"),
-    ("crashkernel=64Mx", "unrecognized char: x"),
+    ("crashkernel=64Mx", "unrecognized char: 'x'"),
+    ("crashkernel=64M\n1", r"unrecognized char: '\\n'$"),     # one line, however the char prints (fuzz)
     ("crashkernel=2G-1G:64M", "end <= start"),
     ("crashkernel=1G:64M", "'-' expected"),
     ("crashkernel=1G-2Gx:64M", "':' expected"),
-    ("crashkernel=1G-2G-64M", "unrecognized char: -"),
+    ("crashkernel=1G-2G-64M", "unrecognized char: '-'"),
     ("crashkernel=1G-:4G", "invalid size"),
     ("crashkernel=64M@", "expected after '@'"),
 ])

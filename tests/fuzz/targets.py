@@ -106,11 +106,22 @@ def _pages(path) -> dict[int, bytes]:
     return out
 
 
-def check_saved_copy(out: str, seed, ctx: Context, save: Callable[[str, str], None], what: str) -> None:
-    """``out`` was saved under its final name from a damaged copy of ``seed`` (cut short, page data or
-    descriptors changed): a page the seed's own save holds must not be missing from it or read as
-    zeros, else data was lost and the dump must not be called complete. (Changed page contents are
-    not counted: a damaged page stored uncompressed cannot be told from a good one.)"""
+def _claimed_pfns(paths) -> set[int]:
+    """The pages a (damaged) dump's own headers or bitmaps say it holds, read or not."""
+    from kexecfw.vmcore import open_dump
+    with open_dump(paths) as d:
+        ps = d.page_size
+        return {pfn for r in d.ranges() for pfn in range(r.start // ps, r.end // ps)}
+
+
+def check_saved_copy(out: str, seed, ctx: Context, save: Callable[[str, str], None], what: str,
+                     damaged) -> None:
+    """``out`` was saved under its final name from ``damaged``, a damaged copy of ``seed`` (cut short,
+    page data or descriptors changed): a page the seed's own save holds and the damaged copy still
+    claims must not be missing from it or read as zeros, else data was lost and the dump must not be
+    called complete. (Pages whose headers the damage removed — a smaller e_phnum — are no longer
+    claimed: no reader can know of them. Changed page contents are not counted either: a damaged
+    page stored uncompressed cannot be told from a good one.)"""
     key = ("saved", seed.id, what)
     if key not in ctx.cache:
         ref = str(ctx.scratch.parent / f"ref-{seed.id}-{what.replace(' ', '-').replace('.', '-')}")
@@ -123,7 +134,8 @@ def check_saved_copy(out: str, seed, ctx: Context, save: Callable[[str, str], No
     except KexecfwError as e:
         raise Finding("damaged dump saved as complete", what, f"the complete-named output does not open: "
                       f"{e.message}") from None
-    lost = [pfn for pfn, h in want.items() if h != ZERO and got.get(pfn, ZERO) == ZERO]
+    claimed = _claimed_pfns(damaged)
+    lost = [pfn for pfn, h in want.items() if h != ZERO and pfn in claimed and got.get(pfn, ZERO) == ZERO]
     if lost:
         raise Finding("damaged dump saved as complete", what,
                       f"{len(lost)} of {len(want)} pages lost (missing or zero; first pfn {lost[0]:#x})")
@@ -140,7 +152,7 @@ def save_dump(path: Path, ctx: Context, seed, lossy: bool) -> None:
     out = str(ctx.scratch / "saved.kdump")
     done = attempt(ctx, lambda: _save_in_process(_dump_paths(path), out) or True)
     if done and lossy:
-        check_saved_copy(out, seed, ctx, _save_in_process, "DumpWriter.write")
+        check_saved_copy(out, seed, ctx, _save_in_process, "DumpWriter.write", _dump_paths(path))
 
 
 # --- parsers in process ---------------------------------------------------------------------------
@@ -365,7 +377,7 @@ def cli_vmcore_save(path: Path, ctx: Context, seed, lossy: bool) -> None:
     if proc.returncode == 0 and not out.exists():
         raise Finding("save succeeded without output", "kexecfw vmcore save", proc.stderr.strip()[:150])
     if proc.returncode == 0 and lossy:
-        check_saved_copy(str(out), seed, ctx, _save_cli, "kexecfw vmcore save")
+        check_saved_copy(str(out), seed, ctx, _save_cli, "kexecfw vmcore save", _dump_paths(path))
 
 
 def cli_crashkernel_parse(path: Path, ctx: Context, seed) -> None:
