@@ -38,6 +38,12 @@ SHA256_REGIONS = "purgatory_sha256_regions"
 SHA256_REGION = struct.Struct("<QQQ32s")
 
 
+def signed64(value: int) -> int:
+    """``value`` taken modulo 2^64 and read as a signed 64-bit number (a relocation's S + A - P)."""
+    value &= (1 << 64) - 1
+    return value - (1 << 64) if value >> 63 else value
+
+
 def check_field(buf: bytearray | memoryview, offset: int, width: int, name: str, place: int) -> None:
     """Refuse a relocation whose ``width``-byte field at ``offset`` does not lie inside ``buf`` (its section)."""
     if offset + width > len(buf):

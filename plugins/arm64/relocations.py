@@ -14,15 +14,10 @@ from typing import Callable
 
 from kexecfw.errors import BadInputError
 from kexecfw.model import RelocationApplier
-from kexecfw.purgatory import check_field
+from kexecfw.purgatory import check_field, signed64
 
 _U32 = struct.Struct("<I")
 _MASK64 = (1 << 64) - 1
-
-
-def _signed64(x: int) -> int:
-    x &= _MASK64
-    return x - (1 << 64) if x >> 63 else x
 
 
 def _check(name: str, x: int, lo: int, hi: int, place: int) -> None:
@@ -45,10 +40,10 @@ def _patch_insn(name: str, buf: bytearray, offset: int, place: int, clear: int, 
 def _data(name: str, size: int, relative: bool, check: bool) -> RelocationApplier:
     def apply(buf: bytearray, offset: int, place: int, value: int) -> None:
         check_field(buf, offset, size, name, place)
-        x = _signed64(value - place) if relative else value
+        x = signed64(value - place) if relative else value
         if check and size < 8:
             # AAELF64: the result must fit as a signed or an unsigned field of this size
-            _check(name, _signed64(x), -(1 << (8 * size - 1)), 1 << (8 * size), place)
+            _check(name, signed64(x), -(1 << (8 * size - 1)), 1 << (8 * size), place)
         buf[offset:offset + size] = (x & ((1 << (8 * size)) - 1)).to_bytes(size, "little")
     return apply
 
@@ -58,7 +53,7 @@ def _branch(name: str, bits: int, shift: int) -> RelocationApplier:
     field = ((1 << bits) - 1) << shift
 
     def apply(buf: bytearray, offset: int, place: int, value: int) -> None:
-        x = _signed64(value - place)
+        x = signed64(value - place)
         _aligned(name, x, 4, place)
         _check(name, x, -(1 << (bits + 1)), 1 << (bits + 1), place)
         _patch_insn(name, buf, offset, place, field, ((x >> 2) << shift) & field)
@@ -75,7 +70,7 @@ _ADR_FIELD = (0x3 << 29) | (0x7FFFF << 5)
 
 def _adr_prel_lo21(name: str) -> RelocationApplier:
     def apply(buf: bytearray, offset: int, place: int, value: int) -> None:
-        x = _signed64(value - place)
+        x = signed64(value - place)
         _check(name, x, -(1 << 20), 1 << 20, place)
         _patch_insn(name, buf, offset, place, _ADR_FIELD, _adr_bits(x))
     return apply
@@ -83,7 +78,7 @@ def _adr_prel_lo21(name: str) -> RelocationApplier:
 
 def _adr_page(name: str, check: bool) -> RelocationApplier:
     def apply(buf: bytearray, offset: int, place: int, value: int) -> None:
-        x = _signed64((value & ~0xFFF) - (place & ~0xFFF))
+        x = signed64((value & ~0xFFF) - (place & ~0xFFF))
         if check:
             _check(name, x, -(1 << 32), 1 << 32, place)
         _patch_insn(name, buf, offset, place, _ADR_FIELD, _adr_bits(x >> 12))

@@ -11,7 +11,7 @@ import struct
 
 from kexecfw.errors import BadInputError
 from kexecfw.model import RelocationApplier
-from kexecfw.purgatory import check_field
+from kexecfw.purgatory import check_field, signed64
 
 R_X86_64_64 = 1
 R_X86_64_PC32 = 2
@@ -20,11 +20,6 @@ R_X86_64_32 = 10
 R_X86_64_32S = 11
 
 _S32_MIN, _S32_MAX = -(1 << 31), (1 << 31) - 1
-
-
-def _signed64(v: int) -> int:
-    v &= (1 << 64) - 1
-    return v - (1 << 64) if v >> 63 else v
 
 
 def _overflow(name: str, place: int, result: int) -> BadInputError:
@@ -40,7 +35,7 @@ def _abs64(buf: bytearray, offset: int, place: int, value: int) -> None:
 def _pc32(name: str) -> RelocationApplier:
     def apply(buf: bytearray, offset: int, place: int, value: int) -> None:
         check_field(buf, offset, 4, name, place)
-        result = _signed64(value - place)
+        result = signed64(value - place)
         if not _S32_MIN <= result <= _S32_MAX:
             raise _overflow(name, place, result)
         struct.pack_into("<i", buf, offset, result)
@@ -56,7 +51,7 @@ def _abs32(buf: bytearray, offset: int, place: int, value: int) -> None:
 
 def _abs32s(buf: bytearray, offset: int, place: int, value: int) -> None:
     check_field(buf, offset, 4, "R_X86_64_32S", place)
-    result = _signed64(value)
+    result = signed64(value)
     if not _S32_MIN <= result <= _S32_MAX:
         raise _overflow("R_X86_64_32S", place, value)
     struct.pack_into("<i", buf, offset, result)
