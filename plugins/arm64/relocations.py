@@ -17,7 +17,6 @@ from kexecfw.model import RelocationApplier
 from kexecfw.purgatory import check_field, signed64
 
 _U32 = struct.Struct("<I")
-_MASK64 = (1 << 64) - 1
 
 
 def _check(name: str, x: int, lo: int, hi: int, place: int) -> None:
