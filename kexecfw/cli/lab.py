@@ -37,6 +37,9 @@ def configure(p: argparse.ArgumentParser) -> None:
     run.add_argument("--measure-dumps", action="store_true",
                      help="in the capture kernel, time kexecfw save (zlib, zstd) and makedumpfile with their "
                           "peak RSS, writing to a disk (capture/steps/*.measure)")
+    run.add_argument("--dump-rounds", type=int, default=0, metavar="N",
+                     help="in the capture kernel, N rounds of kexecfw save, makedumpfile -c and -l, alternating, "
+                          "measured (bench/run.py capture); implies --measure-dumps")
     run.add_argument("--bench-load", type=int, default=0, metavar="N",
                      help="before the real load, N rounds of the same load by kexec-tools and kexecfw, timed "
                           "(bench/run.py load)")
@@ -100,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
                          kernel_generation=args.kernel_generation, accel=args.accel, timeout=args.timeout,
                          cache=args.cache, load_args=args.load_args, save_vmcore=args.save_vmcore,
                          bench_load=args.bench_load, fill_memory=args.fill_memory,
-                         measure_dumps=args.measure_dumps)
+                         measure_dumps=args.measure_dumps, dump_rounds=args.dump_rounds)
     if args.json:
         print(json.dumps(result.to_json(), indent=2))
     else:

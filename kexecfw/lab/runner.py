@@ -64,13 +64,15 @@ def run(arch: str = "arm64", scenario: str = "panic", loader: str = "kexecfw", *
         accel: str = "auto", timeout: float = 900, silence: float = 300,
         cache: str | os.PathLike[str] | None = None, log: Log = _stderr_log,
         load_args: str = "", save_vmcore: bool = False, bench_load: int = 0,
-        fill_memory: bool = False, measure_dumps: bool = False) -> LabResult:
+        fill_memory: bool = False, measure_dumps: bool = False, dump_rounds: int = 0) -> LabResult:
     """Boot the guest, run ``scenario``, bring the results back (see docs/lab.md).
 
     ``fill_memory``: before the crash the first kernel fills most of its RAM (anonymous memory and
     page cache, guest.py fill-memory), so that the dump's filters have real work; it implies
     ``measure_dumps``: the capture kernel runs kexecfw (zlib, zstd) and makedumpfile one after the
     other with wall time, peak RSS and output size each (capture/steps/NAME.measure), writing to a disk.
+    ``dump_rounds``: instead, N rounds of the kexecfw command's save (--json), makedumpfile -c and
+    makedumpfile -l, alternating, measured the same way (steps round-I-TOOL); implies ``measure_dumps``.
     """
     if scenario == "service":   # a full-OS guest, not the lab initramfs (kexecfw.lab.service)
         from kexecfw.lab.service import run as run_service
@@ -80,16 +82,16 @@ def run(arch: str = "arm64", scenario: str = "panic", loader: str = "kexecfw", *
     with Progress("lab", live=None if default else False, write=None if default else log) as progress:
         result = _run(progress, arch, scenario, loader, compare_kexec_tools, mem, smp, crashkernel, keep,
                       kernel_generation, accel, timeout, silence, cache, load_args, save_vmcore, bench_load,
-                      fill_memory, measure_dumps)
+                      fill_memory, measure_dumps, dump_rounds)
         progress.done(f"{result.arch} {result.scenario}: {'OK' if result.ok else 'FAILED'}")
     return result
 
 
 def _run(progress: Progress, arch, scenario, loader, compare_kexec_tools, mem, smp, crashkernel, keep,
          kernel_generation, accel, timeout, silence, cache, load_args, save_vmcore, bench_load,
-         fill_memory, measure_dumps) -> LabResult:
+         fill_memory, measure_dumps, dump_rounds=0) -> LabResult:
     log = progress.note
-    measure_dumps = measure_dumps or fill_memory
+    measure_dumps = measure_dumps or fill_memory or dump_rounds > 0
     if fill_memory and scenario != "panic":
         raise LabError("--fill-memory needs the panic scenario: it fills memory before the crash")
     target = arch_target(arch)
@@ -118,7 +120,8 @@ def _run(progress: Progress, arch, scenario, loader, compare_kexec_tools, mem, s
                        settings={"mem": mem, "smp": smp, "crashkernel": crashkernel,
                                  "compare_kexec_tools": compare_kexec_tools, "load_args": load_args,
                                  "save_vmcore": save_vmcore, "bench_load": bench_load,
-                                 "fill_memory": fill_memory, "measure_dumps": measure_dumps})
+                                 "fill_memory": fill_memory, "measure_dumps": measure_dumps,
+                                 "dump_rounds": dump_rounds})
 
     build_root = cache_path / "build"
     build_root.mkdir(exist_ok=True)
@@ -136,7 +139,8 @@ def _run(progress: Progress, arch, scenario, loader, compare_kexec_tools, mem, s
             "FILL_MEMORY": "1" if fill_memory else "0",
             "CAPTURE_APPEND": f"{base_args} maxcpus=1 reset_devices irqpoll panic=-1 lab.role=capture"
                               + (" lab.save_vmcore=1" if save_vmcore else "")
-                              + (" lab.measure_dumps=1" if measure_dumps else ""),
+                              + (" lab.measure_dumps=1" if measure_dumps else "")
+                              + (f" lab.dump_rounds={dump_rounds}" if dump_rounds > 0 else ""),
             "SECOND_APPEND": f"{base_args} panic=-1 lab.role=second lab.marker={marker}",
         }
         t1 = time.monotonic()
