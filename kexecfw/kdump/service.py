@@ -73,7 +73,9 @@ def enable(root, actions, executable: str | None = None) -> dict:
     """Install and arm the service on ``root``; what was done and what is still needed (a reboot)."""
     from kexecfw.kdump.config import load_config
     from kexecfw.kdump.initrd import rebuild
-    from kexecfw.kdump.units import kexecfw_command, load_unit, postinst_hook, save_unit
+    from kexecfw.kdump import hotplug
+    from kexecfw.kdump.units import (INSTALL_PLUGIN, POSTRM_HOOK, install_plugin, kexecfw_command, load_unit,
+                                     postinst_hook, postrm_hook, save_unit)
     report: dict = {"done": [], "reboot_needed": False, "notes": []}
     if not root.path(CONFIG_PATH).is_file():
         _write(root, CONFIG_PATH, DEFAULT_TEXT)
@@ -83,12 +85,20 @@ def enable(root, actions, executable: str | None = None) -> dict:
     _write(root, f"{UNIT_DIR}/{LOAD_UNIT}", load_unit(command))
     _write(root, f"{UNIT_DIR}/{SAVE_UNIT}", save_unit(command, config))
     _write(root, POSTINST_HOOK, postinst_hook(command), 0o755)
+    _write(root, POSTRM_HOOK, postrm_hook(), 0o755)
+    _write(root, INSTALL_PLUGIN, install_plugin(command), 0o755)
     link = root.path(f"{WANTS_DIR}/{LOAD_UNIT}")
     link.parent.mkdir(parents=True, exist_ok=True)
     if not link.is_symlink():
         os.symlink(f"{UNIT_DIR}/{LOAD_UNIT}", link)
-    report["done"].append(f"wrote {UNIT_DIR}/{LOAD_UNIT}, {UNIT_DIR}/{SAVE_UNIT}, {POSTINST_HOOK}; "
-                          f"enabled {LOAD_UNIT} ({WANTS_DIR})")
+    report["done"].append(f"wrote {UNIT_DIR}/{LOAD_UNIT}, {UNIT_DIR}/{SAVE_UNIT}, the kernel hooks ({POSTINST_HOOK}, "
+                          f"{POSTRM_HOOK}, {INSTALL_PLUGIN}); enabled {LOAD_UNIT} ({WANTS_DIR})")
+    hotplug_files = hotplug.sync(root, lambda rel, text: _write(root, rel, text), _reload_command(command))
+    if hotplug_files:
+        report["done"].append(f"wrote {', '.join(hotplug_files)} (reload on CPU/memory hotplug)")
+    if hotplug.UDEV_RULE not in hotplug_files and not root.path(hotplug.UDEV_RULE).is_file():
+        report["notes"].append("no udev hotplug rule: the kernel updates the crash header on CPU and memory "
+                               "hotplug itself (crash_hotplug = 1)")
     actions.command(["systemctl", "daemon-reload"], "reload systemd's units")
     capture = capture_of(root, config)
     built = rebuild(root, actions, capture.release, capture.kernel)
@@ -97,22 +107,23 @@ def enable(root, actions, executable: str | None = None) -> dict:
     report["reservation"] = res
     if res["needed"] is None:
         raise KexecfwError(f"cannot size the crash region: {res['how']}; set capture.crashkernel in {CONFIG_PATH}")
-    size = f"{-(-res['needed'] // (1 << 20))}M"
+    size = crashkernel_value(res["needed"])
     if res["enough"]:
         report["notes"].append(f"the running kernel already reserves {res['reserved'] >> 20} MiB "
                                f"(needed {size}): crashkernel= left as it is")
-    elif grub_used(root):
-        from kexecfw.kdump.units import grub_snippet
-        _write(root, GRUB_SNIPPET, grub_snippet(size))
-        actions.command(["update-grub"], "update the GRUB configuration")
-        report["done"].append(f"wrote {GRUB_SNIPPET} (crashkernel={size}) and ran update-grub")
-        report["reboot_needed"] = True
-        report["notes"].append(f"reboot needed: the running kernel reserves {res['reserved'] >> 20} MiB, "
-                               f"the capture kernel needs {size}; after the reboot {LOAD_UNIT} loads it")
     else:
+        report["notes"].append(f"the crash region is too small: {shortfall(res)}")
         report["reboot_needed"] = True
-        report["notes"].append(f"no GRUB here: add crashkernel={size} to the kernel command line of your boot "
-                               "loader yourself, then reboot")
+        if grub_used(root):
+            from kexecfw.kdump.units import grub_snippet
+            _write(root, GRUB_SNIPPET, grub_snippet(size))
+            actions.command(["update-grub"], "update the GRUB configuration")
+            report["done"].append(f"wrote {GRUB_SNIPPET} (crashkernel={size}) and ran update-grub")
+            report["notes"].append(f"reboot needed: GRUB now asks for crashkernel={size}; after the reboot "
+                                   f"{LOAD_UNIT} loads the capture kernel")
+        else:
+            report["notes"].append(f"no GRUB here: add crashkernel={size} to the kernel command line of your "
+                                   "boot loader yourself, then reboot")
     if res["enough"] and root.path(capture.initrd).is_file():
         report["load"] = load(root, actions, config)
     elif res["enough"]:
@@ -120,11 +131,31 @@ def enable(root, actions, executable: str | None = None) -> dict:
     return report
 
 
+def crashkernel_value(needed: int) -> str:
+    """The crashkernel= size that reserves at least ``needed`` bytes (whole MiB)."""
+    return f"{-(-needed // (1 << 20))}M"
+
+
+def shortfall(res: dict) -> str:
+    """A too-small reservation in one sentence: reserved, needed, how much is missing, what to set."""
+    mib = lambda n: f"{-(-n // (1 << 20))} MiB"  # noqa: E731
+    return (f"{mib(res['reserved'])} reserved, {mib(res['needed'])} needed ({res['how']}): "
+            f"{mib(res['needed'] - res['reserved'])} short; set crashkernel={crashkernel_value(res['needed'])} "
+            "(`kexecfw kdump enable` does it through GRUB) and reboot")
+
+
+def _reload_command(command: list[str]) -> str:
+    from kexecfw.kdump.units import command_line
+    return command_line(command, "kdump", "reload")
+
+
 def disable(root, actions) -> dict:
     """Remove what enable installed (the configuration and the dumps stay) and unload the panic kernel."""
+    from kexecfw.kdump import hotplug
+    from kexecfw.kdump.units import INSTALL_PLUGIN, POSTRM_HOOK
     removed = []
     for rel in (f"{WANTS_DIR}/{LOAD_UNIT}", f"{UNIT_DIR}/{LOAD_UNIT}", f"{UNIT_DIR}/{SAVE_UNIT}", POSTINST_HOOK,
-                GRUB_SNIPPET):
+                POSTRM_HOOK, INSTALL_PLUGIN, *hotplug.FILES, GRUB_SNIPPET):
         path = root.path(rel)
         if path.is_symlink() or path.exists():
             path.unlink()
@@ -152,13 +183,33 @@ def load(root, actions, config: KdumpConfig | None = None) -> dict:
         raise NoSpaceError("no crash kernel region is reserved: run `kexecfw kdump enable`, then reboot")
     plan, ctx = plan_capture(root, capture)
     actions.load_panic(plan, ctx)
-    actions.write_proc("proc/sys/kernel/panic_on_oops", "1")
+    if root.path(f"{UNIT_DIR}/{LOAD_UNIT}").is_file():
+        # the load may have turned crash_hotplug to 1 (the kernel then updates the header itself): the
+        # rule follows, and so does `status`
+        from kexecfw.kdump import hotplug
+        from kexecfw.kdump.units import kexecfw_command
+        hotplug.sync(root, lambda rel, text: _write(root, rel, text), _reload_command(kexecfw_command()))
     doc = {"schema": 1, "time": int(time.time()), **capture.to_json(), "syscall": plan.syscall,
            "kernel_sha256": sha256_file(root.path(capture.kernel)),
            "initrd_sha256": sha256_file(root.path(capture.initrd)),
            "cmdline_sha256": _sha_text(capture.cmdline), "live": actions.live}
+    if res["needed"] is not None and not res["enough"]:
+        doc["warnings"] = [f"the crash region is too small: {shortfall(res)}"]
     write_state(root, LOADED_JSON, doc)
+    _panic_on_oops(root, actions)       # after the record: a refused sysctl leaves the load known
     return doc
+
+
+def _panic_on_oops(root, actions) -> None:
+    """kernel.panic_on_oops=1, as kdump-tools sets it: an oops then panics, and the panic dumps. On the live
+    system the value is read back: a kernel that keeps 0 (a sysctl locked by policy) is an error, not a
+    machine that silently never dumps an oops."""
+    actions.write_proc("proc/sys/kernel/panic_on_oops", "1")
+    if actions.live:
+        now = (root.read_optional("proc/sys/kernel/panic_on_oops") or "").strip()
+        if now != "1":
+            raise KexecfwError(f"kernel.panic_on_oops is {now or 'unreadable'} after writing 1 to "
+                               "/proc/sys/kernel/panic_on_oops: an oops would not dump")
 
 
 def unload(root, actions) -> bool:

@@ -22,7 +22,7 @@ def gather(root) -> dict:
     from kexecfw.kdump.dumps import free_space, list_dumps, local_target
     from kexecfw.kdump.initrd import initrd_state
     from kexecfw.kdump.plan import capture_of, sha256_file
-    from kexecfw.kdump.service import reservation
+    from kexecfw.kdump.service import reservation, shortfall
     config = load_config(root)
     capture = capture_of(root, config)
     checks = []
@@ -43,8 +43,7 @@ def gather(root) -> dict:
     elif res["enough"]:
         detail = f"{mib(res['reserved'])} reserved, {mib(res['needed'])} needed ({res['how']})"
     else:
-        detail = (f"{mib(res['reserved'])} reserved, {mib(res['needed'])} needed ({res['how']}): "
-                  f"{mib(res['needed'] - res['reserved'])} short; `kexecfw kdump enable` and reboot")
+        detail = shortfall(res)
     checks.append(_check("reservation", res["reserved"] > 0 and (res["needed"] is None or res["enough"]), detail))
 
     kernel_there = root.path(capture.kernel).is_file()
@@ -89,6 +88,9 @@ def gather(root) -> dict:
     checks.append(_check("panic_on_oops", panic_on_oops == "1",
                          f"kernel.panic_on_oops = {panic_on_oops or 'unknown'}"
                          + ("" if panic_on_oops == "1" else " (an oops will not dump; load sets it)"), False))
+
+    from kexecfw.kdump.hotplug import status_check
+    checks.append(_check("hotplug", *status_check(root), False))
 
     selftest = selftest_result(read_state(root, SELFTEST_JSON), dumps)
     armed = all(c["ok"] for c in checks if c["required"])

@@ -10,9 +10,11 @@ import os
 import shlex
 import sys
 
-from kexecfw.kdump import LOAD_UNIT, SAVE_UNIT
+from kexecfw.kdump import LOAD_UNIT, SAVE_UNIT, initrd_path, manifest_path
 from kexecfw.kdump.config import KdumpConfig
 
+POSTRM_HOOK = "/etc/kernel/postrm.d/zz-kexecfw-kdump"
+INSTALL_PLUGIN = "/etc/kernel/install.d/90-kexecfw-kdump.install"
 # systemd's FailureAction= for the save unit when the save process itself dies without acting
 SYSTEMD_FAILURE_ACTION = {"reboot": "reboot", "poweroff": "poweroff", "shell": "none"}
 
@@ -27,8 +29,10 @@ def kexecfw_command(executable: str | None = None) -> list[str]:
     return [executable, "-m", "kexecfw"]
 
 
-def _cmd(base: list[str], *args: str) -> str:
+def command_line(base: list[str], *args: str) -> str:
+    """``base`` and ``args`` as one shell-quoted line (what ExecStart= and the hooks run)."""
     return " ".join(shlex.quote(w) for w in [*base, *args])
+
 
 
 def load_unit(command: list[str]) -> str:
@@ -49,8 +53,8 @@ Conflicts=kdump-tools.service
 [Service]
 Type=oneshot
 RemainAfterExit=yes
-ExecStart={_cmd(command, "kdump", "load")}
-ExecStop={_cmd(command, "kdump", "unload")}
+ExecStart={command_line(command, "kdump", "load")}
+ExecStop={command_line(command, "kdump", "unload")}
 
 [Install]
 WantedBy=basic.target
@@ -76,25 +80,73 @@ FailureAction={SYSTEMD_FAILURE_ACTION[config.failure_action]}
 Type=oneshot
 StandardOutput=journal+console
 StandardError=journal+console
-ExecStart={_cmd(command, "kdump", "save")}
+ExecStart={command_line(command, "kdump", "save")}
 """
+
+
+def _kernel_added(command: list[str], release: str) -> str:
+    """Shell lines for a kernel ``release`` just installed: build its capture initrd, and reload when it
+    is the running one (after a reboot into it, the load unit loads it). A failure is reported, not
+    fatal: the kernel's installation goes on, and the load unit at the next boot builds what is missing."""
+    return f"""\
+{command_line(command, "kdump", "rebuild")} --release "{release}" || \\
+    echo "kexecfw kdump: could not build the capture initrd for {release}; the next boot's load builds it" >&2
+if [ "$(uname -r)" = "{release}" ]; then
+    {command_line(command, "kdump", "reload")} || echo "kexecfw kdump: reload failed: see kexecfw kdump status" >&2
+fi
+"""
+
+
+def _kernel_removed(release: str) -> str:
+    return f'rm -f "{initrd_path(release)}" "{manifest_path(release)}"\n'
 
 
 def postinst_hook(command: list[str]) -> str:
-    """/etc/kernel/postinst.d/ hook: a new kernel gets its capture initrd, and is loaded when it is the
-    running one (after a reboot into it, the load unit does that)."""
+    """/etc/kernel/postinst.d/ hook (Debian's kernel packages run it with the release and the image)."""
     return f"""\
 #!/bin/sh
-# Written by `kexecfw kdump enable`: rebuild the capture initrd for a newly installed kernel, then reload.
+# Written by `kexecfw kdump enable` (removed by `kexecfw kdump disable`): a newly installed kernel gets
+# its capture initrd, and is reloaded when it is the running one.
 # Arguments (Debian kernel hooks): $1 = kernel release, $2 = the kernel image.
-set -e
 [ -n "$1" ] || exit 0
-{_cmd(command, "kdump", "rebuild")} --release "$1"
-if [ "$(uname -r)" = "$1" ]; then
-    {_cmd(command, "kdump", "reload")}
-fi
+{_kernel_added(command, "$1")}exit 0
+"""
+
+
+def postrm_hook() -> str:
+    """/etc/kernel/postrm.d/ hook: a removed kernel's capture initrd goes with it."""
+    return f"""\
+#!/bin/sh
+# Written by `kexecfw kdump enable` (removed by `kexecfw kdump disable`): remove the capture initrd of a
+# removed kernel. Arguments (Debian kernel hooks): $1 = kernel release.
+[ -n "$1" ] || exit 0
+{_kernel_removed("$1")}exit 0
+"""
+
+
+def install_plugin(command: list[str]) -> str:
+    """/etc/kernel/install.d/ plugin for kernel-install(8) (systemd-boot and UKI setups): the same as the
+    Debian hooks; building twice when both run is harmless (the second build finds the initrd current)."""
+    return f"""\
+#!/bin/sh
+# Written by `kexecfw kdump enable` (removed by `kexecfw kdump disable`): kernel-install plugin.
+# Arguments: add|remove KERNEL_VERSION ENTRY_DIR [KERNEL_IMAGE [INITRD...]]; exit 0 (77 would stop the
+# plugins after this one).
+COMMAND="$1"
+KERNEL_VERSION="$2"
+[ -n "$KERNEL_VERSION" ] || exit 0
+case "$COMMAND" in
+add)
+{_indent(_kernel_added(command, "$KERNEL_VERSION"))}    ;;
+remove)
+    {_kernel_removed("$KERNEL_VERSION")}    ;;
+esac
 exit 0
 """
+
+
+def _indent(text: str) -> str:
+    return "".join(f"    {line}" if line.strip() else line for line in text.splitlines(keepends=True))
 
 
 def grub_snippet(size: str) -> str:
