@@ -15,6 +15,11 @@ editable install adds tens of milliseconds of import-hook start-up that no user 
     python3 bench/run.py dump-rss [--sizes 1G,8G] [--lab-dir DIR ...]
                                                  # in the capture kernel of filled lab guests: save -d 31
                                                  # (zlib, zstd) vs makedumpfile -d 31 -c, peak RSS per size
+    .venv/bin/python bench/run.py capture [--sizes 1G,8G] [--rounds 5] [--lab-root DIR]
+                                                 # in the capture kernel (one CPU) of filled lab guests:
+                                                 # save -d 31 (default codec) vs makedumpfile -c / -l,
+                                                 # alternating rounds; JSON, Markdown and a plot
+                                                 # (matplotlib: the project venv's), see bench/capture.py
     python3 bench/run.py all                     # every benchmark whose inputs are found
 """
 from __future__ import annotations
@@ -280,23 +285,35 @@ def bench_plan(py: str, sysroot: Path, kernel: Path, initrd: Path | None, runs: 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("which", choices=["dmesg", "dump", "dump-rss", "plan", "load", "all"])
+    p.add_argument("which", choices=["dmesg", "dump", "dump-rss", "capture", "plan", "load", "all"])
     p.add_argument("--arch", default="x86_64", help="guest architecture for the load benchmark")
     p.add_argument("--vmcore", type=Path, help="ELF vmcore for dmesg (default: the x86_64 fixture's mini vmcore)")
     p.add_argument("--sysroot", type=Path, help="sysroot for plan (default: the x86_64 fixture's)")
     p.add_argument("--kernel", type=Path, help="kernel for plan (default: the lab cache's x86_64 kernel)")
     p.add_argument("--initrd", type=Path)
     p.add_argument("--runs", type=int, default=15)
-    p.add_argument("--sizes", default="1G,8G", help="dump-rss: guest RAM sizes to boot, filled (default 1G,8G)")
+    p.add_argument("--sizes", default="1G,8G",
+                   help="dump-rss, capture: guest RAM sizes to boot, filled (default 1G,8G)")
     p.add_argument("--lab-dir", type=Path, action="append", default=[],
-                   help="dump-rss: an earlier `lab run --fill-memory` results directory (repeatable; with "
-                        "--sizes '' nothing is booted)")
-    p.add_argument("--timeout", type=int, default=3600, help="dump-rss: seconds per lab run")
+                   help="dump-rss, capture: an earlier `lab run --fill-memory` (capture: with --dump-rounds) "
+                        "results directory (repeatable; with --sizes '' nothing is booted)")
+    p.add_argument("--timeout", type=int, default=3600, help="dump-rss, capture: seconds per lab run")
+    p.add_argument("--rounds", type=int, default=5, help="capture: rounds of each dump tool per guest (default 5)")
+    p.add_argument("--lab-root", type=Path, default=None,
+                   help="capture: where the lab results directories go (default: a new temporary directory)")
+    p.add_argument("--json-out", type=Path, default=REPO / "docs" / "bench" / "capture.json",
+                   help="capture: the JSON result (its Markdown goes next to it as .md; default %(default)s)")
+    p.add_argument("--plot", type=Path, default=REPO / "docs" / "images" / "capture-dump-time.png",
+                   help="capture: the plot of dump time against guest RAM (default %(default)s)")
+    p.add_argument("--from-json", type=Path, default=None,
+                   help="capture: redraw the Markdown and the plot of a recorded result; nothing is run")
     p.add_argument("--markdown", action="store_true", help="also print the results as a Markdown table (README)")
     p.add_argument("--python", default=SYSTEM_PYTHON if os.path.exists(SYSTEM_PYTHON) else sys.executable,
                    help=f"interpreter for kexecfw and the bare-python baseline (default {SYSTEM_PYTHON}, "
                         "else this one)")
     args = p.parse_args(argv)
+    if args.which == "capture":
+        return bench_capture(args)
     py = bench_python(args.python)
     version = subprocess.run([py, "-c", "import platform; print(platform.python_version())"],
                              capture_output=True, text=True, check=True).stdout.strip()
@@ -327,6 +344,38 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.markdown:
         print(markdown_table(rows, machine))
+    return 0
+
+
+def capture_module():
+    """bench/capture.py, found by path (this script may run with PYTHONSAFEPATH, or be loaded by a test)."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("bench_capture", Path(__file__).with_name("capture.py"))
+    module = sys.modules.setdefault("bench_capture", importlib.util.module_from_spec(spec))
+    if not hasattr(module, "bench"):
+        spec.loader.exec_module(module)
+    return module
+
+
+def bench_capture(args: argparse.Namespace) -> int:
+    """The capture-kernel benchmark: boot the --sizes (the lab runs on the host's kexecfw: this
+    interpreter's when it has one, else the bench venv's), read them and the --lab-dir results."""
+    if args.from_json:
+        return capture_outputs(json.loads(args.from_json.read_text()), args)
+    sizes = [s for s in args.sizes.split(",") if s] if args.sizes else []
+    py = sys.executable
+    if sizes and subprocess.run([py, "-c", "import kexecfw.lab"], capture_output=True).returncode != 0:
+        py = bench_python(args.python)
+    lab_root = args.lab_root or Path(tempfile.mkdtemp(prefix="kexecfw-bench-capture-"))
+    machine = f"host {platform.machine()}, {os.cpu_count()} CPUs, QEMU TCG, {time.strftime('%Y-%m-%d')}"
+    return capture_outputs(capture_module().bench(py, sizes, args.rounds, args.lab_dir, lab_root, args.timeout,
+                                                  machine), args)
+
+
+def capture_outputs(result: dict, args: argparse.Namespace) -> int:
+    """Write the capture benchmark's JSON, Markdown and plot; print the Markdown."""
+    print(capture_module().write_outputs(result, args.json_out, args.plot))
+    print(f"# wrote {args.json_out}, {args.json_out.with_suffix('.md')} and {args.plot}")
     return 0
 
 
