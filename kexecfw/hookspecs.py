@@ -17,10 +17,18 @@ Conventions
 -----------
 * Hooks are called with keyword arguments only; implement only the parameters
   you need (pluggy passes the ones your function names).
-* ``firstresult`` hooks ask "the architecture that owns this": return ``None``
-  when ``ctx.arch.name`` (or the ELF ``machine``) is not yours, so the next
-  plugin answers. The core registers generic defaults as ``trylast``
-  implementations, so an architecture overrides them by implementing the hook.
+* The core decides whose turn it is, not the plugin: a hook that takes ``ctx`` is
+  called on the plugin that serves ``ctx.arch`` only (the one whose
+  :func:`kexecfw_architectures` names it), a hook that takes ``machine`` on the
+  plugin serving that ELF machine only; a plugin that serves no architecture
+  (the core's defaults, an observer or a ``wrapper=True`` logger) is called for
+  every architecture. So an implementation never checks ``ctx.arch``: it is
+  only ever called for its own. :func:`kexecfw_architectures` is the one hook
+  called on every plugin. Each hook's docstring below says which it is.
+* ``firstresult`` hooks stop at the first non-None answer. The core registers
+  generic defaults as ``trylast`` implementations, so an architecture overrides
+  them by implementing the hook; return ``None`` to leave a step to the default
+  (x86_64's :func:`kexecfw_plan_load` does for classic loads).
 * Raise :class:`kexecfw.errors.KexecfwError` (or a subclass) with a one-line,
   actionable message for anything the user must fix.
 * A load is planned in this order; each step sees what the earlier ones added
@@ -61,7 +69,7 @@ hookspec = pluggy.HookspecMarker("kexecfw")
 def kexecfw_architectures() -> list[ArchSpec]:
     """Return the architectures this plugin serves (usually one :class:`~kexecfw.model.ArchSpec`).
 
-    Collected from every plugin. The ArchSpec names the architecture, its aliases
+    Called on every plugin, and collected. The ArchSpec names the architecture, its aliases
     (``aarch64``, ``amd64``), its ELF machine (used to pick the plugin for a
     sysroot from its proc/kcore, and for vmcores), page size and syscall numbers.
     """
@@ -77,6 +85,8 @@ def kexecfw_probe_kernel(ctx: LoadContext, kernel_file: KernelFile) -> KernelIma
     None if the file is not an image of your architecture; raise a
     KexecfwError when it is yours but cannot be loaded (say why: wrong page
     size, big-endian, too old a boot protocol ...).
+
+    Called on ``ctx.arch``'s plugin only.
     """
 
 
@@ -90,6 +100,8 @@ def kexecfw_memory_map(ctx: LoadContext) -> MemoryMap | None:
     region(s) and the running kernel's code/data. The core's default parses
     proc/iomem; implement this to use other sources (sys/firmware/memmap, the
     device tree) or to refine the classification.
+
+    Called on ``ctx.arch``'s plugin only.
     """
 
 
@@ -102,6 +114,8 @@ def kexecfw_place_kernel(ctx: LoadContext, planner: Planner) -> int | None:
     The returned physical address is where the purgatory jumps. Follow your
     architecture's placement rules (alignment, text offset, preferred address).
     For a panic load the planner only offers the crash region.
+
+    Called on ``ctx.arch``'s plugin only.
     """
 
 
@@ -110,6 +124,8 @@ def kexecfw_place_initrd(ctx: LoadContext, planner: Planner, initrd: bytes) -> S
     """Add the initrd segment (``initrd`` is the file's content); return it.
 
     The core's default places it at the lowest page-aligned hole above the kernel.
+
+    Called on ``ctx.arch``'s plugin only.
     """
 
 
@@ -122,6 +138,8 @@ def kexecfw_elfcore_info(ctx: LoadContext) -> ElfcoreInfo | None:
     PT_LOADs, and optionally which physical ranges to dump. The core adds one
     PT_NOTE per CPU from crash_notes and one for VMCOREINFO, and places the
     header top-down in the crash region.
+
+    Called on ``ctx.arch``'s plugin only.
     """
 
 
@@ -134,6 +152,8 @@ def kexecfw_boot_params(ctx: LoadContext, planner: Planner, kernel_entry: int) -
     holds the kernel, the initrd (``planner.get("initrd")``) and, for a panic
     load, the elfcorehdr (``planner.get("elfcorehdr")``). ``ctx.cmdline`` is the
     command line to pass; extend it here if your architecture passes facts there.
+
+    Called on ``ctx.arch``'s plugin only.
     """
 
 
@@ -148,6 +168,8 @@ def kexecfw_purgatory(ctx: LoadContext, planner: Planner, kernel_entry: int) -> 
     (layout in kexecfw/purgatory/verify.c, whose ``purgatory_verify_sha256`` also
     checks that the rest up to memsz is zero; zero regions with
     ``--skip-sha256``). Return None for a load without purgatory.
+
+    Called on ``ctx.arch``'s plugin only.
     """
 
 
@@ -158,6 +180,8 @@ def kexecfw_relocation_types(machine: int) -> dict[int, tuple[str, RelocationApp
     The core's linker rejects any other type by name. ``apply(buf, offset,
     place, value)`` patches ``buf`` at ``offset``: ``place`` is the load address
     of that byte, ``value`` is S + A.
+
+    Called on the plugin serving ``machine`` only.
     """
 
 
@@ -165,7 +189,8 @@ def kexecfw_relocation_types(machine: int) -> dict[int, tuple[str, RelocationApp
 def kexecfw_finalize_plan(ctx: LoadContext, plan: Plan) -> None:
     """Last change to a plan before validation: adjust ``plan.entry`` or ``plan.flags``.
 
-    Called on every plugin; leave plans of other architectures alone.
+    Not ``firstresult``: called on ``ctx.arch``'s plugin only, and on every plugin that serves no
+    architecture.
     """
 
 
@@ -180,6 +205,8 @@ def kexecfw_plan_load(ctx: LoadContext) -> Plan | None:
             plan = yield
             print(plan.segments)
             return plan
+
+    Called on ``ctx.arch``'s plugin only.
     """
 
 
@@ -191,4 +218,6 @@ def kexecfw_prstatus_registers(machine: int) -> list[str] | None:
 
     Each is an unsigned long of the architecture (x86_64: ``struct pt_regs`` as
     ``user_regs_struct``, 27 names; arm64: ``x0``..``x30``, ``sp``, ``pc``, ``pstate``).
+
+    Called on the plugin serving ``machine`` only.
     """

@@ -104,6 +104,39 @@ class Hooks:
     def __init__(self, pm: pluggy.PluginManager | None = None) -> None:
         self.pm = pm or plugin_manager()
         self.hook = self.pm.hook
+        # (the registered plugins, {architecture name: the plugins that serve other architectures})
+        self._others: tuple[frozenset[object], dict[str, frozenset[object]]] = (frozenset(), {})
+        self._callers: dict[tuple[str, str], Any] = {}
+
+    def _serving(self) -> dict[str, frozenset[object]]:
+        """For each architecture, the plugins that serve another one, recomputed when a plugin is
+        registered or unregistered (the deferred entry points, a notebook's toy)."""
+        plugins = frozenset(self.pm.get_plugins())
+        if plugins != self._others[0]:
+            serves: dict[object, set[str]] = {}
+            for impl in self.hook.kexecfw_architectures.get_hookimpls():
+                serves[impl.plugin] = {spec.name for spec in impl.function()}
+            archs = set().union(*serves.values())
+            others = {arch: frozenset(p for p, names in serves.items() if arch not in names) for arch in archs}
+            self._others = (plugins, others)
+            self._callers.clear()
+        return self._others[1]
+
+    def for_arch(self, arch: str, hook: str) -> Any:
+        """``hook`` called on the plugin that serves ``arch`` (and on the plugins that serve no architecture:
+        the core's defaults, observers), never on another architecture's plugin."""
+        others = self._serving().get(arch, frozenset())
+        caller = self._callers.get((arch, hook))
+        if caller is None:
+            caller = self._callers[(arch, hook)] = self.pm.subset_hook_caller(hook, others)
+        return caller
+
+    def _call(self, ctx: "LoadContext", hook: str, **kwargs: Any) -> Any:
+        return self.for_arch(ctx.arch.name, hook)(ctx=ctx, **kwargs)
+
+    def _for_machine(self, machine: int, hook: str) -> Any | None:
+        spec = self.arch_for_machine(machine)
+        return None if spec is None else self.for_arch(spec.name, hook)
 
     def architectures(self) -> list["ArchSpec"]:
         """Every architecture, the entry-point plugins' included."""
@@ -136,43 +169,42 @@ class Hooks:
         return self._find_architecture(lambda s: s.elf_machine == machine)
 
     def memory_map(self, ctx: "LoadContext") -> "MemoryMap":
-        return self.hook.kexecfw_memory_map(ctx=ctx)
+        return self._call(ctx, "kexecfw_memory_map")
 
     def probe_kernel(self, ctx: "LoadContext", kernel_file: "KernelFile") -> "KernelImage | None":
-        return self.hook.kexecfw_probe_kernel(ctx=ctx, kernel_file=kernel_file)
+        return self._call(ctx, "kexecfw_probe_kernel", kernel_file=kernel_file)
 
     def place_kernel(self, ctx: "LoadContext", planner: "Planner") -> int:
-        entry = self.hook.kexecfw_place_kernel(ctx=ctx, planner=planner)
+        entry = self._call(ctx, "kexecfw_place_kernel", planner=planner)
         if entry is None:
             raise KexecfwError(f"the {ctx.arch.name} plugin cannot place a kernel (no kexecfw_place_kernel)")
         return int(entry)
 
     def place_initrd(self, ctx: "LoadContext", planner: "Planner", initrd: bytes) -> "Segment":
-        return self.hook.kexecfw_place_initrd(ctx=ctx, planner=planner, initrd=initrd)
+        return self._call(ctx, "kexecfw_place_initrd", planner=planner, initrd=initrd)
 
     def elfcore_info(self, ctx: "LoadContext") -> "ElfcoreInfo | None":
-        return self.hook.kexecfw_elfcore_info(ctx=ctx)
+        return self._call(ctx, "kexecfw_elfcore_info")
 
     def boot_params(self, ctx: "LoadContext", planner: "Planner", kernel_entry: int) -> bool:
-        return bool(self.hook.kexecfw_boot_params(ctx=ctx, planner=planner, kernel_entry=kernel_entry))
+        return bool(self._call(ctx, "kexecfw_boot_params", planner=planner, kernel_entry=kernel_entry))
 
     def purgatory(self, ctx: "LoadContext", planner: "Planner", kernel_entry: int) -> "PurgatoryObject | None":
-        return self.hook.kexecfw_purgatory(ctx=ctx, planner=planner, kernel_entry=kernel_entry)
+        return self._call(ctx, "kexecfw_purgatory", planner=planner, kernel_entry=kernel_entry)
 
     def relocation_types(self, machine: int) -> "dict[int, tuple[str, RelocationApplier]]":
-        return self.hook.kexecfw_relocation_types(machine=machine) or {}
+        caller = self._for_machine(machine, "kexecfw_relocation_types")
+        return (caller(machine=machine) if caller is not None else None) or {}
 
     def finalize_plan(self, ctx: "LoadContext", plan: "Plan") -> None:
-        self.hook.kexecfw_finalize_plan(ctx=ctx, plan=plan)
+        self._call(ctx, "kexecfw_finalize_plan", plan=plan)
 
     def plan_load(self, ctx: "LoadContext") -> "Plan":
-        return self.hook.kexecfw_plan_load(ctx=ctx)
+        return self._call(ctx, "kexecfw_plan_load")
 
     def prstatus_registers(self, machine: int) -> list[str] | None:
-        names = self.hook.kexecfw_prstatus_registers(machine=machine)
-        if names is None and load_deferred_plugins(self.pm):
-            names = self.hook.kexecfw_prstatus_registers(machine=machine)
-        return names
+        caller = self._for_machine(machine, "kexecfw_prstatus_registers")
+        return None if caller is None else caller(machine=machine)
 
     def implemented_hooks(self, plugin: object) -> list[str]:
         return sorted(h.name for h in self.pm.get_hookcallers(plugin) or [])

@@ -120,6 +120,9 @@ def test_every_hook_is_documented_and_prefixed():
         fn = getattr(hookspecs, name)
         assert fn.__doc__ and len(fn.__doc__.strip()) > 40, f"{name} needs a docstring for plugin authors"
         assert hasattr(fn, "kexecfw_spec"), f"{name} is not marked as a hook spec"
+        # which plugins the core calls it on: every plugin, or the architecture's only
+        assert "Called on every plugin" in fn.__doc__ or "plugin only" in fn.__doc__ or \
+            "serving ``machine`` only" in fn.__doc__, f"{name}'s docstring must say which plugins it is called on"
     load_hooks = [n for n in specs if n not in ("kexecfw_architectures", "kexecfw_prstatus_registers")]
     for name in load_hooks:
         if name in ("kexecfw_relocation_types",):

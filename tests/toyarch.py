@@ -20,7 +20,7 @@ def kexecfw_architectures():
 
 @hookimpl
 def kexecfw_probe_kernel(ctx, kernel_file):
-    if ctx.arch.name != "toy64" or not kernel_file.data.startswith(MAGIC):
+    if not kernel_file.data.startswith(MAGIC):
         return None
     calls.append("probe")
     return KernelImage("toy64", "toy image", kernel_file.data[len(MAGIC):], {"size": len(kernel_file.data)})
@@ -28,24 +28,18 @@ def kexecfw_probe_kernel(ctx, kernel_file):
 
 @hookimpl
 def kexecfw_place_kernel(ctx, planner):
-    if ctx.arch.name != "toy64":
-        return None
     calls.append("place_kernel")
     return planner.add("kernel", ctx.kernel.payload, align=2 << 20).mem
 
 
 @hookimpl
 def kexecfw_elfcore_info(ctx):
-    if ctx.arch.name != "toy64":
-        return None
     calls.append("elfcore_info")
     return ElfcoreInfo(machine=ARCH.elf_machine, kernel_text=None, page_offset=0xFFFF800000000000)
 
 
 @hookimpl
 def kexecfw_boot_params(ctx, planner, kernel_entry):
-    if ctx.arch.name != "toy64":
-        return None
     calls.append("boot_params")
     hdr = planner.get("elfcorehdr")
     cmdline = ctx.cmdline + (f" elfcorehdr={hdr.mem:#x}" if hdr else "")

@@ -45,9 +45,6 @@ ARCH = ArchSpec(
 )
 
 
-def _ours(ctx: LoadContext) -> bool:
-    return ctx.arch.name == ARCH.name
-
 
 @hookimpl
 def kexecfw_architectures() -> list[ArchSpec]:
@@ -64,8 +61,6 @@ def _running_page_size(ctx: LoadContext) -> int:
 
 @hookimpl
 def kexecfw_probe_kernel(ctx: LoadContext, kernel_file: KernelFile) -> KernelImage | None:
-    if not _ours(ctx):
-        return None
     from kexecfw.plugins.arm64.image import check_loadable, is_uki, unwrap
     what = str(kernel_file.path)
     probed = unwrap(kernel_file.data, what)
@@ -86,8 +81,6 @@ def kexecfw_probe_kernel(ctx: LoadContext, kernel_file: KernelFile) -> KernelIma
 def kexecfw_memory_map(ctx: LoadContext) -> MemoryMap | None:
     """iomem, plus what the running device tree reserves (/memreserve/, no-reuse /reserved-memory) and
     iomem does not already mark: the next kernel honours those reservations too."""
-    if not _ours(ctx):
-        return None
     from kexecfw.dtboot import add_firmware_reservations
     from kexecfw.memory.iomem import read_iomem
     return add_firmware_reservations(ctx, read_iomem(ctx.sysroot))
@@ -95,24 +88,18 @@ def kexecfw_memory_map(ctx: LoadContext) -> MemoryMap | None:
 
 @hookimpl
 def kexecfw_place_kernel(ctx: LoadContext, planner: Planner) -> int | None:
-    if not _ours(ctx):
-        return None
     from kexecfw.flatimage import place_kernel
     return place_kernel(ctx, planner)
 
 
 @hookimpl
 def kexecfw_place_initrd(ctx: LoadContext, planner: Planner, initrd: bytes) -> Segment | None:
-    if not _ours(ctx):
-        return None
     from kexecfw.plugins.arm64 import placement
     return placement.place_initrd(ctx, planner, initrd)
 
 
 @hookimpl
 def kexecfw_elfcore_info(ctx: LoadContext) -> ElfcoreInfo | None:
-    if not _ours(ctx):
-        return None
     from kexecfw.memory.iomem import read_iomem
     from kexecfw.plugins.arm64.vmcore_facts import kernel_address_space
     memmap = ctx.memmap if ctx.memmap is not None else read_iomem(ctx.sysroot)
@@ -128,8 +115,6 @@ def kexecfw_elfcore_info(ctx: LoadContext) -> ElfcoreInfo | None:
 
 @hookimpl
 def kexecfw_boot_params(ctx: LoadContext, planner: Planner, kernel_entry: int) -> bool | None:
-    if not _ours(ctx):
-        return None
     from kexecfw.dtboot import add_dtb
     from kexecfw.plugins.arm64 import placement
     add_dtb(ctx, planner, lambda blob: placement.place_dtb(planner, blob))
@@ -138,8 +123,6 @@ def kexecfw_boot_params(ctx: LoadContext, planner: Planner, kernel_entry: int) -
 
 @hookimpl
 def kexecfw_purgatory(ctx: LoadContext, planner: Planner, kernel_entry: int) -> PurgatoryObject | None:
-    if not _ours(ctx):
-        return None
     from kexecfw.plugins.arm64 import placement
     dtb = planner.get("dtb")
     if dtb is None:
@@ -160,7 +143,5 @@ def kexecfw_purgatory(ctx: LoadContext, planner: Planner, kernel_entry: int) -> 
 
 @hookimpl
 def kexecfw_relocation_types(machine: int) -> dict[int, tuple[str, RelocationApplier]] | None:
-    if machine != EM_AARCH64:
-        return None
     from kexecfw.plugins.arm64.relocations import RELOCATION_TYPES
     return dict(RELOCATION_TYPES)

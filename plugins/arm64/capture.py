@@ -10,4 +10,4 @@ USER_PT_REGS = [f"x{i}" for i in range(31)] + ["sp", "pc", "pstate"]
 
 @hookimpl
 def kexecfw_prstatus_registers(machine: int) -> list[str] | None:
-    return list(USER_PT_REGS) if machine == EM_AARCH64 else None
+    return list(USER_PT_REGS)

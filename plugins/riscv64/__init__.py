@@ -33,9 +33,6 @@ ARCH = ArchSpec(
 VMCOREINFO_ARTIFACT = "riscv64_address_space"
 
 
-def _ours(ctx: LoadContext) -> bool:
-    return ctx.arch.name == ARCH.name
-
 
 @hookimpl
 def kexecfw_architectures() -> list[ArchSpec]:
@@ -44,8 +41,6 @@ def kexecfw_architectures() -> list[ArchSpec]:
 
 @hookimpl
 def kexecfw_probe_kernel(ctx: LoadContext, kernel_file: KernelFile) -> KernelImage | None:
-    if not _ours(ctx):
-        return None
     from kexecfw.plugins.riscv64.image import check_loadable, unwrap
     what = str(kernel_file.path)
     probed = unwrap(kernel_file.data, what)
@@ -60,24 +55,18 @@ def kexecfw_probe_kernel(ctx: LoadContext, kernel_file: KernelFile) -> KernelIma
 
 @hookimpl
 def kexecfw_place_kernel(ctx: LoadContext, planner: Planner) -> int | None:
-    if not _ours(ctx):
-        return None
     from kexecfw.flatimage import place_kernel
     return place_kernel(ctx, planner)
 
 
 @hookimpl
 def kexecfw_place_initrd(ctx: LoadContext, planner: Planner, initrd: bytes) -> Segment | None:
-    if not _ours(ctx):
-        return None
     from kexecfw.plugins.riscv64 import placement
     return placement.place_initrd(ctx, planner, initrd)
 
 
 @hookimpl
 def kexecfw_elfcore_info(ctx: LoadContext) -> ElfcoreInfo | None:
-    if not _ours(ctx):
-        return None
     from kexecfw.dtboot import source_device_tree
     from kexecfw.memory.iomem import read_iomem
     from kexecfw.plugins.riscv64.vmcore_facts import address_space, dump_ranges, firmware_ranges
@@ -102,8 +91,6 @@ def kexecfw_elfcore_info(ctx: LoadContext) -> ElfcoreInfo | None:
 def kexecfw_boot_params(ctx: LoadContext, planner: Planner, kernel_entry: int) -> bool | None:
     """The DTB: sys/firmware/fdt (or --dtb) with /chosen rewritten, as on arm64. riscv's kexec_load
     finds it by its FDT magic among the segments and passes its address in a1 (machine_kexec.c)."""
-    if not _ours(ctx):
-        return None
     from kexecfw.dtboot import add_dtb
     from kexecfw.plugins.riscv64 import placement
     add_dtb(ctx, planner, lambda blob: placement.place_dtb(planner, blob),

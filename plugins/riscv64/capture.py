@@ -13,4 +13,4 @@ assert len(USER_REGS_STRUCT) == 32
 
 @hookimpl
 def kexecfw_prstatus_registers(machine: int) -> list[str] | None:
-    return list(USER_REGS_STRUCT) if machine == EM_RISCV else None
+    return list(USER_REGS_STRUCT)

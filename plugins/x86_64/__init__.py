@@ -35,9 +35,6 @@ _4G = 1 << 32
 PURGATORY_OBJECT = Path(__file__).parent / "purgatory" / "purgatory.ro"
 
 
-def _mine(ctx: LoadContext) -> bool:
-    return ctx.arch.name == ARCH.name
-
 
 @hookimpl
 def kexecfw_architectures() -> list[ArchSpec]:
@@ -48,8 +45,6 @@ def kexecfw_architectures() -> list[ArchSpec]:
 
 @hookimpl
 def kexecfw_probe_kernel(ctx: LoadContext, kernel_file: KernelFile) -> KernelImage | None:
-    if not _mine(ctx):
-        return None
     from kexecfw.plugins.x86_64.bzimage import looks_like_bzimage, parse_bzimage
     from kexecfw.plugins.x86_64.running import running_kernel
     data = kernel_file.data
@@ -74,8 +69,6 @@ def kexecfw_probe_kernel(ctx: LoadContext, kernel_file: KernelFile) -> KernelIma
 
 @hookimpl
 def kexecfw_memory_map(ctx: LoadContext) -> MemoryMap | None:
-    if not _mine(ctx):
-        return None
     from kexecfw.plugins.x86_64.memmap import read_efi_runtime_map, x86_memory_map
     memmap = x86_memory_map(ctx.sysroot)
     efi = read_efi_runtime_map(ctx.sysroot)
@@ -96,8 +89,6 @@ def _bzimage(ctx: LoadContext):
 
 @hookimpl
 def kexecfw_place_kernel(ctx: LoadContext, planner: Planner) -> int | None:
-    if not _mine(ctx):
-        return None
     from kexecfw.plugins.x86_64.bzimage import XLF_CAN_BE_LOADED_ABOVE_4G
     image = _bzimage(ctx)
     h = image.header
@@ -114,8 +105,6 @@ def kexecfw_place_kernel(ctx: LoadContext, planner: Planner) -> int | None:
 
 @hookimpl
 def kexecfw_place_initrd(ctx: LoadContext, planner: Planner, initrd: bytes) -> Segment | None:
-    if not _mine(ctx):
-        return None
     from kexecfw.plugins.x86_64.bzimage import XLF_CAN_BE_LOADED_ABOVE_4G
     h = _bzimage(ctx).header
     if h.xloadflags & XLF_CAN_BE_LOADED_ABOVE_4G:
@@ -127,8 +116,6 @@ def kexecfw_place_initrd(ctx: LoadContext, planner: Planner, initrd: bytes) -> S
 
 @hookimpl
 def kexecfw_elfcore_info(ctx: LoadContext) -> ElfcoreInfo | None:
-    if not _mine(ctx):
-        return None
     from kexecfw.plugins.x86_64.memmap import iomem_regions
     from kexecfw.plugins.x86_64.running import PAGE_OFFSET_BASE_L4, PAGE_OFFSET_BASE_L5, running_kernel
     rk = running_kernel(ctx)
@@ -158,8 +145,6 @@ def kexecfw_elfcore_info(ctx: LoadContext) -> ElfcoreInfo | None:
 
 @hookimpl
 def kexecfw_boot_params(ctx: LoadContext, planner: Planner, kernel_entry: int) -> bool | None:
-    if not _mine(ctx):
-        return None
     from kexecfw.plugins.x86_64.bootparams import build_zero_page, rng_seed
     from kexecfw.plugins.x86_64.e820 import crash_e820, normal_e820
     from kexecfw.plugins.x86_64.efi import efi_handover
@@ -200,8 +185,6 @@ def kexecfw_boot_params(ctx: LoadContext, planner: Planner, kernel_entry: int) -
 
 @hookimpl
 def kexecfw_purgatory(ctx: LoadContext, planner: Planner, kernel_entry: int) -> PurgatoryObject | None:
-    if not _mine(ctx):
-        return None
     try:
         elf = PURGATORY_OBJECT.read_bytes()
     except FileNotFoundError:
@@ -219,8 +202,6 @@ def kexecfw_purgatory(ctx: LoadContext, planner: Planner, kernel_entry: int) -> 
 
 @hookimpl
 def kexecfw_relocation_types(machine: int) -> dict[int, tuple[str, RelocationApplier]] | None:
-    if machine != EM_X86_64:
-        return None
     from kexecfw.plugins.x86_64.relocations import X86_64_RELOCATIONS
     return dict(X86_64_RELOCATIONS)
 
@@ -228,8 +209,6 @@ def kexecfw_relocation_types(machine: int) -> dict[int, tuple[str, RelocationApp
 @hookimpl
 def kexecfw_plan_load(ctx: LoadContext) -> Plan | None:
     """kexec_file_load plans: what the kernel will build. Classic loads use the core's sequence."""
-    if not _mine(ctx):
-        return None
     from kexecfw.load import file_load_requested
     from kexecfw.syscalls import lockdown_mode
     if not file_load_requested(ctx):

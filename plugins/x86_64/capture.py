@@ -12,4 +12,4 @@ USER_REGS_STRUCT = [
 
 @hookimpl
 def kexecfw_prstatus_registers(machine: int) -> list[str] | None:
-    return list(USER_REGS_STRUCT) if machine == EM_X86_64 else None
+    return list(USER_REGS_STRUCT)
