@@ -112,14 +112,16 @@ def status_check(root) -> tuple[bool, str]:
     rule = root.path(UDEV_RULE)
     text = rule.read_text(errors="replace") if rule.is_file() else ""
     timer = root.path(f"{UNIT_DIR}/{RELOAD_TIMER}").is_file()
-    parts, ok = [], True
-    for s in SUBSYSTEMS:
-        if handled[s]:
-            parts.append(f"{s}: the kernel updates the crash header itself ({crash_hotplug_path(s)} = 1)")
-        elif f'SUBSYSTEM=="{s}", GOTO="kexecfw_kdump_reload"' in text and timer:
-            parts.append(f"{s}: reloaded by udev ({UDEV_RULE}, {RELOAD_TIMER})")
-        else:
-            ok = False
-            parts.append(f"{s}: NOT reloaded on hotplug ({UDEV_RULE} or {RELOAD_TIMER} missing: "
-                         "`kexecfw kdump enable`)")
-    return ok, "; ".join(parts)
+    kernel = [s for s in SUBSYSTEMS if handled[s]]
+    udev = [s for s in SUBSYSTEMS if not handled[s] and timer and f'SUBSYSTEM=="{s}", GOTO="kexecfw_kdump_reload"' in text]
+    missing = [s for s in SUBSYSTEMS if s not in kernel and s not in udev]
+    parts = []
+    if kernel:
+        parts.append(f"{', '.join(kernel)}: the kernel updates the crash header itself "
+                     f"({', '.join(crash_hotplug_path(s) for s in kernel)} = 1)")
+    if udev:
+        parts.append(f"{', '.join(udev)}: reloaded by udev ({UDEV_RULE}, {RELOAD_TIMER})")
+    if missing:
+        parts.append(f"{', '.join(missing)}: NOT reloaded on hotplug ({UDEV_RULE} or {RELOAD_TIMER} missing: "
+                     "`kexecfw kdump enable`)")
+    return not missing, "; ".join(parts)

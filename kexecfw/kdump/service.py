@@ -60,7 +60,7 @@ def reservation(root, config: KdumpConfig, capture: Capture) -> dict:
             out["estimate"] = est
             out["needed"] = est["total"]
             out["how"] = ("kexecfw.crashkernel estimate" +
-                          ("" if initrd.is_file() else f" (without the initrd: {capture.initrd} is missing)"))
+                          ("" if initrd.is_file() else f", a lower bound: {capture.initrd} is not built yet"))
     out["enough"] = out["needed"] is not None and reserved >= out["needed"]
     return out
 
@@ -140,8 +140,7 @@ def shortfall(res: dict) -> str:
     """A too-small reservation in one sentence: reserved, needed, how much is missing, what to set."""
     mib = lambda n: f"{-(-n // (1 << 20))} MiB"  # noqa: E731
     return (f"{mib(res['reserved'])} reserved, {mib(res['needed'])} needed ({res['how']}): "
-            f"{mib(res['needed'] - res['reserved'])} short; set crashkernel={crashkernel_value(res['needed'])} "
-            "(`kexecfw kdump enable` does it through GRUB) and reboot")
+            f"{mib(res['needed'] - res['reserved'])} short; set crashkernel={crashkernel_value(res['needed'])}")
 
 
 def _reload_command(command: list[str]) -> str:

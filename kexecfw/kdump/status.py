@@ -43,7 +43,7 @@ def gather(root) -> dict:
     elif res["enough"]:
         detail = f"{mib(res['reserved'])} reserved, {mib(res['needed'])} needed ({res['how']})"
     else:
-        detail = shortfall(res)
+        detail = f"{shortfall(res)} and reboot (`kexecfw kdump enable` writes it for GRUB)"
     checks.append(_check("reservation", res["reserved"] > 0 and (res["needed"] is None or res["enough"]), detail))
 
     kernel_there = root.path(capture.kernel).is_file()

@@ -35,7 +35,7 @@ def _hotplug_check(root) -> dict:
 def test_enable_installs_the_rule_and_timer_disable_removes_them(root):
     shutil.copy(fixture_kernel("x86_64"), root / f"boot/vmlinuz-{release_of(root)}")
     before = _hotplug_check(root)
-    assert not before["ok"] and not before["required"] and "cpu: NOT reloaded on hotplug" in before["detail"]
+    assert not before["ok"] and not before["required"] and "cpu, memory: NOT reloaded on hotplug" in before["detail"]
     done = kdump(root, "enable", "--json")
     assert done.returncode == 0, done.stderr
     assert any(UDEV_RULE in d and RELOAD_TIMER in d for d in json.loads(done.stdout)["done"])
@@ -49,8 +49,7 @@ def test_enable_installs_the_rule_and_timer_disable_removes_them(root):
     reload = (root / f"{UNIT_DIR}/{RELOAD_SERVICE}".lstrip("/")).read_text()
     assert f"ExecStart={command_line(kexecfw_command(), 'kdump', 'reload')}" in reload.splitlines()
     after = _hotplug_check(root)
-    assert after["ok"] and after["detail"] == (f"cpu: reloaded by udev ({UDEV_RULE}, {RELOAD_TIMER}); "
-                                               f"memory: reloaded by udev ({UDEV_RULE}, {RELOAD_TIMER})")
+    assert after["ok"] and after["detail"] == f"cpu, memory: reloaded by udev ({UDEV_RULE}, {RELOAD_TIMER})"
     off = kdump(root, "disable", "--json")
     assert off.returncode == 0, off.stderr
     assert {UDEV_RULE, f"{UNIT_DIR}/{RELOAD_TIMER}"} <= set(json.loads(off.stdout)["removed"])
@@ -73,7 +72,7 @@ def test_no_rule_for_what_the_kernel_handles(root):
     assert kdump(root, "load").returncode == 0
     assert not (root / RULE).exists()
     check = _hotplug_check(root)
-    assert check["ok"] and check["detail"].count("the kernel updates the crash header itself") == 2
+    assert check["ok"] and check["detail"].startswith("cpu, memory: the kernel updates the crash header itself")
 
 
 def test_enable_says_when_the_kernel_handles_everything(root):
