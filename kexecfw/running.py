@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 
-from kexecfw.elfnotes import VMCOREINFO_NOTE_NAME, read_kcore_notes
+from kexecfw.elfnotes import VMCOREINFO_NOTE_NAME, ElfCoreHeader, read_kcore_notes
 from kexecfw.errors import BadInputError
 from kexecfw.sysroot import Sysroot
 from kexecfw.vmcoreinfo import VmcoreInfo
@@ -15,14 +15,21 @@ from kexecfw.vmcoreinfo import VmcoreInfo
 KALLSYMS_CHUNK = 1 << 16
 
 
+def read_kcore(sysroot: Sysroot) -> tuple[ElfCoreHeader, VmcoreInfo | None]:
+    """proc/kcore's ELF header (its program headers map the kernel's regions) and the running kernel's
+    VMCOREINFO note, None when it has none (a truncated copy of kcore is enough)."""
+    header, notes = read_kcore_notes(sysroot)
+    info = next((VmcoreInfo.parse(n.desc) for n in notes if n.name == VMCOREINFO_NOTE_NAME), None)
+    return header, info
+
+
 def read_vmcoreinfo(sysroot: Sysroot) -> VmcoreInfo:
-    """VMCOREINFO of the running kernel, from the note in proc/kcore (a truncated copy is enough)."""
-    _, notes = read_kcore_notes(sysroot)
-    for note in notes:
-        if note.name == VMCOREINFO_NOTE_NAME:
-            return VmcoreInfo.parse(note.desc)
-    raise BadInputError(f"{sysroot.path('proc/kcore')} has no VMCOREINFO note; a kernel without "
-                        "CONFIG_CRASH_CORE cannot be dumped")
+    """VMCOREINFO of the running kernel, from the note in proc/kcore."""
+    _, info = read_kcore(sysroot)
+    if info is None:
+        raise BadInputError(f"{sysroot.path('proc/kcore')} has no VMCOREINFO note; a kernel without "
+                            "CONFIG_CRASH_CORE cannot be dumped")
+    return info
 
 
 def kallsyms_symbol(sysroot: Sysroot, name: str) -> int | None:

@@ -1,19 +1,20 @@
 """What the running x86_64 kernel tells about itself through the sysroot.
 
 Sources, each optional (a snapshot may lack some): proc/kcore's program headers
-and VMCOREINFO note (kernel text, direct-map base, 5-level paging), proc/kallsyms
-(``_text``/``_end`` fallback), sys/kernel/boot_params/data (the ``struct
-boot_params`` the running kernel was booted with: ACPI RSDP, screen_info, EFI
-info) and proc/sys/kernel/osrelease.
+and VMCOREINFO note (kernel text, direct-map base, 5-level paging) and proc/kallsyms
+(``_text``/``_end`` fallback), both read through the core's kexecfw.running;
+sys/kernel/boot_params/data (the ``struct boot_params`` the running kernel was
+booted with: ACPI RSDP, screen_info, EFI info) and proc/sys/kernel/osrelease.
 """
 from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
 
-from kexecfw.elfnotes import PT_LOAD, VMCOREINFO_NOTE_NAME, read_kcore_notes
+from kexecfw.elfnotes import PT_LOAD
 from kexecfw.memory.ranges import align_up
 from kexecfw.model import LoadContext
+from kexecfw.running import kallsyms_symbol, read_kcore
 from kexecfw.sysroot import Sysroot
 from kexecfw.vmcoreinfo import VmcoreInfo
 
@@ -92,10 +93,7 @@ def read_running_kernel(sysroot: Sysroot) -> RunningKernel:
     info: VmcoreInfo | None = None
     text_vaddr = text_size = text_paddr = page_offset = None
     if sysroot.exists("proc/kcore"):
-        header, notes = read_kcore_notes(sysroot)
-        for note in notes:
-            if note.name == VMCOREINFO_NOTE_NAME:
-                info = VmcoreInfo.parse(note.desc)
+        header, info = read_kcore(sysroot)
         for ph in header.phdrs:
             if ph.type != PT_LOAD or ph.paddr == _NO_PADDR:
                 continue
@@ -137,18 +135,12 @@ def _efi_systab(sysroot: Sysroot) -> dict[str, int]:
 
 
 def _text_from_kallsyms(sysroot: Sysroot, info: VmcoreInfo | None) -> tuple[int | None, int | None]:
-    text = sysroot.read_optional("proc/kallsyms")
-    syms: dict[str, int] = {}
-    for line in (text or "").splitlines():
-        parts = line.split()
-        if len(parts) >= 3 and parts[2] in ("_text", "_end"):
-            syms[parts[2]] = int(parts[0], 16)
-    start = syms.get("_text")
+    start = kallsyms_symbol(sysroot, "_text")
     if not start and info is not None and info.kernel_offset is not None:
         start = START_KERNEL + info.kernel_offset
     if not start:
         return None, None
-    end = syms.get("_end")
+    end = kallsyms_symbol(sysroot, "_end")
     return start, (align_up(end - start, 4096) if end and end > start else None)
 
 
