@@ -22,7 +22,8 @@ ACTIONS = {
     "reload": "unload, then load",
     "show": "the effective configuration and the exact panic load it plans (nothing is loaded)",
     "test": "crash self-test: record a marker and crash (sysrq-c) with --yes-crash-this-machine",
-    "list": "the dumps on the target: time, kernel, panic line, size, complete or not",
+    "list": "the dumps on the target (local, or over ssh): time, kernel, panic line, size, complete or not",
+    "propagate": "ssh target: make the key (ed25519) if missing and install it on the host",
     "rebuild": "build the capture initrd when what goes into it changed (--force: always)",
     "save": "the capture boot's save (run by kexecfw-kdump-save.service): hooks, save, final action",
 }
@@ -182,22 +183,30 @@ def _test(args, root, actions) -> int:
 def _list(args, root, actions) -> int:
     import time
 
-    from kexecfw.errors import KexecfwError
     from kexecfw.kdump.config import load_config
-    from kexecfw.kdump.dumps import list_dumps, local_target
+    from kexecfw.kdump.dumps import target_dumps
     config = load_config(root)
-    directory, where = local_target(root, config)
-    if directory is None:
-        raise KexecfwError(f"cannot list the dumps: {where}")
-    dumps = list_dumps(directory)
+    dumps, where = target_dumps(root, config)
     lines = [f"{'time (UTC)':<20} {'kernel':<24} {'size':>10}  {'state':<10}  panic"]
     for d in dumps:
         lines.append(f"{time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime(d.time)):<20} {d.release or '?':<24} "
                      f"{d.size / (1 << 20):>6.1f} MiB  {'complete' if d.complete else 'INCOMPLETE':<10}  "
                      f"{d.panic or '-'}" + ("" if d.complete else f"  [{d.why_incomplete}]"))
     if not dumps:
-        lines = [f"no dumps in {config.path} ({where})"]
-    _out(args, {"directory": directory, "dumps": [d.to_json() for d in dumps]}, lines)
+        lines = [f"no dumps in {where}"]
+    _out(args, {"target": where, "dumps": [d.to_json() for d in dumps]}, lines)
+    return 0
+
+
+def _propagate(args, root, actions) -> int:
+    from kexecfw.errors import BadInputError
+    from kexecfw.kdump.config import load_config
+    from kexecfw.kdump.ssh import propagate
+    config = load_config(root)
+    if config.ssh is None:
+        raise BadInputError(f"{config.source or '/etc/kexecfw/kdump.toml'}: target.ssh is not set: "
+                            "nothing to propagate a key to (set ssh = \"user@host\")")
+    print(propagate(root, config.ssh))
     return 0
 
 

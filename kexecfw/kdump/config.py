@@ -7,10 +7,13 @@ Every key is optional; a missing file is the defaults. Key by key (section, key,
                                    ``device`` when that is set (then relative to its top)
     device    str   ""             "" (the root filesystem), "UUID=<uuid>" or "LABEL=<label>": a
                                    filesystem the capture boot mounts to save into
-    ssh       str   ""             "user@host": send the dump over ssh instead (parsed and checked
-                                   now; the transfer itself is not implemented yet: status says so)
-    ssh_key   str   "/root/.ssh/kexecfw_kdump_id"   private key for ``ssh``
+    ssh       str   ""             "user@host": stream the dump to that host over ssh instead
+                                   (``path`` is then the directory there); ``kexecfw kdump
+                                   propagate`` makes the key and installs it on the host
+    ssh_key   str   "/root/.ssh/kexecfw_kdump_id"   private key for ``ssh`` (ed25519)
     ssh_port  int   22             1..65535
+    wait      int   60             seconds the capture boot waits for the target: the device to
+                                   appear, the ssh host to answer (0..3600); then the failure action
 
     [dump]
     level     int   31             makedumpfile -d bits, 0..31 (1 zero, 2 cache, 4 cache private,
@@ -82,6 +85,7 @@ class KdumpConfig:
     path: str = "/var/crash"
     device: str = ""
     ssh: SshTarget | None = None
+    wait: int = 60
     level: int = 31
     codec: str = "zlib"
     keep: int = 3
@@ -103,7 +107,7 @@ class KdumpConfig:
 
     def to_json(self) -> dict:
         ssh = self.ssh
-        return {"target": {"path": self.path, "device": self.device,
+        return {"target": {"path": self.path, "device": self.device, "wait": self.wait,
                            "ssh": None if ssh is None else f"{ssh.user}@{ssh.host}",
                            "ssh_port": None if ssh is None else ssh.port, "ssh_key": None if ssh is None else ssh.key},
                 "dump": {"level": self.level, "codec": self.codec, "keep": self.keep, "min_free": self.min_free},
@@ -171,7 +175,7 @@ def _crashkernel_ok(v: str):
 
 SCHEMA: dict[str, dict[str, tuple[type, object]]] = {
     "target": {"path": (str, _abs_path), "device": (str, _device_ok), "ssh": (str, _ssh_ok),
-               "ssh_key": (str, _abs_path), "ssh_port": (int, _range(1, 65535))},
+               "ssh_key": (str, _abs_path), "ssh_port": (int, _range(1, 65535)), "wait": (int, _range(0, 3600))},
     "dump": {"level": (int, _range(0, DUMP_LEVEL_MAX)), "codec": (str, _choice(CODECS)),
              "keep": (int, _range(0, 10000)), "min_free": (str, _size_ok)},
     "capture": {"kernel": (str, _abs_path_or_empty), "initrd": (str, _abs_path_or_empty),
@@ -180,7 +184,8 @@ SCHEMA: dict[str, dict[str, tuple[type, object]]] = {
     "hooks": {"pre": (str, _abs_path), "post": (str, _abs_path)},
 }
 # where each (section, key) lands in KdumpConfig
-FIELD = {("target", "path"): "path", ("target", "device"): "device", ("dump", "level"): "level",
+FIELD = {("target", "path"): "path", ("target", "device"): "device", ("target", "wait"): "wait",
+         ("dump", "level"): "level",
          ("dump", "codec"): "codec", ("dump", "keep"): "keep", ("dump", "min_free"): "min_free",
          ("capture", "kernel"): "kernel", ("capture", "initrd"): "initrd", ("capture", "append"): "append",
          ("capture", "remove"): "remove", ("capture", "crashkernel"): "crashkernel",
@@ -262,9 +267,10 @@ DEFAULT_TEXT = f"""\
 [target]
 path = "/var/crash"
 # device = "UUID=..."        # or "LABEL=...": save into that filesystem instead of the root one
-# ssh = "user@host"           # parsed and checked; the ssh transfer is not implemented yet
-# ssh_key = "/root/.ssh/kexecfw_kdump_id"
+# ssh = "user@host"           # or stream the dump to that host (path is then the directory there);
+# ssh_key = "/root/.ssh/kexecfw_kdump_id"   # `kexecfw kdump propagate` makes and installs the key
 # ssh_port = 22
+# wait = 60                   # seconds to wait for the device or the ssh host, then the failure action
 
 [dump]
 level = 31

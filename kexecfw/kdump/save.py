@@ -1,21 +1,28 @@
 """``kdump save``: what the save unit runs in the capture boot.
 
-Pre hooks, then ``kexecfw vmcore save --dir <target> -d <level> -c <codec> --keep N --min-free X``
-(the same save flow, :func:`kexecfw.vmcore.save.save_flow`, called in this process: one interpreter
-start less in the capture kernel), then the post hooks (also after a failed save), then the final
-action — or the failure action when the save failed or was incomplete. A filesystem target
-(UUID=/LABEL=) is mounted first. Imports stay light: this runs in the capture kernel.
+Pre hooks, then the save into the target (kexecfw.kdump.target: a local directory, a filesystem
+found by UUID/LABEL and mounted, or an ssh host): a crash directory named by the UTC time (and the
+host name on an ssh target), ``dmesg.txt`` first, the dump (``.incomplete`` when not every page
+was saved or arrived), ``summary.json`` last, then keep-N retention; then the post hooks (also
+after a failed save), then the final action — or the failure action when the save failed or was
+incomplete.
+
+Imports stay light: this runs in the capture kernel, in a reservation of a few hundred MiB. The
+summary has what the dump's VMCOREINFO and log say (release, crash time, panic CPU and line); the
+per-CPU registers and their symbols, which need the architecture plugins (pluggy) and the kernel's
+symbol table (kallsyms, ~11 MiB), are left to ``kexecfw vmcore info`` after the reboot.
 """
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
+import time
 
 from kexecfw.errors import ExitCode, KexecfwError
 
 HOOK_TIMEOUT = 300           # seconds a hook may take before it is killed (the machine must reboot)
-TARGET_MOUNT = "/run/kexecfw-kdump/target"
 
 
 def _say(text: str) -> None:
@@ -44,51 +51,101 @@ def run_hooks(root, directory: str, argument: str) -> list[dict]:
     return results
 
 
-def _target(root, actions, config) -> str:
-    """The dump directory (through the root), mounting a filesystem target first."""
-    from kexecfw.kdump.dumps import device_node
-    if config.ssh is not None:
-        raise KexecfwError(f"ssh target {config.ssh.user}@{config.ssh.host}: the ssh transfer is not implemented "
-                           "yet; set a local target.path or target.device")
-    if not config.device:
-        return str(root.path(config.path))
-    mount = root.path(TARGET_MOUNT)
-    mount.mkdir(parents=True, exist_ok=True)
-    actions.command(["mount", device_node(config.device), TARGET_MOUNT], f"mount {config.device}")
-    return str(mount / config.path.lstrip("/"))
+def crash_facts(dump) -> tuple[dict, bytes | None]:
+    """Release, crash time, the panic line and CPU from ``dump``'s VMCOREINFO and log (best effort,
+    never raises), and the log itself."""
+    from kexecfw.vmcore.dmesg import dmesg_bytes
+    from kexecfw.vmcore.kmem import KernelMemory
+    from kexecfw.vmcore.prstatus import panic_from_log, panic_report
+    facts: dict = {}
+    log = None
+    try:
+        info = dump.vmcoreinfo
+        facts["osrelease"] = info.osrelease
+        facts["crash_time"] = info.crash_time
+        log = dmesg_bytes(KernelMemory(dump))
+    except KexecfwError as e:
+        facts["error"] = e.message
+    if log:
+        report = panic_report(log)
+        panic = panic_from_log(log)
+        facts["panic"] = report.line[:300] if report else None
+        facts["panic_cpu"] = panic[0] if panic else None
+    try:
+        facts["cpus_in_dump"] = len(dump.prstatus_notes())
+    except KexecfwError:
+        pass
+    return facts, log
+
+
+def save_dump(sink, vmcore: str, config) -> dict:
+    """The crash directory of ``vmcore`` in ``sink``: dmesg.txt, the dump, summary.json (also when the
+    dump failed or is incomplete, saying why; the error is raised after it)."""
+    from kexecfw.vmcore import open_dump
+    with open_dump(vmcore) as dump:
+        facts, log = crash_facts(dump)
+        directory = sink.begin(time.strftime("%Y%m%d-%H%M%S", time.gmtime()))
+        summary = {"schema": 1, **facts, "input": vmcore, "dump_level": config.level, "compression": config.codec,
+                   "target": sink.where, "complete": False}
+        t0 = time.monotonic()
+        wrote = False
+        try:
+            if log is not None:
+                sink.put("dmesg.txt", log)
+                wrote = True
+            stats = sink.write_dump(dump, config.level, config.codec, facts.get("panic_cpu") or 0)
+            summary["complete"] = True
+        except KexecfwError as e:
+            summary.update({"dump": sink.stats, "failed": e.message, "seconds": round(time.monotonic() - t0, 3)})
+            try:
+                sink.put("summary.json", json.dumps(summary, indent=1).encode())
+            except KexecfwError as e2:
+                _say(f"summary.json could not be written either: {e2.message}")
+                if not wrote:
+                    sink.abandon()
+            raise
+        summary.update({"dump": stats, "seconds": round(time.monotonic() - t0, 3), "directory": directory})
+        sink.put("summary.json", json.dumps(summary, indent=1).encode())
+    summary["removed"] = sink.prune(config.keep)
+    return summary
 
 
 def save(root, actions, vmcore: str | None = None) -> tuple[int, dict]:
     """The capture boot's whole job; returns (exit code, report). Never raises a KexecfwError: every
     failure ends in the failure action."""
     from kexecfw.kdump.config import load_config
+    from kexecfw.kdump.target import open_target
     report: dict = {"schema": 1, "saved": None, "error": None}
     code = ExitCode.OK
     config = None
-    directory = None
+
+    def failed(message: str, exit_code: int) -> int:
+        report["error"] = message
+        _say(f"the save failed: {message}")
+        return exit_code
+
     try:
         config = load_config(root)
-        directory = _target(root, actions, config)
-        report["target"] = directory
-        report["pre_hooks"] = run_hooks(root, config.pre_hooks, directory)
-        from kexecfw.vmcore.save import save_flow
-        vmcore = vmcore or str(root.path("/proc/vmcore"))
-        _say(f"saving {vmcore} to {directory} (level {config.level}, {config.codec})")
-        summary = save_flow(vmcore, directory, dump_level=config.level, compress=config.codec, elf=False,
-                            threads=0, progress=False, keep=config.keep, min_free=config.min_free_bytes)
-        report["saved"] = summary.get("directory")
-        report["removed"] = summary.get("removed", [])
-        _say(f"saved {summary.get('directory')}")
+        with open_target(root, config) as sink:
+            report["target"] = sink.where
+            report["pre_hooks"] = run_hooks(root, config.pre_hooks, sink.where)
+            vmcore = vmcore or str(root.path("/proc/vmcore"))
+            _say(f"saving {vmcore} to {sink.where} (level {config.level}, {config.codec})")
+            try:
+                summary = save_dump(sink, vmcore, config)
+                report["saved"] = summary["directory"]
+                report["removed"] = summary["removed"]
+                _say(f"saved {summary['directory']}")
+            except KexecfwError as e:
+                code = failed(e.message, e.exit_code)
+            except Exception as e:      # anything unforeseen still has to end in the failure action
+                code = failed(f"{type(e).__name__}: {e}", ExitCode.FAILURE)
+            report["post_hooks"] = run_hooks(root, config.post_hooks, report["saved"] or sink.directory
+                                             or sink.where)
     except KexecfwError as e:
-        report["error"] = e.message
-        code = e.exit_code
-        _say(f"the save failed: {e.message}")
-    except Exception as e:      # anything unforeseen still has to end in the failure action
-        report["error"] = f"{type(e).__name__}: {e}"
-        code = ExitCode.FAILURE
-        _say(f"the save failed: {report['error']}")
-    if config is not None and directory is not None:
-        report["post_hooks"] = run_hooks(root, config.post_hooks, report["saved"] or directory)
+        code = failed(e.message, e.exit_code)
+    except Exception as e:
+        code = failed(f"{type(e).__name__}: {e}", ExitCode.FAILURE)
     action = (config.final_action if code == ExitCode.OK else config.failure_action) if config else "reboot"
     report["action"] = action
     _say(f"{'done' if code == ExitCode.OK else 'failed'}: {action}")

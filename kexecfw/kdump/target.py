@@ -1,0 +1,310 @@
+"""Where the capture boot puts a dump: a local directory (on the root filesystem, or on a filesystem
+found by UUID/LABEL and mounted for the save) or a directory on an ssh host.
+
+Both are a :class:`Sink`: ``begin`` makes the crash directory, ``put`` writes one small file whole
+(dmesg.txt, summary.json), ``write_dump`` writes the dump, ``prune`` keeps the newest N. A file is
+under its final name only once it is whole; a dump that is not whole stays ``.incomplete``.
+
+The ssh sink writes the dump with :class:`kexecfw.vmcore.writer.DumpWriter` into a spool file on
+the root filesystem (the writer rewrites its header and bitmap at the end, so it needs a file it can
+seek), then streams it flattened (makedumpfile -F, :func:`kexecfw.vmcore.writer.flatten`) into
+``cat`` on the host, as ``vmcore.flat.incomplete``. Only when ssh ended well and the host says the
+file has exactly the bytes sent is it renamed ``vmcore.flat``: a connection cut mid-dump leaves a
+short ``.incomplete`` file (the remote ``cat`` sees an end of file either way, so its own success
+proves nothing).
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import threading
+import time
+from contextlib import contextmanager
+from typing import Iterator
+
+from kexecfw.errors import KexecfwError, NoSpaceError
+
+TARGET_MOUNT = "/run/kexecfw-kdump/target"
+SPOOL_DIR = "/var/lib/kexecfw/kdump/spool"      # the ssh target's dump before it is sent
+STREAM_PIECE = 1 << 20
+
+
+def _floor_error(where: str, free: int, floor: int) -> NoSpaceError:
+    from kexecfw.cli.common import human_size
+    return NoSpaceError(f"{where} has {human_size(max(free + floor, 0))} free, not more than the "
+                        f"{human_size(floor)} floor (dump.min_free): no dump written; free space or lower the floor")
+
+
+def find_device(root, device: str, wait: int) -> str:
+    """The block device of ``device`` ("UUID=…"/"LABEL=…"): its /dev/disk/by-* link, else what blkid
+    finds; tried every second for ``wait`` seconds (udev may still be settling in the capture boot)."""
+    from kexecfw.kdump.dumps import device_node
+    kind, _, value = device.partition("=")
+    deadline = time.monotonic() + wait
+    while True:
+        node = root.path(device_node(device))
+        if node.exists():
+            return os.path.realpath(node)
+        try:
+            done = subprocess.run(["blkid", "-U" if kind == "UUID" else "-L", value], stdin=subprocess.DEVNULL,
+                                  capture_output=True, text=True, timeout=30)
+            found = done.stdout.strip().splitlines()
+            if done.returncode == 0 and found and found[0].startswith("/dev/"):
+                return found[0]
+        except (OSError, subprocess.TimeoutExpired):
+            pass          # no blkid: the by-* links are the only way
+        if time.monotonic() >= deadline:
+            raise KexecfwError(f"target {device}: no such filesystem after waiting {wait} s (not in "
+                               f"{device_node(device)}, not found by blkid): is its disk attached?")
+        time.sleep(1)
+
+
+@contextmanager
+def mounted(root, device: str, wait: int) -> Iterator[str]:
+    """``device`` mounted at the private TARGET_MOUNT (under ``root``) for the save, then unmounted.
+    Run for real also on a staged root: the mount is the save's own and undone at its end."""
+    node = find_device(root, device, wait)
+    mount = root.path(TARGET_MOUNT)
+    mount.mkdir(parents=True, exist_ok=True)
+    done = subprocess.run(["mount", "-o", "nosuid,nodev,noexec", node, str(mount)], stdin=subprocess.DEVNULL,
+                          capture_output=True, text=True, errors="replace")
+    if done.returncode != 0:
+        last = (done.stderr.strip().splitlines() or ["no message"])[-1][:200]
+        raise KexecfwError(f"target {device}: cannot mount {node} at {mount}: {last}")
+    try:
+        yield str(mount)
+    finally:
+        os.sync()
+        gone = subprocess.run(["umount", str(mount)], stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                              errors="replace")
+        if gone.returncode != 0:
+            print(f"kexecfw kdump: cannot unmount {mount}: {gone.stderr.strip()[:200]}", flush=True)
+
+
+class Sink:
+    """A crash directory being written; see the module's docstring."""
+
+    where: str            # the target as shown to people (a path, or user@host:path)
+    directory: str | None = None
+    stats: dict
+
+    def begin(self, stamp: str) -> str: ...
+    def put(self, name: str, data: bytes) -> None: ...
+    def write_dump(self, dump, level: int, codec: str, panic_cpu: int) -> dict: ...
+    def prune(self, keep: int) -> list[str]: ...
+    def abandon(self) -> None:
+        """Remove the crash directory when nothing was written into it."""
+
+
+class LocalSink(Sink):
+    def __init__(self, base: str, min_free: int) -> None:
+        self.where = base
+        self.base = base
+        self.min_free = min_free
+        self.stats = {}
+
+    def begin(self, stamp: str) -> str:
+        from kexecfw.vmcore.writer import output_error
+        try:
+            os.makedirs(self.base, mode=0o700, exist_ok=True)
+            target, n = os.path.join(self.base, stamp), 1
+            while os.path.exists(target):
+                target, n = os.path.join(self.base, f"{stamp}-{n}"), n + 1
+            os.mkdir(target, 0o700)
+        except OSError as e:
+            raise output_error(e, f"cannot create a crash directory in {self.base}") from None
+        self.directory = target
+        return target
+
+    def put(self, name: str, data: bytes) -> None:
+        from kexecfw.vmcore.save import _atomic_write
+        _atomic_write(os.path.join(self.directory, name), data)
+
+    def room(self) -> int:
+        """What the dump may use: the free space now minus the floor."""
+        from kexecfw.vmcore.writer import output_error
+        try:
+            st = os.statvfs(self.directory)
+        except OSError as e:
+            raise output_error(e, f"cannot read the free space of {self.directory}") from None
+        return st.f_bavail * st.f_frsize - self.min_free
+
+    def write_dump(self, dump, level: int, codec: str, panic_cpu: int) -> dict:
+        from kexecfw.vmcore.writer import DumpWriter
+        budget = self.room()
+        if budget <= 0:
+            raise _floor_error(self.base, budget, self.min_free)
+        writer = DumpWriter(dump, level, codec, False, 0, False, panic_cpu=panic_cpu, byte_limit=budget)
+        self.stats = writer.stats
+        return writer.write(os.path.join(self.directory, "vmcore.kdump"))
+
+    def prune(self, keep: int) -> list[str]:
+        from kexecfw.vmcore.save import prune
+        return prune(self.base, keep)
+
+    def abandon(self) -> None:
+        if self.directory is not None:
+            try:
+                os.rmdir(self.directory)        # only when empty
+            except OSError:
+                pass
+
+
+class SshSink(Sink):
+    """A crash directory ``<path>/<UTC time>-<host>`` on the ssh target."""
+
+    def __init__(self, root, config, host: str) -> None:
+        from kexecfw.kdump.ssh import Ssh
+        self.ssh = Ssh(root, config.ssh, config.wait)
+        self.base = config.path.rstrip("/") or "/"
+        self.where = f"{self.ssh.name}:{self.base}"
+        self.host = host
+        self.min_free = config.min_free_bytes
+        self.spool = str(root.path(SPOOL_DIR))
+        self.stats = {}
+
+    def begin(self, stamp: str) -> str:
+        from kexecfw.kdump.ssh import q
+        name = f"{stamp}-{self.host}"
+        self.directory = f"{self.base}/{name}"
+        # the first contact: tried until target.wait has passed
+        self.ssh.run(f"umask 077 && mkdir -p {q(self.directory)}",
+                     what=f"create {self.directory}")
+        return f"{self.ssh.name}:{self.directory}"
+
+    def put(self, name: str, data: bytes) -> None:
+        from kexecfw.kdump.ssh import q
+        part = q(f"{self.directory}/.{name}.part")
+        self.ssh.run(f"umask 077 && cat > {part} && test \"$(wc -c < {part})\" -eq {len(data)} && "
+                     f"mv -f {part} {q(f'{self.directory}/{name}')}", data, what=f"write {name}")
+
+    def _remote_room(self) -> int | None:
+        from kexecfw.kdump.dumps import remote_free
+        from kexecfw.kdump.ssh import q
+        return remote_free(self.ssh.run(f"df -Pk {q(self.directory)}", what="read the free space"))
+
+    def write_dump(self, dump, level: int, codec: str, panic_cpu: int) -> dict:
+        from kexecfw.kdump.ssh import q
+        from kexecfw.vmcore.writer import DumpIncomplete, DumpWriter, output_error
+        try:
+            os.makedirs(self.spool, mode=0o700, exist_ok=True)
+            st = os.statvfs(self.spool)
+        except OSError as e:
+            raise output_error(e, f"cannot use the spool directory {self.spool}") from None
+        local = st.f_bavail * st.f_frsize - self.min_free
+        remote = self._remote_room()
+        remote = None if remote is None else remote - self.min_free
+        budget = local if remote is None else min(local, remote)
+        if budget <= 0:
+            raise _floor_error(self.where if remote is not None and remote <= local else self.spool,
+                               budget, self.min_free)
+        spooled = os.path.join(self.spool, "vmcore.kdump")
+        writer = DumpWriter(dump, level, codec, False, 0, False, panic_cpu=panic_cpu, byte_limit=budget)
+        self.stats = writer.stats
+        incomplete: DumpIncomplete | None = None
+        try:
+            writer.write(spooled)
+        except DumpIncomplete as e:
+            incomplete = e            # what was written is still worth sending, as .incomplete
+        path = writer.stats.get("path")
+        if not path:
+            raise incomplete or KexecfwError("the dump writer made no file")
+        final = f"{self.directory}/vmcore.flat"
+        try:
+            sent, broken = self._stream(path, final + ".incomplete")
+        finally:
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
+        self.stats.update({"path": f"{self.ssh.name}:{final}.incomplete", "flat_bytes_sent": sent,
+                           "spooled": path})
+        if broken:
+            raise DumpIncomplete(f"the connection to {self.ssh.name} was cut after {sent} bytes of the "
+                                 f"flattened dump ({broken}): {final}.incomplete is marked incomplete")
+        if incomplete is not None:
+            raise DumpIncomplete(f"{incomplete.message}; sent whole as {self.ssh.name}:{final}.incomplete")
+        tmp = q(final + ".incomplete")
+        self.ssh.run(f"test \"$(wc -c < {tmp})\" -eq {sent} && mv -f {tmp} {q(final)}",
+                     what=f"check that {final} arrived whole ({sent} bytes) and name it complete")
+        self.stats["path"] = f"{self.ssh.name}:{final}"
+        return self.stats
+
+    def _stream(self, src: str, remote_path: str) -> tuple[int, str | None]:
+        """Send ``src`` flattened into ``remote_path``: (bytes sent, why the stream broke or None)."""
+        from kexecfw.kdump.ssh import q
+        from kexecfw.vmcore.writer import flatten
+        proc = self.ssh.start(f"umask 077 && cat > {q(remote_path)}")
+        r, w = os.pipe()
+        failed: list[BaseException] = []
+
+        def produce() -> None:
+            try:
+                flatten(src, w)
+            except BaseException as e:     # a broken pipe when the stream stops: reported by the reader
+                failed.append(e)
+            finally:
+                os.close(w)
+
+        producer = threading.Thread(target=produce, name="flatten", daemon=True)
+        producer.start()
+        sent = 0
+        broken = None
+        with os.fdopen(r, "rb", buffering=0) as source:
+            while True:
+                piece = source.read(STREAM_PIECE)
+                if not piece:
+                    break
+                try:
+                    proc.stdin.write(piece)
+                except OSError as e:
+                    broken = f"ssh stopped reading: {e.strerror or e}"
+                    break
+                sent += len(piece)
+        producer.join()
+        try:
+            proc.stdin.close()
+        except OSError as e:
+            broken = broken or f"ssh stopped reading: {e.strerror or e}"
+        code = proc.wait()
+        words = (proc.stderr.read().decode("utf-8", "replace").strip().splitlines() or [""])[-1][:200]
+        proc.stderr.close()
+        if code != 0:
+            broken = f"ssh exited {code}" + (f": {words}" if words else "") + (f"; {broken}" if broken else "")
+        elif failed and not broken:
+            broken = f"reading the spooled dump failed: {failed[0]}"
+        return sent, broken
+
+    def prune(self, keep: int) -> list[str]:
+        """Remove all but the newest ``keep`` finished dumps of this host (those with a summary.json)."""
+        from kexecfw.kdump.dumps import STAMP
+        from kexecfw.kdump.ssh import q
+        if keep <= 0:
+            return []
+        out = self.ssh.run(f"cd {q(self.base)} && ls -1d -- */summary.json 2>/dev/null; true", what="list old dumps")
+        ours = sorted(n for n in (line.split("/", 1)[0] for line in out.decode("utf-8", "replace").splitlines())
+                      if STAMP.match(n) and n.endswith(f"-{self.host}"))
+        old = ours[:-keep]
+        if old:
+            self.ssh.run("rm -rf -- " + " ".join(q(f"{self.base}/{n}") for n in old), what="remove old dumps")
+        return old
+
+
+def host_name(root) -> str:
+    """This machine's name as a directory name: /etc/hostname, else the kernel's."""
+    import re
+    text = (root.read_optional("/etc/hostname") or "").strip() or os.uname().nodename
+    name = re.sub(r"[^A-Za-z0-9.-]", "-", text.split(".")[0])[:63].strip("-.")
+    return name if name and name[0].isalnum() else "host"
+
+
+@contextmanager
+def open_target(root, config) -> Iterator[Sink]:
+    """The configured target as a Sink; a device target is mounted for as long as it is open."""
+    if config.ssh is not None:
+        yield SshSink(root, config, host_name(root))
+    elif config.device:
+        with mounted(root, config.device, config.wait) as mount:
+            yield LocalSink(os.path.join(mount, config.path.lstrip("/")), config.min_free_bytes)
+    else:
+        yield LocalSink(str(root.path(config.path)), config.min_free_bytes)
