@@ -34,9 +34,18 @@ def capture_cmdline(running: str, config: KdumpConfig) -> str:
     return " ".join([w for w in words if _name(w) not in drop] + added)
 
 
+def kernel_release(root, kernel: str) -> str | None:
+    """The release of a kernel image named as Debian names them (``vmlinuz-<release>``) when that
+    release's modules are installed: the capture initrd must hold the modules of the kernel it boots."""
+    name = kernel.rsplit("/", 1)[-1]
+    release = name.partition("-")[2] if name.startswith("vmlinuz-") else ""
+    return release if release and root.path(f"/lib/modules/{release}").is_dir() else None
+
+
 def capture_of(root, config: KdumpConfig) -> Capture:
-    """The configured panic load of the system at ``root``."""
-    release = running_release(root)
+    """The configured panic load of the system at ``root``: the running kernel's image, or the configured
+    one with an initrd for its release (from its name; else the running release)."""
+    release = (config.kernel and kernel_release(root, config.kernel)) or running_release(root)
     return Capture(release=release, kernel=config.kernel or f"/boot/vmlinuz-{release}",
                    initrd=config.initrd or initrd_path(release), cmdline=capture_cmdline(root.cmdline(), config))
 
