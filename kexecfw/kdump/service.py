@@ -168,9 +168,11 @@ def disable(root, actions) -> dict:
             "notes": ["crashkernel= stays reserved until the next reboot"] if reboot else []}
 
 
-def load(root, actions, config: KdumpConfig | None = None) -> dict:
+def load(root, actions, config: KdumpConfig | None = None, *, replace: bool = False) -> dict:
     """Plan the configured panic load (rebuilding the capture initrd first when it is not current),
-    load it, set kernel.panic_on_oops=1 and record what was loaded with its sha256."""
+    load it, set kernel.panic_on_oops=1 and record what was loaded with its sha256. ``replace``
+    (reload): unload what is loaded, but only once the new load is planned — a typo in kdump.toml
+    or a missing initrd leaves the machine armed with what it had, not disarmed."""
     from kexecfw.kdump.config import load_config
     from kexecfw.kdump.initrd import rebuild
     config = config or load_config(root)
@@ -181,6 +183,8 @@ def load(root, actions, config: KdumpConfig | None = None) -> dict:
     if res["reserved"] == 0:
         raise NoSpaceError("no crash kernel region is reserved: run `kexecfw kdump enable`, then reboot")
     plan, ctx = plan_capture(root, capture)
+    if replace:
+        unload(root, actions)
     actions.load_panic(plan, ctx)
     if root.path(f"{UNIT_DIR}/{LOAD_UNIT}").is_file():
         # the load may have turned crash_hotplug to 1 (the kernel then updates the header itself): the
@@ -197,6 +201,11 @@ def load(root, actions, config: KdumpConfig | None = None) -> dict:
     write_state(root, LOADED_JSON, doc)
     _panic_on_oops(root, actions)       # after the record: a refused sysctl leaves the load known
     return doc
+
+
+def reload(root, actions) -> dict:
+    """``kdump reload`` (the kernel hooks and the hotplug timer run it): load again, replacing what is loaded."""
+    return load(root, actions, replace=True)
 
 
 def _panic_on_oops(root, actions) -> None:
