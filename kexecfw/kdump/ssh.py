@@ -116,6 +116,12 @@ def propagate(root, target) -> str:
     if not public.startswith("ssh-") or "\n" in public:
         raise SshError(f"{key}.pub is not one OpenSSH public key line")
     ssh = Ssh(root, target)
+    if not made:
+        try:
+            ssh.run("true", what="log in", retry=False, timeout=60)
+            return f"kept {target.key}; already installed on {ssh.name}: the capture boot can log in"
+        except SshError:
+            pass         # not installed there yet (or the host is down: the install below says which)
     install = ("umask 077 && mkdir -p ~/.ssh && touch ~/.ssh/authorized_keys && "
                f"{{ grep -qxF {q(public)} ~/.ssh/authorized_keys || echo {q(public)} >> ~/.ssh/authorized_keys; }}")
     argv = ssh.argv(install, batch=False, host_keys="accept-new")

@@ -1,0 +1,223 @@
+"""The ssh target against a real sshd (Debian's openssh-server) that the test starts on 127.0.0.1, on a
+free unprivileged port, with its own host key and authorized_keys in a temporary directory: `kdump
+propagate` makes and installs the key, the capture boot's `kdump save` streams a real guest's dump,
+the flattened file is reassembled by makedumpfile -R and read by kexecfw; a connection cut mid-dump
+leaves nothing that looks complete; a closed port is tried again until target.wait, then the failure
+action (recorded, not run: the test session's marker). No other address is contacted."""
+from __future__ import annotations
+
+import json
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from kexecfw.kdump.dumps import panic_line
+from tests.conftest import REPO, oracle
+from tests.kdump.conftest import kdump, recorded
+
+WRAPPER = """#!/bin/sh
+# the test's ForceCommand: a home of its own, and (when {d}/cut_after exists) the dump stream cut after
+# that many bytes by killing this connection's sshd process
+export HOME={d}/home
+case "$SSH_ORIGINAL_COMMAND" in
+*vmcore.flat.incomplete*)
+    if [ -f {d}/cut_after ]; then
+        head -c "$(cat {d}/cut_after)" | sh -c "$SSH_ORIGINAL_COMMAND"
+        p=$PPID
+        while [ "$(cat /proc/$p/comm)" != sshd ]; do p=$(awk '{{print $4}}' /proc/$p/stat); done
+        kill -9 "$p"
+        exit 1
+    fi ;;
+esac
+exec sh -c "$SSH_ORIGINAL_COMMAND"
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _keygen(path: Path) -> None:
+    subprocess.run([oracle("ssh-keygen", "openssh-client"), "-q", "-t", "ed25519", "-N", "", "-f", str(path)],
+                   check=True)
+
+
+class Sshd:
+    def __init__(self, d: Path, port: int, proc: subprocess.Popen) -> None:
+        self.dir, self.port, self.proc = d, port, proc
+        self.crash = d / "remote/crash"
+        self.authorized = d / "home/.ssh/authorized_keys"
+
+
+@pytest.fixture
+def sshd(tmp_path):
+    binary = oracle("sshd", "openssh-server")
+    oracle("ssh", "openssh-client")
+    d = tmp_path / "sshd"
+    (d / "home/.ssh").mkdir(parents=True)
+    _keygen(d / "host_key")
+    _keygen(d / "admin_key")        # what the person running `propagate` logs in with
+    (d / "home/.ssh/authorized_keys").write_text((d / "admin_key.pub").read_text())
+    (d / "wrap.sh").write_text(WRAPPER.format(d=d))
+    (d / "wrap.sh").chmod(0o755)
+    port = _free_port()
+    user = pwd.getpwuid(os.getuid()).pw_name
+    (d / "sshd_config").write_text(
+        f"Port {port}\nListenAddress 127.0.0.1\nHostKey {d}/host_key\nPidFile {d}/sshd.pid\n"
+        f"AuthorizedKeysFile {d}/home/.ssh/authorized_keys\nStrictModes no\nUsePAM no\n"
+        "PasswordAuthentication no\nKbdInteractiveAuthentication no\nPermitRootLogin prohibit-password\n"
+        f"AllowUsers {user}\nForceCommand {d}/wrap.sh\nLogLevel ERROR\n")
+    Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)     # sshd's privilege separation directory
+    proc = subprocess.Popen([binary, "-D", "-e", "-f", str(d / "sshd_config")], stdout=subprocess.DEVNULL,
+                            stderr=open(d / "sshd.log", "wb"))
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    pytest.fail(f"sshd did not start: {(d / 'sshd.log').read_text()[-500:]}")
+                time.sleep(0.1)
+        yield Sshd(d, port, proc)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def _configure(root: Path, server: Sshd, port: int | None = None, wait: int = 30, extra: str = "") -> None:
+    user = pwd.getpwuid(os.getuid()).pw_name
+    (root / "etc/kexecfw").mkdir(parents=True, exist_ok=True)
+    (root / "etc/kexecfw/kdump.toml").write_text(
+        f'[target]\nssh = "{user}@127.0.0.1"\nssh_port = {port or server.port}\npath = "{server.crash}"\n'
+        f'wait = {wait}\n[dump]\nmin_free = "1M"\n{extra}')
+    # the client configuration of the system being acted on: how the admin logs in for `propagate`
+    (root / "root/.ssh").mkdir(parents=True, exist_ok=True)
+    (root / "root/.ssh/config").write_text(f"IdentityFile {server.dir}/admin_key\n")
+
+
+def _propagate(root: Path, server: Sshd) -> None:
+    done = kdump(root, "propagate")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines() == [
+        f"made /root/.ssh/kexecfw_kdump_id; installed on {pwd.getpwuid(os.getuid()).pw_name}@127.0.0.1:"
+        f"{server.port}: the capture boot can log in"]
+    assert (root / "root/.ssh/kexecfw_kdump_id").stat().st_mode & 0o777 == 0o600
+    # from now on only the installed key opens the door
+    keys = server.authorized.read_text().splitlines()
+    assert len(keys) == 2 and keys[1] == (root / "root/.ssh/kexecfw_kdump_id.pub").read_text().strip()
+    server.authorized.write_text(keys[1] + "\n")
+
+
+def _dump_dir(server: Sshd) -> Path:
+    dirs = list(server.crash.iterdir())
+    assert len(dirs) == 1, dirs
+    return dirs[0]
+
+
+def _pages(path: Path) -> dict[int, bytes]:
+    from kexecfw.vmcore import open_dump
+    with open_dump(str(path)) as dump:
+        return {pfn: dump.read_page(pfn) for lo, hi in dump.iter_present_pfns() for pfn in range(lo, hi)}
+
+
+def test_propagate_save_reassemble_list(root, tmp_path, sshd, mini_vmcores, expected_dmesg):
+    makedumpfile = oracle("makedumpfile", "makedumpfile")
+    _configure(root, sshd)
+    _propagate(root, sshd)
+    again = kdump(root, "propagate")          # a second time: the key is kept, not added twice
+    assert again.returncode == 0 and "kept /root/.ssh/kexecfw_kdump_id; already installed" in again.stdout
+    assert len(sshd.authorized.read_text().splitlines()) == 1
+
+    saved = kdump(root, "save", "--vmcore", str(mini_vmcores["x86_64"]), "--json")
+    assert saved.returncode == 0, saved.stderr
+    doc = json.loads(saved.stdout)
+    assert doc["error"] is None and doc["action"] == "reboot"
+    assert recorded(root)[-1]["argv"] == ["systemctl", "--no-block", "reboot"]
+    crash_dir = _dump_dir(sshd)
+    host = os.uname().nodename.split(".")[0]
+    assert crash_dir.name.endswith(f"-{host}") and doc["saved"].endswith(f"127.0.0.1:{sshd.port}:{crash_dir}")
+    assert sorted(p.name for p in crash_dir.iterdir()) == ["dmesg.txt", "summary.json", "vmcore.flat"]
+    assert all(p.stat().st_mode & 0o777 == 0o600 for p in crash_dir.iterdir())
+    assert (crash_dir / "dmesg.txt").read_bytes() == expected_dmesg["x86_64"]
+    summary = json.loads((crash_dir / "summary.json").read_text())
+    assert summary["complete"] and summary["dump"]["flat_bytes_sent"] == (crash_dir / "vmcore.flat").stat().st_size
+    assert not (root / "var/lib/kexecfw/kdump/spool/vmcore.kdump").exists()      # the spool is emptied
+
+    # reassembled by makedumpfile -R, and read flattened by kexecfw: the same pages, those of the guest
+    flat = crash_dir / "vmcore.flat"
+    plain = tmp_path / "reassembled.kdump"
+    with open(flat, "rb") as src:        # makedumpfile creates the file itself
+        subprocess.run([makedumpfile, "-R", str(plain)], stdin=src, check=True, capture_output=True)
+    ours, theirs, source = _pages(flat), _pages(plain), _pages(mini_vmcores["x86_64"])
+    assert ours == theirs and ours and all(source[pfn] == page for pfn, page in ours.items())
+    # (makedumpfile --dump-dmesg cannot read the mini dumps, its source ELF included: they lack the pages
+    # it looks for; kexecfw reads the log of the reassembled file)
+    log = subprocess.run([sys.executable, "-m", "kexecfw", "vmcore", "dmesg", str(plain)], capture_output=True,
+                         check=True, cwd=REPO, timeout=300).stdout
+    assert log == expected_dmesg["x86_64"]
+
+    listed = kdump(root, "list", "--json")
+    assert listed.returncode == 0, listed.stderr
+    dumps = json.loads(listed.stdout)["dumps"]
+    assert [(d["name"], d["complete"]) for d in dumps] == [(crash_dir.name, True)]
+    assert dumps[0]["panic"] == panic_line(expected_dmesg["x86_64"]) and dumps[0]["release"].startswith("6.1.0-56")
+    assert "complete" in kdump(root, "list").stdout
+
+
+def test_connection_cut_mid_dump_leaves_it_incomplete(root, sshd, mini_vmcores, expected_dmesg):
+    _configure(root, sshd, extra='[actions]\nfailure = "poweroff"\n')
+    _propagate(root, sshd)
+    (sshd.dir / "cut_after").write_text("20000")
+    failed = kdump(root, "save", "--vmcore", str(mini_vmcores["arm64"]), "--json")
+    assert failed.returncode == 6, failed.stderr
+    doc = json.loads(failed.stdout)
+    assert "connection" in doc["error"] and "cut after" in doc["error"] and doc["action"] == "poweroff"
+    assert recorded(root)[-1]["argv"] == ["systemctl", "--no-block", "poweroff"]
+    crash_dir = _dump_dir(sshd)
+    names = sorted(p.name for p in crash_dir.iterdir())
+    assert names == ["dmesg.txt", "summary.json", "vmcore.flat.incomplete"], names
+    assert (crash_dir / "vmcore.flat.incomplete").stat().st_size == 20000
+    assert (crash_dir / "dmesg.txt").read_bytes() == expected_dmesg["arm64"]
+    summary = json.loads((crash_dir / "summary.json").read_text())
+    assert summary["complete"] is False and "cut after" in summary["failed"]
+    dumps = json.loads(kdump(root, "list", "--json").stdout)["dumps"]
+    assert len(dumps) == 1 and not dumps[0]["complete"] and "cut after" in dumps[0]["why_incomplete"]
+
+
+def test_unreachable_host_is_retried_then_the_failure_action(root, sshd, mini_vmcores):
+    closed = _free_port()          # nothing listens there
+    _configure(root, sshd, port=closed, wait=6, extra='[actions]\nfailure = "shell"\n')
+    (root / "root/.ssh/kexecfw_kdump_id").write_text("not used: the connection never opens\n")
+    t0 = time.monotonic()
+    failed = kdump(root, "save", "--vmcore", str(mini_vmcores["x86_64"]), "--json")
+    took = time.monotonic() - t0
+    assert failed.returncode == 1, failed.stderr
+    doc = json.loads(failed.stdout)
+    assert doc["error"].startswith(f"cannot reach {pwd.getpwuid(os.getuid()).pw_name}@127.0.0.1:{closed} to create ")
+    assert "(2 attempts in 6 s)" in doc["error"] and "Connection refused" in doc["error"]
+    assert 5 <= took < 60 and doc["action"] == "shell"
+    assert recorded(root)[-1]["argv"] == ["systemctl", "--no-block", "isolate", "emergency.target"]
+    assert not sshd.crash.exists()
+    assert len(failed.stderr.strip().splitlines()) == 3      # saving…, the one-line failure, the action
+
+
+def test_propagate_names_the_problem(root, sshd):
+    _configure(root, sshd, port=_free_port())
+    done = kdump(root, "propagate")
+    assert done.returncode == 1 and done.stdout == ""
+    assert done.stderr.count("\n") == 1 and "cannot install the key on" in done.stderr
+    assert "Connection refused" in done.stderr
+    (root / "etc/kexecfw/kdump.toml").write_text("[dump]\nlevel = 1\n")
+    unset = kdump(root, "propagate")
+    assert unset.returncode == 3 and "target.ssh is not set" in unset.stderr
