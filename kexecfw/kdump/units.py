@@ -10,7 +10,7 @@ import os
 import shlex
 import sys
 
-from kexecfw.kdump import LOAD_UNIT, SAVE_UNIT, initrd_path, manifest_path
+from kexecfw.kdump import SAVE_UNIT, initrd_path, manifest_path
 from kexecfw.kdump.config import KdumpConfig
 
 POSTRM_HOOK = "/etc/kernel/postrm.d/zz-kexecfw-kdump"
