@@ -15,7 +15,7 @@ from kexecfw.errors import KexecfwError, NoSpaceError
 from kexecfw.kdump import (GRUB_SNIPPET, LOAD_UNIT, LOADED_JSON, POSTINST_HOOK, SAVE_UNIT, UNIT_DIR, WANTS_DIR)
 from kexecfw.kdump.config import CONFIG_PATH, DEFAULT_TEXT, KdumpConfig, parse_size
 from kexecfw.kdump.plan import Capture, capture_of, plan_capture, sha256_file
-from kexecfw.kdump.state import read_state, remove_state, write_state
+from kexecfw.kdump.state import boot_id, read_state, remove_state, write_state
 
 
 def _write(root, rel: str, text: str, mode: int = 0o644) -> None:
@@ -195,7 +195,7 @@ def load(root, actions, config: KdumpConfig | None = None, *, replace: bool = Fa
     doc = {"schema": 1, "time": int(time.time()), **capture.to_json(), "syscall": plan.syscall,
            "kernel_sha256": sha256_file(root.path(capture.kernel)),
            "initrd_sha256": sha256_file(root.path(capture.initrd)),
-           "cmdline_sha256": _sha_text(capture.cmdline), "live": actions.live}
+           "cmdline_sha256": _sha_text(capture.cmdline), "live": actions.live, "boot_id": boot_id(root)}
     if res["needed"] is not None and not res["enough"]:
         doc["warnings"] = [f"the crash region is too small: {shortfall(res)}"]
     write_state(root, LOADED_JSON, doc)

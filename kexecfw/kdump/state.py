@@ -34,6 +34,13 @@ def write_state(root, rel: str, doc: dict) -> None:
         raise KexecfwError(f"cannot write {path}: {e.strerror}") from None
 
 
+def boot_id(root) -> str | None:
+    """This boot's id (the kernel's random boot_id), recorded by ``load``: a record from an earlier boot
+    does not describe what is loaded now."""
+    text = (root.read_optional("proc/sys/kernel/random/boot_id") or "").strip()
+    return text[:64] or None
+
+
 def remove_state(root, rel: str) -> None:
     try:
         os.unlink(root.path(rel))

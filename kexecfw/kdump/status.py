@@ -9,7 +9,7 @@ import time
 
 from kexecfw.errors import KexecfwError
 from kexecfw.kdump import LOAD_UNIT, LOADED_JSON, SAVE_UNIT, SELFTEST_JSON, UNIT_DIR, WANTS_DIR
-from kexecfw.kdump.state import read_state
+from kexecfw.kdump.state import boot_id, read_state
 
 
 def _check(name: str, ok: bool, detail: str, required: bool = True) -> dict:
@@ -56,9 +56,10 @@ def gather(root) -> dict:
     if not crash_loaded:
         checks.append(_check("loaded", False, "no panic kernel loaded (/sys/kernel/kexec_crash_loaded is 0): "
                              "`kexecfw kdump load`"))
-    elif loaded is None:
+    elif loaded is None or loaded.get("boot_id") != boot_id(root):
         checks.append(_check("loaded", False, "a panic kernel is loaded, but not by `kexecfw kdump load` "
-                             "(kdump-tools?): `kexecfw kdump reload`"))
+                             + ("" if loaded is None else "in this boot (its record is from an earlier one) ")
+                             + "(kdump-tools?): `kexecfw kdump reload`"))
     else:
         stale = [what for what, path, key in (("kernel", capture.kernel, "kernel_sha256"),
                                                ("initrd", capture.initrd, "initrd_sha256"))

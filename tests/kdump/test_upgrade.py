@@ -10,6 +10,7 @@ import os
 import shutil
 import subprocess
 import sys
+import uuid
 
 from kexecfw.kdump import initrd_path, manifest_path
 from kexecfw.kdump.initrd import write_manifest
@@ -43,6 +44,8 @@ def _boot(root, release: str) -> None:
     (root / "proc/sys/kernel/osrelease").write_text(release + "\n")
     (root / "proc/cmdline").write_text(f"BOOT_IMAGE=/boot/vmlinuz-{release} console=ttyS0 crashkernel=384M\n")
     (root / "sys/kernel/kexec_crash_loaded").write_text("0\n")
+    (root / "proc/sys/kernel/random").mkdir(exist_ok=True)
+    (root / "proc/sys/kernel/random/boot_id").write_text(f"{uuid.uuid4()}\n")
 
 
 def _run_hook(root, tmp_path, text: str, *args: str) -> subprocess.CompletedProcess:
@@ -66,6 +69,7 @@ def _kexecfw_on(root) -> list[str]:
 
 def test_upgrade_builds_the_new_initrd_and_the_next_boot_loads_the_new_kernel(root, tmp_path):
     _two_kernels(root)
+    _boot(root, OLD)
     assert kdump(root, "enable").returncode == 0
     for rel in ("etc/kernel/postinst.d/zz-kexecfw-kdump", "etc/kernel/postrm.d/zz-kexecfw-kdump",
                 "etc/kernel/install.d/90-kexecfw-kdump.install"):
@@ -84,8 +88,13 @@ def test_upgrade_builds_the_new_initrd_and_the_next_boot_loads_the_new_kernel(ro
     current = [c for c in json.loads(kdump(root, "status", "--json").stdout)["checks"] if c["check"] == "loaded"]
     assert current[0]["ok"], current
 
-    # the reboot into NEW: the load unit loads NEW's kernel with NEW's initrd, without rebuilding
+    # the reboot into NEW: OLD's record does not describe a panic kernel loaded by another tool in this boot
     _boot(root, NEW)
+    (root / "sys/kernel/kexec_crash_loaded").write_text("1\n")
+    check = [c for c in json.loads(kdump(root, "status", "--json").stdout)["checks"] if c["check"] == "loaded"][0]
+    assert not check["ok"] and "in this boot (its record is from an earlier one)" in check["detail"]
+    # the load unit loads NEW's kernel with NEW's initrd, without rebuilding
+    (root / "sys/kernel/kexec_crash_loaded").write_text("0\n")
     status = json.loads(kdump(root, "status", "--json").stdout)
     assert status["capture"]["kernel"] == f"/boot/vmlinuz-{NEW}"
     assert [c["ok"] for c in status["checks"] if c["check"] in ("kernel", "initrd")] == [True, True]
