@@ -211,6 +211,12 @@ def target_dumps(root, config) -> tuple[list[Dump], str]:
         ssh = Ssh(root, config.ssh)
         return remote_dumps(ssh, config.path), f"{ssh.name}:{config.path}"
     directory, where = local_target(root, config)
+    if directory is None and config.device:
+        # not mounted here (the capture boot mounts it only to save): mounted for the listing
+        from kexecfw.kdump.target import mounted
+        with mounted(root, config.device, 0) as mount:
+            return list_dumps(os.path.join(mount, config.path.lstrip("/"))), \
+                f"{config.path} (on {config.device}, mounted for the listing)"
     if directory is None:
         from kexecfw.errors import KexecfwError
         raise KexecfwError(f"cannot list the dumps: {where}")

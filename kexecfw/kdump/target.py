@@ -199,6 +199,13 @@ class SshSink(Sink):
             raise _floor_error(self.where if remote is not None and remote <= local else self.spool,
                                budget, self.min_free)
         spooled = os.path.join(self.spool, "vmcore.kdump")
+        for stale in ("vmcore.kdump", "vmcore.kdump.incomplete"):     # a save killed before it sent them
+            try:
+                os.unlink(os.path.join(self.spool, stale))
+            except FileNotFoundError:
+                pass
+            except OSError as e:
+                raise output_error(e, f"cannot clear the spool directory {self.spool}") from None
         writer = DumpWriter(dump, level, codec, False, 0, False, panic_cpu=panic_cpu, byte_limit=budget)
         self.stats = writer.stats
         incomplete: DumpIncomplete | None = None

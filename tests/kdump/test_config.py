@@ -26,6 +26,7 @@ path = "/dumps"
 ssh = "kdump@backup.example"
 ssh_key = "/root/.ssh/k"
 ssh_port = 2222
+wait = 120
 [dump]
 level = 17
 codec = "zstd"
@@ -44,7 +45,7 @@ failure = "shell"
 pre = "/etc/pre"
 post = "/etc/post"
 """, SRC)
-    assert config.ssh == SshTarget("kdump", "backup.example", 2222, "/root/.ssh/k")
+    assert config.ssh == SshTarget("kdump", "backup.example", 2222, "/root/.ssh/k") and config.wait == 120
     assert (config.path, config.level, config.codec, config.keep, config.min_free_bytes) == ("/dumps", 17, "zstd", 0, 1 << 30)
     assert config.remove == ("quiet", "splash")
     assert (config.final_action, config.failure_action, config.crashkernel) == ("poweroff", "shell", "512M")
@@ -71,6 +72,8 @@ def test_device_target():
     ('[target]\ndevice = "/dev/sdb1"', ["target.device", "UUID=<uuid>"]),
     ('[target]\nssh = "backup.example"', ["target.ssh", "not user@host"]),
     ('[target]\nssh = "a@b"\nssh_port = 0', ["target.ssh_port", "0 is not in 1..65535"]),
+    ('[target]\nwait = 3601', ["target.wait", "3601 is not in 0..3600"]),
+    ('[target]\nwait = "60s"', ["target.wait must be an integer"]),
     ('[target]\nssh_port = 22', ["target.ssh_port is set but target.ssh is not"]),
     ('[target]\nssh = "a@b"\ndevice = "UUID=1"', ["target.ssh and target.device are both set"]),
     ('[capture]\nremove = "quiet"', ["capture.remove must be a list of strings"]),

@@ -58,6 +58,12 @@ def test_uuid_and_label_targets_are_mounted_for_the_save(root, tmp_path, ext4, m
         assert doc["target"] == f"{mount_point}/crash" and doc["action"] == "poweroff"
         assert str(mount_point) not in _mounts()          # unmounted after the save
     assert not list(mount_point.iterdir())                # nothing was written beside the filesystem
+    listed = kdump(root, "list", "--json")                # mounted for the listing, then unmounted
+    assert listed.returncode == 0, listed.stderr
+    doc = json.loads(listed.stdout)
+    assert doc["target"] == f"/crash (on LABEL={label}, mounted for the listing)"
+    assert [d["complete"] for d in doc["dumps"]] == [True, True] and str(mount_point) not in _mounts()
+    assert doc["dumps"][0]["panic"] == "Kernel panic - not syncing: sysrq triggered crash"
     look = tmp_path / "look"
     look.mkdir()
     subprocess.run(["mount", "-o", "ro", device, str(look)], check=True)
