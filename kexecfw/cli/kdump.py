@@ -144,13 +144,16 @@ def _show(args, root, actions) -> int:
     save = [*kexecfw_command(), "vmcore", "save", "--dir", config.path, "-d", str(config.level), "-c", config.codec,
             "--keep", str(config.keep), "--min-free", config.min_free]
     plan, ctx = plan_capture(root, capture)
-    doc = {"config": config.to_json(), "capture": capture.to_json(), "save_command": save, "plan": plan.to_json()}
+    from kexecfw.kdump.target import describe_target
+    doc = {"config": config.to_json(), "capture": capture.to_json(), "save_command": save,
+           "target": describe_target(config), "plan": plan.to_json()}
     lines = [f"configuration: {config.source or 'defaults (no ' + str(root.path('/etc/kexecfw/kdump.toml')) + ')'}"]
     for section, values in config.to_json().items():
         if isinstance(values, dict):
             lines.append(f"[{section}] " + ", ".join(f"{k} = {v!r}" for k, v in values.items()))
-    lines += [f"capture kernel: {capture.kernel}", f"capture initrd: {capture.initrd}",
-              f"in the capture boot: {' '.join(save)}, then {config.final_action} "
+    lines += [f"capture kernel: {capture.kernel}", f"capture initrd: {capture.initrd}", f"target: {doc['target']}",
+              f"in the capture boot: {' '.join(save) if config.ssh is None else 'kexecfw kdump save over ssh'}, "
+              f"then {config.final_action} "
               f"(on failure: {config.failure_action})", "", format_plan(plan, ctx)]
     _out(args, doc, lines)
     return 0

@@ -305,6 +305,17 @@ def host_name(root) -> str:
     return name if name and name[0].isalnum() else "host"
 
 
+def describe_target(config) -> str:
+    """The configured target in one line, as ``show`` prints it."""
+    if config.ssh is not None:
+        port = f":{config.ssh.port}" if config.ssh.port != 22 else ""
+        return (f"ssh {config.ssh.user}@{config.ssh.host}{port}:{config.path} with {config.ssh.key} (the dump is "
+                f"written to {SPOOL_DIR}, then streamed flattened: vmcore.flat)")
+    if config.device:
+        return f"{config.path} on {config.device}, mounted at {TARGET_MOUNT} for the save (waits {config.wait} s)"
+    return f"{config.path} on the root filesystem"
+
+
 @contextmanager
 def open_target(root, config) -> Iterator[Sink]:
     """The configured target as a Sink; a device target is mounted for as long as it is open."""
