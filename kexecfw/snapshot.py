@@ -23,6 +23,9 @@ FILES = [
     "sys/devices/system/cpu/possible", "sys/devices/system/cpu/present", "sys/devices/system/cpu/online",
     "sys/firmware/efi/systab", "sys/firmware/efi/fw_platform_size", "sys/firmware/efi/config_table",
     "sys/firmware/efi/fw_vendor", "sys/firmware/efi/runtime",     # x86_64: EFI state for the next kernel
+    # kdump status: whether the kernel updates the crash header on hotplug, and which boot loaded what
+    "sys/devices/system/cpu/crash_hotplug", "sys/devices/system/memory/crash_hotplug",
+    "proc/sys/kernel/random/boot_id",
 ]
 GLOBS = [
     "sys/devices/system/cpu/cpu[0-9]*/crash_notes", "sys/devices/system/cpu/cpu[0-9]*/crash_notes_size",

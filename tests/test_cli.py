@@ -89,6 +89,21 @@ def test_snapshot_of_a_snapshot_round_trips(tmp_path):
     assert "not empty" in line
 
 
+def test_snapshot_keeps_what_kdump_status_reads(tmp_path):
+    # kdump status on a snapshot asks whether the kernel updates the crash header on hotplug and which boot
+    # loaded the panic kernel: a snapshot that dropped those files would report them absent
+    import shutil
+    src = tmp_path / "src"
+    shutil.copytree(fixture_path("x86_64", "sysroot"), src)
+    facts = {"sys/devices/system/cpu/crash_hotplug": "1\n", "sys/devices/system/memory/crash_hotplug": "0\n",
+             "proc/sys/kernel/random/boot_id": "0f6e3c6a-3a51-4a8e-9d4b-0c3d1c2b7a90\n"}
+    for rel, text in facts.items():
+        (src / rel).parent.mkdir(parents=True, exist_ok=True)
+        (src / rel).write_text(text)
+    kexecfw("--sysroot", str(src), "snapshot", str(tmp_path / "copy"), check=True)
+    assert {rel: (tmp_path / "copy" / rel).read_text() for rel in facts} == facts
+
+
 def test_cli_does_not_import_plotting_or_widgets():
     root = fixture_path("arm64", "sysroot")
     code = ("import sys; from kexecfw.cli import main; "
