@@ -115,3 +115,28 @@ def _copy_image_member(deb: Path, dest: Path, prefix: str = IMAGE_PREFIX) -> str
             dpkg.kill()   # once the image is out: the modules that follow it are not wanted
         errors = dpkg.stderr.read().decode(errors="replace").strip()
     raise LabError(f"{deb.name} has no /boot/{prefix}* {errors[-200:]}".rstrip())
+
+
+def debian_debug_vmlinux(arch: str, generation: str = "6.1", package: str | None = None,
+                         cache: Path | None = None) -> Path:
+    """The vmlinux with its debug info (DWARF) of a Debian kernel package, what crash needs.
+
+    It comes from the package's ``-dbg`` twin (``linux-image-6.12.118+deb13-riscv64-dbg``, about
+    1 GB to download); only ``/usr/lib/debug/boot/vmlinux-<release>`` (300 MB) is extracted, into
+    ``<lab cache>/kernels/``. ``package`` names the ABI package; by default the lab's own kernel.
+    """
+    base = cache_dir(cache)
+    target = arch_target(arch)
+    apt = AptRoot.for_guest(base, target, lab_generation(generation))
+    shelf = base / KERNELS_DIR / apt.root.name
+    if package:
+        extracted = sorted(shelf.glob(f"{package}-dbg_*/vmlinux-*"))
+        if extracted:
+            return extracted[-1]
+    try:
+        name = (package or apt.resolve_kernel_package(target.kernel_metapackage)) + "-dbg"
+        deb = apt.download([name])[name]
+    except LabError as e:
+        raise LabError(f"cannot get the debug vmlinux of {package or f'the {target.name} kernel'} "
+                       f"from {apt.root.name}: {e}") from None
+    return _extract_image(deb, shelf / deb.stem, "vmlinux-")

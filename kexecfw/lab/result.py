@@ -8,7 +8,7 @@ A results directory holds ``result.json`` (this module's :class:`LabResult`),
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -84,6 +84,20 @@ class LabResult:
         data["phases"] = [Phase(**p) for p in data.get("phases", [])]
         data["steps"] = [Step(**s) for s in data.get("steps", [])]
         return cls(**data)
+
+    def excerpt(self, dest: str | Path, files: list[str]) -> LabResult:
+        """``files`` of this run (those it has) copied under ``dest`` beside its result.json: a recorded
+        run small enough to commit, which :meth:`load` reads like the whole run (notebooks and tests
+        without a guest). The console's tail is left out of the notes."""
+        import shutil
+        dest = Path(dest)
+        for rel in files:
+            if self.path(rel).is_file():
+                (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(self.path(rel), dest / rel)
+        recorded = replace(self, directory=dest, notes=[n for n in self.notes if not n.startswith("console tail")])
+        recorded.save()
+        return recorded
 
     # --- lookups ----------------------------------------------------------------------
 

@@ -29,9 +29,17 @@ class ArchTarget:
     # Debian builds no kexec-tools for some architectures (riscv64 in trixie): then the guest has
     # no `kexec` and no `vmcore-dmesg`, and the lab's kexec-tools steps cannot run.
     kexec_tools: bool = True
+    # Where the lab takes kexec-tools from when the release builds none: another suite's package
+    # (riscv64: sid's 2.0.32, the only released riscv loader; it needs only a glibc trixie has).
+    kexec_tools_suite: str | None = None
+    # Debian's kernels build kexec_file_load (CONFIG_KEXEC_FILE); without it kexec-tools is told
+    # to use kexec_load (-c) rather than left to find out.
+    kexec_file_load: bool = True
     # /boot/<prefix><release> in the kernel package: Debian names an uncompressed image vmlinux-
     # (riscv64 ships the flat Image, with its EFI stub header), a compressed one vmlinuz-.
     image_prefix: str = "vmlinuz-"
+    # the kernel generations Debian has for it, the default first (Debian 12 has no riscv64 release)
+    generations: tuple[str, ...] = ("6.1", "6.12")
 
 
 ARCHES: dict[str, ArchTarget] = {
@@ -68,7 +76,10 @@ ARCHES: dict[str, ArchTarget] = {
         virtio_modules=("virtio_mmio", "virtio_blk"),
         pip_platform="manylinux_2_31_riscv64",
         kexec_tools=False,      # trixie: no kexec-tools (and so no vmcore-dmesg) for riscv64
+        kexec_tools_suite="sid",
+        kexec_file_load=False,  # trixie's riscv64 kernel: CONFIG_KEXEC_FILE is not set
         image_prefix="vmlinux-",
+        generations=("6.12",),
     ),
 }
 
@@ -112,6 +123,23 @@ def generation(name: str) -> Generation:
         return GENERATIONS[name]
     except KeyError:
         raise KexecfwError(f"unknown kernel generation {name!r}: use one of {', '.join(GENERATIONS)}") from None
+
+
+def has_kexec_tools(arch: ArchTarget) -> bool:
+    """True when the guest gets kexec-tools (kexec, vmcore-dmesg): from its release or another suite."""
+    return arch.kexec_tools or arch.kexec_tools_suite is not None
+
+
+def target_generation(arch: ArchTarget, name: str | None = None) -> Generation:
+    """The kernel generation ``name`` of a guest (None: the architecture's default), refused in one
+    line when Debian has no such release for it."""
+    if name is None:
+        name = arch.generations[0]
+    gen = generation(name)
+    if gen.name not in arch.generations:
+        raise KexecfwError(f"Debian has no {gen.name} kernel for {arch.name} (suite {gen.suites[0]}): "
+                           f"use --kernel-generation {' or '.join(arch.generations)}")
+    return gen
 
 
 def guest_packages(gen: Generation, arch: ArchTarget | None = None) -> tuple[str, ...]:

@@ -24,7 +24,7 @@ from kexecfw.lab.apt import AptRoot, extract
 from kexecfw.lab.elfdeps import elf_needed_and_interp, resolve_in_root, resolve_libraries
 from kexecfw.lab.errors import LabError
 from kexecfw.lab.modules import ModuleIndex
-from kexecfw.lab.targets import ArchTarget, Generation, guest_packages, needs_emulation
+from kexecfw.lab.targets import ArchTarget, Generation, guest_packages, has_kexec_tools, needs_emulation
 
 BUILD_VERSION = "3"  # bump when the layout of root/ changes
 STDLIB_PRUNE = ("idlelib", "tkinter", "turtledemo", "ensurepip", "lib2to3", "pydoc_data", "test",
@@ -59,7 +59,7 @@ class Userland:
         path.write_text(json.dumps(data, indent=2) + "\n")
 
 
-def _resolve_debs(apt: AptRoot, arch: ArchTarget, gen: Generation) -> tuple[str, dict[str, Path]]:
+def _resolve_debs(apt: AptRoot, arch: ArchTarget, gen: Generation, cache: Path) -> tuple[str, dict[str, Path]]:
     """The kernel package and every .deb the guest is built from, downloaded.
 
     Resolving costs a dozen apt-cache runs; the answer is kept until the package
@@ -68,7 +68,8 @@ def _resolve_debs(apt: AptRoot, arch: ArchTarget, gen: Generation) -> tuple[str,
     apt.update()
     record = apt.root / "resolved.json"
     key = {"lists": (apt.root / "lists" / ".updated").stat().st_mtime, "build": BUILD_VERSION,
-           "kernel": arch.kernel_metapackage, "packages": list(guest_packages(gen, arch))}
+           "kernel": arch.kernel_metapackage, "packages": list(guest_packages(gen, arch)),
+           "kexec_tools_suite": arch.kexec_tools_suite}
     try:
         data = json.loads(record.read_text())
         debs = {name: Path(path) for name, path in data["debs"].items()}
@@ -79,6 +80,10 @@ def _resolve_debs(apt: AptRoot, arch: ArchTarget, gen: Generation) -> tuple[str,
     kernel_package = apt.resolve_kernel_package(arch.kernel_metapackage)
     packages = apt.library_closure(list(guest_packages(gen, arch)))
     debs = apt.download(packages + [kernel_package])
+    if not arch.kexec_tools and arch.kexec_tools_suite:
+        # only the package: its one library (glibc) comes with the release's own
+        other = AptRoot(cache, (arch.kexec_tools_suite,), None, arch.deb_arch)
+        debs.update(other.download(["kexec-tools"]))
     tmp = record.with_suffix(f".{os.getpid()}.tmp")  # concurrent runs: readers see old or new, never half
     tmp.write_text(json.dumps({"key": key, "kernel_package": kernel_package,
                                "debs": {n: str(p) for n, p in debs.items()}}, indent=1) + "\n")
@@ -125,7 +130,7 @@ def run_guest_python(arch: ArchTarget, root: Path, python: str, args: list[str],
 
 def prepare_userland(arch: ArchTarget, gen: Generation, cache: Path, log: Log = print) -> Userland:
     apt = AptRoot.for_guest(cache, arch, gen)
-    kernel_package, debs = _resolve_debs(apt, arch, gen)
+    kernel_package, debs = _resolve_debs(apt, arch, gen, cache)
     key = hashlib.sha256(("\n".join(sorted(d.name for d in debs.values())) + BUILD_VERSION).encode()).hexdigest()[:16]
     out = cache / "guest" / f"{gen.suites[0]}-{arch.deb_arch}" / key
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -170,7 +175,7 @@ def _build(arch: ArchTarget, gen: Generation, debs: dict[str, Path], kernel_pack
         os.chmod(dst, mode if mode is not None else (0o755 if os.access(src, os.X_OK) else 0o644))
         return dst
 
-    programs = [copy(p) for p in PROGRAMS + (KEXEC_TOOLS_PROGRAMS if arch.kexec_tools else ())]
+    programs = [copy(p) for p in PROGRAMS + (KEXEC_TOOLS_PROGRAMS if has_kexec_tools(arch) else ())]
     programs.append(copy(f"usr/bin/python{gen.python}"))
     (root / "usr/bin/python3").symlink_to(f"python{gen.python}")
     stdlib = root / f"usr/lib/python{gen.python}"
