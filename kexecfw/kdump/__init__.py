@@ -5,8 +5,9 @@ Every path here is absolute on the system being configured and is resolved throu
 Modules: ``config`` (kdump.toml), ``plan`` (what gets loaded), ``units`` (systemd units, the
 kernel hook, the GRUB snippet), ``initrd`` (the capture initrd and its manifest), ``actions``
 (the few commands that change the live system), ``state`` (what load and test recorded),
-``dumps`` (the dumps on the target), ``save`` (the capture boot), ``status``, ``service``
-(enable/disable/load/unload).
+``dumps`` (the dumps on the target), ``save`` (the capture boot), ``hotplug`` (reloads after CPU or
+memory hotplug, unless the kernel's crash_hotplug does it), ``status``, ``service``
+(enable/disable/load/unload/reload).
 """
 from __future__ import annotations
 
