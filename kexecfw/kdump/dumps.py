@@ -21,6 +21,8 @@ DUMP_NAMES = ("vmcore.kdump", "vmcore.elf", "vmcore.flat")
 SUMMARY_MAX = 1 << 20
 DMESG_TAIL = 256 << 10         # the panic line is near the end of the log
 DUMPS_MAX = 10000              # a crash directory listing, bounded
+LISTING_MAX = 4 << 20          # what an ssh target may send back for a listing (cut there by the host's head)
+TAR_MAX = 48 << 20             # and for the summaries and logs of its dumps
 
 
 @dataclass(frozen=True)
@@ -151,7 +153,8 @@ def remote_dumps(ssh, base: str) -> list[Dump]:
     import tarfile
 
     from kexecfw.kdump.ssh import q
-    listing = ssh.run(f"cd {q(base)} 2>/dev/null || exit 0; find . -mindepth 2 -maxdepth 2 -type f -printf '%s %P\\n'",
+    listing = ssh.run(f"cd {q(base)} 2>/dev/null || exit 0; "
+                      f"find . -mindepth 2 -maxdepth 2 -type f -printf '%s %P\\n' | head -c {LISTING_MAX}",
                       what=f"list the dumps in {base}", retry=False)
     files: dict[str, dict[str, int]] = {}
     for line in listing.decode("utf-8", "replace").splitlines():
@@ -162,13 +165,15 @@ def remote_dumps(ssh, base: str) -> list[Dump]:
     names = sorted(files)[-DUMPS_MAX:]
     wanted = [f"{d}/{n}" for d in names for n in ("summary.json", "dmesg.txt") if n in files[d]]
     contents: dict[str, bytes] = {}
+    asked = set(wanted)
     if wanted:
-        data = ssh.run(f"cd {q(base)} && tar cf - -- " + " ".join(q(w) for w in wanted),
-                       what=f"read the dumps' summaries in {base}", retry=False)
+        # the names on tar's stdin: any number of them, whatever the command line limit
+        data = ssh.run(f"cd {q(base)} && tar cf - --verbatim-files-from -T - | head -c {TAR_MAX}",
+                       "\n".join(wanted).encode(), what=f"read the dumps' summaries in {base}", retry=False)
         try:
             with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as tar:
                 for member in tar:
-                    if member.isfile() and member.name in wanted:
+                    if member.isfile() and member.name in asked:
                         f = tar.extractfile(member)
                         contents[member.name] = f.read() if f is not None else b""
         except tarfile.TarError:

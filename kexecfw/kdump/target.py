@@ -165,11 +165,16 @@ class SshSink(Sink):
 
     def begin(self, stamp: str) -> str:
         from kexecfw.kdump.ssh import q
-        name = f"{stamp}-{self.host}"
+        # the first contact, tried until target.wait has passed; a name taken (two saves in one second)
+        # gets a counter, as local crash directories do
+        out = self.ssh.run(f"umask 077 && mkdir -p {q(self.base)} && cd {q(self.base)} && n={q(f'{stamp}-{self.host}')}"
+                           f" && i=0 && while ! mkdir \"$n\" 2>/dev/null; do i=$((i+1)); [ $i -lt 100 ] || exit 1; "
+                           f"n={q(stamp)}-$i-{q(self.host)}; done && echo \"$n\"",
+                           what=f"create a crash directory in {self.base}")
+        name = out.decode("utf-8", "replace").strip()
+        if not name.startswith(stamp) or "/" in name:
+            raise KexecfwError(f"{self.ssh.name}: creating a crash directory in {self.base} answered {name[:80]!r}")
         self.directory = f"{self.base}/{name}"
-        # the first contact: tried until target.wait has passed
-        self.ssh.run(f"umask 077 && mkdir -p {q(self.directory)}",
-                     what=f"create {self.directory}")
         return f"{self.ssh.name}:{self.directory}"
 
     def put(self, name: str, data: bytes) -> None:

@@ -18,7 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from kexecfw.kdump.dumps import panic_line
+from kexecfw.kdump.config import load_config
+from kexecfw.kdump.dumps import check_ssh_target, panic_line
+from kexecfw.sysroot import Sysroot
 from tests.conftest import REPO, oracle
 from tests.kdump.conftest import kdump, recorded
 
@@ -134,7 +136,13 @@ def _pages(path: Path) -> dict[int, bytes]:
 def test_propagate_save_reassemble_list(root, tmp_path, sshd, mini_vmcores, expected_dmesg):
     makedumpfile = oracle("makedumpfile", "makedumpfile")
     _configure(root, sshd)
+    config = load_config(Sysroot(root))
+    ok, detail = check_ssh_target(Sysroot(root), config)       # what `status` can say of an ssh target
+    assert not ok and detail.endswith("no key /root/.ssh/kexecfw_kdump_id: `kexecfw kdump propagate` makes "
+                                      "and installs it")
     _propagate(root, sshd)
+    ok, detail = check_ssh_target(Sysroot(root), config)
+    assert ok and f"127.0.0.1:{sshd.port}:{sshd.crash}: writable over ssh, " in detail and detail.endswith(" MiB free")
     again = kdump(root, "propagate")          # a second time: the key is kept, not added twice
     assert again.returncode == 0 and "kept /root/.ssh/kexecfw_kdump_id; already installed" in again.stdout
     assert len(sshd.authorized.read_text().splitlines()) == 1
@@ -173,6 +181,13 @@ def test_propagate_save_reassemble_list(root, tmp_path, sshd, mini_vmcores, expe
     assert [(d["name"], d["complete"]) for d in dumps] == [(crash_dir.name, True)]
     assert dumps[0]["panic"] == panic_line(expected_dmesg["x86_64"]) and dumps[0]["release"].startswith("6.1.0-56")
     assert "complete" in kdump(root, "list").stdout
+
+    # keep = 1: the next save removes this one (a second in the same second gets a counter, never its directory)
+    with open(root / "etc/kexecfw/kdump.toml", "a") as f:
+        f.write("keep = 1\n")
+    again = json.loads(kdump(root, "save", "--vmcore", str(mini_vmcores["x86_64"]), "--json").stdout)
+    assert again["error"] is None and again["removed"] == [crash_dir.name]
+    assert [p.name for p in sshd.crash.iterdir()] == [again["saved"].rsplit("/", 1)[1]]
 
 
 def test_connection_cut_mid_dump_leaves_it_incomplete(root, sshd, mini_vmcores, expected_dmesg):
