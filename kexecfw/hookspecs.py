@@ -46,6 +46,28 @@ Conventions
 
   :func:`kexecfw_plan_load` wraps the whole sequence: implement it with
   ``wrapper=True`` to observe or adjust every plan (logging, notebooks).
+
+Layout of a plugin package
+--------------------------
+Let the entry point name the package. The core registers its ``hooks`` module
+(the ``@hookimpl`` functions below; a plain module of hooks is registered as it
+is), and the dump readers import its ``capture`` module, which must import
+neither the hooks nor pluggy: ``vmcore dmesg`` runs in a capture kernel that
+counts its start-up. Keep the package's ``__init__`` free of imports::
+
+    kexecfw_riscv64/__init__.py   # nothing the dump readers would pay for
+    kexecfw_riscv64/hooks.py      # @hookimpl def kexecfw_architectures(): ...
+    kexecfw_riscv64/capture.py    # CAPTURE = kexecfw.machines.MachineCapture(...)
+
+``capture.CAPTURE`` (:class:`kexecfw.machines.MachineCapture`) tells the dump
+readers, by ELF machine: the ``utsname.machine`` names of its kernels (kdump
+headers), its page sizes and physical address bits (the bounds every number
+read from a dump is checked against), the NT_PRSTATUS register layout with its
+program counter, stack pointer and link register
+(:class:`kexecfw.machines.RegisterLayout`), and a translator of kernel virtual
+addresses (a :class:`kexecfw.vmcore.kmem.Translator`: linear rules, page-table
+walk, direct-map base, phys_base). No hook is involved: adding an
+architecture's capture support is that one module.
 """
 from __future__ import annotations
 
@@ -207,17 +229,4 @@ def kexecfw_plan_load(ctx: LoadContext) -> Plan | None:
             return plan
 
     Called on ``ctx.arch``'s plugin only.
-    """
-
-
-# --- capture side ---------------------------------------------------------------------------
-
-@hookspec(firstresult=True)
-def kexecfw_prstatus_registers(machine: int) -> list[str] | None:
-    """Names of the general registers in NT_PRSTATUS ``pr_reg`` for ELF ``machine``, in order.
-
-    Each is an unsigned long of the architecture (x86_64: ``struct pt_regs`` as
-    ``user_regs_struct``, 27 names; arm64: ``x0``..``x30``, ``sp``, ``pc``, ``pstate``).
-
-    Called on the plugin serving ``machine`` only.
     """

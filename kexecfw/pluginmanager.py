@@ -3,7 +3,10 @@
 Registration order: the core's generic defaults, the in-repo architectures
 (built-ins, registered by module), then the ``kexecfw`` entry-point group
 (third-party architectures; names already registered are skipped), then
-``check_pending()`` so a misspelt hook name fails loudly.
+``check_pending()`` so a misspelt hook name fails loudly. A plugin package is
+registered through its ``hooks`` module when it has one (:func:`hook_module`):
+its ``capture`` module then serves the dump readers without the hooks
+(kexecfw.machines).
 
 By default the entry points are read on demand: only when an architecture (or
 an ELF machine) is asked for that no registered plugin serves, and for the full
@@ -30,9 +33,12 @@ import pluggy
 
 from kexecfw import hookspecs
 from kexecfw.errors import KexecfwError
+from kexecfw.machines import (BUILTIN_ARCHITECTURES, ENTRY_POINT_GROUP, blocked_plugins, entry_points_disabled,
+                              machine_capture)
 
-BUILTIN_PLUGINS = ("kexecfw.plugins.arm64", "kexecfw.plugins.x86_64")
+BUILTIN_PLUGINS = BUILTIN_ARCHITECTURES
 CORE_PLUGIN = "kexecfw.defaults"
+HOOKS_MODULE = "hooks"
 
 _manager: pluggy.PluginManager | None = None
 # Managers whose entry-point plugins are not loaded yet (see load_deferred_plugins).
@@ -48,7 +54,7 @@ def new_plugin_manager(*, builtins: Iterable[str] = BUILTIN_PLUGINS, entry_point
     """
     pm = pluggy.PluginManager("kexecfw")
     pm.add_hookspecs(hookspecs)
-    blocked = {n.strip() for n in os.environ.get("KEXECFW_BLOCK_PLUGINS", "").split(",") if n.strip()}
+    blocked = blocked_plugins()
     for name in blocked:
         pm.set_blocked(name)
     pm.register(importlib.import_module(CORE_PLUGIN), name="core")
@@ -56,13 +62,13 @@ def new_plugin_manager(*, builtins: Iterable[str] = BUILTIN_PLUGINS, entry_point
         short = module_name.rsplit(".", 1)[-1]
         if short in blocked:
             continue
-        pm.register(importlib.import_module(module_name), name=short)
+        pm.register(hook_module(importlib.import_module(module_name)), name=short)
     for plugin in extra:
         pm.register(plugin, name=_plugin_name(plugin))
-    if entry_points is None and os.environ.get("KEXECFW_DISABLE_PLUGIN_AUTOLOAD", "") not in ("", "0"):
+    if entry_points is None and entry_points_disabled():
         entry_points = False
     if entry_points:
-        pm.load_setuptools_entrypoints("kexecfw")
+        _load_entry_points(pm)
     elif entry_points is None:
         _deferred_entry_points.add(pm)
     pm.check_pending()
@@ -77,16 +83,40 @@ def load_deferred_plugins(pm: pluggy.PluginManager) -> bool:
     if pm not in _deferred_entry_points:
         return False
     _deferred_entry_points.discard(pm)
-    pm.load_setuptools_entrypoints("kexecfw")
+    _load_entry_points(pm)
     pm.check_pending()
     return True
+
+
+def hook_module(plugin: object) -> object:
+    """What to register for ``plugin``: a package's ``hooks`` module when it has one (so that its light
+    ``capture`` module imports no hook code, see kexecfw.machines), else ``plugin`` itself."""
+    if not hasattr(plugin, "__path__"):
+        return plugin
+    name = f"{plugin.__name__}.{HOOKS_MODULE}"
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError as e:
+        if e.name != name:
+            raise
+        return plugin
+
+
+def _load_entry_points(pm: pluggy.PluginManager) -> None:
+    """Register the ``kexecfw`` entry points' plugins (through :func:`hook_module`), as pluggy's
+    load_setuptools_entrypoints does: names already registered or blocked are skipped."""
+    from importlib.metadata import entry_points
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        if pm.get_plugin(ep.name) is None and not pm.is_blocked(ep.name):
+            pm.register(hook_module(ep.load()), name=ep.name)
 
 
 def _plugin_name(plugin: object) -> str:
     """A readable registration name: a module's last dotted part, else the class name in lower case."""
     module_name = getattr(plugin, "__name__", None)
     if isinstance(module_name, str):
-        return module_name.rsplit(".", 1)[-1]
+        parts = module_name.split(".")
+        return parts[-2] if parts[-1] == HOOKS_MODULE and len(parts) > 1 else parts[-1]
     return type(plugin).__name__.lower()
 
 
@@ -202,9 +232,10 @@ class Hooks:
     def plan_load(self, ctx: "LoadContext") -> "Plan":
         return self._call(ctx, "kexecfw_plan_load")
 
-    def prstatus_registers(self, machine: int) -> list[str] | None:
-        caller = self._for_machine(machine, "kexecfw_prstatus_registers")
-        return None if caller is None else caller(machine=machine)
+    def prstatus_registers(self, machine: int) -> "RegisterLayout | None":
+        """NT_PRSTATUS's register layout of ELF ``machine``: its plugin's capture module's (kexecfw.machines)."""
+        capture = machine_capture(machine)
+        return None if capture is None else capture.registers
 
     def implemented_hooks(self, plugin: object) -> list[str]:
         return sorted(h.name for h in self.pm.get_hookcallers(plugin) or [])
@@ -272,6 +303,7 @@ from kexecfw.model import ArchSpec  # noqa: E402  (names used in annotations)
 
 if False:  # pragma: no cover - for type checkers only
     from kexecfw.memory.model import MemoryMap
+    from kexecfw.machines import RegisterLayout
     from kexecfw.model import ElfcoreInfo, KernelFile, KernelImage, LoadContext, PurgatoryObject, RelocationApplier
     from kexecfw.segments.plan import Plan, Segment
     from kexecfw.segments.planner import Planner

@@ -123,7 +123,7 @@ def test_every_hook_is_documented_and_prefixed():
         # which plugins the core calls it on: every plugin, or the architecture's only
         assert "Called on every plugin" in fn.__doc__ or "plugin only" in fn.__doc__ or \
             "serving ``machine`` only" in fn.__doc__, f"{name}'s docstring must say which plugins it is called on"
-    load_hooks = [n for n in specs if n not in ("kexecfw_architectures", "kexecfw_prstatus_registers")]
+    load_hooks = [n for n in specs if n != "kexecfw_architectures"]
     for name in load_hooks:
         if name in ("kexecfw_relocation_types",):
             continue
@@ -139,3 +139,70 @@ def test_plugins_command_lists_both_architectures():
     doc = json.loads(out)
     archs = {a for p in doc["plugins"] for a in p["architectures"]}
     assert {"arm64", "x86_64"} <= archs
+
+
+# --- the capture side: each plugin's capture module, found without the plugin manager --------------
+
+def test_each_machines_capture_facts_come_from_its_plugin():
+    from kexecfw.machines import machine_capture, machine_for_uts
+    from kexecfw.vmcore.bounds import ANY_ARCH, arch_bounds
+    for machine, name, uts in ((62, "x86_64", "x86_64"), (183, "arm64", "aarch64"), (183, "arm64", "arm64"),
+                               (243, "riscv64", "riscv64")):
+        capture = machine_capture(machine)
+        assert capture.name == name and arch_bounds(machine) is capture.bounds
+        assert machine_for_uts(uts) == machine
+    assert machine_capture(0x7777) is None and machine_for_uts("toy64") == 0 and arch_bounds(0x7777) is ANY_ARCH
+
+
+TOY_CAPTURE = '''
+from kexecfw.machines import MachineCapture, RegisterLayout
+from kexecfw.vmcore.bounds import ArchBounds
+from kexecfw.vmcore.kmem import Translator
+
+
+class ToyTranslator(Translator):
+    page_size = 16384
+
+    def linear(self, vaddr):
+        return vaddr - 0xFFFF800000000000 if vaddr >= 0xFFFF800000000000 else None
+
+
+CAPTURE = MachineCapture(0x7777, ("toy64",), ArchBounds("toy64", (16384,), 40),
+                         RegisterLayout(["r0", "lr", "sp", "pc"], pc="pc", sp="sp", lr="lr"), lambda info: ToyTranslator())
+'''
+
+
+def test_a_third_party_architecture_brings_its_capture_side(tmp_path, monkeypatch):
+    """An installed package named by a ``kexecfw`` entry point, with hooks.py and capture.py: the plugin
+    manager registers its hooks, the dump readers use its capture module; no core module names it."""
+    import struct
+    import sys
+    from kexecfw.elfnotes import Note
+    from kexecfw.machines import machine_capture, machine_for_uts
+    from kexecfw.vmcore.bounds import check_page_size
+    from kexecfw.vmcore.kmem import translator_for
+    from kexecfw.vmcore.prstatus import parse_prstatus
+    from kexecfw.vmcoreinfo import VmcoreInfo
+    site = tmp_path / "site"
+    (site / "kexecfw_toypkg-1.0.dist-info").mkdir(parents=True)
+    (site / "kexecfw_toypkg-1.0.dist-info" / "METADATA").write_text("Metadata-Version: 2.1\nName: kexecfw-toypkg\n"
+                                                                   "Version: 1.0\n")
+    (site / "kexecfw_toypkg-1.0.dist-info" / "entry_points.txt").write_text("[kexecfw]\ntoy64 = toypkg\n")
+    (site / "toypkg").mkdir()
+    (site / "toypkg" / "__init__.py").write_text("")
+    (site / "toypkg" / "hooks.py").write_text((REPO / "tests" / "toyarch.py").read_text())
+    (site / "toypkg" / "capture.py").write_text(TOY_CAPTURE)
+    monkeypatch.syspath_prepend(str(site))
+
+    capture = machine_capture(0x7777)
+    assert capture.name == "toy64" and machine_for_uts("toy64") == 0x7777
+    assert "toypkg.hooks" not in sys.modules               # the dump readers import no hook code
+    assert check_page_size(16384, 0x7777, "toy") == 16384
+    assert translator_for(0x7777, VmcoreInfo.parse(b"")).linear(0xFFFF800000001000) == 0x1000
+    regs = struct.pack("<4Q", 0, 0xA, 0x5, 0xC)
+    state = parse_prstatus(Note(b"CORE", 1, bytes(112) + regs, 0), 0, Hooks().prstatus_registers(0x7777))
+    assert (state.pc, state.sp, state.lr) == (0xC, 0x5, 0xA)
+
+    pm = new_plugin_manager(entry_points=True)
+    assert Hooks(pm).arch("toy64").elf_machine == 0x7777
+    assert {p["name"]: p["module"] for p in describe_plugins(pm)}["toy64"] == "toypkg.hooks"

@@ -5,15 +5,16 @@ page size, a physical address, a struct size or offset, a ring-buffer size is ch
 the architecture and against the file before a reader allocates, loops, shifts or seeks with it.
 A value out of bounds raises BadInputError naming the value, where it came from and what the bound is.
 
-The architecture facts are keyed by ELF e_machine (the capture side runs without the plugin manager:
-`vmcore dmesg` must start fast in a capture kernel); an unknown machine gets the loosest bounds any
-Linux architecture needs.
+The architecture facts are keyed by ELF e_machine: each plugin's capture module gives its own
+(kexecfw.machines; the capture side runs without the plugin manager: `vmcore dmesg` must start fast
+in a capture kernel); an unknown machine gets the loosest bounds any Linux architecture needs.
 """
 from __future__ import annotations
 
 from kexecfw.errors import BadInputError
 from kexecfw.records import TupleRecord
 
+# ELF machine numbers the readers and their tests name dumps by (facts about them are the plugins')
 EM_X86_64 = 62
 EM_AARCH64 = 183
 EM_RISCV = 243
@@ -27,21 +28,15 @@ class ArchBounds(TupleRecord):
     phys_bits: int               # the widest physical address its kernels use (MAX_PHYSMEM_BITS)
 
 
-# arch/x86/include/asm/sparsemem.h: MAX_PHYSMEM_BITS 52 with 5-level paging (46 with 4);
-# arch/arm64/include/asm/sparsemem.h: 52 (LPA/LPA2); arch/riscv/include/asm/sparsemem.h: 56 (Sv57).
-ARCH_BOUNDS: dict[int, ArchBounds] = {
-    EM_X86_64: ArchBounds("x86_64", (4096,), 52),
-    EM_AARCH64: ArchBounds("arm64", (4096, 16384, 65536), 52),
-    EM_RISCV: ArchBounds("riscv64", (4096,), 56),
-}
 ANY_ARCH = ArchBounds("unknown architecture", (4096, 8192, 16384, 32768, 65536), 57)
-# arch/arm64/Kconfig ARM64_VA_BITS: 36 (16K pages, 2 levels) to 52 bits of kernel virtual address
-ARM64_MIN_VA_BITS, ARM64_MAX_VA_BITS = 36, 52
 
 
 def arch_bounds(machine: int) -> ArchBounds:
-    """The bounds of ELF machine ``machine`` (the loosest ones for a machine not in the table)."""
-    return ARCH_BOUNDS.get(machine, ANY_ARCH)
+    """The bounds of ELF machine ``machine``, from its plugin's capture module (kexecfw.machines); the
+    loosest ones for a machine no installed plugin describes."""
+    from kexecfw.machines import machine_capture
+    capture = machine_capture(machine)
+    return capture.bounds if capture is not None else ANY_ARCH
 
 
 def check_page_size(value: int | None, machine: int, source: str) -> int:

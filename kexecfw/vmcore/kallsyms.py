@@ -20,7 +20,8 @@ import bisect
 import struct
 
 from kexecfw.errors import BadInputError, KexecfwError
-from kexecfw.vmcore.kmem import EM_X86_64, KernelMemory
+from kexecfw.machines import machine_capture
+from kexecfw.vmcore.kmem import KernelMemory
 
 MAX_SYMS = 1 << 22                  # a kernel with every option has ~300,000
 MAX_NAMES_BYTES = 64 << 20          # kallsyms_names of MAX_SYMS symbols of ~16 compressed bytes
@@ -38,7 +39,8 @@ class Kallsyms:
             raise BadInputError(f"kallsyms_num_syms {num} is not plausible (max {MAX_SYMS})")
         base = mem.read_u64(sym["kallsyms_relative_base"])
         offsets = struct.unpack(f"<{num}i", mem.read(sym["kallsyms_offsets"], 4 * num))
-        absolute_percpu = mem.dump.machine == EM_X86_64
+        capture = machine_capture(mem.dump.machine)
+        absolute_percpu = capture is not None and capture.kallsyms_absolute_percpu
         mask = (1 << 64) - 1
         if absolute_percpu:
             self.addrs = [o if o >= 0 else (base - 1 - o) & mask for o in offsets]

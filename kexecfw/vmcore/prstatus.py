@@ -4,8 +4,9 @@ Layout: ``struct elf_prstatus`` (include/uapi/linux/elfcore.h, 64-bit):
 ``pr_info`` (3 ints), ``pr_cursig`` (short, padded), ``pr_sigpend``, ``pr_sighold``
 (unsigned long), ``pr_pid``, ``pr_ppid``, ``pr_pgrp``, ``pr_sid`` (int), four
 ``struct timeval``, then ``pr_reg`` at offset 112: the architecture's general
-registers as unsigned longs, whose names come from the arch plugin
-(hook ``kexecfw_prstatus_registers``), then ``pr_fpvalid``.
+registers as unsigned longs, whose names (and which of them are the program counter, stack
+pointer and link register) come from the architecture plugin's capture module
+(:mod:`kexecfw.machines`), then ``pr_fpvalid``.
 
 Which CPU a note belongs to
 ---------------------------
@@ -32,6 +33,7 @@ from dataclasses import dataclass, field
 
 from kexecfw.elfnotes import Note
 from kexecfw.errors import BadInputError
+from kexecfw.machines import RegisterLayout, machine_capture
 
 # struct elf_prstatus up to pr_reg: elf_siginfo {si_signo, si_code, si_errno}, pr_cursig (+2 pad),
 # pr_sigpend, pr_sighold, pr_pid, pr_ppid, pr_pgrp, pr_sid, pr_utime, pr_stime, pr_cutime, pr_cstime
@@ -42,11 +44,6 @@ assert ELF_PRSTATUS_HEAD.size == PR_REG_OFFSET
 PANIC_LINE = re.compile(rb"Kernel panic - not syncing")
 DUMP_STACK_LINE = re.compile(rb"CPU: (\d+) (?:UID: \d+ )?PID: (\d+) Comm: ([^\n ]*)")
 
-# Registers to show per architecture: program counter, stack pointer, link register.
-PC_NAMES = ("pc", "rip")
-SP_NAMES = ("sp", "rsp")
-LR_NAMES = ("x30", "ra")
-
 
 @dataclass
 class CpuState:
@@ -56,24 +53,28 @@ class CpuState:
     signal: int
     registers: dict[str, int] = field(default_factory=dict)
     panic: bool = False
+    roles: dict[str, str] = field(default_factory=dict)     # "pc"/"sp"/"lr" -> the register that holds it
 
-    def reg(self, names: tuple[str, ...]) -> int | None:
-        return next((self.registers[n] for n in names if n in self.registers), None)
+    def role(self, role: str) -> int | None:
+        name = self.roles.get(role)
+        return None if name is None else self.registers.get(name)
 
     @property
     def pc(self) -> int | None:
-        return self.reg(PC_NAMES)
+        return self.role("pc")
 
     @property
     def sp(self) -> int | None:
-        return self.reg(SP_NAMES)
+        return self.role("sp")
 
     @property
     def lr(self) -> int | None:
-        return self.reg(LR_NAMES)
+        return self.role("lr")
 
 
-def parse_prstatus(note: Note, index: int, register_names: list[str] | None) -> CpuState:
+def parse_prstatus(note: Note, index: int, register_names: "RegisterLayout | list[str] | None") -> CpuState:
+    """One NT_PRSTATUS note; ``register_names`` is the architecture's layout (kexecfw.machines), whose
+    roles give ``pc``/``sp``/``lr`` (a plain list of names gives the registers only)."""
     desc = note.desc
     if len(desc) < PR_REG_OFFSET:
         raise BadInputError(f"NT_PRSTATUS note #{index} at file offset {note.offset:#x} is {len(desc)} bytes, "
@@ -88,7 +89,8 @@ def parse_prstatus(note: Note, index: int, register_names: list[str] | None) -> 
                                 f"{len(register_names)} registers need {need}: wrong architecture?")
         values = struct.unpack_from(f"<{len(register_names)}Q", desc, PR_REG_OFFSET)
         regs = dict(zip(register_names, values))
-    return CpuState(index=index, cpu=index, pid=pid, signal=cursig or signo, registers=regs)
+    roles = register_names.roles() if isinstance(register_names, RegisterLayout) else {}
+    return CpuState(index=index, cpu=index, pid=pid, signal=cursig or signo, registers=regs, roles=roles)
 
 
 # Lines that start a crash's story (kernel/panic.c, lib/bug.c, arch die()/oops, drivers/tty/sysrq.c);
@@ -242,8 +244,8 @@ def cpus_from_memory(mem, ksyms, notes: list[Note], max_cpus: int = 8192) -> lis
 def describe_cpus(dump, online: list[int] | None = None, log: bytes | None = None, symbols: bool = True):
     """(states, cpus_known, panic, kallsyms or None, exact) for ``dump``: what ``vmcore notes`` shows."""
     from kexecfw.errors import KexecfwError
-    from kexecfw.pluginmanager import Hooks
-    names = Hooks().prstatus_registers(dump.machine)
+    capture = machine_capture(dump.machine)
+    names = capture.registers if capture is not None else None
     notes = dump.prstatus_notes()
     states = [parse_prstatus(n, i, names) for i, n in enumerate(notes)]
     panic = panic_from_log(log) if log else None

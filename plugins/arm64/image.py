@@ -13,8 +13,8 @@ from kexecfw.decompress import KERNEL_IMAGE_CAP, decompress
 from kexecfw.errors import BadInputError
 from kexecfw.elfnotes import ELF64_EHDR, ELF64_PHDR, ELFMAG, PT_LOAD
 from kexecfw.flatimage import GZIP_MAGIC, ImageHeader, ProbedImage, check_header, open_image
+from kexecfw.plugins.arm64.capture import EM_AARCH64
 
-EM_AARCH64 = 183
 
 # struct arm64_image_header: code0, code1 (u32), text_offset, image_size, flags, res2, res3, res4 (u64),
 # magic, res5 (u32; res5 is the PE header offset of an EFI-stub kernel), little-endian

@@ -30,8 +30,9 @@ from kexecfw.memory.model import MemoryMap, RegionKind
 from kexecfw.memory.ranges import align_down
 from kexecfw.running import kallsyms_symbol, read_vmcoreinfo
 from kexecfw.sysroot import Sysroot
-from kexecfw.vmcore.bounds import (ARM64_MAX_VA_BITS, ARM64_MIN_VA_BITS, EM_AARCH64, S64_MIN, U64_MAX,
-                                   CheckedInfo)
+from kexecfw.plugins.arm64.capture import EM_AARCH64
+from kexecfw.plugins.arm64.translate import ARM64_MAX_VA_BITS, ARM64_MIN_VA_BITS
+from kexecfw.vmcore.bounds import S64_MIN, U64_MAX, CheckedInfo
 from kexecfw.vmcoreinfo import VmcoreInfo
 
 _2M = 2 << 20

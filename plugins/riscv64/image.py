@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from kexecfw.elfnotes import ELFMAG
 from kexecfw.errors import BadInputError
 from kexecfw.flatimage import GZIP_MAGIC, ImageHeader, ProbedImage, check_header, open_image
+from kexecfw.plugins.riscv64.capture import EM_RISCV
 
-EM_RISCV = 243
 
 RISCV_IMAGE_HEADER = struct.Struct("<IIQQQIIQQII")
 assert RISCV_IMAGE_HEADER.size == 64

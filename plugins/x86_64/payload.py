@@ -14,10 +14,10 @@ from kexecfw.decompress import KERNEL_IMAGE_CAP, decompress, sniff
 from kexecfw.errors import BadInputError
 
 from kexecfw.plugins.x86_64.bzimage import BzImage
+from kexecfw.plugins.x86_64.capture import EM_X86_64
 
 ELF64_LE = b"\x7fELF\x02\x01\x01"
 ET_REL = 1
-EM_X86_64 = 62
 
 
 def decompress_payload(image: BzImage) -> bytes:

@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from kexecfw.plugins.riscv64.translate import Riscv64Translator
 from kexecfw.vmcore.elfdump import ElfDump
-from kexecfw.vmcore.kmem import KernelMemory, Riscv64Translator
+from kexecfw.vmcore.kmem import KernelMemory
 from tests.riscv64.conftest import DATA
 
 CAPTURE = DATA / "capture"
@@ -47,6 +48,26 @@ def test_notes_name_riscv_registers(vmcore):
     # the panicking hart is in riscv_crash_save_regs (pc), called from __crash_kexec (ra, shown as lr)
     assert [(c["pid"], c["pc"], c["lr"]) for c in notes["cpus"]] == [
         (1, "0xffffffff8000e324", "0xffffffff80100e7c"), (0, "0xffffffff80a77964", "0xffffffff80a7795c")]
+
+
+def test_dmesg_reads_the_plugins_capture_side_without_its_hooks(vmcore):
+    """riscv64 is found through its entry point (not a built-in), and still only its capture module is
+    imported: no hooks, no pluggy, no load side (what a capture kernel pays for at start-up)."""
+    import os
+    import sysconfig
+    from tests.installed_layout import installed_layout
+    from tests.vmcore.test_dmesg_startup import imported_modules
+    paths = sysconfig.get_paths()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "KEXECFW_"))}
+    env["PYTHONPATH"] = os.pathsep.join([str(installed_layout()), paths["purelib"], paths["platlib"]])
+    run = subprocess.run([sys.executable, "-S", "-X", "importtime", "-m", "kexecfw", "vmcore", "dmesg", str(vmcore)],
+                         capture_output=True, env=env, cwd=installed_layout(), timeout=60)
+    assert run.returncode == 0, run.stderr[-2000:]
+    modules = imported_modules(run.stderr, but_not_by=frozenset({"runpy"}))
+    assert {"kexecfw.plugins.riscv64.capture", "kexecfw.plugins.riscv64.translate"} <= modules
+    assert not modules & {"pluggy", "kexecfw.plugins.riscv64.hooks", "kexecfw.model", "kexecfw.pluginmanager"}
+    assert not [m for m in modules if m.startswith(("kexecfw.plugins.arm64.", "kexecfw.plugins.x86_64."))
+                and not m.endswith(".capture")]
 
 
 def test_info(vmcore):

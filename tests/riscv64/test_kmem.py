@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from kexecfw.errors import BadInputError
-from kexecfw.vmcore.kmem import KernelMemory, Riscv64Translator, TranslationError, translator_for
+from kexecfw.plugins.riscv64.translate import Riscv64Translator
+from kexecfw.vmcore.kmem import KernelMemory, TranslationError, translator_for
 from kexecfw.vmcoreinfo import VmcoreInfo
 from tests.vmcore.test_arm64_walk import PageDump
 

@@ -34,8 +34,9 @@ def test_found_through_its_entry_point():
     spec = Hooks(pm).arch("riscv64")
     assert (spec.elf_machine, spec.kexec_arch, spec.nr_kexec_load, spec.nr_reboot) == (243, 243 << 16, 104, 142)
     listed = {p["name"]: p for p in describe_plugins(pm)}
-    assert listed["riscv64"]["module"] == "kexecfw.plugins.riscv64"
-    assert Hooks(new_plugin_manager()).prstatus_registers(243)[:3] == ["pc", "ra", "sp"]
+    assert listed["riscv64"]["module"] == "kexecfw.plugins.riscv64.hooks"      # the package's hooks module
+    layout = Hooks(new_plugin_manager()).prstatus_registers(243)
+    assert layout[:3] == ("pc", "ra", "sp") and (layout.pc, layout.sp, layout.lr) == ("pc", "sp", "ra")
 
 
 def _phdrs(hdr: bytes) -> tuple[int, list[tuple[int, ...]]]:
