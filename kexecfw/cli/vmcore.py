@@ -57,7 +57,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
                    help="page compression (default zlib, which every reader supports)")
     p.add_argument("--elf", action="store_true", help="write an ELF dump instead of kdump-compressed")
     p.add_argument("-f", "--force", action="store_true", help="replace OUT if it exists")
-    p.add_argument("--threads", type=int, default=0, metavar="N", help="compression threads (default: CPUs)")
+    p.add_argument("--threads", type=int, default=0, metavar="N",
+                   help="compression threads (default: the CPUs this process may run on, at most 8)")
     p.add_argument("--dir", default=None, metavar="DIR",
                    help="save flow: make DIR/<timestamp>/ with the dump, dmesg.txt and summary.json")
     p.add_argument("--keep", type=int, default=3, metavar="N", help="with --dir: keep the last N dumps")

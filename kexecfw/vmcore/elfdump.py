@@ -207,6 +207,10 @@ class ElfDump(DumpFile):
                 f"{self.data_end:#x} ({self.lost_pages()} pages past the end{where})")
 
     def read_phys(self, paddr: int, size: int) -> bytes:
+        seg = self._segment(paddr)
+        if seg is not None and paddr + size <= seg[1]:
+            # within one PT_LOAD (nearly every read): the file's bytes as they come, no copy
+            return self._read_file(seg[2] + paddr - seg[0], size)
         out = bytearray()
         while size > 0:
             seg = self._segment(paddr)

@@ -23,6 +23,7 @@ import time
 from kexecfw.cli.common import human_size
 from kexecfw.errors import BadInputError, KexecfwError, NoSpaceError
 from kexecfw.vmcore import default_dump_path, open_dump
+from kexecfw.vmcore.phases import PhaseTimes, mark
 from kexecfw.vmcore.writer import DumpIncomplete, DumpWriter, output_error
 
 STAMP = re.compile(r"^\d{8}-\d{6}(-\d+)?$")
@@ -98,10 +99,14 @@ def crash_summary(dump, symbols: bool = True) -> tuple[dict, bytes | None]:
 def save_file(input_path: str, out: str, *, dump_level: int, compress: str, elf: bool, threads: int,
               progress: bool, byte_limit: int | None = None) -> dict:
     with open_dump(input_path) as dump:
+        before = PhaseTimes()
+        started = mark()
         summary, _ = crash_summary(dump, symbols=False)     # the header only needs the panic CPU
+        before.add("summary", started)
         writer = DumpWriter(dump, dump_level, compress, elf, threads, progress,
                             panic_cpu=summary.get("panic_cpu") or 0, byte_limit=byte_limit)
         stats = writer.write(out)
+        stats["phases"] = before.report() + stats["phases"]
     return {**summary, **stats}
 
 
@@ -224,8 +229,11 @@ def run_save_cli(args) -> int:
         print(json.dumps({"schema": 1, **result}, indent=1))
     else:
         dump = result.get("dump", result)
+        how = f"{dump.get('format')}, level {dump.get('dump_level')}"
+        if dump.get("format") == "kdump":
+            how += f", {dump.get('compression')}: {dump.get('engine')}"
         print(f"saved {dump['path']}: {dump['pages_written']} pages, {dump['size'] / (1 << 20):.1f} MiB "
-              f"({dump.get('format')}, level {dump.get('dump_level')}) in {dump['seconds']} s")
+              f"({how}) in {dump['seconds']} s")
         if result.get("directory"):
             print(f"crash directory: {result['directory']}")
     return 0

@@ -30,12 +30,14 @@ with its pfn ranges in the statistics (``pages_lost``, ``lost_ranges``), and the
 unaligned PT_LOAD, pages its dump level left out) is absent, not lost. The accounting runs only
 when a chunk's read fails: a complete input is read as fast as before.
 
-Compression: one page at a time as the format requires (zlib level 1 like
-makedumpfile; zstd level 3, which on a lab guest's -d 31 pages is smaller than zlib level 1 at
-a third of its time, where level 1 is not smaller; lzo1x_1 when python-lzo is installed), a page is
-stored raw when compressing does not make it smaller. zlib and zstandard
-release the GIL, so threads compress in parallel. Zero pages are removed (-d 1)
-or share one stored copy, as makedumpfile does.
+Compression: one page at a time as the format requires (zlib streams from the fastest engine
+installed, kexecfw.vmcore.zlibengine: ISA-L with a libdeflate retry, else the standard library's zlib
+level 1 like makedumpfile; zstd level 3, which on a lab guest's -d 31 pages is smaller than zlib level
+1 at a third of its time, where level 1 is not smaller; lzo1x_1 when python-lzo is installed), a page is
+stored raw when compressing does not make it smaller. Every engine releases the GIL, so threads (one
+per CPU the process may run on) compress in parallel. Zero pages are removed (-d 1)
+or share one stored copy, as makedumpfile does. Time and pages per phase are counted as the save goes
+(kexecfw.vmcore.phases), in the statistics as ``phases``, with the engine that ran as ``engine``.
 """
 from __future__ import annotations
 
@@ -55,6 +57,7 @@ from kexecfw.vmcore.kdumpfmt import (CODEC_FLAGS, DISK_DUMP_HEADER, DL_EXCLUDE_Z
                                      DUMP_DH_COMPRESSED_INCOMPLETE, HEADER_VERSION, KDUMP_SIGNATURE,
                                      KDUMP_SUB_HEADER, PAGE_DESC)
 from kexecfw.vmcore.kmem import EM_AARCH64, EM_RISCV, EM_X86_64, KernelMemory
+from kexecfw.vmcore.phases import PhaseTimes, mark
 
 CHUNK_PAGES = 256
 # A capture kernel has little RAM: write back and drop the dump's page cache every so often
@@ -111,27 +114,39 @@ class LostPages:
                 f"{summarize_ranges(self.physical(page_size), self.runs, self.SHOWN)} (the first: {self.why})")
 
 
-def _codec(name: str) -> Callable[[], Callable[[bytes], bytes]]:
-    """A factory of per-thread compress functions for ``name``."""
+def _codec(name: str, page_size: int) -> tuple[Callable[[], Callable[[bytes], bytes]], str]:
+    """A factory of per-thread compress functions for ``name`` (each takes a bytes-like page), and
+    what compresses (library, version, level)."""
     if name == "zlib":
-        import zlib
-        return lambda: (lambda page: zlib.compress(page, 1))
+        from kexecfw.vmcore.zlibengine import zlib_engine
+        engine = zlib_engine(page_size=page_size)
+        return engine.make, engine.name
     if name == "zstd":
         import zstandard
 
         def make() -> Callable[[bytes], bytes]:
             return zstandard.ZstdCompressor(level=3).compress
-        return make
+        return make, f"zstandard {zstandard.__version__} level 3"
     if name == "lzo":
         try:
             import lzo  # python-lzo
         except ImportError:
             raise BadInputError("-c lzo needs the python-lzo module (pip install python-lzo); "
                                 "or use -c zlib") from None
-        return lambda: (lambda page: lzo.compress(page, 1, False))
+        # python-lzo takes bytes only, not a view of them
+        return lambda: (lambda page: lzo.compress(bytes(page), 1, False)), "python-lzo lzo1x_1"
     if name == "none":
-        return lambda: (lambda page: page)
+        return lambda: (lambda page: page), "none"
     raise BadInputError(f"unknown compression {name!r}: use zlib, zstd, lzo or none")
+
+
+def usable_cpus() -> int:
+    """CPUs this process may run on (taskset, cgroup cpusets; a capture kernel's maxcpus=1), not the
+    machine's: a pool larger than that only adds switching."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
 
 
 def _set_bits(bitmap: bytearray, lo: int, hi: int, value: bool) -> None:
@@ -278,9 +293,11 @@ class DumpWriter:
         self.dump = dump
         self.level = dump_level
         self.codec = "none" if elf else compress
-        self.make_compress = _codec(self.codec)
+        self.make_compress, self.engine = _codec(self.codec, dump.page_size)
+        self.flag = CODEC_FLAGS[self.codec]
         self.elf = elf
-        self.threads = threads or min(os.cpu_count() or 1, 8)
+        self.threads = threads or min(usable_cpus(), 8)
+        self.phases = PhaseTimes()
         self.progress_enabled = progress
         self.panic_cpu = panic_cpu
         self.page_size = dump.page_size
@@ -298,6 +315,7 @@ class DumpWriter:
 
     # --- planning -----------------------------------------------------------------------
     def _bitmaps(self) -> tuple[bytearray, bytearray, int]:
+        started = mark()
         max_pfn = self.dump.max_pfn()
         bm1 = bytearray((max_pfn + 7) // 8)
         for lo, hi in self.dump.iter_present_pfns():
@@ -319,6 +337,7 @@ class DumpWriter:
         for pfn in self.protected:
             if pfn < max_pfn and bm1[pfn >> 3] >> (pfn & 7) & 1:
                 _bit(bm2, pfn, True)
+        self.phases.add("classify", started, int.from_bytes(bm1, "little").bit_count())
         return bm1, bm2, max_pfn
 
     def _protected_pfns(self) -> set[int]:
@@ -397,26 +416,33 @@ class DumpWriter:
                     pass
         return bytes(page), None
 
-    def _compress_chunk(self, raw: bytes) -> list[tuple[bool, bytes, int]]:
+    def _compress_chunk(self, raw: bytes) -> tuple[list[tuple[bool, bytes, int]], float, int]:
+        """Each page of ``raw`` as (is zero, payload, page_desc flags); the seconds it took and how many
+        pages were compressed (not zero)."""
+        started = time.perf_counter()
         fn = getattr(self._local, "fn", None)
         if fn is None:
             fn = self._local.fn = self.make_compress()
-        flag = CODEC_FLAGS[self.codec]
+        flag = self.flag
         ps = self.page_size
         zero = self.zero_page
+        view = memoryview(raw)      # pages handed to the engine without a copy
         out = []
+        append = out.append
+        zero_result = (True, b"", 0)
+        zeros = 0
         for at in range(0, len(raw), ps):
-            page = raw[at:at + ps]
-            if page == zero:
-                out.append((True, b"", 0))
+            if raw.startswith(zero, at):
+                append(zero_result)
+                zeros += 1
                 continue
             if flag:
-                c = fn(page)
+                c = fn(view[at:at + ps])
                 if len(c) < ps:
-                    out.append((False, c, flag))
+                    append((False, c, flag))
                     continue
-            out.append((False, page, 0))
-        return out
+            append((False, raw[at:at + ps], 0))
+        return out, time.perf_counter() - started, len(out) - zeros
 
     def _chunks(self, bm2: bytearray, max_pfn: int) -> Iterator[tuple[int, int]]:
         for lo, hi in _runs(bytes(bm2), max_pfn):
@@ -425,28 +451,43 @@ class DumpWriter:
 
     def _compressed(self, bm2: bytearray, max_pfn: int):
         """(lo, hi, results) per chunk, in order, compressing ahead on the pool."""
+        phases = self.phases
         if self.threads == 1:
             # One CPU (a capture kernel booted with maxcpus=1 or nr_cpus=1): a pool would not
             # compress faster, and each thread's malloc arena fragments, which made the peak RSS
             # grow with the dump (+2 MiB from a 1 GiB to an 8 GiB guest); inline it stays flat.
             for lo, hi in self._chunks(bm2, max_pfn):
+                started = mark()
                 raw, lost = self._read_pages(lo, hi)
-                results = self._compress_chunk(raw)
+                phases.add("read", started, hi - lo)
+                started = mark()
+                results, _, compressed = self._compress_chunk(raw)
+                phases.add("compress", started, compressed)
                 del raw     # before the next read: malloc reuses its memory (else new pages each chunk)
                 yield lo, hi, _mark_lost(results, lo, lost)
             return
+
+        def result(fut) -> list[tuple[bool, bytes, int]]:
+            started = mark()
+            results, seconds, compressed = fut.result()
+            phases.add("compress", started, compressed)     # waited for on this thread
+            phases.add_thread_time("compress", seconds)
+            return results
+
         window = 2 * self.threads + 2
         pending: list = []
         with ThreadPoolExecutor(self.threads) as pool:
             for lo, hi in self._chunks(bm2, max_pfn):
+                started = mark()
                 raw, lost = self._read_pages(lo, hi)
+                phases.add("read", started, hi - lo)
                 pending.append((lo, hi, lost, pool.submit(self._compress_chunk, raw)))
                 del raw
                 if len(pending) >= window:
                     lo0, hi0, lost0, fut = pending.pop(0)
-                    yield lo0, hi0, _mark_lost(fut.result(), lo0, lost0)
+                    yield lo0, hi0, _mark_lost(result(fut), lo0, lost0)
             for lo0, hi0, lost0, fut in pending:
-                yield lo0, hi0, _mark_lost(fut.result(), lo0, lost0)
+                yield lo0, hi0, _mark_lost(result(fut), lo0, lost0)
 
     # --- output -----------------------------------------------------------------------
     def write(self, out: str) -> dict:
@@ -460,6 +501,7 @@ class DumpWriter:
         old_xfsz = signal.signal(signal.SIGXFSZ, signal.SIG_IGN) if threading.current_thread() is \
             threading.main_thread() else None
         t0 = time.monotonic()
+        since = mark()
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         except OSError as e:
@@ -474,7 +516,9 @@ class DumpWriter:
             else:
                 complete = self._write_kdump(fd)
             try:
+                started = mark()
                 os.fsync(fd)
+                self.phases.add("sync", started)
             except OSError as e:
                 if e.errno not in NO_SPACE_ERRNOS:
                     raise
@@ -512,6 +556,9 @@ class DumpWriter:
         except OSError:
             pass
         self.stats["seconds"] = round(time.monotonic() - t0, 3)
+        self.stats["engine"] = self.engine
+        self.stats["threads"] = self.threads
+        self.stats["phases"] = self.phases.report(since)
         self.stats["path"] = final
         self.stats["bytes"] = os.stat(final).st_blocks * 512
         self.stats["size"] = os.stat(final).st_size
@@ -626,7 +673,9 @@ class DumpWriter:
             self._pwrite(fd, c, data_pos)
             zero_desc = PAGE_DESC.pack(data_pos, len(c), flag, 0)
             data_pos += len(c)
+            phases = self.phases
             for lo, hi, results in self._compressed(bm2, max_pfn):
+                started = mark()
                 data = bytearray()
                 descs = bytearray()
                 for i, (is_zero, payload, flag) in enumerate(results):
@@ -643,12 +692,15 @@ class DumpWriter:
                     descs += PAGE_DESC.pack(data_pos + len(data), len(payload), flag, 0)
                     data += payload
                 # data first, then the descriptors that point at it
-                self._pwrite(fd, bytes(data), data_pos)
-                self._pwrite(fd, bytes(descs), desc_pos)
+                self._pwrite(fd, data, data_pos)
+                self._pwrite(fd, descs, desc_pos)
                 data_pos += len(data)
                 desc_pos += len(descs)
+                phases.add("write", started, len(descs) // PAGE_DESC.size)
                 if data_pos - flushed >= FLUSH_BYTES:
+                    started = mark()
                     self._flush(fd)
+                    phases.add("sync", started)
                     flushed = data_pos
                 done += len(results)
                 progress.update(done)
@@ -735,11 +787,16 @@ class DumpWriter:
             for lo, hi in runs:
                 for a in range(lo, hi, CHUNK_PAGES):
                     b = min(a + CHUNK_PAGES, hi)
+                    started = mark()
                     raw, _ = self._read_pages(a, b)          # lost pages stay holes (zeros)
+                    self.phases.add("read", started, b - a)
+                    started = mark()
+                    written = 0
                     for i in range(b - a):
-                        page = raw[i * ps:(i + 1) * ps]
-                        if page != self.zero_page:
-                            self._pwrite(fd, page, pos + i * ps)
+                        if not raw.startswith(self.zero_page, i * ps):
+                            self._pwrite(fd, raw[i * ps:(i + 1) * ps], pos + i * ps)
+                            written += 1
+                    self.phases.add("write", started, written)
                     pos += (b - a) * ps
                     done += b - a
                     progress.update(done)
