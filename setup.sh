@@ -12,13 +12,28 @@ PKGS="$PKGS makedumpfile kexec-tools liblzo2-dev"
 PKGS="$PKGS ovmf"
 # the notebooks' browser test (tests/test_notebooks_browser.py): headless Chromium driven by selenium
 PKGS="$PKGS chromium chromium-driver"
+# the kdump ssh target's tests start their own sshd on 127.0.0.1 (openssh-server provides the binary)
+PKGS="$PKGS openssh-server openssh-client"
 missing=""
 for p in $PKGS; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
 if [ -n "$missing" ]; then
     # kexec-tools must never kexec this machine on reboot (its default is to)
     echo "kexec-tools kexec-tools/load_kexec boolean false" | $SUDO debconf-set-selections
     $SUDO apt-get update -qq
+    # The tests need sshd's binary, not a listening ssh service: when this installs openssh-server, its
+    # service is neither started now (policy-rc.d says no) nor at the next boot.
+    own_policy=""
+    case " $missing " in *" openssh-server "*)
+        if [ ! -e /usr/sbin/policy-rc.d ]; then
+            printf '#!/bin/sh\nexit 101\n' | $SUDO tee /usr/sbin/policy-rc.d >/dev/null
+            $SUDO chmod 755 /usr/sbin/policy-rc.d; own_policy=1
+        fi;;
+    esac
     $SUDO apt-get install -y -qq $missing >/dev/null
+    [ -z "$own_policy" ] || $SUDO rm -f /usr/sbin/policy-rc.d
+    case " $missing " in *" openssh-server "*)
+        if command -v systemctl >/dev/null; then $SUDO systemctl disable -q ssh.service ssh.socket 2>/dev/null || true; fi;;
+    esac
 fi
 PY=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
