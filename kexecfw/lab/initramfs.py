@@ -35,6 +35,9 @@ from kexecfw.lab.userland import Userland, run_guest_python
 SITE = "opt/kexecfw/site"        # the guest's PYTHONPATH
 COMMAND = "opt/kexecfw/bin/kexecfw"
 PURE_PYTHON_DEPS = ("pluggy", "elftools", "fdt")
+# binary wheels the guest gets when PyPI has them for its platform, and what is missing without one
+GUEST_WHEELS = {"zstandard": "zstd unavailable", "isal": "the zlib engine falls back",
+                "deflate": "the zlib engine falls back"}
 SITE_CHECK = """
 import compileall, py_compile, sys
 ok = compileall.compile_dir(sys.argv[1], quiet=1, ddir=sys.argv[2],
@@ -197,16 +200,19 @@ def lay_out_site(arch: ArchTarget, userland: Userland, site_root: Path, wheels: 
     for dep in PURE_PYTHON_DEPS:
         shutil.copytree(location(dep), site / dep, ignore=ignore)
     write_entry_points(site)
-    wheel = guest_wheel(arch, userland.python, "zstandard", wheels)
-    if wheel:
+    for package, without in GUEST_WHEELS.items():
+        wheel = guest_wheel(arch, userland.python, package, wheels)
+        if wheel is None:
+            notes.append(f"no {package} wheel for {arch.pip_platform} / Python {userland.python}: "
+                         f"{without} in the guest")
+            continue
         with zipfile.ZipFile(wheel) as z:
-            # The C backend only: the cffi one doubles the size for nothing.
-            z.extractall(site, [n for n in z.namelist() if n.startswith("zstandard/")
+            # The package and the libraries auditwheel bundled; zstandard's C backend only: the cffi
+            # one doubles the size for nothing.
+            z.extractall(site, [n for n in z.namelist() if n.startswith((f"{package}/", f"{package}.libs/"))
                                 and "cffi" not in n and not n.endswith(".pyi")])
-        for so in (site / "zstandard").glob("*.so"):
+        for so in [*(site / package).glob("*.so"), *(site / f"{package}.libs").glob("*.so*")]:
             strip_debug(arch, so)
-    else:
-        notes.append(f"no zstandard wheel for {arch.pip_platform} / Python {userland.python}: zstd unavailable in the guest")
     # The kexecfw command as pip installs it (bin/kexecfw): no runpy, unlike python3 -m kexecfw.
     command = site_root / COMMAND
     command.parent.mkdir(parents=True)
