@@ -19,7 +19,7 @@ ACTIONS = {
     "disable": "remove what enable installed and unload the panic kernel (config and dumps stay)",
     "load": "load the configured capture kernel as the panic kernel (rebuilds its initrd when needed)",
     "unload": "unload the panic kernel",
-    "reload": "unload, then load",
+    "reload": "load again, replacing what is loaded (planned first: a bad configuration leaves it loaded)",
     "show": "the effective configuration and the exact panic load it plans (nothing is loaded)",
     "test": "crash self-test: record a marker and crash (sysrq-c) with --yes-crash-this-machine",
     "list": "the dumps on the target (local, or over ssh): time, kernel, panic line, size, complete or not",
@@ -112,26 +112,23 @@ def _disable(args, root, actions) -> int:
 
 def _load(args, root, actions) -> int:
     from kexecfw.kdump.service import load
-    doc = load(root, actions)
+    return _loaded(args, load(root, actions), actions)
+
+
+def _reload(args, root, actions) -> int:
+    from kexecfw.kdump.service import reload
+    return _loaded(args, reload(root, actions), actions)
+
+
+def _loaded(args, doc: dict, actions) -> int:
+    """What `load` and `reload` print: the load, and its warnings (a short crash region) on stderr."""
+    import sys
+    for warning in doc.get("warnings", []):
+        print(f"kexecfw: warning: {warning}", file=sys.stderr)
     _out(args, doc, [f"loaded {doc['kernel']} (sha256 {doc['kernel_sha256'][:16]}) with {doc['initrd']} "
                      f"(sha256 {(doc['initrd_sha256'] or '?')[:16]}) via {doc['syscall']}",
                      f"cmdline: {doc['cmdline']}"] + _recorded_note(actions))
     return 0
-
-
-def _unload(args, root, actions) -> int:
-    from kexecfw.kdump.service import unload
-    done = unload(root, actions)
-    print("panic kernel unloaded" if done else "no panic kernel was loaded")
-    for line in _recorded_note(actions):
-        print(line)
-    return 0
-
-
-def _reload(args, root, actions) -> int:
-    from kexecfw.kdump.service import unload
-    unload(root, actions)
-    return _load(args, root, actions)
 
 
 def _show(args, root, actions) -> int:

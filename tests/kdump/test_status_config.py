@@ -44,21 +44,16 @@ def test_every_action_stops_at_the_typo_and_does_nothing(root, action):
 
 
 def test_reload_with_a_typo_keeps_the_loaded_kernel(root):
-    """`reload` (run by the kernel hooks and the hotplug timer) plans before it unloads: a typo, or a capture
-    kernel that is gone, leaves the machine armed with what it had."""
-    from kexecfw.errors import BadInputError, KexecfwError
-    from kexecfw.kdump.actions import SystemActions
-    from kexecfw.kdump.service import reload
-    from kexecfw.sysroot import Sysroot
+    """`kdump reload` (run by the kernel hooks and the hotplug timer) plans before it unloads: a typo, or a
+    capture kernel that is gone, leaves the machine armed with what it had."""
     (root / "sys/kernel/kexec_crash_loaded").write_text("1\n")
     (root / "var/lib/kexecfw/kdump").mkdir(parents=True)
     (root / "var/lib/kexecfw/kdump/loaded.json").write_text('{"schema": 1, "kernel": "/boot/vmlinuz-x"}\n')
-    _write_config(root, TYPOS["key"][0])
-    actions = SystemActions(Sysroot(root))
-    with pytest.raises(BadInputError, match="unknown key target.paht"):
-        reload(Sysroot(root), actions)
+    path = _write_config(root, TYPOS["key"][0])
+    typo = kdump(root, "reload")
+    assert typo.returncode == 3 and typo.stderr == f"kexecfw: error: {path}: {TYPOS['key'][1]}\n"
     _write_config(root, "")                       # a good configuration, but no capture kernel in /boot
-    with pytest.raises(KexecfwError):
-        reload(Sysroot(root), actions)
+    gone = kdump(root, "reload")
+    assert gone.returncode != 0 and gone.stdout == "" and gone.stderr.count("\n") == 1, gone.stderr
     assert "unload-panic" not in [a["action"] for a in recorded(root)]
     assert (root / "var/lib/kexecfw/kdump/loaded.json").exists()

@@ -92,7 +92,7 @@ def test_enable_with_grub_reserves_the_estimate_and_the_next_boot_is_armed_for_i
 
 def test_load_on_a_short_reservation_loads_but_records_the_warning(small_root):
     """The load unit still arms what it can (a capture kernel that fits may yet save), and says why status
-    does not call the machine armed."""
+    does not call the machine armed; `load` and `reload` print the warning on stderr."""
     reserve(small_root, 96 << 20)
     if _needed(small_root) <= 96 << 20:
         pytest.skip("the estimate fits in 96 MiB for this kernel")
@@ -100,3 +100,13 @@ def test_load_on_a_short_reservation_loads_but_records_the_warning(small_root):
     assert out.returncode == 0, out.stderr
     warnings = json.loads(out.stdout)["warnings"]
     assert len(warnings) == 1 and warnings[0].startswith("the crash region is too small: 96 MiB reserved, ")
+    assert out.stderr == f"kexecfw: warning: {warnings[0]}\n"
+    release = release_of(small_root)
+    for action in ("load", "reload"):
+        done = kdump(small_root, action)
+        assert done.returncode == 0 and done.stderr == f"kexecfw: warning: {warnings[0]}\n", done.stderr
+        lines = done.stdout.splitlines()
+        assert lines[0].startswith(f"loaded /boot/vmlinuz-{release} (sha256 ") and f"with {initrd_path(release)} " \
+            in lines[0] and lines[1].startswith("cmdline: ") and "actions.log" in lines[2], done.stdout
+    # reload unloads what load loaded, then loads (planned before: see test_status_config.py)
+    assert [a["action"] for a in recorded(small_root)][-3:] == ["unload-panic", "load-panic", "write"]
