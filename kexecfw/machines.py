@@ -136,9 +136,11 @@ def _capture_of(package: str) -> MachineCapture | None:
         try:
             __import__(module_name)
         except ModuleNotFoundError as e:
-            if e.name not in (module_name, package):
-                raise           # the capture module exists but imports something missing: say so
-            _captures[package] = None
+            if e.name != module_name:       # the package is missing, or its capture module imports what is
+                from kexecfw.errors import KexecfwError
+                raise KexecfwError(f"cannot import {module_name} ({e}): the installation of kexecfw or of that "
+                                   "architecture plugin is broken; reinstall it") from None
+            _captures[package] = None       # a plugin without a capture side
             return None
         capture = getattr(sys.modules[module_name], "CAPTURE", None)
         if not isinstance(capture, MachineCapture):

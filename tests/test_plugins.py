@@ -206,3 +206,21 @@ def test_a_third_party_architecture_brings_its_capture_side(tmp_path, monkeypatc
     pm = new_plugin_manager(entry_points=True)
     assert Hooks(pm).arch("toy64").elf_machine == 0x7777
     assert {p["name"]: p["module"] for p in describe_plugins(pm)}["toy64"] == "toypkg.hooks"
+
+
+def test_a_broken_capture_module_is_one_line(tmp_path, monkeypatch):
+    from kexecfw.errors import KexecfwError
+    from kexecfw.machines import machine_capture
+    site = tmp_path / "site"
+    (site / "kexecfw_badpkg-1.0.dist-info").mkdir(parents=True)
+    (site / "kexecfw_badpkg-1.0.dist-info" / "METADATA").write_text("Metadata-Version: 2.1\nName: kexecfw-badpkg\n"
+                                                                   "Version: 1.0\n")
+    (site / "kexecfw_badpkg-1.0.dist-info" / "entry_points.txt").write_text("[kexecfw]\nbad64 = badpkg\n")
+    (site / "badpkg").mkdir()
+    (site / "badpkg" / "__init__.py").write_text("")
+    (site / "badpkg" / "capture.py").write_text("import no_such_module_anywhere\n")
+    monkeypatch.syspath_prepend(str(site))
+    with pytest.raises(KexecfwError) as err:
+        machine_capture(0x4242)
+    assert "badpkg.capture" in str(err.value) and "no_such_module_anywhere" in str(err.value)
+    assert "\n" not in str(err.value)
