@@ -78,15 +78,18 @@ def crash_facts(dump) -> tuple[dict, bytes | None]:
     return facts, log
 
 
-def save_dump(sink, vmcore: str, config) -> dict:
+def save_dump(sink, vmcore: str, config, config_error: str | None = None) -> dict:
     """The crash directory of ``vmcore`` in ``sink``: dmesg.txt, the dump, summary.json (also when the
-    dump failed or is incomplete, saying why; the error is raised after it)."""
+    dump failed or is incomplete, saying why; the error is raised after it). ``config_error``: why the
+    defaults were used instead of kdump.toml, kept in summary.json."""
     from kexecfw.vmcore import open_dump
     with open_dump(vmcore) as dump:
         facts, log = crash_facts(dump)
         directory = sink.begin(time.strftime("%Y%m%d-%H%M%S", time.gmtime()))
         summary = {"schema": 1, **facts, "input": vmcore, "dump_level": config.level, "compression": config.codec,
                    "target": sink.where, "complete": False}
+        if config_error is not None:
+            summary["config_error"] = config_error
         t0 = time.monotonic()
         wrote = False
         try:
@@ -112,8 +115,10 @@ def save_dump(sink, vmcore: str, config) -> dict:
 
 def save(root, actions, vmcore: str | None = None) -> tuple[int, dict]:
     """The capture boot's whole job; returns (exit code, report). Never raises a KexecfwError: every
-    failure ends in the failure action."""
-    from kexecfw.kdump.config import load_config
+    failure ends in the failure action. A kdump.toml that no longer reads (a typo made after the load)
+    does not cost the dump: the defaults are used (dmesg and dump in /var/crash on the root filesystem,
+    then reboot) and the configuration's error is said on the console and kept in summary.json."""
+    from kexecfw.kdump.config import KdumpConfig, load_config
     from kexecfw.kdump.target import open_target
     report: dict = {"schema": 1, "saved": None, "error": None}
     code = ExitCode.OK
@@ -125,14 +130,20 @@ def save(root, actions, vmcore: str | None = None) -> tuple[int, dict]:
         return exit_code
 
     try:
-        config = load_config(root)
+        try:
+            config = load_config(root)
+        except KexecfwError as e:
+            config = KdumpConfig()
+            report["config_error"] = e.message
+            _say(f"{e.message}: saving with the defaults instead ({config.path} on the root filesystem, "
+                 f"then {config.final_action})")
         with open_target(root, config) as sink:
             report["target"] = sink.where
             report["pre_hooks"] = run_hooks(root, config.pre_hooks, sink.where)
             vmcore = vmcore or str(root.path("/proc/vmcore"))
             _say(f"saving {vmcore} to {sink.where} (level {config.level}, {config.codec})")
             try:
-                summary = save_dump(sink, vmcore, config)
+                summary = save_dump(sink, vmcore, config, report.get("config_error"))
                 report["saved"] = summary["directory"]
                 report["removed"] = summary["removed"]
                 _say(f"saved {summary['directory']}")

@@ -127,3 +127,23 @@ def test_save_imports_stay_light(root, tmp_path, mini_vmcores):
                      "_heapq", "_posixsubprocess", "select", "fcntl", "contextlib", "threading", "_strptime",
                      "_bisect", "bisect", "datetime", "_datetime", "math"}, extra
     assert "matplotlib" not in ours
+
+
+def test_a_typo_made_after_the_load_still_saves_with_the_defaults(root, mini_vmcores, expected_dmesg):
+    """kdump.toml broken between the load and the crash: the capture boot saves with the defaults (dmesg and
+    dump in /var/crash on the root filesystem, then reboot) and says the configuration's error."""
+    (root / "etc/kexecfw").mkdir(parents=True)
+    (root / "etc/kexecfw/kdump.toml").write_text('[dump]\nlevle = 1\nmin_free = "1M"\n[actions]\nfinal = "poweroff"\n')
+    error = f"{root}/etc/kexecfw/kdump.toml: unknown key dump.levle (did you mean level?)"
+    saved = kdump(root, "save", "--vmcore", str(mini_vmcores["x86_64"]), "--json")
+    assert saved.returncode == 0, saved.stderr
+    doc = json.loads(saved.stdout)
+    assert doc["error"] is None and doc["config_error"] == error and doc["action"] == "reboot"
+    assert saved.stderr.splitlines()[0] == (f"kexecfw kdump: {error}: saving with the defaults instead "
+                                            "(/var/crash on the root filesystem, then reboot)")
+    assert recorded(root)[-1]["argv"] == ["systemctl", "--no-block", "reboot"]
+    crash_dir = root / "var/crash" / doc["saved"].rsplit("/", 1)[1]
+    assert sorted(os.listdir(crash_dir)) == ["dmesg.txt", "summary.json", "vmcore.kdump"]
+    assert (crash_dir / "dmesg.txt").read_bytes() == expected_dmesg["x86_64"]
+    summary = json.loads((crash_dir / "summary.json").read_text())
+    assert summary["complete"] and summary["config_error"] == error and summary["dump_level"] == 31
