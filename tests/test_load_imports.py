@@ -43,7 +43,7 @@ def modules_of_load(arch: str, kernel: Path, *extra: str) -> set[str]:
 def unneeded(modules: set[str], other_arch: str) -> list[str]:
     # the other architecture's plugin is registered (its package and the capture-side register
     # layouts are imported), but none of the modules that plan its loads
-    allowed = {f"kexecfw.plugins.{other_arch}", f"kexecfw.plugins.{other_arch}.capture"}
+    allowed = {f"kexecfw.plugins.{other_arch}{sub}" for sub in ("", ".hooks", ".capture")}
     return sorted(m for m in modules if m.split(".")[0] in NEVER or m.startswith(NEVER)
                   or (m.startswith(f"kexecfw.plugins.{other_arch}") and m not in allowed))
 

@@ -13,7 +13,7 @@ import sysconfig
 import pytest
 
 from kexecfw.cli import fast_path
-from tests.vmcore.conftest import REPO
+from tests.installed_layout import installed_layout
 
 # Each of these costs ~0.5-8 ms of start-up, none is needed to print an uncompressed dump's log.
 NOT_IMPORTED = ("argparse", "re", "enum", "typing", "dataclasses", "shutil", "lzma", "bz2", "zlib",
@@ -28,9 +28,10 @@ def run_kexecfw(*args: str, importtime: bool = False) -> subprocess.CompletedPro
     flags = ["-S", *(["-X", "importtime"] if importtime else [])]
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
     paths = sysconfig.get_paths()
-    env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys([str(REPO), paths["purelib"], paths["platlib"]]))
+    layout = installed_layout()   # without site, kexecfw.plugins is importable only from the installed layout
+    env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys([str(layout), paths["purelib"], paths["platlib"]]))
     return subprocess.run([sys.executable, *flags, "-m", "kexecfw", *args], capture_output=True, env=env,
-                          timeout=60)
+                          cwd=layout, timeout=60)
 
 
 def imported_modules(importtime_stderr: bytes, but_not_by: frozenset[str] = frozenset()) -> set[str]:
