@@ -27,7 +27,7 @@ import sys
 from kexecfw.records import TupleRecord
 
 # The in-repo architectures registered by module name (the plugin manager registers their hooks).
-BUILTIN_ARCHITECTURES = ("kexecfw.plugins.arm64", "kexecfw.plugins.x86_64")
+BUILTIN_ARCHITECTURES = ("kexecfw.plugins.arm64", "kexecfw.plugins.x86_64", "kexecfw.plugins.riscv64")
 ENTRY_POINT_GROUP = "kexecfw"
 CAPTURE_MODULE = "capture"
 

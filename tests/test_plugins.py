@@ -96,7 +96,7 @@ def test_entry_points_are_read_only_for_an_architecture_no_builtin_serves(tmp_pa
 def test_blocked_plugin_is_not_registered(monkeypatch):
     monkeypatch.setenv("KEXECFW_BLOCK_PLUGINS", "x86_64")
     hooks = Hooks(new_plugin_manager(entry_points=False))
-    assert [a.name for a in hooks.architectures()] == ["arm64"]
+    assert sorted(a.name for a in hooks.architectures()) == ["arm64", "riscv64"]
 
 
 def test_misspelt_hook_fails_loudly():

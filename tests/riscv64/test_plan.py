@@ -28,9 +28,13 @@ def initrd(tmp_path: Path) -> Path:
     return path
 
 
-def test_found_through_its_entry_point():
-    pm = new_plugin_manager()                       # built-ins only until an unknown arch is asked for
-    assert "riscv64" not in [name for name, _ in pm.list_name_plugin()]
+def test_registered_as_a_built_in_and_as_an_entry_point():
+    # a built-in like the other two (no entry-point metadata read at start-up), and an entry point too, so
+    # a wheel that blocks the built-ins still finds it
+    pm = new_plugin_manager(entry_points=False)
+    assert "riscv64" in [name for name, _ in pm.list_name_plugin()]
+    from importlib.metadata import entry_points
+    assert [ep.value for ep in entry_points(group="kexecfw") if ep.name == "riscv64"] == ["kexecfw.plugins.riscv64"]
     spec = Hooks(pm).arch("riscv64")
     assert (spec.elf_machine, spec.kexec_arch, spec.nr_kexec_load, spec.nr_reboot) == (243, 243 << 16, 104, 142)
     listed = {p["name"]: p for p in describe_plugins(pm)}
