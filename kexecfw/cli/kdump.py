@@ -83,6 +83,8 @@ def _status(args, root, actions) -> int:
         lines.append(f"  {mark} {c['check']:<14} {c['detail']}")
     st = doc["selftest"]
     lines.append(f"  self-test: {'never run' if st is None else st['started'] + ': ' + st['result']}")
+    if "dumps_error" in doc:
+        lines.append(f"  dumps: {doc['dumps_error']}")
     for d in doc["dumps"]:
         lines.append(f"  dump {d['name']}: {d['release'] or '?'}, {'complete' if d['complete'] else 'INCOMPLETE'}")
     _out(args, doc, lines)

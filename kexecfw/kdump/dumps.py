@@ -13,7 +13,9 @@ import json
 import os
 import re
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Iterator
 
 # <UTC time>[-N], then -<host> on an ssh target (several machines may share its directory)
 STAMP = re.compile(r"^(\d{8}-\d{6})(-\d+)?(-[A-Za-z0-9][A-Za-z0-9.-]*)?$")
@@ -209,23 +211,31 @@ def free_space(directory: str) -> tuple[int | None, bool]:
     return st.f_bavail * st.f_frsize, os.access(path, os.W_OK)
 
 
+@contextmanager
+def local_directory(root, config) -> Iterator[tuple[str, str]]:
+    """The local dump directory (a path on this machine, through ``root``) and where it is, for as long
+    as the block runs: a UUID/LABEL filesystem not mounted here is mounted for that time (the capture
+    boot mounts it only to save). A directory that cannot be had is a KexecfwError saying why."""
+    from kexecfw.errors import KexecfwError
+    directory, where = local_target(root, config)
+    if directory is None and config.device and config.ssh is None:
+        from kexecfw.kdump.target import mounted
+        with mounted(root, config.device, 0) as mount:
+            yield os.path.join(mount, config.path.lstrip("/")), f"on {config.device}, mounted for this look"
+        return
+    if directory is None:
+        raise KexecfwError(f"cannot look at the dump directory: {where}")
+    yield directory, where
+
+
 def target_dumps(root, config) -> tuple[list[Dump], str]:
     """The dumps on the configured target, local or ssh, and where they were looked for."""
     if config.ssh is not None:
         from kexecfw.kdump.ssh import Ssh
         ssh = Ssh(root, config.ssh)
         return remote_dumps(ssh, config.path), f"{ssh.name}:{config.path}"
-    directory, where = local_target(root, config)
-    if directory is None and config.device:
-        # not mounted here (the capture boot mounts it only to save): mounted for the listing
-        from kexecfw.kdump.target import mounted
-        with mounted(root, config.device, 0) as mount:
-            return list_dumps(os.path.join(mount, config.path.lstrip("/"))), \
-                f"{config.path} (on {config.device}, mounted for the listing)"
-    if directory is None:
-        from kexecfw.errors import KexecfwError
-        raise KexecfwError(f"cannot list the dumps: {where}")
-    return list_dumps(directory), f"{config.path} ({where})"
+    with local_directory(root, config) as (directory, where):
+        return list_dumps(directory), f"{config.path} ({where})"
 
 
 def check_ssh_target(root, config) -> tuple[bool, str]:

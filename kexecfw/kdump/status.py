@@ -19,13 +19,15 @@ def _check(name: str, ok: bool, detail: str, required: bool = True) -> dict:
 def gather(root) -> dict:
     """The status document of the system at ``root``."""
     from kexecfw.kdump.config import load_config
-    from kexecfw.kdump.dumps import free_space, list_dumps, local_target
+    from kexecfw.kdump.dumps import check_ssh_target, list_dumps, local_directory, target_dumps
     from kexecfw.kdump.initrd import initrd_state
     from kexecfw.kdump.plan import capture_of, sha256_file
     from kexecfw.kdump.service import reservation, shortfall
+    from kexecfw.kdump.target import host_name
     config = load_config(root)
     capture = capture_of(root, config)
     checks = []
+    dumps_error = None
 
     enabled = root.path(f"{WANTS_DIR}/{LOAD_UNIT}").is_symlink() and root.path(f"{UNIT_DIR}/{SAVE_UNIT}").is_file()
     checks.append(_check("service", enabled, f"{LOAD_UNIT} enabled and {SAVE_UNIT} installed" if enabled
@@ -35,13 +37,12 @@ def gather(root) -> dict:
         res = reservation(root, config, capture)
     except KexecfwError as e:
         res = {"reserved": 0, "needed": None, "enough": False, "how": e.message}
-    mib = lambda n: f"{n / (1 << 20):.0f} MiB"  # noqa: E731
     if res["reserved"] == 0:
         detail = "no crash region reserved (crashkernel=): run `kexecfw kdump enable` and reboot"
     elif res["needed"] is None:
-        detail = f"{mib(res['reserved'])} reserved; {res['how']}"
+        detail = f"{_mib(res['reserved'])} reserved; {res['how']}"
     elif res["enough"]:
-        detail = f"{mib(res['reserved'])} reserved, {mib(res['needed'])} needed ({res['how']})"
+        detail = f"{_mib(res['reserved'])} reserved, {_mib(res['needed'])} needed ({res['how']})"
     else:
         detail = f"{shortfall(res)} and reboot (`kexecfw kdump enable` writes it for GRUB)"
     checks.append(_check("reservation", res["reserved"] > 0 and (res["needed"] is None or res["enough"]), detail))
@@ -70,20 +71,26 @@ def gather(root) -> dict:
                              + (f"; the configured {', '.join(stale)} differ: `kexecfw kdump reload`" if stale
                                 else ", as configured")))
 
-    directory, where = local_target(root, config)
-    if directory is None:
-        checks.append(_check("target", False, where))
+    if config.ssh is not None:
+        checks.append(_check("target", *check_ssh_target(root, config)))
         dumps = []
+        if not checks[-1]["ok"]:
+            dumps_error = "not listed: the target check failed"
+        else:
+            try:     # this machine's: several may share the directory
+                host = host_name(root)
+                dumps = [d for d in target_dumps(root, config)[0] if d.name.endswith(f"-{host}")]
+            except KexecfwError as e:
+                dumps_error = e.message
+        checks.append(spool_check(root, config, dumps, res.get("ram") or 0))
     else:
-        free, writable = free_space(directory)
-        floor = config.min_free_bytes
-        ok = free is not None and writable and free > floor
-        shown = config.path if not config.device else f"{config.device}:{config.path}"
-        detail = (f"{shown} ({where}) cannot be examined" if free is None else
-                  f"{shown} ({where}): {'writable' if writable else 'NOT writable'}, {mib(free)} free"
-                  + ("" if free > floor else f", not more than the {config.min_free} floor"))
-        checks.append(_check("target", ok, detail))
-        dumps = list_dumps(directory)
+        try:
+            with local_directory(root, config) as (directory, where):
+                checks.append(local_target_check(config, directory, where))
+                dumps = list_dumps(directory)
+        except KexecfwError as e:
+            checks.append(_check("target", False, e.message))
+            dumps = []
 
     panic_on_oops = (root.read_optional("proc/sys/kernel/panic_on_oops") or "").strip()
     checks.append(_check("panic_on_oops", panic_on_oops == "1",
@@ -97,7 +104,53 @@ def gather(root) -> dict:
     armed = all(c["ok"] for c in checks if c["required"])
     return {"schema": 1, "armed": armed, "checks": checks, "capture": capture.to_json(),
             "reservation": {k: v for k, v in res.items() if k != "estimate"}, "loaded": loaded,
-            "selftest": selftest, "dumps": [d.to_json() for d in dumps[-5:]]}
+            "selftest": selftest, "dumps": [d.to_json() for d in dumps[-5:]],
+            **({"dumps_error": dumps_error} if dumps_error else {})}
+
+
+def _mib(n: int) -> str:
+    return f"{n / (1 << 20):.0f} MiB"
+
+
+def local_target_check(config, directory: str, where: str) -> dict:
+    """The local dump directory: writable, and more free than the floor."""
+    from kexecfw.kdump.dumps import free_space
+    free, writable = free_space(directory)
+    floor = config.min_free_bytes
+    shown = config.path if not config.device else f"{config.device}:{config.path}"
+    detail = (f"{shown} ({where}) cannot be examined" if free is None else
+              f"{shown} ({where}): {'writable' if writable else 'NOT writable'}, {_mib(free)} free"
+              + ("" if free > floor else f", not more than the {config.min_free} floor"))
+    return _check("target", free is not None and writable and free > floor, detail)
+
+
+def spool_check(root, config, dumps, ram: int) -> dict:
+    """An ssh target's local spool: the save writes the whole dump there before it streams it, so its
+    filesystem must hold one above the floor. The size expected is that of the largest earlier complete
+    dump of this machine (then the check is required); without one, the RAM, the most a dump can take
+    (then it only informs: the self-test, which needs an armed machine, makes the first dump)."""
+    from kexecfw.cli.common import human_size
+    from kexecfw.kdump.dumps import free_space
+    from kexecfw.kdump.target import SPOOL_DIR
+    free, writable = free_space(str(root.path(SPOOL_DIR)))
+    earlier = [d.size for d in dumps if d.complete]
+    if earlier:
+        expected, how, required = max(earlier), "the largest earlier dump of this machine", True
+    elif ram:
+        expected, how, required = ram, "no earlier dump of this machine: the RAM, the most a dump takes", False
+    else:
+        expected, how, required = 0, "no earlier dump of this machine and the RAM unknown: only the floor", False
+    floor = config.min_free_bytes
+    head = f"{SPOOL_DIR} (the ssh save writes the dump here, then sends it)"
+    if free is None:
+        return _check("spool", False, f"{head}: cannot be examined", required)
+    room = free - floor
+    ok = writable and room >= expected
+    detail = (f"{head}: {'writable' if writable else 'NOT writable'}, {human_size(free)} free, "
+              f"{human_size(floor)} kept free (dump.min_free), {human_size(expected)} expected ({how})")
+    if not ok and writable:
+        detail += f": {human_size(expected - room)} short; free space there or lower dump.min_free"
+    return _check("spool", ok, detail, required)
 
 
 def selftest_result(marker: dict | None, dumps) -> dict | None:

@@ -3,7 +3,8 @@ free unprivileged port, with its own host key and authorized_keys in a temporary
 propagate` makes and installs the key, the capture boot's `kdump save` streams a real guest's dump,
 the flattened file is reassembled by makedumpfile -R and read by kexecfw; a connection cut mid-dump
 leaves nothing that looks complete; a closed port is tried again until target.wait, then the failure
-action (recorded, not run: the test session's marker). No other address is contacted."""
+action (recorded, not run: the test session's marker); `kdump status` checks the target as the capture
+boot logs in, lists this machine's dumps there and checks the local spool. No other address is contacted."""
 from __future__ import annotations
 
 import json
@@ -236,3 +237,71 @@ def test_propagate_names_the_problem(root, sshd):
     (root / "etc/kexecfw/kdump.toml").write_text("[dump]\nlevel = 1\n")
     unset = kdump(root, "propagate")
     assert unset.returncode == 3 and "target.ssh is not set" in unset.stderr
+
+
+def _status(root: Path) -> tuple[int, dict, dict]:
+    done = kdump(root, "status", "--json")
+    doc = json.loads(done.stdout)
+    return done.returncode, doc, {c["check"]: c for c in doc["checks"]}
+
+
+def test_status_of_an_ssh_target_and_its_spool(root, sshd, mini_vmcores):
+    """`status` logs in as the capture boot will (the key, the directory writable, its free space), lists this
+    machine's dumps there (not those of another machine sharing the directory) for the self-test, and checks
+    the local spool the save writes the dump to before sending it: against the largest earlier dump of this
+    machine (required), or the RAM when there is none (said, not required)."""
+    from kexecfw.kdump import SELFTEST_JSON
+    from kexecfw.kdump.state import write_state
+    _configure(root, sshd)
+    code, doc, checks = _status(root)
+    assert code == 3 and not checks["target"]["ok"] and checks["target"]["detail"].endswith(
+        "no key /root/.ssh/kexecfw_kdump_id: `kexecfw kdump propagate` makes and installs it")
+    assert doc["dumps"] == [] and doc["dumps_error"] == "not listed: the target check failed"
+    assert "dumps: not listed: the target check failed" in kdump(root, "status").stdout
+
+    _propagate(root, sshd)
+    other = sshd.crash / "20250101-000000-othermachine"      # another machine's dump in the same directory
+    other.mkdir(parents=True)
+    (other / "summary.json").write_text('{"complete": true}')
+    (other / "vmcore.flat").write_bytes(bytes(4096))
+    write_state(Sysroot(root), SELFTEST_JSON, {"schema": 1, "time": 1_000_000_000, "crashed": True})
+    code, doc, checks = _status(root)
+    assert checks["target"]["ok"] and "writable over ssh, " in checks["target"]["detail"]
+    assert doc["dumps"] == [] and "dumps_error" not in doc
+    assert doc["selftest"]["result"] == "no dump arrived after the test's crash"
+    spool = checks["spool"]
+    assert not spool["required"] and spool["detail"].startswith(
+        "/var/lib/kexecfw/kdump/spool (the ssh save writes the dump here, then sends it): writable, ")
+    assert "expected (no earlier dump of this machine: the RAM, the most a dump takes)" in spool["detail"]
+
+    saved = kdump(root, "save", "--vmcore", str(mini_vmcores["x86_64"]), "--json")
+    assert saved.returncode == 0, saved.stderr
+    name = json.loads(saved.stdout)["saved"].rsplit("/", 1)[1]
+    size = sum(p.stat().st_size for p in (sshd.crash / name).iterdir())
+    code, doc, checks = _status(root)
+    assert [(d["name"], d["complete"], d["size"]) for d in doc["dumps"]] == [(name, True, size)]
+    assert doc["selftest"]["result"] == "passed" and doc["selftest"]["dump"] == name
+    from kexecfw.cli.common import human_size
+    spool = checks["spool"]
+    assert spool["ok"] and spool["required"], spool
+    assert spool["detail"].endswith(f"1 MiB kept free (dump.min_free), {human_size(size)} expected "
+                                    "(the largest earlier dump of this machine)")
+
+    # a spool filesystem too small for such a dump: not armed, said before any crash
+    spool_dir = root / "var/lib/kexecfw/kdump/spool"
+    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k,mode=0700", "kexecfw-test", str(spool_dir)],
+                          capture_output=True, text=True)
+    if made.returncode != 0:
+        from tests.conftest import oracle_missing
+        oracle_missing("a tmpfs mount", f"root with mount rights: {made.stderr.strip()}")
+    try:
+        code, doc, checks = _status(root)
+    finally:
+        subprocess.run(["umount", str(spool_dir)], check=True)
+    spool = checks["spool"]
+    assert code == 3 and not doc["armed"] and not spool["ok"] and spool["required"]
+    assert spool["detail"].startswith(f"/var/lib/kexecfw/kdump/spool (the ssh save writes the dump here, then "
+                                      f"sends it): writable, 256 KiB free, 1 MiB kept free (dump.min_free), "
+                                      f"{human_size(size)} expected (the largest earlier dump of this machine): ")
+    assert spool["detail"].endswith(f"{human_size(size - (256 << 10) + (1 << 20))} short; free space there or "
+                                    "lower dump.min_free")

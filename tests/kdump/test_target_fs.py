@@ -61,9 +61,14 @@ def test_uuid_and_label_targets_are_mounted_for_the_save(root, tmp_path, ext4, m
     listed = kdump(root, "list", "--json")                # mounted for the listing, then unmounted
     assert listed.returncode == 0, listed.stderr
     doc = json.loads(listed.stdout)
-    assert doc["target"] == f"/crash (on LABEL={label}, mounted for the listing)"
+    assert doc["target"] == f"/crash (on LABEL={label}, mounted for this look)"
     assert [d["complete"] for d in doc["dumps"]] == [True, True] and str(mount_point) not in _mounts()
     assert doc["dumps"][0]["panic"] == "Kernel panic - not syncing: sysrq triggered crash"
+    status = json.loads(kdump(root, "status", "--json").stdout)     # not mounted here: mounted for the look
+    target = next(c for c in status["checks"] if c["check"] == "target")
+    assert target["ok"] and target["detail"].startswith(f"LABEL={label}:/crash (on LABEL={label}, mounted for this "
+                                                         "look): writable, "), target
+    assert len(status["dumps"]) == 2 and str(mount_point) not in _mounts()
     look = tmp_path / "look"
     look.mkdir()
     subprocess.run(["mount", "-o", "ro", device, str(look)], check=True)
