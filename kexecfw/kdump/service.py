@@ -190,8 +190,13 @@ def load(root, actions, config: KdumpConfig | None = None, *, replace: bool = Fa
         # the load may have turned crash_hotplug to 1 (the kernel then updates the header itself): the
         # rule follows, and so does `status`
         from kexecfw.kdump import hotplug
-        from kexecfw.kdump.units import kexecfw_command
+        from kexecfw.kdump.units import kexecfw_command, save_unit
         hotplug.sync(root, lambda rel, text: _write(root, rel, text), _reload_command(kexecfw_command()))
+        # the save unit follows kdump.toml (an ssh target set after enable needs the network in the
+        # capture boot; a changed final action names itself): only the capture boot reads it
+        unit = save_unit(kexecfw_command(), config)
+        if root.read_optional(f"{UNIT_DIR}/{SAVE_UNIT}") != unit:
+            _write(root, f"{UNIT_DIR}/{SAVE_UNIT}", unit)
     doc = {"schema": 1, "time": int(time.time()), **capture.to_json(), "syscall": plan.syscall,
            "kernel_sha256": sha256_file(root.path(capture.kernel)),
            "initrd_sha256": sha256_file(root.path(capture.initrd)),

@@ -62,7 +62,12 @@ WantedBy=basic.target
 
 
 def save_unit(command: list[str], config: KdumpConfig) -> str:
+    """The capture boot's unit. An ssh target needs the network up: ``network-online.target`` pulls in
+    what configures it (networking.service, systemd-networkd's wait-online, NetworkManager's) even
+    though only this unit is started. A UUID/LABEL target needs nothing more: the save finds the
+    device (waiting target.wait seconds) and mounts it itself."""
     on_failure = "OnFailure=emergency.target\n" if config.failure_action == "shell" else ""
+    network = " network-online.target" if config.ssh is not None else ""
     return f"""\
 # Written by `kexecfw kdump enable`; started only in the capture boot
 # (systemd.unit={SAVE_UNIT} on the capture kernel's command line).
@@ -70,8 +75,8 @@ def save_unit(command: list[str], config: KdumpConfig) -> str:
 Description=kexecfw kdump: save the crash dump, then {config.final_action}
 Documentation=https://github.com/kexecfw/kexecfw/blob/main/docs/kdump.md
 DefaultDependencies=no
-Wants=local-fs.target systemd-remount-fs.service systemd-journald.socket
-After=local-fs.target systemd-remount-fs.service systemd-journald.socket
+Wants=local-fs.target systemd-remount-fs.service systemd-journald.socket{network}
+After=local-fs.target systemd-remount-fs.service systemd-journald.socket{network}
 ConditionPathExists=/proc/vmcore
 # if the save process itself dies without acting (killed, out of memory): still end the capture boot
 FailureAction={SYSTEMD_FAILURE_ACTION[config.failure_action]}

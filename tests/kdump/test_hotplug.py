@@ -113,18 +113,64 @@ def test_udev_runs_the_rule_on_add_and_remove_only(tmp_path, devpath):
         assert (expected in out) is runs, f"{action} {devpath}: {out[-1500:]}"
 
 
+def _verify(directory, units: dict[str, str]) -> None:
+    """`systemd-analyze verify` of ``units`` written in ``directory``: no warning is accepted."""
+    analyze = oracle("systemd-analyze", "systemd")
+    directory.mkdir(exist_ok=True)
+    for name, text in units.items():
+        (directory / name).write_text(text)
+    done = subprocess.run([analyze, "verify", *(f"./{n}" for n in units)], cwd=directory, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout + done.stderr == "", done.stdout + done.stderr
+
+
 def test_units_pass_systemd_analyze_verify(tmp_path):
     """Every unit enable writes, as systemd itself reads them (no warning is accepted)."""
-    analyze = oracle("systemd-analyze", "systemd")
     from kexecfw.kdump.config import KdumpConfig
     from kexecfw.kdump.units import load_unit, save_unit
     command = kexecfw_command()
-    units = {"kexecfw-kdump.service": load_unit(command),
-             "kexecfw-kdump-save.service": save_unit(command, KdumpConfig(failure_action="shell")),
-             RELOAD_TIMER: reload_timer(),
-             RELOAD_SERVICE: reload_service(command_line(command, "kdump", "reload"))}
-    for name, text in units.items():
-        (tmp_path / name).write_text(text)
-    done = subprocess.run([analyze, "verify", *(f"./{n}" for n in units)], cwd=tmp_path, capture_output=True,
-                          text=True, timeout=120)
-    assert done.returncode == 0 and done.stdout + done.stderr == "", done.stdout + done.stderr
+    _verify(tmp_path / "local", {
+        "kexecfw-kdump.service": load_unit(command),
+        "kexecfw-kdump-save.service": save_unit(command, KdumpConfig(failure_action="shell")),
+        RELOAD_TIMER: reload_timer(),
+        RELOAD_SERVICE: reload_service(command_line(command, "kdump", "reload"))})
+
+
+def test_the_save_unit_of_an_ssh_target_waits_for_the_network(tmp_path):
+    """Only the save unit is started in the capture boot (systemd.unit=): for an ssh target it pulls in
+    network-online.target (hence what configures the network) and starts after it; a local or UUID/LABEL
+    target does not wait for the network (the save finds and mounts the device itself). The capture
+    command line keeps the running one's network parameters and adds none that stops the network."""
+    from kexecfw.kdump.config import parse_config
+    from kexecfw.kdump.plan import capture_cmdline
+    from kexecfw.kdump.units import save_unit
+    command = kexecfw_command()
+    ssh = parse_config('[target]\nssh = "kdump@192.0.2.1"\n', "kdump.toml")
+    unit = save_unit(command, ssh).splitlines()
+    wants = next(line for line in unit if line.startswith("Wants="))
+    after = next(line for line in unit if line.startswith("After="))
+    assert "network-online.target" in wants.split() and "network-online.target" in after.split()
+    _verify(tmp_path / "ssh", {"kexecfw-kdump-save.service": save_unit(command, ssh)})
+    for local in ("", '[target]\ndevice = "LABEL=crash"\n'):
+        assert "network-online" not in save_unit(command, parse_config(local, "kdump.toml"))
+    running = "BOOT_IMAGE=/vmlinuz root=/dev/vda1 ro ip=dhcp net.ifnames=0 crashkernel=256M systemd.unit=multi-user.target"
+    words = capture_cmdline(running, ssh).split()
+    assert {"ip=dhcp", "net.ifnames=0"} <= set(words)
+    assert [w for w in words if w.startswith("systemd.unit=")] == ["systemd.unit=kexecfw-kdump-save.service"]
+    assert not [w for w in words if w.startswith(("systemd.mask", "ip=off", "ip=none", "rd.neednet=0"))]
+
+
+def test_load_brings_the_save_unit_in_step_with_the_configuration(root):
+    """An ssh target set after `enable`: the next load (at boot, or `reload`) rewrites the save unit, which
+    only the capture boot reads, so that it waits for the network."""
+    shutil.copy(fixture_kernel("x86_64"), root / f"boot/vmlinuz-{release_of(root)}")
+    assert kdump(root, "enable").returncode == 0
+    unit = root / f"{UNIT_DIR}/kexecfw-kdump-save.service".lstrip("/")
+    assert "network-online.target" not in unit.read_text()
+    (root / "etc/kexecfw/kdump.toml").write_text('[target]\nssh = "kdump@192.0.2.1"\n[actions]\nfinal = "poweroff"\n')
+    _initrd_built(root)
+    done = kdump(root, "reload")
+    assert done.returncode == 0, done.stderr
+    text = unit.read_text()
+    assert "After=local-fs.target systemd-remount-fs.service systemd-journald.socket network-online.target" in text
+    assert "Description=kexecfw kdump: save the crash dump, then poweroff" in text
