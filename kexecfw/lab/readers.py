@@ -45,14 +45,15 @@ def reader_root(target: ArchTarget, gen: Generation, packages: tuple[str, ...] =
 
 
 def run_crash(arch: str, vmlinux: Path, dump: Path, commands: list[str], generation: str | None = None,
-              cache: Path | None = None, timeout: float = 900) -> subprocess.CompletedProcess[str]:
+              cache: Path | None = None, timeout: float = 900,
+              options: tuple[str, ...] = ()) -> subprocess.CompletedProcess[str]:
     """crash of the guest's release on ``dump`` with ``vmlinux``, ``commands`` fed on its standard
     input (then ``exit``); its output as it printed it. crash runs under qemu-user for a foreign
     architecture; loading a 300 MB vmlinux that way takes a minute or two."""
     target = arch_target(arch)
     root = reader_root(target, target_generation(target, generation), cache=cache)
     binary = root / "usr/bin/crash"
-    argv = [str(binary), "-s", str(vmlinux), str(dump)]
+    argv = [str(binary), "-s", *options, str(vmlinux), str(dump)]
     if needs_emulation(target):
         argv = [target.qemu_user, "-L", str(root), *argv]
     script = "".join(f"{c}\n" for c in commands) + "exit\n"
