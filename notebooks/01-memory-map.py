@@ -16,8 +16,9 @@
 # *crash kernel* region that `crashkernel=` set aside at boot. kexecfw reads all of this from a
 # **sysroot**: the live `/`, or a snapshot of `/proc` and `/sys` taken on another machine.
 #
-# This notebook shows the memory maps of real machines: this one (live), and the arm64 and x86_64
-# QEMU guests whose snapshots ship with the project or come out of the lab (`python -m kexecfw lab run`).
+# This notebook shows the memory maps of real machines: this one (live), and the arm64, x86_64 and
+# riscv64 QEMU guests whose snapshots ship with the project or come out of the lab
+# (`python -m kexecfw lab run`).
 
 # %%
 # %matplotlib inline
@@ -28,7 +29,11 @@ from kexecfw.snapshot import find_snapshots, take_snapshot
 from kexecfw.sysroot import Sysroot
 from kexecfw.viz.render import draw_memmap, draw_memmaps
 
+# the riscv64 guest's snapshot ships with the tests (tests/data/riscv64-guest: Debian 13, 1 GiB, crashkernel=256M)
+RISCV64_GUEST = Path("..", "tests", "data", "riscv64-guest", "snapshot").resolve()
 snapshots = find_snapshots()
+if RISCV64_GUEST.is_dir():
+    snapshots["riscv64-guest fixture"] = RISCV64_GUEST
 snapshots
 
 # %% [markdown]
@@ -55,12 +60,14 @@ rows = [(f"{'  ' * r.depth}{r.name}", f"{r.start:#x}", f"{r.range.last:#x}", f"{
 print("\n".join(f"{n:<28} {s:>14} {e:>14} {m:>14}" for n, s, e, m in rows[:40]))
 
 # %% [markdown]
-# ## arm64 and x86_64, side by side
-# The two architectures describe memory differently: arm64 starts RAM at 1 GiB (`PHYS_OFFSET`) and
+# ## arm64, x86_64 and riscv64, side by side
+# The architectures describe memory differently: arm64 starts RAM at 1 GiB (`PHYS_OFFSET`) and
 # marks firmware and kernel reservations *inside* System RAM; x86_64 keeps the legacy low 1 MiB
-# layout with BIOS/ACPI holes and reserves the crash region below 4 GiB. The broken axis gives each
-# range room by the log of its size, so a 384 MiB crash region in a 2 GiB machine and a 4 KiB page are
-# both visible.
+# layout with BIOS/ACPI holes and reserves the crash region below 4 GiB. riscv64 (QEMU `virt`) starts
+# RAM at 2 GiB like arm64 with its reservations inside System RAM — OpenSBI's firmware at the very
+# start (0x80000000, 512 KiB), the kernel image at 0x80200000, memblock's own allocations as
+# "Reserved" — and its crash region sits high in RAM. The broken axis gives each range room by the log
+# of its size, so a 384 MiB crash region in a 2 GiB machine and a 4 KiB page are both visible.
 
 # %%
 maps = []
@@ -73,7 +80,10 @@ fig2
 
 # %% [markdown]
 # What a panic load may use is exactly the crash region; what the capture kernel will read back is all
-# System RAM *outside* it (these become the elfcorehdr's PT_LOADs).
+# System RAM *outside* it (these become the elfcorehdr's PT_LOADs). On riscv64 "outside" includes the
+# Reserved ranges inside System RAM (memblock's allocations: `mem_section` is one of them), but not
+# OpenSBI's firmware, which the capture kernel may not read: kexec-tools 2.0.32 leaves the Reserved
+# ranges out, and makedumpfile then cannot read its dumps (notebook 04).
 
 # %%
 for title, m in maps:
