@@ -140,8 +140,7 @@ def _show(args, root, actions) -> int:
     from kexecfw.kdump.units import kexecfw_command
     config = load_config(root)
     capture = capture_of(root, config)
-    save = [*kexecfw_command(), "vmcore", "save", "--dir", config.path, "-d", str(config.level), "-c", config.codec,
-            "--keep", str(config.keep), "--min-free", config.min_free]
+    save = [*kexecfw_command(), "kdump", "save"]
     plan, ctx = plan_capture(root, capture)
     from kexecfw.kdump.target import describe_target
     doc = {"config": config.to_json(), "capture": capture.to_json(), "save_command": save,
@@ -151,8 +150,8 @@ def _show(args, root, actions) -> int:
         if isinstance(values, dict):
             lines.append(f"[{section}] " + ", ".join(f"{k} = {v!r}" for k, v in values.items()))
     lines += [f"capture kernel: {capture.kernel}", f"capture initrd: {capture.initrd}", f"target: {doc['target']}",
-              f"in the capture boot: {' '.join(save) if config.ssh is None else 'kexecfw kdump save over ssh'}, "
-              f"then {config.final_action} "
+              f"in the capture boot: {' '.join(save)}: dmesg.txt, the dump (level {config.level}, {config.codec}), "
+              f"summary.json, keep {config.keep or 'all'}, {config.min_free} kept free; then {config.final_action} "
               f"(on failure: {config.failure_action})", "", format_plan(plan, ctx)]
     _out(args, doc, lines)
     return 0

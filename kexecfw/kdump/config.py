@@ -20,7 +20,8 @@ Every key is optional; a missing file is the defaults. Key by key (section, key,
                                    8 user, 16 free pages excluded)
     codec     str   "zlib"         zlib, zstd, lzo or none (zlib: every reader reads it)
     keep      int   3              keep the newest N dumps kexecfw made (0: keep all)
-    min_free  str   "256M"         never leave less free on the target's filesystem (K/M/G/T)
+    min_free  str   "256M"         never leave less free on the target's filesystem (K/M/G/T),
+                                   nor on the local spool of an ssh target
 
     [capture]                the capture (panic) kernel
     kernel    str   ""             "": /boot/vmlinuz-<running release>
@@ -40,9 +41,10 @@ Every key is optional; a missing file is the defaults. Key by key (section, key,
     final     str   "reboot"       after a save: reboot or poweroff
     failure   str   "reboot"       when the save fails: reboot, poweroff or shell (emergency shell)
 
-    [hooks]                  executables run in name order, with the crash directory as argument
-    pre       str   "/etc/kexecfw/kdump-pre.d"    before the save
-    post      str   "/etc/kexecfw/kdump-post.d"   after it (also after a failed save)
+    [hooks]                  executables run in name order in the capture boot
+    pre       str   "/etc/kexecfw/kdump-pre.d"    before the save; argument: the target
+    post      str   "/etc/kexecfw/kdump-post.d"   after it (also after a failed save); argument:
+                                                  the crash directory
 
 A mistake is one line naming the file and the key: an unknown key (with "did you mean"), a
 wrong type, a value out of range.

@@ -213,8 +213,10 @@ def test_show_plans_the_exact_load(root):
     doc = json.loads(out.stdout)
     # the planned command line is the capture one, plus what the x86_64 plugin adds (elfcorehdr=)
     assert doc["plan"]["mode"] == "panic" and doc["plan"]["cmdline"].startswith(doc["capture"]["cmdline"] + " ")
-    assert doc["save_command"][-12:] == ["vmcore", "save", "--dir", "/var/crash", "-d", "31", "-c", "zlib",
-                                         "--keep", "3", "--min-free", "256M"]
+    assert doc["save_command"][-2:] == ["kdump", "save"] and doc["target"] == "/var/crash on the root filesystem"
+    text = kdump(root, "show").stdout
+    assert "in the capture boot: " in text and " kdump save: dmesg.txt, the dump (level 31, zlib), summary.json, " \
+        "keep 3, 256M kept free; then reboot (on failure: reboot)" in text
     assert recorded(root) == []          # show changes nothing
 
 
