@@ -47,7 +47,6 @@ import os
 import signal
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Iterator
 
 from kexecfw.elfnotes import ELF64_EHDR, ELF64_NHDR, ELF64_PHDR, ET_CORE, PT_LOAD, PT_NOTE, Note
@@ -474,6 +473,7 @@ class DumpWriter:
             phases.add_thread_time("compress", seconds)
             return results
 
+        from concurrent.futures import ThreadPoolExecutor     # (with logging: not imported for one CPU)
         window = 2 * self.threads + 2
         pending: list = []
         with ThreadPoolExecutor(self.threads) as pool:

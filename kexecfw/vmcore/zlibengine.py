@@ -12,8 +12,8 @@ thread (CPU time; docs/vmcore-save-speed.md has the table):
   zlib gets about 55 %;
 * so the pages ISA-L leaves at 70-78 % (about one in fifteen) are compressed again with libdeflate
   level 2 (the ``deflate`` package, smaller than zlib level 1) and the smaller stream is kept: 1.03x
-  makedumpfile -c's file size at 2.2x zlib's compression speed (a wider band, 58-80 %, gets to 1.005x
-  at 1.8x).
+  makedumpfile -c's file size at 2.4x zlib's compression speed (a wider band, 58-80 %, gets to 1.005x
+  at 2.0x).
 
 Both packages are optional, installed where they have wheels (x86_64, aarch64): without them (riscv64)
 the retry uses stdlib zlib, or the whole page goes to libdeflate level 2 or, with neither, to stdlib
