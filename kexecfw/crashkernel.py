@@ -40,11 +40,11 @@ fixtures' guests (busybox initramfs) it gives about 128M (x86_64) and 112M (arm6
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
 from pathlib import Path
 
 from kexecfw.decompress import INITRD_CAP, KERNEL_IMAGE_CAP, decompressed_prefix, decompressed_size, sniff
 from kexecfw.errors import BadInputError
+from kexecfw.records import Record
 from kexecfw.sysroot import NR_CPUS_MAX
 
 SZ_128M = 128 << 20
@@ -166,8 +166,7 @@ def _parse_ranges(s: str, at: int, system_ram: int) -> tuple[int, int | None, tu
     return size_found, base, matched
 
 
-@dataclass
-class Reservation:
+class Reservation(Record):
     """What the kernel would reserve for ``crashkernel=`` on a system with ``ram`` bytes."""
 
     size: int = 0

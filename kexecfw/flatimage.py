@@ -11,13 +11,13 @@ header (the magic, the flags bits and version fields that differ) into a subclas
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Callable, Generic, TypeVar
 
 from kexecfw.decompress import KERNEL_IMAGE_CAP, decompress
 from kexecfw.errors import BadInputError, NoSpaceError
 from kexecfw.memory.holes import find_hole
 from kexecfw.model import LoadContext
+from kexecfw.records import Record
 from kexecfw.segments.planner import Planner
 
 KERNEL_ALIGN = 2 << 20
@@ -26,8 +26,7 @@ IMAGE_FLAG_BE = 1 << 0
 TEXT_OFFSET_ALIGN = 4096
 
 
-@dataclass(frozen=True)
-class ImageHeader:
+class ImageHeader(Record, frozen=True):
     text_offset: int
     image_size: int
     flags: int
@@ -45,8 +44,7 @@ class ImageHeader:
 Header = TypeVar("Header", bound=ImageHeader)
 
 
-@dataclass
-class ProbedImage(Generic[Header]):
+class ProbedImage(Record, Generic[Header]):
     header: Header
     payload: bytes
     format: str             # "arm64 Image", "gzip riscv64 Image", ...

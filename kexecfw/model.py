@@ -6,12 +6,12 @@ These are the types named in :mod:`kexecfw.hookspecs`: what a plugin receives
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 from kexecfw.memory.model import MemoryMap
 from kexecfw.memory.ranges import Range
+from kexecfw.records import Record, fresh
 from kexecfw.sysroot import Sysroot
 
 # kexec_load flags, include/uapi/linux/kexec.h
@@ -26,8 +26,7 @@ KEXEC_FILE_ON_CRASH = 0x00000002
 KEXEC_FILE_NO_INITRAMFS = 0x00000004
 
 
-@dataclass(frozen=True)
-class ArchSpec:
+class ArchSpec(Record, frozen=True):
     """What an architecture is, as far as the core needs to know.
 
     ``kexec_arch`` is the KEXEC_ARCH_* value for kexec_load's flags (the ELF
@@ -56,16 +55,14 @@ class ArchSpec:
         return n == self.name or n in self.aliases or n in self.uname_machines
 
 
-@dataclass(frozen=True)
-class KernelFile:
+class KernelFile(Record, frozen=True):
     """A kernel image file as given on the command line."""
 
     path: Path
     data: bytes
 
 
-@dataclass
-class KernelImage:
+class KernelImage(Record):
     """A kernel image a plugin recognised (``kexecfw_probe_kernel``).
 
     ``payload`` is what gets loaded (e.g. the decompressed arm64 Image);
@@ -76,11 +73,10 @@ class KernelImage:
     arch: str
     format: str                     # "arm64 Image", "bzImage", "vmlinux ELF" ...
     payload: bytes
-    details: dict[str, Any] = field(default_factory=dict)
+    details: dict[str, Any] = fresh(dict)
 
 
-@dataclass
-class LoadOptions:
+class LoadOptions(Record):
     """What the user asked for (``kexecfw load``)."""
 
     kernel: Path
@@ -92,8 +88,7 @@ class LoadOptions:
     skip_sha256: bool = False
 
 
-@dataclass
-class LoadContext:
+class LoadContext(Record):
     """Passed to every load hook. Grows as planning goes: ``memmap`` after discovery,
     ``kernel`` after probing. ``log`` records each decision in words (dry-run
     shows it); ``artifacts`` holds intermediate results for notebooks and tests
@@ -105,8 +100,8 @@ class LoadContext:
     memmap: MemoryMap | None = None
     kernel: KernelImage | None = None
     cmdline: str = ""
-    log: list[str] = field(default_factory=list)
-    artifacts: dict[str, Any] = field(default_factory=dict)
+    log: list[str] = fresh(list)
+    artifacts: dict[str, Any] = fresh(dict)
     hooks: Any = None               # the kexecfw.pluginmanager.Hooks running this load
 
     @property
@@ -117,8 +112,7 @@ class LoadContext:
         self.log.append(message)
 
 
-@dataclass(frozen=True)
-class KernelTextLoad:
+class KernelTextLoad(Record, frozen=True):
     """The PT_LOAD of the kernel image in the elfcorehdr: virtual and physical start, size."""
 
     vaddr: int
@@ -126,8 +120,7 @@ class KernelTextLoad:
     size: int
 
 
-@dataclass
-class ElfcoreInfo:
+class ElfcoreInfo(Record):
     """Architecture facts the core's elfcorehdr builder needs (``kexecfw_elfcore_info``).
 
     ``page_offset`` maps a physical address to its direct-map virtual address
@@ -148,8 +141,7 @@ class ElfcoreInfo:
 RelocationApplier = Callable[[bytearray, int, int, int], None]
 
 
-@dataclass
-class PurgatoryObject:
+class PurgatoryObject(Record):
     """A relocatable purgatory object (ET_REL) and where it may be placed.
 
     ``entry_symbol`` is where the kernel jumps after kexec; ``symbols`` are the
@@ -163,4 +155,4 @@ class PurgatoryObject:
     min_addr: int = 0
     max_addr: int = 1 << 64
     top_down: bool = False
-    symbols: dict[str, bytes] = field(default_factory=dict)
+    symbols: dict[str, bytes] = fresh(dict)

@@ -22,11 +22,9 @@ Environment switches:
 """
 from __future__ import annotations
 
-import dataclasses
 import importlib
 import os
 import sys
-import weakref
 from typing import Any, Callable, Iterable
 
 import pluggy
@@ -35,14 +33,16 @@ from kexecfw import hookspecs
 from kexecfw.errors import KexecfwError
 from kexecfw.machines import (BUILTIN_ARCHITECTURES, ENTRY_POINT_GROUP, blocked_plugins, entry_points_disabled,
                               machine_capture)
+from kexecfw.records import Record
 
 BUILTIN_PLUGINS = BUILTIN_ARCHITECTURES
 CORE_PLUGIN = "kexecfw.defaults"
 HOOKS_MODULE = "hooks"
 
 _manager: pluggy.PluginManager | None = None
-# Managers whose entry-point plugins are not loaded yet (see load_deferred_plugins).
-_deferred_entry_points: "weakref.WeakSet[pluggy.PluginManager]" = weakref.WeakSet()
+# Set on a manager whose entry-point plugins are not loaded yet (see load_deferred_plugins); an attribute,
+# not a weakref.WeakSet of managers: weakref is an import a load would make for this alone.
+DEFERRED_ATTRIBUTE = "_kexecfw_deferred_entry_points"
 
 
 def new_plugin_manager(*, builtins: Iterable[str] = BUILTIN_PLUGINS, entry_points: bool | None = None,
@@ -70,7 +70,7 @@ def new_plugin_manager(*, builtins: Iterable[str] = BUILTIN_PLUGINS, entry_point
     if entry_points:
         _load_entry_points(pm)
     elif entry_points is None:
-        _deferred_entry_points.add(pm)
+        setattr(pm, DEFERRED_ATTRIBUTE, True)
     pm.check_pending()
     if os.environ.get("KEXECFW_TRACE_HOOKS"):
         pm.trace.root.setwriter(lambda msg: print(msg, end="", file=sys.stderr))
@@ -80,9 +80,9 @@ def new_plugin_manager(*, builtins: Iterable[str] = BUILTIN_PLUGINS, entry_point
 
 def load_deferred_plugins(pm: pluggy.PluginManager) -> bool:
     """Load ``pm``'s entry-point plugins if they were deferred; False when there was nothing to load."""
-    if pm not in _deferred_entry_points:
+    if not getattr(pm, DEFERRED_ATTRIBUTE, False):
         return False
-    _deferred_entry_points.discard(pm)
+    setattr(pm, DEFERRED_ATTRIBUTE, False)
     _load_entry_points(pm)
     pm.check_pending()
     return True
@@ -252,8 +252,7 @@ class HookRecorder:
             print(call.hook, call.implementers, call.result)
     """
 
-    @dataclasses.dataclass
-    class Call:
+    class Call(Record):
         hook: str
         implementers: list[str]          # in pluggy's call order (last registered first)
         kwargs: dict[str, Any]

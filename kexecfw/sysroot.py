@@ -8,11 +8,11 @@ a load or an exec refuses to run on anything else.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
 from kexecfw.errors import BadInputError
 from kexecfw.memory.ranges import ADDRESS_LIMIT
+from kexecfw.records import Record
 
 
 # The largest CONFIG_NR_CPUS any kernel kexecfw loads can have: 8192 on x86_64 (MAXSMP; arch/x86/Kconfig
@@ -53,8 +53,7 @@ def _shown(text: str) -> str:
     return repr(text if len(text) <= 60 else text[:57] + "...")
 
 
-@dataclass(frozen=True)
-class CrashNote:
+class CrashNote(Record, frozen=True):
     """Where a CPU's crash note buffer lives (sys/devices/system/cpu/cpuN/crash_notes{,_size})."""
 
     cpu: int

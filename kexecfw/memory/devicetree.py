@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import string
 import struct
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
@@ -23,6 +22,7 @@ import fdt
 
 from kexecfw.errors import BadInputError
 from kexecfw.memory.ranges import Range, merge
+from kexecfw.records import Record
 
 FDT_MAGIC = 0xD00DFEED
 FDT_BEGIN_NODE = 0x1
@@ -72,8 +72,7 @@ def decode_string(data: bytes) -> str:
     return data.split(b"\0", 1)[0].decode(errors="replace")
 
 
-@dataclass(frozen=True)
-class FdtHeader:
+class FdtHeader(Record, frozen=True):
     """The fields of struct fdt_header we keep across a rewrite."""
 
     version: int

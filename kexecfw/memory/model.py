@@ -8,9 +8,9 @@ the planner and the elfcorehdr builder ask.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
 
 from kexecfw.memory.ranges import Range, merge, subtract
+from kexecfw.records import Record, fresh
 
 
 class RegionKind(str, enum.Enum):
@@ -28,8 +28,7 @@ class RegionKind(str, enum.Enum):
     OTHER = "other"
 
 
-@dataclass(frozen=True)
-class Region:
+class Region(Record, frozen=True):
     range: Range
     kind: RegionKind
     name: str = ""          # the source's own label ("System RAM", "reserved", "PCI Bus 0000:00" ...)
@@ -48,11 +47,10 @@ class Region:
         return self.range.size
 
 
-@dataclass
-class MemoryMap:
+class MemoryMap(Record):
     """Physical memory as kexec sees it, plus where it came from."""
 
-    regions: list[Region] = field(default_factory=list)
+    regions: list[Region] = fresh(list)
     source: str = ""        # "proc/iomem", "sys/firmware/memmap", "device tree" ...
 
     def of_kind(self, *kinds: RegionKind) -> list[Region]:

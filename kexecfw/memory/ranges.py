@@ -6,24 +6,27 @@ arithmetic. Conversions happen only at the parsers and printers.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Iterable
 
 from kexecfw.errors import BadInputError
+from kexecfw.records import TupleRecord
 
 # Physical addresses are 64-bit on every architecture kexecfw handles; a number read from a file
 # beyond that is damage, not an address.
 ADDRESS_LIMIT = 1 << 64
 
 
-@dataclass(frozen=True, order=True)
-class Range:
+class Range(TupleRecord):
+    """A tuple (start, end): equality, hashing and ordering are the tuple's."""
+
+    __slots__ = ()
     start: int
     end: int  # exclusive
 
-    def __post_init__(self) -> None:
-        if self.start < 0 or self.end < self.start:
-            raise ValueError(f"invalid range {self.start:#x}-{self.end:#x}")
+    def __new__(cls, start: int, end: int) -> "Range":
+        if start < 0 or end < start:
+            raise ValueError(f"invalid range {start:#x}-{end:#x}")
+        return tuple.__new__(cls, (start, end))
 
     @classmethod
     def inclusive(cls, start: int, last: int) -> "Range":

@@ -20,13 +20,13 @@ from __future__ import annotations
 
 import io
 import struct
-from dataclasses import dataclass, field
 
 from kexecfw.errors import BadInputError, KexecfwError
 from kexecfw.model import KEXEC_SEGMENT_MAX, RelocationApplier
 from kexecfw.purgatory.elfrel import (ET_NAMES, ET_REL, SHN_ABS, SHT_NOBITS, SHT_REL, SHT_RELA, STT_FUNC,
                                       STT_NOTYPE, STT_OBJECT, Rela, RelocatableElf, Section, Symbol,
                                       machine_name)
+from kexecfw.records import Record, fresh
 from kexecfw.segments.plan import Segment
 
 SHF_ALLOC = 0x2
@@ -51,15 +51,13 @@ def check_field(buf: bytearray | memoryview, offset: int, width: int, name: str,
                             f"{offset:#x} runs past the end of its section ({len(buf):#x} bytes)")
 
 
-@dataclass(frozen=True)
-class PurgatorySymbol:
+class PurgatorySymbol(Record, frozen=True):
     name: str
     offset: int       # in the linked image
     size: int
 
 
-@dataclass(frozen=True)
-class AppliedRelocation:
+class AppliedRelocation(Record, frozen=True):
     """One relocation as applied: for dry-run output and notebooks."""
 
     type_name: str
@@ -68,14 +66,13 @@ class AppliedRelocation:
     value: int
 
 
-@dataclass
-class LinkedPurgatory:
+class LinkedPurgatory(Record):
     image: bytearray
     base: int
     entry: int
     symbols: dict[str, PurgatorySymbol]
-    relocations: list[AppliedRelocation] = field(default_factory=list)
-    patched: dict[str, bytes] = field(default_factory=dict)
+    relocations: list[AppliedRelocation] = fresh(list)
+    patched: dict[str, bytes] = fresh(dict)
 
     def address_of(self, name: str) -> int:
         return self.base + self._symbol(name).offset

@@ -1,13 +1,11 @@
 """A load plan: named segments (buf, mem, memsz), entry and flags, as kexec_load takes them."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 from kexecfw.memory.ranges import Range
+from kexecfw.records import Record, fresh
 
 
-@dataclass(eq=False)
-class Segment:
+class Segment(Record, eq=False):
     """One ``struct kexec_segment`` (include/uapi/linux/kexec.h) with a name.
 
     ``buf`` is copied to physical ``mem``; the rest of ``memsz`` is zero-filled.
@@ -17,7 +15,7 @@ class Segment:
     buf: bytes
     mem: int
     memsz: int
-    _digest: bytes | None = field(default=None, init=False, repr=False)
+    _digest = None      # bytes once known; not a field (no annotation): set by digest
 
     @property
     def bufsz(self) -> int:
@@ -46,8 +44,7 @@ class Segment:
                 "bufsz": f"{self.bufsz:#x}", "sha256": self.sha256}
 
 
-@dataclass
-class Plan:
+class Plan(Record):
     """Everything a load needs; what ``--dry-run`` prints and ``--save-segments`` writes."""
 
     arch: str
@@ -57,8 +54,8 @@ class Plan:
     flags: int
     cmdline: str
     crash_region: Range | None
-    segments: list[Segment] = field(default_factory=list)
-    log: list[str] = field(default_factory=list)
+    segments: list[Segment] = fresh(list)
+    log: list[str] = fresh(list)
 
     def segment(self, name: str) -> Segment | None:
         return next((s for s in self.segments if s.name == name), None)

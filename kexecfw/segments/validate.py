@@ -9,12 +9,11 @@ there at exec time and would scribble over device memory otherwise).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from kexecfw.errors import ValidationError
 from kexecfw.memory.ranges import Range, merge
 from kexecfw.model import (KEXEC_ARCH_MASK, KEXEC_ON_CRASH, KEXEC_PRESERVE_CONTEXT, KEXEC_SEGMENT_MAX,
                            KEXEC_UPDATE_ELFCOREHDR)
+from kexecfw.records import Record
 from kexecfw.segments.plan import Plan
 
 KEXEC_FLAGS = KEXEC_ON_CRASH | KEXEC_PRESERVE_CONTEXT | KEXEC_UPDATE_ELFCOREHDR
@@ -25,8 +24,7 @@ RULES = ("segment_count", "flags", "arch", "alignment", "destination_limit", "ov
          "segment_size", "total_size", "crash_region", "entry", "system_ram")
 
 
-@dataclass(frozen=True)
-class KernelLimits:
+class KernelLimits(Record, frozen=True):
     """What the running kernel checks against."""
 
     page_size: int

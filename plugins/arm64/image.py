@@ -7,7 +7,6 @@ the zboot header the one of drivers/firmware/efi/libstub/zboot-header.S.
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
 
 from kexecfw.decompress import KERNEL_IMAGE_CAP, decompress
 from kexecfw.errors import BadInputError
@@ -35,7 +34,6 @@ IMAGE_DOS_SIGNATURE = 0x5A4D
 MAX_IMAGE = KERNEL_IMAGE_CAP
 
 
-@dataclass(frozen=True)
 class Arm64ImageHeader(ImageHeader):
     """pe_header is res5; flags bits 1-2 are the page size, bit 3 the placement rule."""
 

@@ -23,11 +23,10 @@ proc/kcore and from /proc/iomem:
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from kexecfw.errors import BadInputError
 from kexecfw.memory.model import MemoryMap, RegionKind
 from kexecfw.memory.ranges import align_down
+from kexecfw.records import Record
 from kexecfw.running import kallsyms_symbol, read_vmcoreinfo
 from kexecfw.sysroot import Sysroot
 from kexecfw.plugins.arm64.capture import EM_AARCH64
@@ -39,8 +38,7 @@ _2M = 2 << 20
 _U64 = (1 << 64) - 1
 
 
-@dataclass(frozen=True)
-class KernelAddressSpace:
+class KernelAddressSpace(Record, frozen=True):
     text_vaddr: int         # _text
     text_paddr: int         # __pa_symbol(_text)
     end_paddr: int          # __pa_symbol(_end)

@@ -11,7 +11,6 @@ An EFI-stub kernel (Debian's) starts with "MZ" in code0; the header is the same.
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
 
 from kexecfw.elfnotes import ELFMAG
 from kexecfw.errors import BadInputError
@@ -30,7 +29,6 @@ RISCV_HEADER_MIN_MINOR = 1
 ZBOOT_KIND = b"zimg"
 
 
-@dataclass(frozen=True)
 class RiscvImageHeader(ImageHeader):
     """pe_header is res3."""
 

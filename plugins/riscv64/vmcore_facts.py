@@ -24,12 +24,11 @@ marked ``no-map`` are left out for the same reason.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from kexecfw.errors import BadInputError
 from kexecfw.memory.devicetree import DeviceTree
 from kexecfw.memory.model import MemoryMap, RegionKind
 from kexecfw.memory.ranges import Range, merge, subtract
+from kexecfw.records import Record
 from kexecfw.sysroot import Sysroot
 from kexecfw.vmcore.bounds import EM_RISCV, U64_MAX, CheckedInfo
 from kexecfw.vmcoreinfo import VmcoreInfo
@@ -41,8 +40,7 @@ KERNEL_IMAGE = "Kernel image"
 KERNEL_MAPPING_SIZE = 2 << 30
 
 
-@dataclass(frozen=True)
-class RiscvAddressSpace:
+class RiscvAddressSpace(Record, frozen=True):
     page_offset: int        # PAGE_OFFSET: start of the linear map
     va_bits: int            # 39, 48, 57
     phys_ram_base: int      # physical address at PAGE_OFFSET

@@ -14,14 +14,13 @@ from __future__ import annotations
 import os
 import struct
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 from kexecfw.errors import BadInputError
 from kexecfw.memory.ranges import Range, align_up
-
 from kexecfw.plugins.x86_64.bzimage import SETUP_HEADER_OFFSET, BzImage, SetupHeader
 from kexecfw.plugins.x86_64.running import (BOOT_PARAMS_SIZE, BP_ACPI_RSDP_ADDR, BP_E820_ENTRIES, BP_E820_TABLE,
                                              BP_EFI_INFO, BP_SCREEN_INFO, BP_SECURE_BOOT, SCREEN_INFO_SIZE)
+from kexecfw.records import Record
 
 # struct boot_params offsets not in running.py (bootparam.h)
 BP_EXT_RAMDISK_IMAGE = 0x0C0
@@ -55,8 +54,7 @@ E820_TYPE_NAMES = {E820_TYPE_RAM: "usable", E820_TYPE_RESERVED: "reserved", E820
 LOADER_TYPE_UNDEFINED = 0xFF
 
 
-@dataclass(frozen=True)
-class E820Entry:
+class E820Entry(Record, frozen=True):
     range: Range
     type: int
 
@@ -67,8 +65,7 @@ class E820Entry:
         return f"[mem {self.range.start:#018x}-{self.range.last:#018x}] {E820_TYPE_NAMES.get(self.type, self.type)}"
 
 
-@dataclass(frozen=True)
-class SetupData:
+class SetupData(Record, frozen=True):
     type: int
     data: bytes
 

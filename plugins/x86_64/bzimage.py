@@ -7,10 +7,10 @@ the protocol versions that introduced them: Documentation/arch/x86/boot.rst.
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass, fields
 from typing import Any
 
 from kexecfw.errors import BadInputError
+from kexecfw.records import Record
 
 SETUP_HEADER_OFFSET = 0x1F1
 HDRS_MAGIC = 0x53726448          # "HdrS" at 0x202
@@ -85,8 +85,7 @@ SETUP_HEADER = struct.Struct(
 assert SETUP_HEADER.size == 0x26C - SETUP_HEADER_OFFSET
 
 
-@dataclass
-class SetupHeader:
+class SetupHeader(Record):
     """``struct setup_header`` field by field (names as in bootparam.h)."""
 
     setup_sects: int
@@ -134,11 +133,10 @@ class SetupHeader:
         return cls(*SETUP_HEADER.unpack_from(data, offset))
 
     def pack(self) -> bytes:
-        return SETUP_HEADER.pack(*(getattr(self, f.name) for f in fields(self)))
+        return SETUP_HEADER.pack(*self._values())
 
 
-@dataclass
-class BzImage:
+class BzImage(Record):
     """A parsed bzImage: its setup header and the two parts kexec loads separately."""
 
     header: SetupHeader

@@ -10,8 +10,8 @@ arch/x86/include/asm/efi.h, efi_memory_desc_t in include/linux/efi.h.
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
 
+from kexecfw.records import Record
 from kexecfw.sysroot import Sysroot
 
 from kexecfw.plugins.x86_64.memmap import EfiRuntimeRegion, read_efi_runtime_map
@@ -24,8 +24,7 @@ EFI_MEMORY_DESC = struct.Struct("<IIQQQQ")
 EFI_SETUP_DATA = struct.Struct("<QQQQ64x")
 
 
-@dataclass(frozen=True)
-class EfiHandover:
+class EfiHandover(Record, frozen=True):
     signature: bytes
     systab: int
     memdesc_size: int

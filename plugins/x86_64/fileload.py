@@ -19,7 +19,6 @@ region; a normal load walks System RAM resources from the lowest (Linux before
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
 
 from kexecfw.elfcore import build_elfcorehdr, elfcore_program_headers
 from kexecfw.errors import BadInputError, NoSpaceError
@@ -27,6 +26,7 @@ from kexecfw.memory.holes import find_hole
 from kexecfw.memory.model import RegionKind
 from kexecfw.memory.ranges import Range, align_up, subtract
 from kexecfw.model import (KEXEC_FILE_NO_INITRAMFS, KEXEC_FILE_ON_CRASH, LoadContext)
+from kexecfw.records import Record
 from kexecfw.segments.plan import Plan, Segment
 
 from kexecfw.plugins.x86_64.bzimage import XLF_CAN_BE_LOADED_ABOVE_4G, BzImage
@@ -51,8 +51,7 @@ REVERSE_WALK_SINCE = (6, 7)          # kexec_walk_resources uses walk_system_ram
 TOP_DOWN_EXACT_SINCE = (6, 5)
 
 
-@dataclass
-class _KernelPlacer:
+class _KernelPlacer(Record):
     """kexec_add_buffer's search: per resource, top-down or bottom-up, avoiding placed segments."""
 
     resources: list[Range]

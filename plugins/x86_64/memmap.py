@@ -8,12 +8,11 @@ iomem's reservations nested in them; with no firmware map, iomem alone.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from kexecfw.errors import BadInputError
 from kexecfw.memory.iomem import classify, read_iomem
 from kexecfw.memory.model import MemoryMap, Region, RegionKind
 from kexecfw.memory.ranges import ADDRESS_LIMIT, Range, merge
+from kexecfw.records import Record
 from kexecfw.sysroot import Sysroot
 
 FIRMWARE_MEMMAP = "sys/firmware/memmap"
@@ -36,8 +35,7 @@ _IOMEM_REFINEMENTS = (RegionKind.CRASH, RegionKind.CRASH_LOW, RegionKind.KERNEL_
 _RESERVING = (RegionKind.RESERVED, RegionKind.ACPI, RegionKind.NVS, RegionKind.PMEM)
 
 
-@dataclass(frozen=True)
-class EfiRuntimeRegion:
+class EfiRuntimeRegion(Record, frozen=True):
     """One /sys/firmware/efi/runtime-map/N entry (an EFI memory descriptor the kernel keeps mapped)."""
 
     type: int

@@ -9,11 +9,11 @@ booted with: ACPI RSDP, screen_info, EFI info) and proc/sys/kernel/osrelease.
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
 
 from kexecfw.elfnotes import PT_LOAD
 from kexecfw.memory.ranges import align_up
 from kexecfw.model import LoadContext
+from kexecfw.records import Record
 from kexecfw.running import kallsyms_symbol, read_kcore
 from kexecfw.sysroot import Sysroot
 from kexecfw.vmcoreinfo import VmcoreInfo
@@ -39,8 +39,7 @@ EFI_INFO_SIZE = 0x20
 EFI_INFO = struct.Struct("<4sIIIIIII")
 
 
-@dataclass
-class RunningKernel:
+class RunningKernel(Record):
     """Facts about the sysroot's running kernel; None where the sysroot does not tell."""
 
     osrelease: str | None

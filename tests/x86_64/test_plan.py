@@ -171,9 +171,8 @@ def test_file_load_prediction_panic(x86_sysroot: Path, fixture_bzimage: Path, in
     kernel = plan.segment("kernel")
     assert kernel.mem % 0x200000 == 0 and kernel.memsz == parse_bzimage(fixture_bzimage.read_bytes()).header.init_size
     # the predicted segments obey the kernel's own rules for segments
-    import dataclasses
     from kexecfw.load import kernel_limits
-    validate_plan(dataclasses.replace(plan, syscall="kexec_load", flags=0x3E0001), kernel_limits(ctx))
+    validate_plan(plan._replace(syscall="kexec_load", flags=0x3E0001), kernel_limits(ctx))
     zp = plan.segment("boot_params").buf
     hdr = SetupHeader.unpack(zp)
     cmd = zp[hdr.cmd_line_ptr - plan.segment("boot_params").mem:].split(b"\0", 1)[0].decode()
