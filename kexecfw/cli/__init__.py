@@ -11,7 +11,9 @@ fast as the interpreter itself, and argparse (with re and gettext) alone costs
 more than all of its work. So exactly ``vmcore dmesg PATH`` (no options, PATH not
 starting with "-") is dispatched without argparse (:func:`fast_path`), to the same
 function the parsed command calls; anything else, including every option, help
-and error, goes through the one argparse parser.
+and error, goes through the one argparse parser. ``load`` (timed against
+``kexec -p`` in emulated guests) is read without argparse too when its command line
+is plain (:mod:`kexecfw.cli.options`), into the values argparse would give.
 """
 from __future__ import annotations
 
@@ -43,6 +45,7 @@ COMMANDS: list[tuple[str, str, str]] = [
 
 
 GLOBAL_OPTIONS_WITH_VALUE = ("--sysroot", "--arch")
+GLOBAL_DEFAULTS = {"sysroot": "/", "arch": None}
 # The commands the global --arch picks a plugin (or crashkernel's rules) for; the others would ignore it.
 ARCH_COMMANDS = frozenset({"load", "unload", "exec", "memmap", "crashkernel"})
 WHY_NO_ARCH = {
@@ -55,9 +58,9 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     """The argument parser; with ``only``, just that command's (start-up: see chosen_command)."""
     from kexecfw.cli.parser import Parser
     parser = Parser(prog="kexecfw", description="kexec and kdump, with architectures as plugins.")
-    parser.add_argument("--sysroot", default="/", metavar="DIR",
+    parser.add_argument("--sysroot", default=GLOBAL_DEFAULTS["sysroot"], metavar="DIR",
                         help="read /proc and /sys from DIR instead of the live system (never syscalls then)")
-    parser.add_argument("--arch", default=None,
+    parser.add_argument("--arch", default=GLOBAL_DEFAULTS["arch"],
                         help="architecture plugin to use (default: the sysroot's proc/kcore machine, else the host)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, module_name, help_text in COMMANDS:
@@ -113,17 +116,48 @@ def refuse_unused_arch(argv: Sequence[str]) -> None:
             raise UsageError(f"--arch does not apply to `{command}`: {why}; leave it out")
 
 
-def fast_path(argv: Sequence[str]) -> Callable[[], int] | None:
-    """The command for ``argv`` when it is exactly ``vmcore dmesg PATH``, else None (use argparse).
+def fast_path(argv: Sequence[str]) -> tuple[Callable[[], int], bool] | None:
+    """The command for ``argv`` without argparse, and whether the process may end at once after it
+    (see :func:`run`); None: use argparse.
 
-    argparse would parse that argv to ``file=[PATH]`` and every option at its default, which is
-    what this calls; a PATH starting with "-" could be an option, so it is left to argparse.
+    Exactly ``vmcore dmesg PATH``: argparse would parse that argv to ``file=[PATH]`` and every option
+    at its default, which is what this calls; a PATH starting with "-" could be an option, so it is
+    left to argparse. ``load`` with plain global options and a plain command line (kexecfw.cli.options).
     """
     if len(argv) == 3 and argv[0] == "vmcore" and argv[1] == "dmesg" and not argv[2].startswith("-"):
         from kexecfw.cli.vmcore import dmesg
         path = argv[2]
-        return lambda: _without_cyclic_gc(lambda: dmesg([path]))
+        return (lambda: _without_cyclic_gc(lambda: dmesg([path]))), True
+    at = _command_index(argv)
+    if at is not None and argv[at] == "load":
+        values = _plain_global_options(argv[:at])
+        if values is not None:
+            from kexecfw.cli import load
+            command = load.parse_fast(argv[at + 1:])
+            if command is not None:
+                args = _Namespace(**values, **command, command="load")
+                return (lambda: load.run(args)), False
     return None
+
+
+def _plain_global_options(words: Sequence[str]) -> dict[str, object] | None:
+    """``--sysroot DIR`` / ``--arch NAME`` before the command, as argparse would read them, or None
+    for any other spelling (``--arch=NAME``, a value starting with "-", help)."""
+    values = dict(GLOBAL_DEFAULTS)
+    if len(words) % 2:
+        return None
+    for option, value in zip(words[::2], words[1::2]):
+        if option not in GLOBAL_OPTIONS_WITH_VALUE or value.startswith("-"):
+            return None
+        values[option[2:]] = value
+    return values
+
+
+class _Namespace:
+    """The parsed arguments of the fast path (argparse.Namespace without argparse)."""
+
+    def __init__(self, **values: object) -> None:
+        self.__dict__.update(values)
 
 
 def _without_cyclic_gc(command: Callable[[], int]) -> int:
@@ -150,7 +184,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def run() -> None:
     """The ``kexecfw`` command and ``python -m kexecfw``: :func:`main`, then exit with its code.
 
-    After ``vmcore dmesg PATH`` (the fast path) the process ends with ``os._exit`` once stdout
+    After ``vmcore dmesg PATH`` (on the fast path) the process ends with ``os._exit`` once stdout
     and stderr are flushed: the interpreter's teardown (freeing every module and object one by
     one) would take ~1.3 ms, a fifth of what that command costs over a bare interpreter. That
     command leaves nothing to finalize: it only reads files and writes stdout. Every other
@@ -179,9 +213,9 @@ def _output_failed(e: OSError, code: int) -> int:
 
 
 def _main(argv: list[str]) -> tuple[int, bool]:
-    """The exit code of ``argv``, and whether it took the fast path."""
-    command = fast_path(argv)
-    fast = command is not None
+    """The exit code of ``argv``, and whether the process may end at once (see :func:`run`)."""
+    found = fast_path(argv)
+    command, fast = found if found is not None else (None, False)
     try:
         if command is None:
             refuse_unused_arch(argv)

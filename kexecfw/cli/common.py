@@ -1,14 +1,16 @@
 """Helpers shared by the CLI commands: sysroot and hooks from the global options, output formatting."""
 from __future__ import annotations
 
-import argparse
 import os
 import sys
-from typing import TYPE_CHECKING, Any
 
 from kexecfw.errors import KexecfwError, PermissionDeniedError
 
+TYPE_CHECKING = False   # not typing.TYPE_CHECKING: see kexecfw.cli's start-up note
 if TYPE_CHECKING:
+    import argparse
+    from typing import Any
+
     from kexecfw.sysroot import Sysroot
 
 

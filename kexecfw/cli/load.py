@@ -1,36 +1,46 @@
 """``kexecfw load``: like ``kexec -l`` / ``kexec -p``, with --dry-run, --json and --save-segments."""
 from __future__ import annotations
 
-import argparse
-from typing import TYPE_CHECKING
+from kexecfw.cli.options import Option, add_options, parse_plain
 
+TYPE_CHECKING = False   # not typing.TYPE_CHECKING: see kexecfw.cli's start-up note
 if TYPE_CHECKING:
+    import argparse
+    from collections.abc import Sequence
+
     from kexecfw.model import LoadContext, LoadOptions
     from kexecfw.segments.plan import Plan
     from kexecfw.sysroot import Sysroot
 
+POSITIONALS = (("kernel", "KERNEL", "kernel image (arm64 Image/Image.gz/vmlinux, x86 bzImage)"),)
+OPTIONS = (
+    Option(("-p", "--panic"), "panic", "load as the crash kernel (kexec -p)"),
+    Option(("--initrd", "--ramdisk"), "initrd", "initrd/initramfs for the new kernel", metavar="FILE"),
+    Option(("--append",), "append", "command line for the new kernel", metavar="S", group="cmdline"),
+    Option(("--command-line",), "append", "same as --append", metavar="S", group="cmdline"),
+    Option(("--reuse-cmdline",), "reuse_cmdline",
+           "start from the running kernel's command line (drops BOOT_IMAGE=, and crashkernel= with -p)"),
+    Option(("--dtb",), "dtb", "device tree to start from instead of /sys/firmware/fdt", metavar="FILE"),
+    Option(("--file-load", "-s"), "file_load", "use kexec_file_load", const=True, group="mode"),
+    Option(("--classic", "-c"), "file_load", "use kexec_load even where kexec_file_load is the default",
+           const=False, group="mode"),
+    Option(("--skip-sha256",), "skip_sha256", "purgatory skips the sha256 check of the segments"),
+    Option(("--dry-run", "-n"), "dry_run", "plan and validate only; no syscall"),
+    Option(("--json",), "json", "print the plan as JSON"),
+    Option(("--save-segments",), "save_segments", "write plan.json and each segment's buffer to DIR",
+           metavar="DIR"),
+    Option(("--plot",), "plot", "draw the plan over the memory map into PNG", metavar="PNG"),
+    Option(("-v", "--verbose"), "verbose", "print the planner's decisions"),
+)
+
 
 def configure(p: argparse.ArgumentParser) -> None:
-    p.add_argument("kernel", metavar="KERNEL", help="kernel image (arm64 Image/Image.gz/vmlinux, x86 bzImage)")
-    p.add_argument("-p", "--panic", action="store_true", help="load as the crash kernel (kexec -p)")
-    p.add_argument("--initrd", "--ramdisk", metavar="FILE", help="initrd/initramfs for the new kernel")
-    cmd = p.add_mutually_exclusive_group()
-    cmd.add_argument("--append", metavar="S", help="command line for the new kernel")
-    cmd.add_argument("--command-line", metavar="S", dest="append", help="same as --append")
-    p.add_argument("--reuse-cmdline", action="store_true",
-                   help="start from the running kernel's command line (drops BOOT_IMAGE=, and crashkernel= with -p)")
-    p.add_argument("--dtb", metavar="FILE", help="device tree to start from instead of /sys/firmware/fdt")
-    mode = p.add_mutually_exclusive_group()
-    mode.add_argument("--file-load", "-s", dest="file_load", action="store_const", const=True,
-                      help="use kexec_file_load")
-    mode.add_argument("--classic", "-c", dest="file_load", action="store_const", const=False,
-                      help="use kexec_load even where kexec_file_load is the default")
-    p.add_argument("--skip-sha256", action="store_true", help="purgatory skips the sha256 check of the segments")
-    p.add_argument("--dry-run", "-n", action="store_true", help="plan and validate only; no syscall")
-    p.add_argument("--json", action="store_true", help="print the plan as JSON")
-    p.add_argument("--save-segments", metavar="DIR", help="write plan.json and each segment's buffer to DIR")
-    p.add_argument("--plot", metavar="PNG", help="draw the plan over the memory map into PNG")
-    p.add_argument("-v", "--verbose", action="store_true", help="print the planner's decisions")
+    add_options(p, POSITIONALS, OPTIONS)
+
+
+def parse_fast(words: Sequence[str]) -> dict[str, object] | None:
+    """The command's values for ``words`` (after ``load``) when argparse is not needed (kexecfw.cli.options)."""
+    return parse_plain(words, POSITIONALS, OPTIONS)
 
 
 def build_options(args: argparse.Namespace, sysroot: "Sysroot") -> "LoadOptions":
