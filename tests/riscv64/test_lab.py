@@ -8,20 +8,22 @@ import json
 import pytest
 
 from kexecfw.lab.shared import run_once
+from tests.labruns import shared_lab_run
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def result():
-    return run_once("riscv64", "panic", "kexecfw", kernel_generation="6.12", timeout=900, silence=300)
+    # the boot test_lab_vs_kexec_tools.py shares (with kexec-tools' `kexec -p -d` recorded first)
+    return shared_lab_run("riscv64", generation="6.12")
 
 
 def test_cycle(result):
     required = [p.name for p in result.phases if p.required and not p.ok]
     assert result.ok and not required, result.summary()
     for name in ("kexecfw vmcore info", "kexecfw vmcore notes", "kexecfw vmcore dmesg", "kexecfw vmcore save",
-                 "makedumpfile -c"):
+                 "makedumpfile -c", "makedumpfile reads kexecfw's saved dump", "vmcore-dmesg (kexec-tools)"):
         assert result.phase(name).ok, (name, result.phase(name).detail)
 
 
