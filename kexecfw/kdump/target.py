@@ -117,8 +117,8 @@ class LocalSink(Sink):
         return target
 
     def put(self, name: str, data: bytes) -> None:
-        from kexecfw.vmcore.save import _atomic_write
-        _atomic_write(os.path.join(self.directory, name), data)
+        from kexecfw.vmcore.save import atomic_write
+        atomic_write(os.path.join(self.directory, name), data)
 
     def room(self) -> int:
         """What the dump may use: the free space now minus the floor."""

@@ -24,7 +24,6 @@ MAX_NOTES = 64 << 20
 # A flattened file may leave out zero pieces (sparse): its bitmaps are bounded by the bytes it
 # stores, with this floor for the zero bitmap of a sparse physical address space.
 MAX_SPARSE_BITMAPS = 64 << 20
-MACHINE_BY_UTS = {"x86_64": 62, "aarch64": 183, "arm64": 183, "riscv64": 243}
 
 
 class _Plain:
@@ -119,7 +118,8 @@ class KdumpFile(DumpFile):
         fields = [f.split(b"\0", 1)[0].decode("utf-8", "replace") for f in
                   (uts[i * 65:(i + 1) * 65] for i in range(6))]
         self.utsname = dict(zip(("sysname", "nodename", "release", "version", "machine", "domainname"), fields))
-        self.machine = MACHINE_BY_UTS.get(self.utsname["machine"], 0)
+        from kexecfw.machines import machine_for_uts
+        self.machine = machine_for_uts(self.utsname["machine"])
         check_page_size(block_size, self.machine, f"{self.path}: header block_size")
         if sub_hdr_size < 0 or bitmap_blocks == 0:
             raise BadInputError(f"{self.path}: corrupt header (sub header {sub_hdr_size} blocks, "

@@ -37,7 +37,7 @@ def parse_size(text: str) -> int:
     return int(m[1]) << {"": 0, "k": 10, "m": 20, "g": 30, "t": 40}[m[2].lower()]
 
 
-def _atomic_write(path: str, data: bytes) -> None:
+def atomic_write(path: str, data: bytes) -> None:
     """``data`` as ``path``: written to a hidden file beside it, synced, then renamed."""
     tmp = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.{os.getpid()}.tmp")
     try:
@@ -148,7 +148,7 @@ def _save_into(dump, input_path, base: str, *, dump_level: int, compress: str, e
     try:
         summary, log = crash_summary(dump, symbols=False)
         if log is not None:
-            _atomic_write(os.path.join(target, "dmesg.txt"), log)
+            atomic_write(os.path.join(target, "dmesg.txt"), log)
         summary.update({"schema": 1, "input": input_path if isinstance(input_path, str) else ",".join(input_path),
                         "dump_level": dump_level,
                         "compression": "none" if elf else compress, "complete": False})
@@ -169,7 +169,7 @@ def _save_into(dump, input_path, base: str, *, dump_level: int, compress: str, e
             summary.update({"dump": writer.stats if writer is not None else {}, "failed": e.message,
                             "seconds": round(time.monotonic() - t0, 3)})
             try:
-                _atomic_write(os.path.join(target, "summary.json"), json.dumps(summary, indent=1).encode())
+                atomic_write(os.path.join(target, "summary.json"), json.dumps(summary, indent=1).encode())
             except KexecfwError:
                 pass
         else:
@@ -178,7 +178,7 @@ def _save_into(dump, input_path, base: str, *, dump_level: int, compress: str, e
     # symbols and exact CPU numbers once the dump is safe on disk
     summary.update(crash_summary(dump, symbols=True)[0])
     summary.update({"dump": stats, "seconds": round(time.monotonic() - t0, 3), "directory": target})
-    _atomic_write(os.path.join(target, "summary.json"), json.dumps(summary, indent=1).encode())
+    atomic_write(os.path.join(target, "summary.json"), json.dumps(summary, indent=1).encode())
     return summary
 
 

@@ -55,7 +55,7 @@ from kexecfw.vmcore.dumpfile import DumpFile, MemoryLost, MemoryMissing, summari
 from kexecfw.vmcore.kdumpfmt import (CODEC_FLAGS, DISK_DUMP_HEADER, DL_EXCLUDE_ZERO,
                                      DUMP_DH_COMPRESSED_INCOMPLETE, HEADER_VERSION, KDUMP_SIGNATURE,
                                      KDUMP_SUB_HEADER, PAGE_DESC)
-from kexecfw.vmcore.kmem import EM_AARCH64, EM_RISCV, EM_X86_64, KernelMemory
+from kexecfw.vmcore.kmem import KernelMemory, translator_for
 from kexecfw.vmcore.phases import PhaseTimes, mark
 
 CHUNK_PAGES = 256
@@ -621,14 +621,9 @@ class DumpWriter:
                                      self.panic_cpu, len(self.dump.prstatus_notes()))
 
     def _phys_base(self) -> int:
-        info = self.dump.vmcoreinfo
-        if self.dump.machine == EM_X86_64:
-            return info.number("phys_base") or 0
-        if self.dump.machine == EM_AARCH64:
-            return info.get_int("NUMBER(PHYS_OFFSET)") or 0
-        if self.dump.machine == EM_RISCV:
-            return info.number("phys_ram_base") or 0     # makedumpfile reads mem_section through it
-        return 0
+        # the architecture's translator knows it (x86_64 phys_base, arm64 PHYS_OFFSET, riscv64 phys_ram_base:
+        # makedumpfile reads mem_section through it)
+        return translator_for(self.dump.machine, self.dump.vmcoreinfo).phys_base
 
     def _write_kdump(self, fd: int) -> bool:
         ps = self.page_size
