@@ -70,8 +70,9 @@ def _mib(text: str) -> int:
 def _common(p: argparse.ArgumentParser) -> None:
     from kexecfw.lab.targets import ARCHES
     p.add_argument("--arch", dest="lab_arch", choices=sorted(ARCHES), required=True, help="guest architecture")
-    p.add_argument("--kernel-generation", choices=["6.1", "6.12"], default="6.1",
-                   help="Debian 12's 6.1 (default) or Debian 13's 6.12 kernel and userland")
+    p.add_argument("--kernel-generation", choices=["6.1", "6.12"], default=None,
+                   help="Debian 12's 6.1 or Debian 13's 6.12 kernel and userland (default: 6.1, or the only one "
+                        "Debian has for the architecture: riscv64 6.12)")
     p.add_argument("--cache", metavar="DIR", default=None,
                    help="download/build cache (default $KEXECFW_LAB_CACHE or ~/.cache/kexecfw-lab)")
 
@@ -88,11 +89,12 @@ def run(args: argparse.Namespace) -> int:
         from kexecfw.lab.cache import cache_dir
         from kexecfw.lab.hostprep import ensure_host_tools
         from kexecfw.lab.runner import _stderr_log
-        from kexecfw.lab.targets import arch_target, generation
+        from kexecfw.lab.targets import arch_target, target_generation
         from kexecfw.lab.userland import prepare_userland
         target = arch_target(args.lab_arch)
+        gen = target_generation(target, args.kernel_generation)
         ensure_host_tools(target, _stderr_log)
-        u = prepare_userland(target, generation(args.kernel_generation), cache_dir(args.cache), _stderr_log)
+        u = prepare_userland(target, gen, cache_dir(args.cache), _stderr_log)
         print(f"{target.name}: {u.kernel_package} ({u.release}), Python {u.python}, modules {' '.join(u.modules)}")
         print(f"guest userland in {u.root}")
         return int(ExitCode.OK)
