@@ -8,7 +8,6 @@ plan to the syscall layer; it refuses on any sysroot but the live ``/``.
 from __future__ import annotations
 
 import os
-import shlex
 from pathlib import Path
 
 from kexecfw.elfcore import build_elfcorehdr, elfcore_program_headers
@@ -20,6 +19,11 @@ from kexecfw.segments.plan import Plan
 from kexecfw.segments.planner import Planner
 from kexecfw.segments.validate import KernelLimits, validate_plan
 from kexecfw.sysroot import Sysroot
+
+TYPE_CHECKING = False   # annotations only: a --dry-run does not import ctypes (kexecfw.syscalls)
+if TYPE_CHECKING:
+    from kexecfw.memory.model import MemoryMap
+    from kexecfw.syscalls import SyscallLayer
 
 
 def resolve_arch(hooks: Hooks, sysroot: Sysroot, name: str | None = None) -> ArchSpec:
@@ -50,6 +54,7 @@ def discover_memory(sysroot: Sysroot, *, arch: str | None = None,
 
 def reuse_cmdline(sysroot: Sysroot, panic: bool) -> str:
     """The running kernel's command line without BOOT_IMAGE= (and crashkernel= for a panic load)."""
+    import shlex  # here: only --reuse-cmdline needs it
     drop = ("BOOT_IMAGE=",) + (("crashkernel=",) if panic else ())
     words = shlex.split(sysroot.cmdline(), posix=False) if sysroot.cmdline() else []
     return " ".join(w for w in words if not w.startswith(drop))
@@ -217,6 +222,3 @@ def execute_plan(plan: Plan, ctx: LoadContext, layer: "SyscallLayer | None" = No
     else:
         layer.kexec_load(plan.entry, plan.segments, plan.flags)
 
-
-from kexecfw.memory.model import MemoryMap  # noqa: E402,F401  (annotation only)
-from kexecfw.syscalls import SyscallLayer  # noqa: E402,F401  (annotation only)

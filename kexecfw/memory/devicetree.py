@@ -13,7 +13,6 @@ and struct fdt_property from scripts/dtc/libfdt/fdt.h.
 """
 from __future__ import annotations
 
-import string
 import struct
 from pathlib import Path
 from typing import Iterator
@@ -297,7 +296,8 @@ def _parse_memreserve(data: bytes, offset: int, end: int, source: str) -> list[R
         pos += FDT_RESERVE_ENTRY.size
 
 
-_NAME_CHARS = frozenset(string.ascii_letters + string.digits + ",._+-@#?")
+# spelt out, not string.ascii_letters: importing string compiles a regular expression (string.Template)
+_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789,._+-@#?")
 
 
 def _cstring(data: bytes, pos: int, source: str) -> tuple[str, int]:
