@@ -57,7 +57,8 @@ def lockdown_mode(sysroot: Sysroot) -> str | None:
 
 
 def kernel_has_file_load(sysroot: Sysroot, arch: ArchSpec) -> bool | None:
-    """Whether the running kernel has kexec_file_load: from its config, else kallsyms; None if unknown."""
+    """Whether the running kernel has kexec_file_load: from its config, else kallsyms (True when it lists
+    kimage_file_post_load_cleanup, kernel/kexec_file.c); None if unknown."""
     if arch.nr_kexec_file_load < 0:
         return False
     from kexecfw.snapshot import snapshot_metadata
@@ -69,10 +70,10 @@ def kernel_has_file_load(sysroot: Sysroot, arch: ArchSpec) -> bool | None:
         text = sysroot.read_optional(config) if release or config == "proc/config" else None
         if text:
             return "CONFIG_KEXEC_FILE=y" in text
-    kallsyms = sysroot.read_optional("proc/kallsyms")
-    if kallsyms and "\n" in kallsyms.strip() and len(kallsyms) > 100_000:
-        return "kexec_file_load" in kallsyms  # only a full kallsyms answers this
-    return None
+    from kexecfw.running import kallsyms_symbol
+    # not False when absent: a snapshot keeps only the symbols kexecfw reads, and a user's kallsyms
+    # shows every address as 0 (kallsyms_symbol's None)
+    return True if kallsyms_symbol(sysroot, "kimage_file_post_load_cleanup") is not None else None
 
 
 def explain_errno(err: int, call: str, sysroot: Sysroot, *, panic: bool = False) -> KexecfwError:

@@ -55,3 +55,20 @@ def test_errno_messages_say_what_to_do(tmp_path):
     assert "KEXEC_SIG" in explain_errno(errno.EKEYREJECTED, "kexec_file_load", sysroot).message
     for err in (errno.EBUSY, errno.EINVAL, errno.EADDRNOTAVAIL, errno.E2BIG):
         assert "\n" not in explain_errno(err, "kexec_load", sysroot).message
+
+
+def test_file_load_support_from_the_config_else_kallsyms(tmp_path: Path) -> None:
+    from kexecfw.plugins.x86_64.hooks import ARCH as X86_64
+    from kexecfw.syscalls import kernel_has_file_load
+    (tmp_path / "proc/sys/kernel").mkdir(parents=True)
+    (tmp_path / "proc/sys/kernel/osrelease").write_text("6.1.0-test\n")
+    sysroot = Sysroot(tmp_path)
+    assert kernel_has_file_load(sysroot, X86_64) is None              # nothing tells
+    (tmp_path / "proc/kallsyms").write_text("ffffffff81000000 T _text\nffffffff81200000 T kimage_file_post_load_cleanup_x\n")
+    assert kernel_has_file_load(sysroot, X86_64) is None              # a longer name is another symbol
+    with open(tmp_path / "proc/kallsyms", "a") as f:
+        f.write("ffffffff81234560 T kimage_file_post_load_cleanup\n")
+    assert kernel_has_file_load(sysroot, X86_64) is True
+    (tmp_path / "boot").mkdir()
+    (tmp_path / "boot/config-6.1.0-test").write_text("CONFIG_KEXEC=y\n# CONFIG_KEXEC_FILE is not set\n")
+    assert kernel_has_file_load(sysroot, X86_64) is False             # the config answers first
