@@ -20,8 +20,8 @@ import bisect
 import struct
 
 from kexecfw.errors import BadInputError
-# EM_*: the ELF machine numbers writer.py and tests import from here
-from kexecfw.vmcore.bounds import EM_AARCH64, EM_RISCV, EM_X86_64, MAX_STRUCT_SIZE, CheckedInfo  # noqa: F401
+# EM_X86_64: tests/vmcore/test_lab_dumps.py imports it from here (the machine numbers live in bounds)
+from kexecfw.vmcore.bounds import EM_X86_64, MAX_STRUCT_SIZE, CheckedInfo  # noqa: F401
 from kexecfw.vmcore.dumpfile import DumpFile, MemoryMissing
 
 U64 = struct.Struct("<Q")
@@ -266,11 +266,3 @@ def kernel_layout(mem: KernelMemory) -> dict:
         except BadInputError:
             pass
     return out
-
-
-def __getattr__(name: str) -> object:
-    # tests/vmcore/test_arm64_walk.py still imports the arm64 translator from here; it lives in its plugin
-    if name == "Arm64Translator":
-        from kexecfw.plugins.arm64.translate import Arm64Translator
-        return Arm64Translator
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -11,8 +11,9 @@ import struct
 
 import pytest
 
+from kexecfw.plugins.arm64.translate import Arm64Translator
 from kexecfw.vmcore.dumpfile import DumpFile, MemoryMissing, PhysRange
-from kexecfw.vmcore.kmem import Arm64Translator, KernelMemory
+from kexecfw.vmcore.kmem import KernelMemory
 from kexecfw.vmcoreinfo import VmcoreInfo
 
 
