@@ -108,6 +108,9 @@ def format_plan(plan: "Plan", ctx: "LoadContext", *, digests: bool = True) -> st
     """The plan as text: mode, entry, command line, the segments (with their sha256 when ``digests``)
     and the memory map around them."""
     from kexecfw.cli.common import human_size
+    if digests:
+        from kexecfw.segments.digest import hash_segments
+        hash_segments(plan.segments)        # side by side, not one by one as the lines below ask
     lines = [f"{plan.mode} load of {ctx.kernel.format if ctx.kernel else 'kernel'} for {plan.arch} "
              f"via {plan.syscall}"]
     if plan.crash_region:

@@ -91,15 +91,15 @@ class LinkedPurgatory(Record):
         self.patched[name] = bytes(value)
 
     def fill_sha256(self, segments: list[Segment], skip: bool) -> None:
-        """One region per segment of ``segments`` (all but the purgatory), or none when ``skip``."""
+        """The regions covering ``segments`` (all but the purgatory; a big one may take several, see
+        kexecfw.segments.digest), or none when ``skip``."""
         if len(segments) > KEXEC_SEGMENT_MAX:
             raise KexecfwError(f"{len(segments)} segments to checksum; the purgatory holds {KEXEC_SEGMENT_MAX}")
         regions = bytearray(SHA256_REGION.size * KEXEC_SEGMENT_MAX)
         if not skip:
-            from kexecfw.segments.digest import hash_segments  # here: --skip-sha256 starts no threads
-            hash_segments(segments)
-            for i, seg in enumerate(segments):
-                SHA256_REGION.pack_into(regions, i * SHA256_REGION.size, seg.mem, seg.bufsz, seg.memsz, seg.digest)
+            from kexecfw.segments.digest import sha256_regions  # here: --skip-sha256 starts no threads
+            for i, region in enumerate(sha256_regions(segments, KEXEC_SEGMENT_MAX)):
+                SHA256_REGION.pack_into(regions, i * SHA256_REGION.size, *region)
         self.patch(SHA256_REGIONS, bytes(regions))
 
 
