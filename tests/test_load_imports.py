@@ -25,9 +25,12 @@ real_stdout.write(" ".join(sorted(sys.modules)) if code == 0 else f"exit {code}"
 # the entry-point scan (importlib.metadata, and email through it), plotting, shutil (and bz2/lzma
 # through it: argparse's help formatter asked it for the terminal width), datetime and platform
 # (only a snapshot writes its metadata); argparse, gettext and locale (a plain load command line is read
-# by kexecfw.cli.options), dataclasses, copy and weakref (the load's records are kexecfw.records.Record).
+# by kexecfw.cli.options), dataclasses, copy and weakref (the load's records are kexecfw.records.Record),
+# the dump readers (kmem, dumpfile) and the translators.
 NEVER = ("elftools", "importlib.metadata", "email", "matplotlib", "zstandard", "shutil", "bz2", "lzma",
-         "datetime", "platform", "argparse", "gettext", "locale", "dataclasses", "copy", "weakref")
+         "datetime", "platform", "argparse", "gettext", "locale", "dataclasses", "copy", "weakref",
+         "kexecfw.vmcore.kmem", "kexecfw.vmcore.dumpfile", "kexecfw.plugins.arm64.translate",
+         "kexecfw.plugins.x86_64.translate")
 
 
 def modules_of_load(arch: str, kernel: Path, *extra: str) -> set[str]:
@@ -45,7 +48,7 @@ def unneeded(modules: set[str], other_arch: str) -> list[str]:
     # the other architecture's plugin is registered (its package and the capture-side register
     # layouts are imported), but none of the modules that plan its loads
     allowed = {f"kexecfw.plugins.{other_arch}{sub}" for sub in ("", ".hooks", ".capture")}
-    return sorted(m for m in modules if m.split(".")[0] in NEVER or m.startswith(tuple(f"{n}." for n in NEVER))
+    return sorted(m for m in modules if m in NEVER or m.startswith(tuple(f"{n}." for n in NEVER))
                   or (m.startswith(f"kexecfw.plugins.{other_arch}") and m not in allowed))
 
 

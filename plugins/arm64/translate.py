@@ -2,11 +2,9 @@
 the rest by a walk of swapper_pg_dir."""
 from __future__ import annotations
 
+from kexecfw.plugins.arm64.capture import ARM64_MAX_VA_BITS, ARM64_MIN_VA_BITS
 from kexecfw.vmcore.bounds import EM_AARCH64
 from kexecfw.vmcore.kmem import MASK64, KernelMemory, TranslationError, Translator, checked_info
-
-# arch/arm64/Kconfig ARM64_VA_BITS: 36 (16K pages, 2 levels) to 52 bits of kernel virtual address
-ARM64_MIN_VA_BITS, ARM64_MAX_VA_BITS = 36, 52
 
 
 class Arm64Translator(Translator):

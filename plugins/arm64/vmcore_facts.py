@@ -29,8 +29,7 @@ from kexecfw.memory.ranges import align_down
 from kexecfw.records import Record
 from kexecfw.running import kallsyms_symbol, read_vmcoreinfo
 from kexecfw.sysroot import Sysroot
-from kexecfw.plugins.arm64.capture import EM_AARCH64
-from kexecfw.plugins.arm64.translate import ARM64_MAX_VA_BITS, ARM64_MIN_VA_BITS
+from kexecfw.plugins.arm64.capture import ARM64_MAX_VA_BITS, ARM64_MIN_VA_BITS, EM_AARCH64
 from kexecfw.vmcore.bounds import S64_MIN, U64_MAX, CheckedInfo
 from kexecfw.vmcoreinfo import VmcoreInfo
 
