@@ -48,7 +48,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
                    help="format like makedumpfile --dump-dmesg (1.7.2: continuation lines indented)")
 
     p = add("save", "save the dump: kdump-compressed (readable by makedumpfile, crash, drgn) or ELF")
-    p.add_argument("out", nargs="?", default=None, metavar="OUT", help="output file (or use --dir)")
+    p.add_argument("out", nargs="?", default=None, metavar="OUT",
+                   help="output file (or use --dir); - with --flat: stdout")
     p.add_argument("--input", "-i", default=None, action="append", metavar="FILE",
                    help="dump to read (default /proc/vmcore); repeat for every file of a split set")
     p.add_argument("-d", "--dump-level", type=int, default=31, metavar="LEVEL",
@@ -56,6 +57,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     p.add_argument("-c", "--compress", default="zlib", choices=["zlib", "zstd", "lzo", "none"],
                    help="page compression (default zlib, which every reader supports)")
     p.add_argument("--elf", action="store_true", help="write an ELF dump instead of kdump-compressed")
+    p.add_argument("--flat", action="store_true",
+                   help="write makedumpfile's flattened stream (-F) to stdout (OUT is -), e.g. into "
+                        "ssh host 'cat > vmcore.flat'; kexecfw reads it as it is, makedumpfile -R rebuilds the file")
     p.add_argument("-f", "--force", action="store_true", help="replace OUT if it exists")
     p.add_argument("--threads", type=int, default=0, metavar="N",
                    help="compression threads (default: the CPUs this process may run on, at most 8)")

@@ -20,8 +20,8 @@ Every key is optional; a missing file is the defaults. Key by key (section, key,
                                    8 user, 16 free pages excluded)
     codec     str   "zlib"         zlib, zstd, lzo or none (zlib: every reader reads it)
     keep      int   3              keep the newest N dumps kexecfw made (0: keep all)
-    min_free  str   "256M"         never leave less free on the target's filesystem (K/M/G/T),
-                                   nor on the local spool of an ssh target
+    min_free  str   "256M"         never leave less free on the target's filesystem (K/M/G/T; on
+                                   an ssh target, the host's: nothing is written locally)
 
     [capture]                the capture (panic) kernel
     kernel    str   ""             "": /boot/vmlinuz-<running release>
@@ -57,6 +57,7 @@ import re
 from dataclasses import dataclass, field
 
 from kexecfw.errors import BadInputError
+from kexecfw.sizes import parse_size
 
 CONFIG_PATH = "/etc/kexecfw/kdump.toml"
 DEFAULT_APPEND = "reset_devices nr_cpus=1 irqpoll usbcore.nousb"
@@ -67,7 +68,6 @@ FAILURE_ACTIONS = ("reboot", "poweroff", "shell")
 DUMP_LEVEL_MAX = 31
 CONFIG_SIZE_MAX = 1 << 20        # a configuration file, not data: refuse anything larger before parsing
 
-_SIZE = re.compile(r"^\s*(\d+)\s*([kKmMgGtT]?)(i?[bB])?\s*$")
 _SSH = re.compile(r"^(?P<user>[a-z_][a-z0-9_.-]*)@(?P<host>[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])$")
 _DEVICE = re.compile(r"^(UUID|LABEL)=(\S+)$")
 
@@ -119,14 +119,6 @@ class KdumpConfig:
                 "hooks": {"pre": self.pre_hooks, "post": self.post_hooks}, "source": self.source}
 
 
-def parse_size(text: str) -> int:
-    """A size like "256M" (K/M/G/T, binary units, optional "iB"/"B")."""
-    m = _SIZE.match(text)
-    if not m:
-        raise ValueError(f"{text!r} is not a size (a number with an optional K, M, G or T suffix)")
-    return int(m[1]) << {"": 0, "k": 10, "m": 20, "g": 30, "t": 40}[m[2].lower()]
-
-
 # (section, key) -> (type, check); check returns an error text or None
 def _choice(options: tuple[str, ...]):
     return lambda v: None if v in options else f"{v!r} is not one of {', '.join(options)}"
@@ -135,8 +127,8 @@ def _choice(options: tuple[str, ...]):
 def _size_ok(v: str):
     try:
         parse_size(v)
-    except ValueError as e:
-        return str(e)
+    except BadInputError as e:
+        return e.message
     return None
 
 

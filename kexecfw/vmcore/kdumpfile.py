@@ -39,11 +39,17 @@ class _Plain:
 
 
 class _Flat:
-    """pread on a flattened file: an index of (plain offset, size, position in the flat file)."""
+    """pread on a flattened file: an index of (plain offset, size, position in the flat file).
+
+    Records apply in stream order, a later one overriding an earlier one wherever they overlap, as
+    ``makedumpfile -R`` does (it writes each record at its offset in turn); a writer streaming to a
+    pipe rewrites its header and bitmap that way. The index keeps the pieces that show through, in
+    offset order, never overlapping."""
 
     def __init__(self, fd: int, path: str) -> None:
         self.fd = fd
-        pieces: dict[int, tuple[int, int]] = {}
+        self.starts: list[int] = []
+        self.pieces: list[tuple[int, int, int]] = []      # (start, size, position in the flat file)
         pos = FLAT_HEADER_SIZE
         file_size = os.fstat(fd).st_size
         self.cut_at: int | None = None     # where a stream cut short ends (no end marker)
@@ -63,14 +69,39 @@ class _Flat:
                 # a stream cut short: keep the part of its last piece that arrived
                 self.cut_at = file_size
                 if file_size > at:
-                    pieces[offset] = (file_size - at, at)
+                    self._overlay(offset, file_size - at, at)
                 break
-            pieces[offset] = (size, at)   # a later write of the same place wins
+            if size:
+                self._overlay(offset, size, at)
             pos = at + size
-        self.starts = sorted(pieces)
-        self.pieces = [(s, *pieces[s]) for s in self.starts]
         self.size = max((s + n for s, n, _ in self.pieces), default=0)
         self.stored = file_size
+
+    def _overlay(self, start: int, size: int, at: int) -> None:
+        """Record (start, size) at flat position ``at`` over what earlier records put there."""
+        end = start + size
+        pieces, starts = self.pieces, self.starts
+        if not pieces or start >= pieces[-1][0] + pieces[-1][1]:      # the common case: past the end
+            pieces.append((start, size, at))
+            starts.append(start)
+            return
+        i = bisect.bisect_right(starts, start) - 1
+        kept: list[tuple[int, int, int]] = []
+        if i >= 0 and pieces[i][0] + pieces[i][1] > start:
+            s, n, a = pieces[i]
+            kept.append((s, start - s, a))                      # its part before the new record
+        else:
+            i += 1
+        j = i
+        while j < len(pieces) and pieces[j][0] < end:
+            j += 1
+        kept = [p for p in kept if p[1] > 0] + [(start, size, at)]
+        if j > i:
+            s, n, a = pieces[j - 1]
+            if s + n > end:
+                kept.append((end, s + n - end, a + end - s))     # its part after the new record
+        pieces[i:j] = kept
+        starts[i:j] = [p[0] for p in kept]
 
     def pread(self, size: int, offset: int) -> bytes:
         out = bytearray()

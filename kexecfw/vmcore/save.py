@@ -1,4 +1,6 @@
-"""``kexecfw vmcore save``: one dump file, or the save flow into a crash directory.
+"""``kexecfw vmcore save``: one dump file, its flattened stream to stdout (``--flat -``, as
+makedumpfile -F: DumpWriter.write_flat, the path the kdump ssh target takes), or the save flow into a
+crash directory.
 
 Save flow (``--dir /var/crash``): makes ``DIR/<UTC timestamp>/`` holding ``dmesg.txt``
 (written first: it is small and the most useful part if the disk fills up), the
@@ -22,19 +24,12 @@ import time
 
 from kexecfw.cli.common import human_size
 from kexecfw.errors import BadInputError, KexecfwError, NoSpaceError
+from kexecfw.sizes import parse_size
 from kexecfw.vmcore import default_dump_path, open_dump
 from kexecfw.vmcore.phases import PhaseTimes, mark
 from kexecfw.vmcore.writer import DumpIncomplete, DumpWriter, output_error
 
 STAMP = re.compile(r"^\d{8}-\d{6}(-\d+)?$")
-_SIZE = re.compile(r"^\s*(\d+)\s*([kKmMgGtT]?)(i?[bB])?\s*$")
-
-
-def parse_size(text: str) -> int:
-    m = _SIZE.match(text)
-    if not m:
-        raise BadInputError(f"size {text!r} is not a number with an optional K/M/G/T suffix")
-    return int(m[1]) << {"": 0, "k": 10, "m": 20, "g": 30, "t": 40}[m[2].lower()]
 
 
 def atomic_write(path: str, data: bytes) -> None:
@@ -105,7 +100,8 @@ def save_file(input_path: str, out: str, *, dump_level: int, compress: str, elf:
         before.add("summary", started)
         writer = DumpWriter(dump, dump_level, compress, elf, threads, progress,
                             panic_cpu=summary.get("panic_cpu") or 0, byte_limit=byte_limit)
-        stats = writer.write(out)
+        # "-": the flattened stream to stdout, which may be a pipe (nothing is sought)
+        stats = writer.write_flat(sys.stdout.fileno(), "stdout") if out == "-" else writer.write(out)
         stats["phases"] = before.report() + stats["phases"]
     return {**summary, **stats}
 
@@ -215,6 +211,12 @@ def run_save_cli(args) -> int:
     progress = args.progress == "always" or (args.progress == "auto" and sys.stderr.isatty() and not args.json)
     common = dict(dump_level=args.dump_level, compress=args.compress, elf=args.elf, threads=args.threads,
                   progress=progress)
+    to_stdout = args.out == "-"
+    if args.flat and (args.dir or not to_stdout):
+        raise BadInputError("--flat writes the flattened stream to stdout: give - as OUT (no --dir)")
+    if to_stdout and not args.flat:
+        raise BadInputError("a dump file cannot go to stdout (its header and bitmap are rewritten at the end): "
+                            "add --flat for makedumpfile's flattened stream")
     if args.dir:
         if args.out:
             raise BadInputError("give OUT or --dir, not both")
@@ -222,18 +224,19 @@ def run_save_cli(args) -> int:
     else:
         if not args.out:
             raise BadInputError("vmcore save needs OUT (a file) or --dir DIR")
-        if os.path.exists(args.out) and not args.force:
+        if not to_stdout and os.path.exists(args.out) and not args.force:
             raise BadInputError(f"{args.out} exists: choose another name or pass --force to replace it")
         result = save_file(input_path, args.out, **common)
+    report = sys.stderr if to_stdout else sys.stdout       # stdout holds the dump
     if args.json:
-        print(json.dumps({"schema": 1, **result}, indent=1))
+        print(json.dumps({"schema": 1, **result}, indent=1), file=report)
     else:
         dump = result.get("dump", result)
         how = f"{dump.get('format')}, level {dump.get('dump_level')}"
         if dump.get("format") == "kdump":
             how += f", {dump.get('compression')}: {dump.get('engine')}"
         print(f"saved {dump['path']}: {dump['pages_written']} pages, {dump['size'] / (1 << 20):.1f} MiB "
-              f"({how}) in {dump['seconds']} s")
+              f"({how}) in {dump['seconds']} s", file=report)
         if result.get("directory"):
-            print(f"crash directory: {result['directory']}")
+            print(f"crash directory: {result['directory']}", file=report)
     return 0

@@ -21,6 +21,12 @@ rewritten, the file is fsync'ed and renamed over OUT. If the disk fills up
 descriptors describe exactly the pages written, it is renamed to
 ``OUT.incomplete`` and :class:`DumpIncomplete` is raised (exit code 6).
 
+The same writing goes to a stream that cannot seek (``write_flat``: ssh's stdin, stdout) as
+makedumpfile's flattened format (``-F``): every positioned write becomes one record (offset, size,
+data), so the closing rewrites of the 2nd bitmap and the header are later records for the same
+offsets, which override the earlier ones when the stream is read (by kexecfw) or reassembled
+(``makedumpfile -R``). Nothing is written locally; the stream carries the rewritten bitmap once more.
+
 A dump is complete only when every page it meant to write was read intact. A page the input
 holds but cannot give (MemoryLost: its descriptor or data past the end of a file cut short,
 corrupt, or not decompressing) is left out of the output (no descriptor, its bit cleared), counted
@@ -47,14 +53,17 @@ import os
 import signal
 import threading
 import time
+from contextlib import contextmanager
 from typing import Callable, Iterator
 
 from kexecfw.elfnotes import ELF64_EHDR, ELF64_NHDR, ELF64_PHDR, ET_CORE, PT_LOAD, PT_NOTE, Note
 from kexecfw.errors import NO_SPACE_ERRNOS, BadInputError, ExitCode, KexecfwError, exit_code_of
 from kexecfw.vmcore.dumpfile import DumpFile, MemoryLost, MemoryMissing, summarize_ranges
 from kexecfw.vmcore.kdumpfmt import (CODEC_FLAGS, DISK_DUMP_HEADER, DL_EXCLUDE_ZERO,
-                                     DUMP_DH_COMPRESSED_INCOMPLETE, HEADER_VERSION, KDUMP_SIGNATURE,
-                                     KDUMP_SUB_HEADER, PAGE_DESC)
+                                     DUMP_DH_COMPRESSED_INCOMPLETE, END_FLAG_FLAT_HEADER, FLAT_DATA_HEADER,
+                                     FLAT_HEADER, FLAT_HEADER_SIZE, HEADER_VERSION, KDUMP_SIGNATURE,
+                                     KDUMP_SUB_HEADER, MAKEDUMPFILE_SIGNATURE, PAGE_DESC, TYPE_FLAT_HEADER,
+                                     VERSION_FLAT_HEADER)
 from kexecfw.vmcore.kmem import KernelMemory, translator_for
 from kexecfw.vmcore.phases import PhaseTimes, mark
 
@@ -279,6 +288,106 @@ def remove_stale_partials(directory: str, name: str) -> list[str]:
     return removed
 
 
+class FileOutput:
+    """The dump's file: each piece pwritten at its offset; written back and dropped from the page cache
+    every FLUSH_BYTES (``flush``). A full disk, or ``byte_limit`` reached, is _NoSpace."""
+
+    def __init__(self, fd: int, byte_limit: int | None) -> None:
+        self.fd = fd
+        self.byte_limit = byte_limit
+
+    def reserve(self, nbytes: int) -> None:
+        """The final rewrites land on blocks allocated at the start: nothing to keep back."""
+
+    def write(self, data: bytes, offset: int, *, closing: bool = False) -> None:
+        if self.byte_limit is not None and offset + len(data) > self.byte_limit:
+            raise _NoSpace("the dump reached the free space it may use (--min-free)")
+        view = memoryview(data)
+        while view:
+            try:
+                n = os.pwrite(self.fd, view, offset)
+            except OSError as e:
+                if e.errno in NO_SPACE_ERRNOS:
+                    raise _NoSpace(_no_space_why(e)) from None
+                raise
+            if n == 0:
+                raise _NoSpace()
+            view = view[n:]
+            offset += n
+
+    def flush(self) -> None:
+        try:
+            os.fdatasync(self.fd)
+            os.posix_fadvise(self.fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        except OSError as e:
+            if e.errno in NO_SPACE_ERRNOS:
+                raise _NoSpace(_no_space_why(e)) from None
+            if e.errno not in (errno.EINVAL, errno.ENOSYS, errno.EROFS):
+                raise
+
+    def truncate(self, size: int) -> None:
+        os.ftruncate(self.fd, size)
+
+
+# a stream's reader gone (ssh cut, a pipe's reader ended): the output cannot grow, as on a full disk
+STREAM_CUT_ERRNOS = (errno.EPIPE, errno.ECONNRESET)
+
+
+class FlatStream:
+    """makedumpfile's flattened format (``-F``) written to ``fd``, which is never sought (a pipe, ssh's
+    stdin, stdout): the flat header, then each ``write(data, offset)`` as one record (offset, size, data),
+    then the end marker. A record may target any offset, and a later one overrides an earlier one where
+    they overlap (makedumpfile -R writes each at its offset in order; kexecfw's reader applies them in
+    order), so the writer's final rewrites of bitmap and header are simply later records.
+
+    ``byte_limit`` counts the stream's bytes; ``reserve`` keeps back room for the closing records (the
+    rewrites), which a seekable file has allocated at the start. ``sent``: the bytes written; ``cut``:
+    why the reader went away (EPIPE), else None."""
+
+    def __init__(self, fd: int, byte_limit: int | None = None) -> None:
+        self.fd = fd
+        self.byte_limit = byte_limit
+        self.reserved = 0
+        self.sent = 0
+        self.cut: str | None = None
+        self._put(FLAT_HEADER.pack(MAKEDUMPFILE_SIGNATURE, TYPE_FLAT_HEADER, VERSION_FLAT_HEADER)
+                  .ljust(FLAT_HEADER_SIZE, b"\0"))
+
+    def reserve(self, nbytes: int) -> None:
+        self.reserved = nbytes
+
+    def write(self, data: bytes, offset: int, *, closing: bool = False) -> None:
+        keep = 0 if closing else self.reserved
+        if self.byte_limit is not None and self.sent + FLAT_DATA_HEADER.size + len(data) + keep > self.byte_limit:
+            raise _NoSpace("the dump reached the free space it may use (--min-free)")
+        self._put(FLAT_DATA_HEADER.pack(offset, len(data)))
+        self._put(data)
+
+    def end(self) -> None:
+        """The end marker: the stream is whole (what it holds may still be marked incomplete)."""
+        self._put(FLAT_DATA_HEADER.pack(END_FLAG_FLAT_HEADER, END_FLAG_FLAT_HEADER))
+
+    def flush(self) -> None:
+        """Nothing to write back: the reader (ssh, a pipe) takes the data as it comes."""
+
+    def _put(self, data: bytes) -> None:
+        if self.cut is not None:
+            raise _NoSpace(self.cut)
+        view = memoryview(data)
+        while view:
+            try:
+                n = os.write(self.fd, view)
+            except OSError as e:
+                if e.errno in STREAM_CUT_ERRNOS:
+                    self.cut = f"the stream was cut after {self.sent} bytes ({e.strerror})"
+                    raise _NoSpace(self.cut) from None
+                if e.errno in NO_SPACE_ERRNOS:
+                    raise _NoSpace(_no_space_why(e)) from None
+                raise
+            view = view[n:]
+            self.sent += n
+
+
 class DumpWriter:
     """Save ``dump`` to ``out`` at ``dump_level`` with ``compress`` (kdump) or as ELF."""
 
@@ -498,49 +607,37 @@ class DumpWriter:
             raise BadInputError(f"directory {directory} does not exist")
         tmp = os.path.join(directory, f".{os.path.basename(out)}.{os.getpid()}.partial")
         remove_stale_partials(directory, os.path.basename(out))
-        old_xfsz = signal.signal(signal.SIGXFSZ, signal.SIG_IGN) if threading.current_thread() is \
-            threading.main_thread() else None
         t0 = time.monotonic()
         since = mark()
-        try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-        except OSError as e:
-            if old_xfsz is not None:
-                signal.signal(signal.SIGXFSZ, old_xfsz)
-            raise output_error(e, f"cannot create a file in {directory}") from None
-        complete = False
-        try:
-            os.fchmod(fd, 0o600)
-            if self.elf:
-                complete = self._write_elf(fd)
-            else:
-                complete = self._write_kdump(fd)
+        with _file_size_signal_ignored():
             try:
-                started = mark()
-                os.fsync(fd)
-                self.phases.add("sync", started)
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
             except OSError as e:
-                if e.errno not in NO_SPACE_ERRNOS:
-                    raise
-                self.stopped = self.stopped or _no_space_why(e)
-                complete = False
-        except OSError as e:
-            os.close(fd)
-            os.unlink(tmp)
-            raise output_error(e, f"writing {out} failed") from None
-        except BaseException:
-            os.close(fd)
-            os.unlink(tmp)
-            raise
-        finally:
-            if old_xfsz is not None:
-                signal.signal(signal.SIGXFSZ, old_xfsz)
-        os.close(fd)
-        self.stats["pages_lost"] = self.lost.pages + self.dump.lost_pages()
-        if self.lost.pages:
+                raise output_error(e, f"cannot create a file in {directory}") from None
             complete = False
-            self.stats["lost_ranges"] = [f"{a:#x}..{b:#x}" for a, b in self.lost.physical(self.page_size)]
-            self.stats["lost_runs"] = self.lost.runs
+            try:
+                os.fchmod(fd, 0o600)
+                output = FileOutput(fd, self.byte_limit)
+                complete = self._write_elf(output) if self.elf else self._write_kdump(output)
+                try:
+                    started = mark()
+                    os.fsync(fd)
+                    self.phases.add("sync", started)
+                except OSError as e:
+                    if e.errno not in NO_SPACE_ERRNOS:
+                        raise
+                    self.stopped = self.stopped or _no_space_why(e)
+                    complete = False
+            except OSError as e:
+                os.close(fd)
+                os.unlink(tmp)
+                raise output_error(e, f"writing {out} failed") from None
+            except BaseException:
+                os.close(fd)
+                os.unlink(tmp)
+                raise
+        os.close(fd)
+        complete = self._count_lost(complete)
         if not complete and os.stat(tmp).st_size == 0:
             os.unlink(tmp)
             raise DumpIncomplete(f"{self.stopped or 'the disk filled up'} before anything could be written: "
@@ -555,10 +652,7 @@ class DumpWriter:
                 os.close(dfd)
         except OSError:
             pass
-        self.stats["seconds"] = round(time.monotonic() - t0, 3)
-        self.stats["engine"] = self.engine
-        self.stats["threads"] = self.threads
-        self.stats["phases"] = self.phases.report(since)
+        self._timings(t0, since)
         self.stats["path"] = final
         self.stats["bytes"] = os.stat(final).st_blocks * 512
         self.stats["size"] = os.stat(final).st_size
@@ -566,47 +660,71 @@ class DumpWriter:
             raise DumpIncomplete(self._incomplete_message(final))
         return self.stats
 
-    def _incomplete_message(self, final: str) -> str:
+    def write_flat(self, fd: int, name: str) -> dict:
+        """Write the dump to ``fd`` as makedumpfile's flattened stream (``-F``, see FlatStream) without
+        ever seeking it: into a pipe (ssh's stdin) or stdout, with no local file. ``name`` is how the
+        stream's destination is shown (statistics' ``path``, messages). Returns statistics (``size``: the
+        bytes sent). When the stream could not take everything (its reader went away: ``stream_cut``;
+        ``byte_limit`` reached; a full disk behind it) or pages were lost, DumpIncomplete is raised: what
+        was sent says incomplete (its header record does, or it has no end marker), and the caller must
+        name the destination incomplete."""
+        if self.elf:
+            raise BadInputError("a flattened stream holds a kdump-compressed dump, not an ELF one: drop --elf")
+        t0 = time.monotonic()
+        since = mark()
+        stream = None
+        with _file_size_signal_ignored():
+            try:
+                stream = FlatStream(fd, self.byte_limit)
+                complete = self._write_kdump(stream)
+                if stream.cut is None:
+                    stream.end()
+            except _NoSpace as e:          # the flat header or the end marker could not be written
+                self.stopped = self.stopped or e.args[0]
+                complete = False
+            except OSError as e:
+                raise output_error(e, f"writing {name} failed") from None
+        complete = self._count_lost(complete)
+        self._timings(t0, since)
+        sent = stream.sent if stream is not None else 0
+        self.stats.update({"path": name, "size": sent, "flat_bytes": sent})
+        if stream is not None and stream.cut is not None:
+            self.stats["stream_cut"] = stream.cut
+        if not complete:
+            raise DumpIncomplete(self._incomplete_message(name, sent=True))
+        return self.stats
+
+    def _count_lost(self, complete: bool) -> bool:
+        """The pages lost on the way into the statistics; whether the dump is still complete."""
+        self.stats["pages_lost"] = self.lost.pages + self.dump.lost_pages()
+        if self.lost.pages:
+            self.stats["lost_ranges"] = [f"{a:#x}..{b:#x}" for a, b in self.lost.physical(self.page_size)]
+            self.stats["lost_runs"] = self.lost.runs
+            return False
+        return complete
+
+    def _timings(self, t0: float, since) -> None:
+        self.stats["seconds"] = round(time.monotonic() - t0, 3)
+        self.stats["engine"] = self.engine
+        self.stats["threads"] = self.threads
+        self.stats["phases"] = self.phases.report(since)
+
+    def _incomplete_message(self, final: str, sent: bool = False) -> str:
         written = self.stats.get("pages_written", 0)
         planned = self.stats.get("pages_planned", 0) - self.stats.get("pages_zero_excluded", 0)
         why = [w for w in (self.input_missing, self.lost.pages and self.lost.describe(self.page_size),
                            self.stopped) if w]
         self.stats["incomplete"] = "; ".join(why)
+        holds = "was sent" if sent else "holds"       # a stream: what its reader kept is not known here
         if written == 0:
-            held = "holds no page (nothing of the memory could be written)"
+            held = f"{holds} no page (nothing of the memory could be written)"
         elif written == planned and self.stopped is None:
-            held = f"holds the {written} pages there are"
+            held = f"{holds} the {written} pages there are"
         elif self.stopped is None:
-            held = f"holds the {written} of {planned} pages that could be read"
+            held = f"{holds} the {written} of {planned} pages that could be read"
         else:
-            held = f"holds {written} of {planned} pages"
+            held = f"{holds} {written} of {planned} pages"
         return f"{'; '.join(why)}: {final} {held} and is marked incomplete"
-
-    def _flush(self, fd: int) -> None:
-        try:
-            os.fdatasync(fd)
-            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-        except OSError as e:
-            if e.errno in NO_SPACE_ERRNOS:
-                raise _NoSpace(_no_space_why(e)) from None
-            if e.errno not in (errno.EINVAL, errno.ENOSYS, errno.EROFS):
-                raise
-
-    def _pwrite(self, fd: int, data: bytes, offset: int) -> None:
-        if self.byte_limit is not None and offset + len(data) > self.byte_limit:
-            raise _NoSpace("the dump reached the free space it may use (--min-free)")
-        view = memoryview(data)
-        while view:
-            try:
-                n = os.pwrite(fd, view, offset)
-            except OSError as e:
-                if e.errno in NO_SPACE_ERRNOS:
-                    raise _NoSpace(_no_space_why(e)) from None
-                raise
-            if n == 0:
-                raise _NoSpace()
-            view = view[n:]
-            offset += n
 
     def _header(self, status: int, sub_hdr_size: int, bitmap_blocks: int, max_pfn: int, dumpable: int) -> bytes:
         try:
@@ -625,7 +743,7 @@ class DumpWriter:
         # makedumpfile reads mem_section through it)
         return translator_for(self.dump.machine, self.dump.vmcoreinfo).phys_base
 
-    def _write_kdump(self, fd: int) -> bool:
+    def _write_kdump(self, out) -> bool:
         ps = self.page_size
         bm1, bm2, max_pfn = self._bitmaps()
         planned = int.from_bytes(bm2, "little").bit_count()
@@ -645,14 +763,16 @@ class DumpWriter:
                                     note_at, len(blob), 0, 0, 0, max_pfn, max_pfn)
         status = CODEC_FLAGS[self.codec] | DUMP_DH_COMPRESSED_INCOMPLETE
         try:
-            self._pwrite(fd, self._header(status, sub_hdr_size, bitmap_blocks, max_pfn, planned), 0)
-            self._pwrite(fd, sub + blob, ps)
-            self._pwrite(fd, bytes(bm1).ljust(bitmap_len, b"\0"), bitmap_at)
-            self._pwrite(fd, bytes(bm2).ljust(bitmap_len, b"\0"), bitmap_at + bitmap_len)
+            out.write(self._header(status, sub_hdr_size, bitmap_blocks, max_pfn, planned), 0)
+            out.write(sub + blob, ps)
+            out.write(bytes(bm1).ljust(bitmap_len, b"\0"), bitmap_at)
+            out.write(bytes(bm2).ljust(bitmap_len, b"\0"), bitmap_at + bitmap_len)
         except _NoSpace as e:
             self.stopped = e.args[0]
             self.stats["pages_written"] = 0
             return False
+        # room for the closing rewrites of the 2nd bitmap and the header (and a stream's end marker)
+        out.reserve(bitmap_len + DISK_DUMP_HEADER.size + 3 * 16)
         data_pos = data_at
         desc_pos = desc_at
         progress = PageProgress(self.progress_enabled, planned, ps)
@@ -665,7 +785,7 @@ class DumpWriter:
             c = self.make_compress()(self.zero_page) if CODEC_FLAGS[self.codec] else self.zero_page
             flag = CODEC_FLAGS[self.codec] if len(c) < ps else 0
             c = c if flag else self.zero_page
-            self._pwrite(fd, c, data_pos)
+            out.write(c, data_pos)
             zero_desc = PAGE_DESC.pack(data_pos, len(c), flag, 0)
             data_pos += len(c)
             phases = self.phases
@@ -687,14 +807,14 @@ class DumpWriter:
                     descs += PAGE_DESC.pack(data_pos + len(data), len(payload), flag, 0)
                     data += payload
                 # data first, then the descriptors that point at it
-                self._pwrite(fd, data, data_pos)
-                self._pwrite(fd, descs, desc_pos)
+                out.write(data, data_pos)
+                out.write(descs, desc_pos)
                 data_pos += len(data)
                 desc_pos += len(descs)
                 phases.add("write", started, len(descs) // PAGE_DESC.size)
                 if data_pos - flushed >= FLUSH_BYTES:
                     started = mark()
-                    self._flush(fd)
+                    out.flush()
                     phases.add("sync", started)
                     flushed = data_pos
                 done += len(results)
@@ -718,16 +838,17 @@ class DumpWriter:
         complete = complete and self.input_missing is None and not self.lost.pages
         status = CODEC_FLAGS[self.codec] | (0 if complete else DUMP_DH_COMPRESSED_INCOMPLETE)
         try:
-            # Both rewrites land on blocks allocated at the start: they work on a full disk too.
-            self._pwrite(fd, bytes(bm2).ljust(bitmap_len, b"\0"), bitmap_at + bitmap_len)
-            self._pwrite(fd, self._header(status, sub_hdr_size, bitmap_blocks, max_pfn,
-                                          self.stats["pages_written"]), 0)
+            # Both rewrites land on blocks allocated at the start (a file) or on the room kept back for
+            # them (a stream): they work on a full disk too.
+            out.write(bytes(bm2).ljust(bitmap_len, b"\0"), bitmap_at + bitmap_len, closing=True)
+            out.write(self._header(status, sub_hdr_size, bitmap_blocks, max_pfn, self.stats["pages_written"]), 0,
+                      closing=True)
         except _NoSpace as e:
             self.stopped = self.stopped or e.args[0]
             return False
         return complete
 
-    def _write_elf(self, fd: int) -> bool:
+    def _write_elf(self, out) -> bool:
         """ELF dump laid out like /proc/vmcore: a PT_NOTE, a PT_LOAD per run of dumped pages at its
         direct-map address, and PT_LOADs for the kernel image at its virtual addresses (sharing the
         file data of the runs), so that vaddr-based readers (vmcore-dmesg) work. Zero pages are holes."""
@@ -777,7 +898,7 @@ class DumpWriter:
         progress = PageProgress(self.progress_enabled, planned, ps)
         done = 0
         try:
-            self._pwrite(fd, ehdr + b"".join(phdrs) + blob, 0)
+            out.write(ehdr + b"".join(phdrs) + blob, 0)
             pos = data_at
             for lo, hi in runs:
                 for a in range(lo, hi, CHUNK_PAGES):
@@ -789,13 +910,13 @@ class DumpWriter:
                     written = 0
                     for i in range(b - a):
                         if not raw.startswith(self.zero_page, i * ps):
-                            self._pwrite(fd, raw[i * ps:(i + 1) * ps], pos + i * ps)
+                            out.write(raw[i * ps:(i + 1) * ps], pos + i * ps)
                             written += 1
                     self.phases.add("write", started, written)
                     pos += (b - a) * ps
                     done += b - a
                     progress.update(done)
-            os.ftruncate(fd, pos)
+            out.truncate(pos)
         except _NoSpace as e:
             self.stopped = e.args[0]
             progress.update(done, force=True)
@@ -807,34 +928,39 @@ class DumpWriter:
 
 
 def flatten(src: str, dst_fd: int, piece: int = 1 << 20) -> None:
-    """Write kdump file ``src`` as makedumpfile's flattened stream (what ``-F`` sends through a pipe).
+    """Write the kdump file ``src`` to ``dst_fd`` as a FlatStream: its pieces in order, all-zero ones left
+    out (readers and ``makedumpfile -R`` rebuild them as holes), and its last byte so that the rebuilt file
+    has the full length. (A save streams with DumpWriter.write_flat: no file first.)"""
+    try:
+        stream = FlatStream(dst_fd)
+        with open(src, "rb") as f:
+            offset = 0
+            while True:
+                data = f.read(piece)
+                if not data:
+                    break
+                if data.count(0) != len(data) or offset == 0:
+                    stream.write(data, offset)
+                offset += len(data)
+            if offset:
+                f.seek(offset - 1)
+                stream.write(f.read(1), offset - 1)
+        stream.end()
+    except _NoSpace as e:
+        raise KexecfwError(f"flattening {src} stopped: {e.args[0]}", ExitCode.INCOMPLETE) from None
 
-    All-zero pieces are left out (readers and ``makedumpfile -R`` rebuild them as holes).
-    """
-    from kexecfw.vmcore.kdumpfmt import (END_FLAG_FLAT_HEADER, FLAT_DATA_HEADER, FLAT_HEADER, FLAT_HEADER_SIZE,
-                                         MAKEDUMPFILE_SIGNATURE, TYPE_FLAT_HEADER, VERSION_FLAT_HEADER)
 
-    def put(data: bytes) -> None:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(dst_fd, view):]
-
-    put(FLAT_HEADER.pack(MAKEDUMPFILE_SIGNATURE, TYPE_FLAT_HEADER, VERSION_FLAT_HEADER)
-        .ljust(FLAT_HEADER_SIZE, b"\0"))
-    with open(src, "rb") as f:
-        offset = 0
-        while True:
-            data = f.read(piece)
-            if not data:
-                break
-            if data.count(0) != len(data) or offset == 0:
-                put(FLAT_DATA_HEADER.pack(offset, len(data)) + data)
-            offset += len(data)
-        # the last byte, so that the rebuilt file has the full length
-        if offset:
-            f.seek(offset - 1)
-            put(FLAT_DATA_HEADER.pack(offset - 1, 1) + f.read(1))
-    put(FLAT_DATA_HEADER.pack(END_FLAG_FLAT_HEADER, END_FLAG_FLAT_HEADER))
+@contextmanager
+def _file_size_signal_ignored() -> Iterator[None]:
+    """SIGXFSZ ignored (on the main thread, where signals can be set): a file past the size limit
+    is then EFBIG, handled as a full disk, instead of killing the process."""
+    old = signal.signal(signal.SIGXFSZ, signal.SIG_IGN) if threading.current_thread() is \
+        threading.main_thread() else None
+    try:
+        yield
+    finally:
+        if old is not None:
+            signal.signal(signal.SIGXFSZ, old)
 
 
 def _no_space_why(e: OSError) -> str:
