@@ -82,7 +82,8 @@ def gather(root) -> dict:
                 dumps = [d for d in target_dumps(root, config)[0] if d.name.endswith(f"-{host}")]
             except KexecfwError as e:
                 dumps_error = e.message
-        checks.append(spool_check(root, config, dumps, res.get("ram") or 0))
+        if checks[-1]["ok"]:
+            checks.append(room_check(root, config, dumps, res.get("ram") or 0))
     else:
         try:
             with local_directory(root, config) as (directory, where):
@@ -124,15 +125,15 @@ def local_target_check(config, directory: str, where: str) -> dict:
     return _check("target", free is not None and writable and free > floor, detail)
 
 
-def spool_check(root, config, dumps, ram: int) -> dict:
-    """An ssh target's local spool: the save writes the whole dump there before it streams it, so its
-    filesystem must hold one above the floor. The size expected is that of the largest earlier complete
-    dump of this machine (then the check is required); without one, the RAM, the most a dump can take
-    (then it only informs: the self-test, which needs an armed machine, makes the first dump)."""
+def room_check(root, config, dumps, ram: int) -> dict:
+    """An ssh target's room for the next dump: the host's free space (``df`` over ssh, one more login)
+    above the floor, against the size expected: that of the largest earlier complete dump of this machine
+    (then the check is required); without one, the RAM, the most a dump can take (then it only informs:
+    the self-test, which needs an armed machine, makes the first dump). Nothing is needed locally: the
+    save streams the dump to the host."""
     from kexecfw.cli.common import human_size
-    from kexecfw.kdump.dumps import free_space
-    from kexecfw.kdump.target import SPOOL_DIR
-    free, writable = free_space(str(root.path(SPOOL_DIR)))
+    from kexecfw.kdump.dumps import remote_free
+    from kexecfw.kdump.ssh import Ssh, q
     earlier = [d.size for d in dumps if d.complete]
     if earlier:
         expected, how, required = max(earlier), "the largest earlier dump of this machine", True
@@ -140,17 +141,21 @@ def spool_check(root, config, dumps, ram: int) -> dict:
         expected, how, required = ram, "no earlier dump of this machine: the RAM, the most a dump takes", False
     else:
         expected, how, required = 0, "no earlier dump of this machine and the RAM unknown: only the floor", False
-    floor = config.min_free_bytes
-    head = f"{SPOOL_DIR} (the ssh save writes the dump here, then sends it)"
+    ssh = Ssh(root, config.ssh)
+    head = f"{ssh.name}:{config.path}"
+    try:
+        free = remote_free(ssh.run(f"df -Pk {q(config.path)}", what="read the free space", retry=False, timeout=60))
+    except KexecfwError as e:
+        return _check("room", False, e.message, required)
     if free is None:
-        return _check("spool", False, f"{head}: cannot be examined", required)
+        return _check("room", False, f"{head}: df said nothing readable about its free space", required)
+    floor = config.min_free_bytes
     room = free - floor
-    ok = writable and room >= expected
-    detail = (f"{head}: {'writable' if writable else 'NOT writable'}, {human_size(free)} free, "
-              f"{human_size(floor)} kept free (dump.min_free), {human_size(expected)} expected ({how})")
-    if not ok and writable:
+    detail = (f"{head}: {human_size(free)} free, {human_size(floor)} kept free (dump.min_free), "
+              f"{human_size(expected)} expected ({how})")
+    if room < expected:
         detail += f": {human_size(expected - room)} short; free space there or lower dump.min_free"
-    return _check("spool", ok, detail, required)
+    return _check("room", room >= expected, detail, required)
 
 
 def selftest_result(marker: dict | None, dumps) -> dict | None:

@@ -5,19 +5,17 @@ Both are a :class:`Sink`: ``begin`` makes the crash directory, ``put`` writes on
 (dmesg.txt, summary.json), ``write_dump`` writes the dump, ``prune`` keeps the newest N. A file is
 under its final name only once it is whole; a dump that is not whole stays ``.incomplete``.
 
-The ssh sink writes the dump with :class:`kexecfw.vmcore.writer.DumpWriter` into a spool file on
-the root filesystem (the writer rewrites its header and bitmap at the end, so it needs a file it can
-seek), then streams it flattened (makedumpfile -F, :func:`kexecfw.vmcore.writer.flatten`) into
-``cat`` on the host, as ``vmcore.flat.incomplete``. Only when ssh ended well and the host says the
-file has exactly the bytes sent is it renamed ``vmcore.flat``: a connection cut mid-dump leaves a
-short ``.incomplete`` file (the remote ``cat`` sees an end of file either way, so its own success
-proves nothing).
+The ssh sink streams the dump straight into ``cat`` on the host as ``vmcore.flat.incomplete``
+(:meth:`kexecfw.vmcore.writer.DumpWriter.write_flat`: makedumpfile's flattened -F format, whose
+records may rewrite earlier offsets, so the writer needs no seekable file and nothing is written
+locally). Only when ssh ended well and the host says the file has exactly the bytes sent is it
+renamed ``vmcore.flat``: a connection cut mid-dump leaves a short ``.incomplete`` file (the remote
+``cat`` sees an end of file either way, so its own success proves nothing).
 """
 from __future__ import annotations
 
 import os
 import subprocess
-import threading
 import time
 from contextlib import contextmanager
 from typing import Iterator
@@ -25,8 +23,6 @@ from typing import Iterator
 from kexecfw.errors import KexecfwError, NoSpaceError
 
 TARGET_MOUNT = "/run/kexecfw-kdump/target"
-SPOOL_DIR = "/var/lib/kexecfw/kdump/spool"      # the ssh target's dump before it is sent
-STREAM_PIECE = 1 << 20
 
 
 def _floor_error(where: str, free: int, floor: int) -> NoSpaceError:
@@ -160,7 +156,6 @@ class SshSink(Sink):
         self.where = f"{self.ssh.name}:{self.base}"
         self.host = host
         self.min_free = config.min_free_bytes
-        self.spool = str(root.path(SPOOL_DIR))
         self.stats = {}
 
     def begin(self, stamp: str) -> str:
@@ -189,103 +184,43 @@ class SshSink(Sink):
         return remote_free(self.ssh.run(f"df -Pk {q(self.directory)}", what="read the free space"))
 
     def write_dump(self, dump, level: int, codec: str, panic_cpu: int) -> dict:
-        from kexecfw.kdump.ssh import q
-        from kexecfw.vmcore.writer import DumpIncomplete, DumpWriter, output_error
-        try:
-            os.makedirs(self.spool, mode=0o700, exist_ok=True)
-            st = os.statvfs(self.spool)
-        except OSError as e:
-            raise output_error(e, f"cannot use the spool directory {self.spool}") from None
-        local = st.f_bavail * st.f_frsize - self.min_free
-        remote = self._remote_room()
-        remote = None if remote is None else remote - self.min_free
-        budget = local if remote is None else min(local, remote)
-        if budget <= 0:
-            raise _floor_error(self.where if remote is not None and remote <= local else self.spool,
-                               budget, self.min_free)
-        spooled = os.path.join(self.spool, "vmcore.kdump")
-        for stale in ("vmcore.kdump", "vmcore.kdump.incomplete"):     # a save killed before it sent them
-            try:
-                os.unlink(os.path.join(self.spool, stale))
-            except FileNotFoundError:
-                pass
-            except OSError as e:
-                raise output_error(e, f"cannot clear the spool directory {self.spool}") from None
+        from kexecfw.kdump.ssh import CONNECTION_FAILED, q
+        from kexecfw.vmcore.writer import DumpIncomplete, DumpWriter
+        room = self._remote_room()
+        budget = None if room is None else room - self.min_free       # None: df said nothing readable
+        if budget is not None and budget <= 0:
+            raise _floor_error(self.where, budget, self.min_free)
+        final = f"{self.directory}/vmcore.flat"
+        partial = final + ".incomplete"
+        shown = f"{self.ssh.name}:{partial}"
         writer = DumpWriter(dump, level, codec, False, 0, False, panic_cpu=panic_cpu, byte_limit=budget)
         self.stats = writer.stats
         incomplete: DumpIncomplete | None = None
+        proc = self.ssh.start(f"umask 077 && cat > {q(partial)}")
         try:
-            writer.write(spooled)
+            writer.write_flat(proc.stdin.fileno(), shown)
         except DumpIncomplete as e:
-            incomplete = e            # what was written is still worth sending, as .incomplete
-        path = writer.stats.get("path")
-        if not path:
-            raise incomplete or KexecfwError("the dump writer made no file")
-        final = f"{self.directory}/vmcore.flat"
-        try:
-            sent, broken = self._stream(path, final + ".incomplete")
+            incomplete = e            # what was sent stays, named .incomplete
         finally:
-            try:
-                os.unlink(path)
-            except OSError:
-                pass
-        self.stats.update({"path": f"{self.ssh.name}:{final}.incomplete", "flat_bytes_sent": sent,
-                           "spooled": path})
-        if broken:
+            code, words = _end(proc)
+        sent = writer.stats.get("flat_bytes", 0)
+        self.stats.update({"path": shown, "flat_bytes_sent": sent})
+        cut = writer.stats.get("stream_cut")
+        if code != 0 or cut:
+            why = "; ".join(w for w in (f"ssh exited {code}" + (f": {words}" if words else "") if code else None,
+                                        cut) if w)
+            if code not in (0, CONNECTION_FAILED):       # the remote cat itself failed
+                raise DumpIncomplete(f"writing {partial} on {self.ssh.name} failed after {sent} bytes of the "
+                                     f"flattened dump ({why}): what arrived is marked incomplete")
             raise DumpIncomplete(f"the connection to {self.ssh.name} was cut after {sent} bytes of the "
-                                 f"flattened dump ({broken}): {final}.incomplete is marked incomplete")
+                                 f"flattened dump ({why}): {partial} is marked incomplete")
         if incomplete is not None:
-            raise DumpIncomplete(f"{incomplete.message}; sent whole as {self.ssh.name}:{final}.incomplete")
-        tmp = q(final + ".incomplete")
+            raise incomplete
+        tmp = q(partial)
         self.ssh.run(f"test \"$(wc -c < {tmp})\" -eq {sent} && mv -f {tmp} {q(final)}",
                      what=f"check that {final} arrived whole ({sent} bytes) and name it complete")
         self.stats["path"] = f"{self.ssh.name}:{final}"
         return self.stats
-
-    def _stream(self, src: str, remote_path: str) -> tuple[int, str | None]:
-        """Send ``src`` flattened into ``remote_path``: (bytes sent, why the stream broke or None)."""
-        from kexecfw.kdump.ssh import q
-        from kexecfw.vmcore.writer import flatten
-        proc = self.ssh.start(f"umask 077 && cat > {q(remote_path)}")
-        r, w = os.pipe()
-        failed: list[BaseException] = []
-
-        def produce() -> None:
-            try:
-                flatten(src, w)
-            except BaseException as e:     # a broken pipe when the stream stops: reported by the reader
-                failed.append(e)
-            finally:
-                os.close(w)
-
-        producer = threading.Thread(target=produce, name="flatten", daemon=True)
-        producer.start()
-        sent = 0
-        broken = None
-        with os.fdopen(r, "rb", buffering=0) as source:
-            while True:
-                piece = source.read(STREAM_PIECE)
-                if not piece:
-                    break
-                try:
-                    proc.stdin.write(piece)
-                except OSError as e:
-                    broken = f"ssh stopped reading: {e.strerror or e}"
-                    break
-                sent += len(piece)
-        producer.join()
-        try:
-            proc.stdin.close()
-        except OSError as e:
-            broken = broken or f"ssh stopped reading: {e.strerror or e}"
-        code = proc.wait()
-        words = (proc.stderr.read().decode("utf-8", "replace").strip().splitlines() or [""])[-1][:200]
-        proc.stderr.close()
-        if code != 0:
-            broken = f"ssh exited {code}" + (f": {words}" if words else "") + (f"; {broken}" if broken else "")
-        elif failed and not broken:
-            broken = f"reading the spooled dump failed: {failed[0]}"
-        return sent, broken
 
     def prune(self, keep: int) -> list[str]:
         """Remove all but the newest ``keep`` finished dumps of this host (those with a summary.json)."""
@@ -302,6 +237,18 @@ class SshSink(Sink):
         return old
 
 
+def _end(proc: subprocess.Popen) -> tuple[int, str]:
+    """Close ``proc``'s stdin (the end of the stream) and wait for it: its exit status and last words."""
+    try:
+        proc.stdin.close()
+    except OSError:
+        pass                  # the reader is gone: its exit status says why
+    code = proc.wait()
+    words = (proc.stderr.read().decode("utf-8", "replace").strip().splitlines() or [""])[-1][:200]
+    proc.stderr.close()
+    return code, words
+
+
 def host_name(root) -> str:
     """This machine's name as a directory name: /etc/hostname, else the kernel's."""
     import re
@@ -314,8 +261,8 @@ def describe_target(config) -> str:
     """The configured target in one line, as ``show`` prints it."""
     if config.ssh is not None:
         port = f":{config.ssh.port}" if config.ssh.port != 22 else ""
-        return (f"ssh {config.ssh.user}@{config.ssh.host}{port}:{config.path} with {config.ssh.key} (the dump is "
-                f"written to {SPOOL_DIR}, then streamed flattened: vmcore.flat)")
+        return (f"ssh {config.ssh.user}@{config.ssh.host}{port}:{config.path} with {config.ssh.key} (the dump "
+                f"streamed flattened, nothing written locally: vmcore.flat)")
     if config.device:
         return f"{config.path} on {config.device}, mounted at {TARGET_MOUNT} for the save (waits {config.wait} s)"
     return f"{config.path} on the root filesystem"

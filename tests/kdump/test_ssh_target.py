@@ -1,10 +1,12 @@
 """The ssh target against a real sshd (Debian's openssh-server) that the test starts on 127.0.0.1, on a
 free unprivileged port, with its own host key and authorized_keys in a temporary directory: `kdump
-propagate` makes and installs the key, the capture boot's `kdump save` streams a real guest's dump,
-the flattened file is reassembled by makedumpfile -R and read by kexecfw; a connection cut mid-dump
-leaves nothing that looks complete; a closed port is tried again until target.wait, then the failure
-action (recorded, not run: the test session's marker); `kdump status` checks the target as the capture
-boot logs in, lists this machine's dumps there and checks the local spool. No other address is contacted."""
+propagate` makes and installs the key, the capture boot's `kdump save` streams a real guest's dump
+straight into ssh (no local copy: the capture root's /var is a tmpfs too small for one), the flattened
+file is reassembled by makedumpfile -R and read by kexecfw; a connection cut mid-dump leaves nothing
+that looks complete; a closed port is tried again until target.wait, then the failure action
+(recorded, not run: the test session's marker); `kdump status` checks the target as the capture boot
+logs in, lists this machine's dumps there and checks the host's room for the next one. No other address
+is contacted."""
 from __future__ import annotations
 
 import json
@@ -15,14 +17,16 @@ import socket
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
 from kexecfw.kdump.config import load_config
 from kexecfw.kdump.dumps import check_ssh_target, panic_line
 from kexecfw.sysroot import Sysroot
-from tests.conftest import REPO, oracle
+from tests.conftest import REPO, oracle, oracle_missing
 from tests.kdump.conftest import kdump, recorded
 
 WRAPPER = """#!/bin/sh
@@ -122,6 +126,20 @@ def _propagate(root: Path, server: Sshd) -> None:
     server.authorized.write_text(keys[1] + "\n")
 
 
+@contextmanager
+def _tmpfs(where: Path, size: str) -> Iterator[None]:
+    """A tmpfs of ``size`` mounted at ``where`` (which it hides) for the test's length."""
+    where.mkdir(parents=True, exist_ok=True)
+    made = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "kexecfw-test", str(where)],
+                          capture_output=True, text=True)
+    if made.returncode != 0:
+        oracle_missing("a tmpfs mount", f"root with mount rights: {made.stderr.strip()}")
+    try:
+        yield
+    finally:
+        subprocess.run(["umount", str(where)], check=True)
+
+
 def _dump_dir(server: Sshd) -> Path:
     dirs = list(server.crash.iterdir())
     assert len(dirs) == 1, dirs
@@ -148,11 +166,15 @@ def test_propagate_save_reassemble_list(root, tmp_path, sshd, mini_vmcores, expe
     assert again.returncode == 0 and "kept /root/.ssh/kexecfw_kdump_id; already installed" in again.stdout
     assert len(sshd.authorized.read_text().splitlines()) == 1
 
-    saved = kdump(root, "save", "--vmcore", str(mini_vmcores["x86_64"]), "--json")
-    assert saved.returncode == 0, saved.stderr
+    # the capture root's /var (the kdump state, the old spool's place) a tmpfs far smaller than the dump
+    # (it holds the actions log): the dump goes straight to the host, nothing of its size is written here
+    with _tmpfs(root / "var", "64k"):
+        saved = kdump(root, "save", "--vmcore", str(mini_vmcores["x86_64"]), "--json")
+        assert saved.returncode == 0, saved.stderr
+        assert recorded(root)[-1]["argv"] == ["systemctl", "--no-block", "reboot"]
+        assert [p.name for p in (root / "var").rglob("*") if p.is_file()] == ["actions.log"]
     doc = json.loads(saved.stdout)
     assert doc["error"] is None and doc["action"] == "reboot"
-    assert recorded(root)[-1]["argv"] == ["systemctl", "--no-block", "reboot"]
     crash_dir = _dump_dir(sshd)
     host = os.uname().nodename.split(".")[0]
     assert crash_dir.name.endswith(f"-{host}") and doc["saved"].endswith(f"127.0.0.1:{sshd.port}:{crash_dir}")
@@ -160,8 +182,9 @@ def test_propagate_save_reassemble_list(root, tmp_path, sshd, mini_vmcores, expe
     assert all(p.stat().st_mode & 0o777 == 0o600 for p in crash_dir.iterdir())
     assert (crash_dir / "dmesg.txt").read_bytes() == expected_dmesg["x86_64"]
     summary = json.loads((crash_dir / "summary.json").read_text())
-    assert summary["complete"] and summary["dump"]["flat_bytes_sent"] == (crash_dir / "vmcore.flat").stat().st_size
-    assert not (root / "var/lib/kexecfw/kdump/spool/vmcore.kdump").exists()      # the spool is emptied
+    flat_size = (crash_dir / "vmcore.flat").stat().st_size
+    assert summary["complete"] and summary["dump"]["flat_bytes_sent"] == flat_size > (64 << 10)
+    assert summary["dump"]["path"] == f"{pwd.getpwuid(os.getuid()).pw_name}@127.0.0.1:{sshd.port}:{crash_dir}/vmcore.flat"
 
     # reassembled by makedumpfile -R, and read flattened by kexecfw: the same pages, those of the guest
     flat = crash_dir / "vmcore.flat"
@@ -245,11 +268,13 @@ def _status(root: Path) -> tuple[int, dict, dict]:
     return done.returncode, doc, {c["check"]: c for c in doc["checks"]}
 
 
-def test_status_of_an_ssh_target_and_its_spool(root, sshd, mini_vmcores):
+def test_status_of_an_ssh_target_and_its_room(root, sshd, mini_vmcores):
     """`status` logs in as the capture boot will (the key, the directory writable, its free space), lists this
     machine's dumps there (not those of another machine sharing the directory) for the self-test, and checks
-    the local spool the save writes the dump to before sending it: against the largest earlier dump of this
-    machine (required), or the RAM when there is none (said, not required)."""
+    the host's room (df over ssh) above the floor: against the largest earlier dump of this machine
+    (required), or the RAM when there is none (said, not required). Nothing local is checked: the save
+    streams the dump to the host."""
+    from kexecfw.cli.common import human_size
     from kexecfw.kdump import SELFTEST_JSON
     from kexecfw.kdump.state import write_state
     _configure(root, sshd)
@@ -257,6 +282,7 @@ def test_status_of_an_ssh_target_and_its_spool(root, sshd, mini_vmcores):
     assert code == 3 and not checks["target"]["ok"] and checks["target"]["detail"].endswith(
         "no key /root/.ssh/kexecfw_kdump_id: `kexecfw kdump propagate` makes and installs it")
     assert doc["dumps"] == [] and doc["dumps_error"] == "not listed: the target check failed"
+    assert "room" not in checks and "spool" not in checks       # no second login to a host that failed
     assert "dumps: not listed: the target check failed" in kdump(root, "status").stdout
 
     _propagate(root, sshd)
@@ -269,10 +295,10 @@ def test_status_of_an_ssh_target_and_its_spool(root, sshd, mini_vmcores):
     assert checks["target"]["ok"] and "writable over ssh, " in checks["target"]["detail"]
     assert doc["dumps"] == [] and "dumps_error" not in doc
     assert doc["selftest"]["result"] == "no dump arrived after the test's crash"
-    spool = checks["spool"]
-    assert not spool["required"] and spool["detail"].startswith(
-        "/var/lib/kexecfw/kdump/spool (the ssh save writes the dump here, then sends it): writable, ")
-    assert "expected (no earlier dump of this machine: the RAM, the most a dump takes)" in spool["detail"]
+    room = checks["room"]
+    head = f"{pwd.getpwuid(os.getuid()).pw_name}@127.0.0.1:{sshd.port}:{sshd.crash}: "
+    assert not room["required"] and room["detail"].startswith(head) and " free, 1 MiB kept free " in room["detail"]
+    assert "expected (no earlier dump of this machine: the RAM, the most a dump takes)" in room["detail"]
 
     saved = kdump(root, "save", "--vmcore", str(mini_vmcores["x86_64"]), "--json")
     assert saved.returncode == 0, saved.stderr
@@ -281,27 +307,23 @@ def test_status_of_an_ssh_target_and_its_spool(root, sshd, mini_vmcores):
     code, doc, checks = _status(root)
     assert [(d["name"], d["complete"], d["size"]) for d in doc["dumps"]] == [(name, True, size)]
     assert doc["selftest"]["result"] == "passed" and doc["selftest"]["dump"] == name
-    from kexecfw.cli.common import human_size
-    spool = checks["spool"]
-    assert spool["ok"] and spool["required"], spool
-    assert spool["detail"].endswith(f"1 MiB kept free (dump.min_free), {human_size(size)} expected "
-                                    "(the largest earlier dump of this machine)")
+    room = checks["room"]
+    assert room["ok"] and room["required"], room
+    assert room["detail"].endswith(f"1 MiB kept free (dump.min_free), {human_size(size)} expected "
+                                   "(the largest earlier dump of this machine)")
 
-    # a spool filesystem too small for such a dump: not armed, said before any crash
-    spool_dir = root / "var/lib/kexecfw/kdump/spool"
-    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k,mode=0700", "kexecfw-test", str(spool_dir)],
-                          capture_output=True, text=True)
-    if made.returncode != 0:
-        from tests.conftest import oracle_missing
-        oracle_missing("a tmpfs mount", f"root with mount rights: {made.stderr.strip()}")
-    try:
+    # a host filesystem with room above the floor (the target check holds) but not for such a dump: not
+    # armed, said before any crash (the dumps moved into a tmpfs mounted over the directory, half a dump of
+    # room left above the floor)
+    keep = sshd.dir / "kept"
+    shutil.move(str(sshd.crash), keep)
+    with _tmpfs(sshd.crash, f"{((1 << 20) + size + size // 2) >> 10}k"):
+        shutil.copytree(keep, sshd.crash, dirs_exist_ok=True)
+        free = shutil.disk_usage(sshd.crash).free
         code, doc, checks = _status(root)
-    finally:
-        subprocess.run(["umount", str(spool_dir)], check=True)
-    spool = checks["spool"]
-    assert code == 3 and not doc["armed"] and not spool["ok"] and spool["required"]
-    assert spool["detail"].startswith(f"/var/lib/kexecfw/kdump/spool (the ssh save writes the dump here, then "
-                                      f"sends it): writable, 256 KiB free, 1 MiB kept free (dump.min_free), "
-                                      f"{human_size(size)} expected (the largest earlier dump of this machine): ")
-    assert spool["detail"].endswith(f"{human_size(size - (256 << 10) + (1 << 20))} short; free space there or "
-                                    "lower dump.min_free")
+    assert checks["target"]["ok"], checks["target"]
+    room = checks["room"]
+    assert code == 3 and not doc["armed"] and not room["ok"] and room["required"]
+    assert room["detail"] == (f"{head}{human_size(free)} free, 1 MiB kept free (dump.min_free), {human_size(size)} "
+                              f"expected (the largest earlier dump of this machine): "
+                              f"{human_size(size - free + (1 << 20))} short; free space there or lower dump.min_free")
