@@ -122,6 +122,14 @@ def median_phases(runs: list[dict]) -> dict[str, float]:
     return out
 
 
+def paired_ratio(ours: dict, theirs: dict) -> float | None:
+    """Median over the rounds of the reference's time / kexecfw's in the same round: the load of a
+    shared host moves both tools of a round alike, so this is steadier than the ratio of medians."""
+    pairs = [b["seconds"] / a["seconds"] for a, b in zip(ours.get("runs", []), theirs.get("runs", []))
+             if a["rc"] == 0 and b["rc"] == 0 and a["seconds"] > 0]
+    return statistics.median(pairs) if pairs else None
+
+
 def growth(guests: list[dict]) -> dict | None:
     """Goal 2: kexecfw's time at the largest guest against the smallest, bounded by GROWTH_SLACK times
     the ratio of their RAM (8.5x from 1 to 8 GiB); per phase too, so the one that grows shows."""
@@ -160,7 +168,8 @@ def markdown(result: dict) -> str:
     """The result as Markdown: times and ratios, sizes and peak RSS, kexecfw's phases, the growth check."""
     guests = result["guests"]
     lines = [f"{result['benchmark']}; {result['machine']}; medians of {guests[0]['rounds'] if guests else 0} "
-             "alternating rounds; ratio = makedumpfile's time / kexecfw's (> 1: kexecfw is faster).", "",
+             "alternating rounds; ratio = makedumpfile's time / kexecfw's (> 1: kexecfw is faster), of the "
+             "medians (in brackets: the median of each round's ratio).", "",
              "| guest RAM (vmcore) | filled | kexecfw save | makedumpfile -c | ratio | makedumpfile -l | ratio |",
              "|---|---|---|---|---|---|---|"]
     for g in guests:
@@ -169,8 +178,9 @@ def markdown(result: dict) -> str:
         cells = [_time(ours)]
         for ref in REFERENCES:
             theirs = t.get(ref, {})
-            ratio = (f"{theirs['seconds'] / ours['seconds']:.2f}" if "seconds" in theirs and "seconds" in ours
-                     else "-")
+            paired = paired_ratio(ours, theirs)
+            ratio = (f"{theirs['seconds'] / ours['seconds']:.2f} ({paired:.2f})"
+                     if "seconds" in theirs and "seconds" in ours and paired is not None else "-")
             cells += [_time(theirs), ratio]
         lines.append(f"| {_gib(g['mem_mib'])} ({(g['vmcore_bytes'] or 0) / MIB:.0f} MiB) | {g['filled_mib']} MiB | "
                      + " | ".join(cells) + " |")

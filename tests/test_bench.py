@@ -78,6 +78,8 @@ def test_capture_reads_a_lab_run_into_medians_peaks_and_phases() -> None:
         assert run["phases"] == capture.report_phases(report) and run["phases"]
         assert sum(run["phases"].values()) <= run["seconds"]
     assert set(ours["phases"]) == set(ours["runs"][0]["phases"]) | {capture.STARTUP}
+    first = json.loads((LAB_1G / "capture" / "steps" / "round-0-kexecfw.out").read_text())
+    assert ours["engine"] == first.get("engine")      # the engine that ran, as the save reported it
 
 
 def test_capture_phase_reports_in_either_shape_and_without_phases() -> None:
@@ -112,7 +114,10 @@ def test_capture_markdown_of_the_recorded_result() -> None:
         t = g["tools"]
         ours, c, lzo = t["kexecfw"]["seconds"], t["makedumpfile-c"]["seconds"], t["makedumpfile-l"]["seconds"]
         row = next(line for line in text.splitlines() if line.startswith(f"| {g['mem_mib'] / 1024:g} GiB ("))
-        assert row.endswith(f"| {ours:.1f} s | {c:.1f} s | {c / ours:.2f} | {lzo:.1f} s | {lzo / ours:.2f} |")
+        paired_c, paired_l = (statistics.median(b["seconds"] / a["seconds"] for a, b in zip(t["kexecfw"]["runs"], t[ref]["runs"]))
+                              for ref in ("makedumpfile-c", "makedumpfile-l"))
+        assert row.endswith(f"| {ours:.1f} s | {c:.1f} s | {c / ours:.2f} ({paired_c:.2f}) | {lzo:.1f} s | "
+                            f"{lzo / ours:.2f} ({paired_l:.2f}) |")
         phase_row = [line for line in text.splitlines() if line.startswith(f"| {g['mem_mib'] / 1024:g} GiB |")][-1]
         assert phase_row.endswith(f"| {ours:.2f} |")       # the phase table's total is the median wall time
     gr = result["growth"]
