@@ -114,7 +114,8 @@ def test_capture_markdown_of_the_recorded_result() -> None:
         t = g["tools"]
         ours, c, lzo = t["kexecfw"]["seconds"], t["makedumpfile-c"]["seconds"], t["makedumpfile-l"]["seconds"]
         row = next(line for line in text.splitlines() if line.startswith(f"| {g['mem_mib'] / 1024:g} GiB ("))
-        paired_c, paired_l = (statistics.median(b["seconds"] / a["seconds"] for a, b in zip(t["kexecfw"]["runs"], t[ref]["runs"]))
+        paired_c, paired_l = (statistics.median(b["seconds"] / a["seconds"]
+                                                for a, b in zip(t["kexecfw"]["runs"], t[ref]["runs"]))
                               for ref in ("makedumpfile-c", "makedumpfile-l"))
         assert row.endswith(f"| {ours:.1f} s | {c:.1f} s | {c / ours:.2f} ({paired_c:.2f}) | {lzo:.1f} s | "
                             f"{lzo / ours:.2f} ({paired_l:.2f}) |")
@@ -143,3 +144,10 @@ def test_capture_plot_is_in_the_docs() -> None:
     committed = REPO / "docs" / "images" / "capture-dump-time.png"
     assert committed.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and committed.stat().st_size < 100_000
     assert "images/capture-dump-time.png" in (REPO / "docs" / "benchmarks.md").read_text()
+
+
+def test_capture_reads_the_steps_the_lab_runs() -> None:
+    # the capture kernel's round steps (kexecfw/lab/guest/init dump_rounds) are the names the bench reads
+    init = (REPO / "kexecfw" / "lab" / "guest" / "init").read_text()
+    for suffix, _ in capture.TOOLS:
+        assert f"measured round-$i-{suffix} " in init
