@@ -3,8 +3,10 @@
 The base image is built once per machine and kept under ``<lab cache>/fullos/<suite>-<debian arch>/<key>/``:
 ``root.img`` (a sparse raw ext4 image made by ``mkfs.ext4 -d`` from an mmdebstrap tree), the image's own
 ``vmlinuz`` and ``initrd.img`` (QEMU boots them with ``-kernel``/``-initrd``) and ``manifest.json``. The key
-is the package list, the Python requirements and :data:`RECIPE_VERSION`, not package versions: a
-point release does not rebuild it.
+is the package list, the files baked in and :data:`RECIPE_VERSION`, not package versions: a point release
+does not rebuild it, and neither does a change of kexecfw's Python requirements (the image's venv has those
+of its build; each run's first boot pip-installs kexecfw with its current ones from the script disk, as
+``pip install`` of the wheel fetches what is missing).
 
 Packages come through the lab's private apt sources (:class:`kexecfw.lab.apt.AptRoot`: same mirror, same
 package cache); the host's apt is not touched. The image has kexecfw's dependencies installed in a venv
@@ -25,6 +27,7 @@ import shutil
 import subprocess
 import sys
 import time
+import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -55,7 +58,13 @@ def guest_file(name: str) -> bytes:
 
 
 def kexecfw_requirements() -> tuple[str, ...]:
-    """kexecfw's runtime requirements (no extras), from its installed metadata."""
+    """kexecfw's runtime requirements (no extras): the checkout's pyproject.toml, which the wheel the guest
+    installs is built from (an editable install's metadata lags behind it until pip install -e runs again);
+    the installed metadata when kexecfw does not run from a checkout."""
+    pyproject = Path(__file__).resolve().parents[2] / "pyproject.toml"
+    if pyproject.is_file():
+        with open(pyproject, "rb") as f:
+            return tuple(sorted(tomllib.load(f)["project"]["dependencies"]))
     try:
         requires = importlib.metadata.requires("kexecfw") or []
     except importlib.metadata.PackageNotFoundError:
@@ -92,10 +101,11 @@ class ImageRecipe:
 
     def key(self) -> str:
         baked = hashlib.sha256(b"".join(guest_file(name) for name in (AGENT_BOOT, AGENT_UNIT))).hexdigest()
+        # not the requirements: a new dependency of kexecfw is installed per run, not by a rebuild (30 min on arm64)
         data = {"recipe": RECIPE_VERSION, "arch": self.target.deb_arch, "suites": list(self.gen.suites),
                 "packages": list(self.packages()), "size_mib": self.size_mib,
                 **({"extra_packages": sorted(self.extra_packages)} if self.extra_packages else {}),
-                "requirements": list(self.requirements), "baked": baked}
+                "baked": baked}
         if self.debconf:
             data["debconf"] = list(self.debconf)
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
@@ -134,9 +144,12 @@ def base_image(recipe: ImageRecipe | None = None, cache: Path | None = None, log
     base = cache_dir(cache)
     out = recipe.directory(base)
     out.parent.mkdir(parents=True, exist_ok=True)
+    manifest = out / "manifest.json"
+    if manifest.exists():   # a finished image is never written again: no wait for another recipe's build
+        os.utime(manifest)   # last use, for _prune_unused
+        return BaseImage.load(manifest)
     with open(out.parent / ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)   # one build at a time per suite and architecture
-        manifest = out / "manifest.json"
         _prune_unused(out)
         if manifest.exists():
             os.utime(manifest)   # last use, for _prune_unused

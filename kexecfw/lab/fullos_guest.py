@@ -30,7 +30,7 @@ from typing import Callable
 
 from kexecfw.lab.cache import cache_dir
 from kexecfw.lab.errors import LabError
-from kexecfw.lab.fullos import VENV, BaseImage, _run, guest_file, make_ext4
+from kexecfw.lab.fullos import VENV, BaseImage, _run, guest_file, guest_wheelhouse, kexecfw_requirements, make_ext4
 from kexecfw.lab.qemu import Disk, QemuOutcome, qemu_command, run_qemu
 from kexecfw.lab.targets import arch_target
 
@@ -87,6 +87,13 @@ def _source_files(checkout: Path) -> list[str]:
     return found
 
 
+def dependency_wheels(image: BaseImage, cache: Path | None = None) -> dict[str, Path]:
+    """Script-disk files ``wheels/NAME`` for kexecfw's current runtime requirements, built for the image's
+    Python and platform: pip in the guest (no internet) takes what its venv lacks from there."""
+    house = guest_wheelhouse(arch_target(image.arch), image.python, kexecfw_requirements(), cache_dir(cache))
+    return {f"wheels/{w.name}": w for w in sorted(house.glob("*.whl"))}
+
+
 INSTALLED_MARK = f"{VENV}/.lab-wheel-sha256"
 
 
@@ -131,6 +138,14 @@ def read_ext4_dir(image: Path, guest_dir: str, dest: Path) -> Path | None:
         return None
     _run(["debugfs", "-R", f"rdump {guest_dir} {dest}", str(image)], f"debugfs rdump {guest_dir}")
     return dest / Path(guest_dir).name
+
+
+def read_ext4_file(image: Path, guest_path: str) -> str | None:
+    """A text file of an ext4 image (debugfs cat, no mount); None if absent."""
+    probe = subprocess.run(["debugfs", "-R", f"stat {guest_path}", str(image)], capture_output=True, text=True)
+    if probe.returncode != 0 or "Inode:" not in probe.stdout:
+        return None
+    return _run(["debugfs", "-R", f"cat {guest_path}", str(image)], f"debugfs cat {guest_path}")
 
 
 @dataclass
@@ -210,6 +225,7 @@ class FullOsGuest:
             _run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b", str(image.root.resolve()),
                   str(self.overlay)], "qemu-img create of the root overlay")
         self.wheel = kexecfw_wheel(cache, log) if install_kexecfw else None
+        self.cache = cache
         self.boots: list[Boot] = []
 
     def command_line(self, append: str = "") -> str:
@@ -234,6 +250,7 @@ class FullOsGuest:
         boot_dir.mkdir(parents=True, exist_ok=True)
         files = dict(files or {})
         if self.wheel is not None and not self.boots:
+            files.update(dependency_wheels(self.image, self.cache))
             files[f"wheels/{self.wheel.name}"] = self.wheel
             script = install_kexecfw_lines(self.wheel) + script
         (boot_dir / "run.sh").write_text(script)
@@ -241,6 +258,8 @@ class FullOsGuest:
         results_img = make_ext4(self.disks / f"{name}-results.img", results_mib, label="labresults")
         disks = [Disk(self.overlay, "root", format="qcow2"), Disk(script_img, "labscript"),
                  Disk(results_img, "labresults")]
+        if self.arch.virtio_blk_device == "virtio-blk-device":
+            disks.reverse()   # virtio-mmio (arm64 virt): the kernel finds the last one first; the root is /dev/vda
         cmd = qemu_command(self.arch, kernel or self.image.kernel, initrd or self.image.initrd,
                            self.command_line(append), self.mem_mib, self.smp, disks, "tcg", network=True)
         (boot_dir / "qemu-cmdline.txt").write_text(shlex.join(cmd) + "\n")

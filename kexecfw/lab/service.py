@@ -17,11 +17,13 @@ person types it (:func:`readme_commands` reads it from README.md, so the two can
 - boot 3: ``kexecfw kdump list``, ``kexecfw kdump status`` (and ``--json`` of both, for the checks).
 
 Then the host reads /var/crash out of the root disk and reads the dump with kexecfw (``vmcore info``,
-``dmesg``), ``makedumpfile --dump-dmesg`` and drgn when installed.
+``dmesg``), ``makedumpfile --dump-dmesg`` (for a foreign guest: the guest architecture's makedumpfile under
+qemu-user) and drgn when installed. Those reads must succeed for kexecfw's dump; for kdump-tools' they are
+the comparison (on arm64 6.1 its dump is broken: kexec-tools' elfcorehdr), recorded, not required.
 
 With ``loader="kdump-tools"`` the same image plus Debian's kdump-tools (``LOAD_KEXEC=false`` so that a
-reboot stays a reboot): boot 1 builds kdump-tools' initrd and loads (``kdump-config load``), checks
-``kdump-config status`` and crashes; its capture boot saves and reboots; boot 2 lists /var/crash.
+reboot stays a reboot), booted with the crashkernel= of its own GRUB snippet: boot 1 builds kdump-tools'
+initrd and loads (``kdump-config load``), checks ``kdump-config status`` and crashes; its capture boot saves and reboots; boot 2 lists /var/crash.
 
 Lab instrumentation, the same for both and outside the README's commands: a watcher started by a
 drop-in of the capture boot's save unit prints the saving process's peak RSS (VmHWM) and the free
@@ -46,30 +48,35 @@ from kexecfw.lab.result import LabResult, Phase
 
 README_SECTION = "## Use it on a server"
 LOADERS = ("kexecfw", "kdump-tools")
+ARCHES = ("x86_64", "arm64")
 MARK = "LABSERVICE"
 KDUMP_TOOLS_DEBCONF = ("kexec-tools kexec-tools/load_kexec boolean false",
                        "kdump-tools kdump-tools/use_kdump boolean true")
-# kdump-tools' own reservation (its /etc/default/grub.d/kdump-tools.cfg): 128 MiB on machines of 384 MiB or more
-KDUMP_TOOLS_CRASHKERNEL = "384M-:128M"
+# kdump-tools' own reservation: what its GRUB snippet adds to the kernel command line
+KDUMP_TOOLS_GRUB_SNIPPET = "/etc/default/grub.d/kdump-tools.cfg"
 Log = Callable[[str], None]
 
 # Lab instrumentation of the capture boot (see the module doc): the watcher and its drop-in.
 WATCHER = "/usr/local/sbin/lab-capture-watch"
 WATCHER_TEXT = r"""#!/bin/sh
-# lab only: while the capture boot saves, the saving process's peak RSS on the console ($1: kexecfw|kdump-tools)
-case "$1" in kexecfw) set -- -f '[k]execfw kdump save' ;; *) set -- -x makedumpfile ;; esac
+# lab only: while the capture boot saves, the saving process's peak RSS on the console ($1: kexecfw|kdump-tools;
+# kdump-tools falls back to cp of /proc/vmcore when makedumpfile fails)
+case "$1" in kexecfw) set -- -f '[k]execfw kdump save' ;; *) set -- -x 'makedumpfile|cp' ;; esac
 mark() { printf '\nLABSERVICE %s\n' "$*" > /dev/console; }
 avail() { awk '/MemAvailable/{print $2}' /proc/meminfo; }
 mark "watch uptime=$(cut -d' ' -f1 /proc/uptime) memtotal_kb=$(awk '/MemTotal/{print $2}' /proc/meminfo) avail_kb=$(avail)"
-best=0; seen=""
+name() { for kv in $names; do case "$kv" in "$1="*) echo "comm=${kv#*=}" ;; esac; done; }
+best=0; seen=""; names=""
 while :; do
     now=$(pgrep "$@")
     for pid in $now; do
         hwm=$(awk '/VmHWM/{print $2}' /proc/$pid/status 2>/dev/null)
-        if [ -n "$hwm" ] && [ "$hwm" -gt "$best" ]; then best=$hwm; mark "rss hwm_kb=$best pid=$pid avail_kb=$(avail)"; fi
+        [ -n "$hwm" ] || continue
+        case " $names " in *" $pid="*) ;; *) names="$names $pid=$(cat /proc/$pid/comm 2>/dev/null)" ;; esac
+        if [ "$hwm" -gt "$best" ]; then best=$hwm; mark "rss hwm_kb=$best pid=$pid $(name $pid) avail_kb=$(avail)"; fi
     done
     for pid in $seen; do
-        case " $now " in *" $pid "*) ;; *) mark "exit pid=$pid uptime=$(cut -d' ' -f1 /proc/uptime)" ;; esac
+        case " $now " in *" $pid "*) ;; *) mark "exit pid=$pid $(name $pid) uptime=$(cut -d' ' -f1 /proc/uptime)" ;; esac
     done
     seen=$now
     sleep 0.2
@@ -175,6 +182,8 @@ def _capture_numbers(boot, crash_mark: str) -> dict:
     watch = [t for t, line in _marks(boot) if line.startswith(f"{MARK} watch")]
     saved = [t for t, line in _marks(boot) if line.startswith(f"{MARK} saved")]
     exits = [t for t, line in _marks(boot) if line.startswith(f"{MARK} exit")]
+    out["save_processes"] = [m.group(1) for _, line in _marks(boot)
+                             if (m := re.search(rf"{MARK} exit .*comm=(\S+)", line))]
     out.update({"peak_rss_kib": max(hwm) if hwm else None, "capture_memtotal_kib": total[0] if total else None,
                 "capture_min_avail_kib": min(avail) if avail else None,
                 "save_started_at": watch[0] if watch else None,
@@ -194,58 +203,105 @@ def _find_dump(crash: Path) -> tuple[Path | None, Path | None]:
 
 
 FLATTENED_SIGNATURE = b"makedumpfile\0"   # makedumpfile -F's stream (kdump-tools saves that)
+PANIC_LINE = "sysrq: Trigger a crash"
 
 
-def _host_check(result: LabResult, dump: Path, add) -> dict:
-    """Read the dump on the host with kexecfw, makedumpfile --dump-dmesg and drgn (when installed); a
-    flattened dump (makedumpfile -F) is reassembled with makedumpfile -R for the last two."""
-    checks: dict = {}
-    mdf = shutil.which("makedumpfile")
+def host_makedumpfile(arch: str, generation: str, cache: Path, log: Log = print) -> list[str] | None:
+    """argv of a makedumpfile that reads ``arch``'s dumps on this host: the host's own for its architecture
+    (None when not installed); for another architecture the guest's (makedumpfile is built for one
+    architecture), from the lab's userland of that generation, run by qemu-user."""
+    from kexecfw.lab.targets import arch_target, generation as lab_generation, needs_emulation
+    target = arch_target(arch)
+    if not needs_emulation(target):
+        found = shutil.which("makedumpfile")
+        return [found] if found else None
+    from kexecfw.lab.userland import prepare_userland
+    root = prepare_userland(target, lab_generation(generation), cache, log).root
+    return [target.qemu_user, "-L", str(root), str(root / "usr/bin/makedumpfile")]
+
+
+def _last_line(text: str) -> str:
+    return (text.strip().splitlines() or [""])[-1][:300]
+
+
+DRGN_CHECK = """\
+import sys
+import drgn
+from kexecfw.vmcore import open_dump
+from kexecfw.vmcore.kmem import KernelMemory
+p = drgn.Program()
+p.set_core_dump(sys.argv[1])
+n = 0
+with open_dump(sys.argv[1]) as d:
+    for r in d.ranges()[:64]:
+        size = min(r.end - r.start, 1 << 20)
+        assert p.read(r.start, size, True) == d.read_phys(r.start, size), hex(r.start)
+        n += size
+    info = KernelMemory(d).checked
+    name = info.need_symbol("init_uts_ns") + (info.offset("uts_namespace.name", 4096, 390) or 0)
+print(n, p.read(name + 2 * 65, 65).split(b"\\0", 1)[0].decode() or "(empty)")
+"""
+
+
+def _host_check(result: LabResult, dump: Path, add, makedumpfile: list[str] | None, required: bool) -> dict:
+    """Read the dump on the host with kexecfw, makedumpfile --dump-dmesg and drgn; a flattened dump
+    (makedumpfile -F) is reassembled with makedumpfile -R for the last two. Each reader's outcome (and its
+    error's last line) goes into the returned ``readers``: the comparison's "what fails when the host reads
+    it". ``required``: whether a reader's failure fails the run (kexecfw's dumps: yes; kdump-tools': it is
+    what is being compared)."""
+    readers: dict[str, dict] = {}
+
+    def reader(name: str, ok: bool, detail: str) -> None:
+        readers[name] = {"ok": bool(ok), "detail": detail}
+        add(f"host: {name}", ok, required, detail=detail)
+
     with open(dump, "rb") as f:
         flattened = f.read(len(FLATTENED_SIGNATURE)) == FLATTENED_SIGNATURE
-    checks["flattened"] = flattened
     plain = dump
-    if flattened and mdf is not None:
+    if flattened and makedumpfile is not None:
         plain = result.directory / "reassembled.kdump"
         with open(dump, "rb") as src:
-            done = subprocess.run([mdf, "-R", str(plain)], stdin=src, capture_output=True, text=True, timeout=300)
-        add("host: makedumpfile -R (the dump is flattened)", done.returncode == 0, True,
-            detail=(done.stderr.strip().splitlines() or [""])[-1] if done.returncode else "")
+            done = subprocess.run([*makedumpfile, "-R", str(plain)], stdin=src, capture_output=True, text=True,
+                                  timeout=300)
+        reader("makedumpfile -R (the dump is flattened)", done.returncode == 0,
+               _last_line(done.stderr) if done.returncode else "")
     py = sys.executable
     info = subprocess.run([py, "-m", "kexecfw", "vmcore", "info", "--json", str(dump)], capture_output=True,
                           text=True, timeout=300)
-    add("host: kexecfw vmcore info", info.returncode == 0 and result.kernel_release in info.stdout, True,
-        detail=(info.stderr.strip().splitlines() or [""])[-1])
+    (result.directory / "host-vmcore-info.json").write_text(info.stdout)
+    reader("kexecfw vmcore info", info.returncode == 0 and result.kernel_release in info.stdout,
+           _last_line(info.stderr) if info.returncode else f"{result.kernel_release} found")
     dmesg = subprocess.run([py, "-m", "kexecfw", "vmcore", "dmesg", str(dump)], capture_output=True, text=True,
                            timeout=300)
     (result.directory / "host-dmesg.txt").write_text(dmesg.stdout)
-    panic = "sysrq: Trigger a crash" in dmesg.stdout
-    add("host: kexecfw vmcore dmesg has the panic", dmesg.returncode == 0 and panic, True)
-    checks["kexecfw_dmesg_lines"] = len(dmesg.stdout.splitlines())
-    if mdf is None:
+    reader("kexecfw vmcore dmesg has the panic", dmesg.returncode == 0 and PANIC_LINE in dmesg.stdout,
+           _last_line(dmesg.stderr) if dmesg.returncode else f"{len(dmesg.stdout.splitlines())} lines")
+    if makedumpfile is None:
         add("host: makedumpfile --dump-dmesg", False, False, detail="makedumpfile not installed on the host")
     else:
         out = result.directory / "makedumpfile-dmesg.txt"
         out.unlink(missing_ok=True)
-        done = subprocess.run([mdf, "--dump-dmesg", str(plain), str(out)], capture_output=True, text=True, timeout=300)
+        done = subprocess.run([*makedumpfile, "--dump-dmesg", str(plain), str(out)], capture_output=True,
+                              text=True, timeout=300)
         text = out.read_text(errors="replace") if out.is_file() else ""
-        add("host: makedumpfile --dump-dmesg", done.returncode == 0 and "sysrq: Trigger a crash" in text, True,
-            detail=(done.stderr.strip().splitlines() or [""])[-1] if done.returncode else "")
+        reader("makedumpfile --dump-dmesg", done.returncode == 0 and PANIC_LINE in text,
+               _last_line(done.stderr or done.stdout) if done.returncode else f"{len(text.splitlines())} lines")
     try:
         import drgn  # noqa: F401
     except ImportError:
         add("host: drgn", False, False, detail="drgn not installed (pip install drgn)")
     else:
-        # drgn without the kernel's debug info: its reads of the dump's pages against kexecfw's
-        code = ("import drgn, sys\nfrom kexecfw.vmcore import open_dump\np = drgn.Program()\n"
-                "p.set_core_dump(sys.argv[1])\nn = 0\nwith open_dump(sys.argv[1]) as d:\n"
-                "    for r in d.ranges()[:64]:\n        size = min(r.end - r.start, 1 << 20)\n"
-                "        assert p.read(r.start, size, True) == d.read_phys(r.start, size), hex(r.start)\n"
-                "        n += size\nprint(n)\n")
-        done = subprocess.run([py, "-c", code, str(plain)], capture_output=True, text=True, timeout=300)
-        add("host: drgn reads the same pages as kexecfw", done.returncode == 0 and int(done.stdout or 0) > 0, True,
-            detail=(done.stderr.strip().splitlines() or [""])[-1] if done.returncode else f"{done.stdout.strip()} bytes")
-    return checks
+        # drgn without the kernel's debug info: its reads of the dump's pages against kexecfw's, then the
+        # crashed kernel's release read by virtual address (init_uts_ns, from VMCOREINFO) through drgn's own
+        # address translation
+        done = subprocess.run([py, "-c", DRGN_CHECK, str(plain)], capture_output=True, text=True, timeout=300)
+        words = done.stdout.split()
+        ok = done.returncode == 0 and len(words) == 2 and int(words[0]) > 0
+        reader("drgn reads the same pages as kexecfw", ok,
+               f"{words[0]} bytes" if ok else _last_line(done.stderr or done.stdout))
+        if ok:
+            reader("drgn reads the release at init_uts_ns", words[1] == result.kernel_release, words[1])
+    return {"flattened": flattened, "kexecfw_dmesg_lines": len(dmesg.stdout.splitlines()), "readers": readers}
 
 
 def run(arch: str = "x86_64", loader: str = "kexecfw", *, keep: str | os.PathLike[str] | None = None,
@@ -256,8 +312,8 @@ def run(arch: str = "x86_64", loader: str = "kexecfw", *, keep: str | os.PathLik
     from kexecfw.lab.fullos import ImageRecipe, base_image
     from kexecfw.lab.fullos_guest import FullOsGuest, kexecfw_wheel
     from kexecfw.lab.runner import default_results_dir
-    if arch != "x86_64":
-        raise LabError(f"the service scenario runs on x86_64 for now, not {arch}")
+    if arch not in ARCHES:
+        raise LabError(f"the service scenario runs on {' and '.join(ARCHES)}, not {arch}")
     if loader not in LOADERS:
         raise LabError(f"the service scenario's loader is kexecfw or kdump-tools, not {loader!r}")
     out = Path(keep) if keep else default_results_dir(f"service-{arch}-{loader}")
@@ -293,7 +349,8 @@ def run(arch: str = "x86_64", loader: str = "kexecfw", *, keep: str | os.PathLik
             numbers["dump"] = str(dump.relative_to(out))
             numbers["dump_bytes"] = dump.stat().st_size
             numbers["saved_files"] = sorted(p.name for p in dump.parent.iterdir())
-            numbers.update(_host_check(result, dump, add))
+            mdf = host_makedumpfile(arch, image.generation, cache_path, log)
+            numbers.update(_host_check(result, dump, add, mdf, required=(loader == "kexecfw")))
     except LabError as e:
         add("lab", False, True, detail=str(e))
     result.ok = all(p.ok for p in phases if p.required)
@@ -323,6 +380,9 @@ def _number_notes(n: dict) -> list[str]:
         notes.append(f"capture boot: saving process peak RSS {n['peak_rss_kib'] / 1024:.1f} MiB, "
                      f"MemTotal {n['capture_memtotal_kib'] / 1024:.0f} MiB, least MemAvailable "
                      f"{n['capture_min_avail_kib'] / 1024:.0f} MiB")
+    for name, r in (n.get("readers") or {}).items():
+        if not r["ok"]:
+            notes.append(f"host: {name} failed on this dump: {r['detail']}")
     if n.get("crashkernel"):
         notes.append(f"crashkernel={n['crashkernel']} ({n.get('crashkernel_from')}; the host adds it to QEMU's "
                      "-append: the boot loader edit)")
@@ -342,7 +402,8 @@ def _step_ok(run, name: str, add, phase: str, required: bool = True, rc: int = 0
 
 def _times(boot_crash, boot_after, numbers: dict, crash_mark: str) -> None:
     c = _capture_numbers(boot_crash, crash_mark)
-    numbers.update({k: c[k] for k in ("peak_rss_kib", "capture_memtotal_kib", "capture_min_avail_kib")})
+    numbers.update({k: c[k] for k in ("peak_rss_kib", "capture_memtotal_kib", "capture_min_avail_kib",
+                                      "save_processes")})
     if c["crash_at"] is not None:
         if c["saved_at"] is not None:
             numbers["panic_to_saved"] = round(c["saved_at"] - c["crash_at"], 1)
@@ -354,6 +415,7 @@ def _times(boot_crash, boot_after, numbers: dict, crash_mark: str) -> None:
 
 
 def _run_kexecfw(guest, image, cache_path, watcher, add, numbers, timeout, log, kexecfw_wheel) -> None:
+    from kexecfw.lab.fullos_guest import dependency_wheels
     lines = readme_commands()
     boots = readme_boots(lines)
     if len(boots) != 3:
@@ -365,11 +427,14 @@ def _run_kexecfw(guest, image, cache_path, watcher, add, numbers, timeout, log, 
             add("README apt-get packages are in the image", not missing, True,
                 detail=f"missing: {' '.join(missing)}" if missing else " ".join(apt_packages(line)))
     wheel = kexecfw_wheel(cache_path, log)
-    prologue = ("export PIP_NO_INDEX=1 PIP_DISABLE_PIP_VERSION_CHECK=1   # no internet in the guest\n"
+    # no internet in the guest: what pip would fetch from PyPI (a dependency the image's venv lacks) is on the
+    # script disk beside the wheel
+    prologue = ('export PIP_NO_INDEX=1 PIP_FIND_LINKS="$LAB_SCRIPT_DIR/wheels" PIP_DISABLE_PIP_VERSION_CHECK=1\n'
                 'cd "$LAB_SCRIPT_DIR/wheels"\n')
     script1 = watcher[0] + prologue + "".join(_guest_line(n, ln) for n, ln in boots[0]) \
         + "lab_next reboot\n"
-    b1 = guest.boot(script1, name="boot1-install-enable", files={**watcher[1], f"wheels/{wheel.name}": wheel},
+    files = {**watcher[1], **dependency_wheels(image, cache_path), f"wheels/{wheel.name}": wheel}
+    b1 = guest.boot(script1, name="boot1-install-enable", files=files,
                     timeout=timeout)
     r1 = b1.run(1)
     for name, _ in boots[0]:
@@ -437,8 +502,19 @@ def _json_status(run, name: str, add, where: str, want_selftest: bool) -> None:
         add(f"{where}: self-test passed", st.get("result") == "passed", True, detail=json.dumps(st)[:200])
 
 
+def kdump_tools_crashkernel(image) -> str:
+    """The crashkernel= value of kdump-tools' GRUB snippet in the image (e.g. 384M-:128M on x86_64)."""
+    from kexecfw.lab.fullos_guest import read_ext4_file
+    text = read_ext4_file(image.root, KDUMP_TOOLS_GRUB_SNIPPET) or ""
+    m = re.search(r"crashkernel=([^\s\"']+)", text)
+    if m is None:
+        raise LabError(f"the image's {KDUMP_TOOLS_GRUB_SNIPPET} has no crashkernel= (is kdump-tools installed?)")
+    return m.group(1)
+
+
 def _run_kdump_tools(guest, watcher, add, numbers, timeout) -> None:
     """Debian's kdump-tools on the same image: its initrd built on the first boot, load, crash, save, reboot."""
+    crashkernel = kdump_tools_crashkernel(guest.image)
     script1 = (watcher[0]
                + "lab_step kdump-config-unload kdump-config unload\n"   # loaded at boot by kdump-tools.service
                "lab_step kdump-config-load kdump-config load\n"
@@ -446,7 +522,7 @@ def _run_kdump_tools(guest, watcher, add, numbers, timeout) -> None:
                "lab_step kexec-crash-loaded cat /sys/kernel/kexec_crash_loaded\n"
                + CRASH_PROLOGUE + "echo 1 > /proc/sys/kernel/sysrq\necho c > /proc/sysrq-trigger\n")
     b1 = guest.boot(script1, name="boot1-load-crash", files=watcher[1],
-                    append=f"crashkernel={KDUMP_TOOLS_CRASHKERNEL}", timeout=timeout)
+                    append=f"crashkernel={crashkernel}", timeout=timeout)
     r1 = b1.run(1)
     _step_ok(r1, "kdump-config-load", add, "boot 1: kdump-config load")
     _step_ok(r1, "kdump-config-status", add, "boot 1: kdump-config status")
@@ -454,8 +530,8 @@ def _run_kdump_tools(guest, watcher, add, numbers, timeout) -> None:
     add("boot 1: a panic kernel is loaded", loaded, True)
     add("capture boot rebooted (QEMU exit)", b1.outcome.ended_by == "exit", True, b1.outcome.seconds)
     b2 = guest.boot("lab_step ls ls -lR /var/crash\n", name="boot2-list",
-                    append=f"crashkernel={KDUMP_TOOLS_CRASHKERNEL}",
+                    append=f"crashkernel={crashkernel}",
                     timeout=timeout)
     _step_ok(b2.run(1), "ls", add, "boot 2: ls /var/crash")
     _times(b1, b2, numbers, "LABAGENT mark crash-test")
-    numbers["crashkernel"], numbers["crashkernel_from"] = KDUMP_TOOLS_CRASHKERNEL, "kdump-tools' GRUB snippet"
+    numbers["crashkernel"], numbers["crashkernel_from"] = crashkernel, f"kdump-tools' {KDUMP_TOOLS_GRUB_SNIPPET}"

@@ -9,8 +9,12 @@ from pathlib import Path
 import pytest
 
 from kexecfw.lab.errors import LabError
-from kexecfw.lab.service import (CRASH_PROLOGUE, _find_dump, _guest_line, apt_packages, readme_boots,
-                                 readme_commands)
+from kexecfw.lab.fullos import BaseImage, make_ext4
+from kexecfw.lab.result import LabResult, Phase
+from kexecfw.lab.service import (CRASH_PROLOGUE, _find_dump, _guest_line, _host_check, apt_packages,
+                                 host_makedumpfile, kdump_tools_crashkernel, readme_boots, readme_commands)
+from kexecfw.lab.targets import HOST_ARCH
+from tests.conftest import oracle, oracle_module
 
 
 def test_the_guest_runs_the_readme_block_in_three_boots() -> None:
@@ -58,11 +62,58 @@ def test_find_dump_in_both_layouts(tmp_path: Path) -> None:
     assert _find_dump(tmp_path / "absent") == (None, None)
 
 
-@pytest.fixture(scope="module")
-def service_run(tmp_path_factory: pytest.TempPathFactory):
-    """One run of the kexecfw service scenario for every assert below (~10 min under TCG)."""
+def _image_with(tmp_path: Path, files: dict[str, str]) -> BaseImage:
+    tree = tmp_path / "tree"
+    for name, text in files.items():
+        (tree / name.lstrip("/")).parent.mkdir(parents=True, exist_ok=True)
+        (tree / name.lstrip("/")).write_text(text)
+    root = make_ext4(tmp_path / "root.img", 16, tree)
+    return BaseImage(root=root, kernel=root, initrd=root, release="6.1.0-0-test", arch="x86_64", generation="6.1",
+                     python="3.11", packages={}, build_seconds={})
+
+
+def test_kdump_tools_reservation_is_read_from_its_grub_snippet_in_the_image(tmp_path: Path) -> None:
+    oracle("debugfs", "e2fsprogs")
+    image = _image_with(tmp_path, {"/etc/default/grub.d/kdump-tools.cfg":
+                                   'GRUB_CMDLINE_LINUX_DEFAULT="$GRUB_CMDLINE_LINUX_DEFAULT crashkernel=384M-:128M"\n'})
+    assert kdump_tools_crashkernel(image) == "384M-:128M"
+    bare = _image_with(tmp_path / "bare", {"/etc/hostname": "x\n"})
+    with pytest.raises(LabError, match="has no crashkernel=.*is kdump-tools installed"):
+        kdump_tools_crashkernel(bare)
+
+
+def test_the_host_reads_its_own_architecture_with_its_makedumpfile(tmp_path: Path) -> None:
+    found = oracle("makedumpfile", "makedumpfile")
+    assert host_makedumpfile(HOST_ARCH, "6.1", tmp_path) == [str(found)]
+
+
+def test_a_broken_dump_is_recorded_reader_by_reader_and_fails_only_when_required(tmp_path: Path) -> None:
+    mdf = oracle("makedumpfile", "makedumpfile")
+    oracle_module("drgn", "pip install drgn")
+    dump = tmp_path / "dump.202612050000"
+    dump.write_bytes(b"\x7fELF" + bytes(60))   # an ELF header and nothing a reader can use
+    phases: list[Phase] = []
+    result = LabResult(directory=tmp_path, arch=HOST_ARCH, scenario="service", loader="kdump-tools",
+                       generation="6.1", kernel_release="6.1.0-0-test", phases=phases)
+
+    def add(name, ok, required=True, seconds=None, detail=""):
+        phases.append(Phase(name, bool(ok), required, seconds, detail))
+
+    checks = _host_check(result, dump, add, [str(mdf)], required=False)
+    readers = checks["readers"]
+    assert set(readers) == {"kexecfw vmcore info", "kexecfw vmcore dmesg has the panic", "makedumpfile --dump-dmesg",
+                            "drgn reads the same pages as kexecfw"}
+    assert not any(r["ok"] for r in readers.values())
+    assert all(r["detail"] for r in readers.values())          # what each said, for the comparison
+    assert phases and not any(p.required for p in phases)
+
+
+@pytest.fixture(scope="module", params=["x86_64", "arm64"])
+def service_run(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
+    """One run of the kexecfw service scenario per architecture for every assert below (x86_64 ~10 min,
+    arm64 ~N min under TCG)."""
     from kexecfw.lab.service import run
-    result = run("x86_64", "kexecfw", keep=tmp_path_factory.mktemp("service") / "run", timeout=900)
+    result = run(request.param, "kexecfw", keep=tmp_path_factory.mktemp("service") / "run", timeout=900)
     print(result.summary())
     return result
 
