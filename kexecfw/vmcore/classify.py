@@ -15,7 +15,8 @@ Rules (those of makedumpfile's page filter, restated):
   PG_swapbacked), not anonymous, without PG_private;
 * cache private (4): the same with PG_private;
 * user (8): anonymous (``mapping`` has PAGE_MAPPING_ANON) and not slab, or a
-  hugetlbfs page (``compound_dtor`` == HUGETLB_PAGE_DTOR);
+  hugetlbfs page (up to 6.5 ``compound_dtor`` == HUGETLB_PAGE_DTOR; 6.6-6.8 PG_hugetlb in
+  the first tail page's flags; from 6.9 the page type);
 * always: hardware-poisoned pages and logically offline pages
   (``_mapcount`` == PAGE_OFFLINE_MAPCOUNT_VALUE).
 
@@ -26,8 +27,13 @@ when ``page_type & (0xf0000000 | PG_<type>) == 0xf0000000``); from 6.12 the type
 byte of page_type and the exported value has its low 24 bits clear (then the top bytes are
 compared).
 
-A compound page (PG_head) excluded as cache or user takes its tail pages with it
-(order from the first tail page's ``compound_order``). Zero pages (1) are found
+A compound page (PG_head) excluded as cache or user takes its tail pages with it. Its order
+is the first tail page's ``compound_order`` up to 6.5; from 6.6 (VMCOREINFO then exports
+PG_hugetlb, from 6.9 PAGE_HUGETLB_MAPCOUNT_VALUE, and no compound_order) it is the low byte
+of that page's flags (``folio._flags_1``). A tail page (``compound_head`` bit 0) is never
+excluded on its own: its ``mapping`` word is the folio's (6.12: ``_nr_pages_mapped``, odd for
+a folio with an odd number of pages mapped; 6.1: ``compound_pincount``), not an address_space,
+so its PAGE_MAPPING_ANON bit means nothing. Zero pages (1) are found
 by the writer while it reads them. Memory for classification: one section of
 struct pages at a time (SIZE(page) x pages per section).
 """
@@ -174,8 +180,10 @@ class Classifier:
                     "private": c.offset("page.private", ps, 8), "_mapcount": c.offset("page._mapcount", ps, 4)}
         self.o_compound_order = c.offset("page.compound_order", ps)
         self.o_compound_dtor = c.offset("page.compound_dtor", ps)
+        self.o_compound_head = c.offset("page.compound_head", ps, 8)
         self.pg = {n: c.shift(f"PG_{n}", 0, 63) for n in ("lru", "private", "swapcache", "swapbacked", "slab",
                                                            "hwpoison")}
+        self.pg_hugetlb = c.shift("PG_hugetlb", 8, 63)       # 6.6-6.8: a flag of the first tail page
         self.head_mask = c.number("PG_head_mask", 0, U64_MAX) or 0
 
         def page_type(name: str) -> int | None:     # an int or unsigned int page_type value
@@ -189,6 +197,9 @@ class Classifier:
         slab_value, hugetlb_value = page_type("PAGE_SLAB_MAPCOUNT_VALUE"), page_type("PAGE_HUGETLB_MAPCOUNT_VALUE")
         self.is_slab_type = page_type_test(slab_value)          # 6.10+
         self.is_hugetlb_type = page_type_test(hugetlb_value)    # 6.9+
+        # 6.6+: the folio order is the low byte of the first tail page's flags (folio_order())
+        self.order_in_flags_1 = self.o_compound_order is None and (hugetlb_value is not None
+                                                                   or self.pg_hugetlb is not None)
         # _mapcount values that may be a page type a rule looks at (a cheap test before the exact ones)
         type_values = (self.buddy_value, self.offline_value, slab_value, hugetlb_value)
         ranges = [r for r in map(page_type_range, type_values) if r]
@@ -280,9 +291,10 @@ class Classifier:
         flag_vec = vec.bits(self.off["flags"], 8, lru | swapcache | head_mask | hwpoison)
         anon_vec = vec.bits(self.off["mapping"], 8, PAGE_MAPPING_ANON)
         type_vec = vec.maybe_in_range(self.off["_mapcount"], *self.type_range)
-        candidates = flag_vec | anon_vec | type_vec
+        tail_vec = vec.bits(self.o_compound_head, 8, 1)      # settled by their head page, never alone
+        candidates = (flag_vec | anon_vec | type_vec) & ~tail_vec
         if want_user:
-            plain_user = anon_vec & ~(vec.bits(self.off["flags"], 8, slab | head_mask) | type_vec)
+            plain_user = anon_vec & ~(vec.bits(self.off["flags"], 8, slab | head_mask) | type_vec | tail_vec)
         else:
             plain_user = 0
         codes = (plain_user | ((candidates ^ plain_user) << 1)).to_bytes(npages, "big")
@@ -343,15 +355,25 @@ class Classifier:
                 self.stats[kind] += n
 
     def _order(self, npages: int, i: int, blob: bytes) -> int:
-        if self.o_compound_order is None or i + 1 >= npages:
+        if i + 1 >= npages:
             return 0
-        order = blob[(i + 1) * self.page_struct + self.o_compound_order]
-        return order if order < 20 else 0
+        if self.o_compound_order is not None:
+            order = blob[(i + 1) * self.page_struct + self.o_compound_order]
+        elif self.order_in_flags_1:
+            order = blob[(i + 1) * self.page_struct + self.off["flags"]]     # little-endian: the low byte
+        else:
+            return 0
+        # a folio is aligned to its size: an order the pfn is not aligned to is not one (makedumpfile's check)
+        return order if order < 20 and (i & ((1 << order) - 1)) == 0 else 0
 
     def _hugetlb(self, blob: bytes, i: int, flags: int, npages: int) -> bool:
-        if self.hugetlb_dtor is None or self.o_compound_dtor is None or not self.head_mask:
+        if not self.head_mask or not flags & self.head_mask or i + 1 >= npages:
             return False
-        if not flags & self.head_mask or i + 1 >= npages:
+        tail = (i + 1) * self.page_struct        # the first tail page, the struct page of pfn + 1
+        if self.pg_hugetlb is not None:
+            tail_flags = int.from_bytes(blob[tail + self.off["flags"]:tail + self.off["flags"] + 8], "little")
+            return bool(tail_flags >> self.pg_hugetlb & 1)
+        if self.hugetlb_dtor is None or self.o_compound_dtor is None:
             return False
-        # compound_dtor (a byte) lives in the first tail page, the struct page of pfn + 1
-        return blob[(i + 1) * self.page_struct + self.o_compound_dtor] == self.hugetlb_dtor
+        # compound_dtor (a byte) lives in the first tail page
+        return blob[tail + self.o_compound_dtor] == self.hugetlb_dtor
