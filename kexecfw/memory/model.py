@@ -10,7 +10,7 @@ from __future__ import annotations
 import enum
 
 from kexecfw.memory.ranges import Range, merge, subtract
-from kexecfw.records import Record, fresh
+from kexecfw.records import Record, TupleRecord, fresh
 
 
 class RegionKind(str, enum.Enum):
@@ -28,7 +28,10 @@ class RegionKind(str, enum.Enum):
     OTHER = "other"
 
 
-class Region(Record, frozen=True):
+class Region(TupleRecord):
+    """A tuple (range, kind, name, depth): a load makes one per line of proc/iomem."""
+
+    __slots__ = ()
     range: Range
     kind: RegionKind
     name: str = ""          # the source's own label ("System RAM", "reserved", "PCI Bus 0000:00" ...)
