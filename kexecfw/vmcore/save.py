@@ -239,4 +239,11 @@ def run_save_cli(args) -> int:
               f"({how}) in {dump['seconds']} s", file=report)
         if result.get("directory"):
             print(f"crash directory: {result['directory']}", file=report)
+    unfiltered = result.get("dump", result).get("excluded_no_mem_map", 0)
+    if unfiltered:
+        # the dump is whole, but the level was not applied to these pages: say so rather than let the
+        # header's dump level suggest they were filtered
+        print(f"kexecfw: warning: {unfiltered} pages were kept unfiltered: their struct pages are not in the "
+              f"dump (its mem_section or mem_map cannot be read), so level {args.dump_level} could not "
+              "classify them", file=sys.stderr)
     return 0
