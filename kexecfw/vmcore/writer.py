@@ -130,7 +130,11 @@ def _codec(name: str, page_size: int) -> tuple[Callable[[], Callable[[bytes], by
         engine = zlib_engine(page_size=page_size)
         return engine.make, engine.name
     if name == "zstd":
-        import zstandard
+        try:
+            import zstandard
+        except ImportError:     # no wheel on PyPI for riscv64: Debian's python3-zstandard there
+            raise BadInputError("-c zstd needs the zstandard module (pip install zstandard, or apt-get install "
+                                "python3-zstandard); or use -c zlib") from None
 
         def make() -> Callable[[bytes], bytes]:
             return zstandard.ZstdCompressor(level=3).compress

@@ -1,6 +1,6 @@
-"""A dump whose struct pages cannot be read is saved whole, and the save says the level was not applied.
+"""What vmcore save tells beside the dump: a level it could not apply, a codec whose module is missing.
 
-The cut-down fixtures hold the notes and the printk ring but no mem_section or mem_map (like the dump of
+A dump whose struct pages cannot be read is saved whole, and the save says the level was not applied. The cut-down fixtures hold the notes and the printk ring but no mem_section or mem_map (like the dump of
 kexec-tools 2.0.32 on riscv64, which leaves mem_section's Reserved range out): every page is kept, and
 a header saying "level 31" alone would let a reader think the free and cache pages were filtered.
 """
@@ -33,3 +33,15 @@ def test_pages_without_struct_pages_are_said_unfiltered(mini_vmcores, tmp_path, 
 def test_no_warning_where_the_level_needs_no_struct_pages(mini_vmcores, tmp_path):
     run = save(mini_vmcores["x86_64"], tmp_path / "a.kdump", "1")
     assert run.returncode == 0 and run.stderr == "", run.stderr
+
+
+def test_zstd_without_its_module_is_one_line(mini_vmcores, tmp_path):
+    # riscv64 has no zstandard wheel on PyPI: there the module may be missing, and -c zstd must say what to do
+    code = ("import sys; sys.modules['zstandard'] = None; from kexecfw.cli import main; "
+            f"sys.exit(main(['vmcore', 'save', '-c', 'zstd', '--input', {str(mini_vmcores['x86_64'])!r}, "
+            f"{str(tmp_path / 'a.kdump')!r}]))")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert run.returncode == 3, run.stderr
+    assert run.stderr.splitlines() == ["kexecfw: error: -c zstd needs the zstandard module (pip install zstandard, "
+                                       "or apt-get install python3-zstandard); or use -c zlib"]
+    assert not list(tmp_path.iterdir())
