@@ -54,18 +54,9 @@ def run_hooks(root, directory: str, argument: str) -> list[dict]:
 def crash_facts(dump) -> tuple[dict, bytes | None]:
     """Release, crash time, the panic line and CPU from ``dump``'s VMCOREINFO and log (best effort,
     never raises), and the log itself."""
-    from kexecfw.vmcore.dmesg import dmesg_bytes
-    from kexecfw.vmcore.kmem import KernelMemory
     from kexecfw.vmcore.prstatus import panic_from_log, panic_report
-    facts: dict = {}
-    log = None
-    try:
-        info = dump.vmcoreinfo
-        facts["osrelease"] = info.osrelease
-        facts["crash_time"] = info.crash_time
-        log = dmesg_bytes(KernelMemory(dump))
-    except KexecfwError as e:
-        facts["error"] = e.message
+    from kexecfw.vmcore.save import release_and_log
+    facts, log = release_and_log(dump)
     if log:
         report = panic_report(log)
         panic = panic_from_log(log)

@@ -60,12 +60,9 @@ def _makedirs(path: str) -> None:
         raise output_error(e, f"cannot create {path}") from None
 
 
-def crash_summary(dump, symbols: bool = True) -> tuple[dict, bytes | None]:
-    """Kernel, crash time, panic CPU and per-CPU pc/sp of ``dump`` (best effort, never raises).
-
-    ``symbols``: also name each pc and find each note's CPU from kallsyms (half a second on
-    real hardware, several seconds in an emulated capture kernel).
-    """
+def release_and_log(dump) -> tuple[dict, bytes | None]:
+    """The kernel release and crash time from ``dump``'s VMCOREINFO, and its log (best effort: what
+    cannot be read is an "error" entry, never an exception)."""
     from kexecfw.vmcore.dmesg import dmesg_bytes
     from kexecfw.vmcore.kmem import KernelMemory
     out: dict = {}
@@ -77,6 +74,16 @@ def crash_summary(dump, symbols: bool = True) -> tuple[dict, bytes | None]:
         log = dmesg_bytes(KernelMemory(dump))
     except KexecfwError as e:
         out["error"] = e.message
+    return out, log
+
+
+def crash_summary(dump, symbols: bool = True) -> tuple[dict, bytes | None]:
+    """Kernel, crash time, panic CPU and per-CPU pc/sp of ``dump`` (best effort, never raises).
+
+    ``symbols``: also name each pc and find each note's CPU from kallsyms (half a second on
+    real hardware, several seconds in an emulated capture kernel).
+    """
+    out, log = release_and_log(dump)
     try:
         from kexecfw.vmcore.prstatus import describe_cpus
         states, known, panic, ksyms, exact = describe_cpus(dump, None, log, symbols)
