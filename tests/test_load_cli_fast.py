@@ -73,3 +73,22 @@ def test_the_fast_path_plans_what_argparse_plans() -> None:
     fast, parsed = run(str(kernel)), run("--", str(kernel))     # "--": argparse
     assert fast.returncode == parsed.returncode == 3 and fast.stderr == parsed.stderr
     assert "is not a kernel image the x86_64 plugin can load" in fast.stderr
+
+
+def test_a_fast_load_ends_at_once_with_its_output_and_files_complete(tmp_path) -> None:
+    """The fast path ends with os._exit (kexecfw.cli.run): stdout, --json and --save-segments are whole."""
+    import json
+
+    from tests.conftest import fixture_kernel
+    kernel = fixture_kernel("x86_64")
+    out = tmp_path / "segments"
+    argv = [sys.executable, "-m", "kexecfw", "--sysroot", str(fixture_path("x86_64", "sysroot")), "load", "-p",
+            "--classic", "--dry-run", "--json", "--save-segments", str(out), str(kernel), "--initrd", str(kernel)]
+    assert fast_path(argv[3:]) is not None
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "KEXECFW_DISABLE_PLUGIN_AUTOLOAD": "1"})
+    assert done.returncode == 0, done.stderr
+    plan = json.loads(done.stdout)
+    assert json.loads((out / "plan.json").read_text()) == plan
+    for i, seg in enumerate(plan["segments"]):
+        assert (out / f"{i:02d}-{seg['name']}.bin").stat().st_size == int(seg["bufsz"], 16)

@@ -136,7 +136,8 @@ def fast_path(argv: Sequence[str]) -> tuple[Callable[[], int], bool] | None:
             command = load.parse_fast(argv[at + 1:])
             if command is not None:
                 args = _Namespace(**values, **command, command="load")
-                return (lambda: load.run(args)), False
+                # --plot runs matplotlib, which may leave work for exit (atexit): a normal exit then
+                return (lambda: _without_cyclic_gc(lambda: load.run(args))), not args.plot
     return None
 
 
@@ -161,12 +162,13 @@ class _Namespace:
 
 
 def _without_cyclic_gc(command: Callable[[], int]) -> int:
-    """Run a short command that makes no reference cycles, with the cyclic garbage collector off.
+    """Run a short command that makes no reference cycles (or a few that may live until it ends),
+    with the cyclic garbage collector off.
 
     The collector would only walk the modules being imported, and the interpreter's collections
     at exit would walk every object once more (frozen ones are skipped): ~2 ms of CPU time for
-    `vmcore dmesg`, more than its own work. Callers in the same process get the collector back
-    (for the objects made after).
+    `vmcore dmesg`, more than its own work; ~20 ms of a `load -p` in an emulated guest. Callers in
+    the same process get the collector back (for the objects made after).
     """
     gc.disable()
     try:
@@ -184,11 +186,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 def run() -> None:
     """The ``kexecfw`` command and ``python -m kexecfw``: :func:`main`, then exit with its code.
 
-    After ``vmcore dmesg PATH`` (on the fast path) the process ends with ``os._exit`` once stdout
-    and stderr are flushed: the interpreter's teardown (freeing every module and object one by
-    one) would take ~1.3 ms, a fifth of what that command costs over a bare interpreter. That
-    command leaves nothing to finalize: it only reads files and writes stdout. Every other
-    command exits normally (atexit handlers, temporary files, threads).
+    After ``vmcore dmesg PATH`` and a plain ``load`` (the fast path) the process ends with ``os._exit``
+    once stdout and stderr are flushed: the interpreter's teardown (freeing every module and object
+    one by one) would take ~1.3 ms, a fifth of what that command costs over a bare interpreter
+    (~45 ms of a load in an emulated guest, which frees the kernel's and the initrd's buffers too).
+    Those commands leave nothing to finalize: they read files, write stdout (and a load's
+    --save-segments files, each closed once written), make the syscall, and join their threads.
+    Every other command exits normally (atexit handlers, temporary files, threads).
     """
     code, fast = _main(sys.argv[1:])
     try:
