@@ -79,8 +79,9 @@ def page_type_range(value: int | None) -> tuple[int, int] | None:
     return PAGE_TYPE_BASE, PAGE_TYPE_BASE | (~mask & 0xFFFFFFFF)
 
 
-# In a section's codes (Classifier._section): a run of plain user pages, or one other candidate page
-_CODE_RUNS = re.compile(rb"\x01+|\x02")
+# In a section's byte-per-page vectors (Classifier._section): one page, a run of pages
+_ONE = re.compile(rb"\x01")
+_RUNS = re.compile(rb"\x01+")
 
 
 # bytes.translate tables: 1 for the byte values that pass a test, 0 for the others
@@ -279,80 +280,86 @@ class Classifier:
         i_priv = names.index("private") if "private" in names else None
         i_mc = names.index("_mapcount") if "_mapcount" in names else None
 
-        # Sorting the pages out one by one in Python was most of the work of `save -d 31`. Instead,
-        # each page gets a code here, for all pages at once (bytes and int operations, in C):
-        #   0: kept by every rule: no flag a rule looks at (lru, swapcache: cache; head: compound pages
-        #      and hugetlb; hwpoison), not anonymous, and a _mapcount that is no page type;
-        #   1: a plain user page: anonymous, not slab, not a compound head, no page type (so not buddy):
-        #      user data with no further test (only when user pages are excluded, else it is a 2);
-        #   2: any other page: the rules below, one page at a time (few: cache, buddy and compound heads).
-        # The tests for 0 and 1 only ever let more pages through to 2 than needed, never fewer.
+        # Sorting the pages out one by one in Python was most of the work of `save -d 31` (and, in a
+        # filled guest, the page cache is a third of its pages). Instead every rule that looks at one
+        # page alone is applied to all pages of the section at once (bytes and int operations, in C;
+        # _PageVectors), and only the pages whose rule needs more go one by one: those that may carry
+        # a page type (buddy, offline, slab, hugetlb: _mapcount in the types' range) and compound heads
+        # (their order, hugetlb). A tail page is settled by its head, never alone.
         vec = _PageVectors(blob, ps, npages)
-        flag_vec = vec.bits(self.off["flags"], 8, lru | swapcache | head_mask | hwpoison)
-        anon_vec = vec.bits(self.off["mapping"], 8, PAGE_MAPPING_ANON)
+        o_flags = self.off["flags"]
         type_vec = vec.maybe_in_range(self.off["_mapcount"], *self.type_range)
-        tail_vec = vec.bits(self.o_compound_head, 8, 1)      # settled by their head page, never alone
-        candidates = (flag_vec | anon_vec | type_vec) & ~tail_vec
+        tail_vec = vec.bits(self.o_compound_head, 8, 1)
+        one_by_one = (type_vec | vec.bits(o_flags, 8, head_mask)) & ~tail_vec
+        alone = vec.ones & ~(one_by_one | tail_vec)          # no page type, no compound page
+        anon = vec.bits(self.off["mapping"], 8, PAGE_MAPPING_ANON) & ~vec.bits(o_flags, 8, slab) & alone
+        is_cache = vec.bits(o_flags, 8, lru)
+        if swapcache:
+            is_cache |= vec.bits(o_flags, 8, swapcache) & (vec.bits(o_flags, 8, swapbacked) if swapbacked
+                                                           else vec.ones)
+        is_cache &= alone & ~anon
+        kinds = dict.fromkeys(("cache", "cache_private", "user", "hwpoison"), 0)
+        if want_cache:
+            kinds["cache"] = is_cache & ~vec.bits(o_flags, 8, private)
+        if want_cache_pri:
+            kinds["cache_private"] = is_cache & ~kinds["cache"]
         if want_user:
-            plain_user = anon_vec & ~(vec.bits(self.off["flags"], 8, slab | head_mask) | type_vec | tail_vec)
-        else:
-            plain_user = 0
-        codes = (plain_user | ((candidates ^ plain_user) << 1)).to_bytes(npages, "big")
+            kinds["user"] = anon
+        if hwpoison:
+            kinds["hwpoison"] = vec.bits(o_flags, 8, hwpoison) & alone & ~(kinds["cache"] | kinds["cache_private"]
+                                                                            | kinds["user"])
 
+        # The others, in pfn order: each may exclude a block (a buddy page and its 2^order pages, a
+        # compound page and its tails) that takes precedence over what its pages are alone.
         counts = dict.fromkeys(self.stats, 0)
-        run_start, run_len = -1, 0            # excluded pages are yielded as merged runs
-        skip_until = 0                        # the end of the last buddy or compound page excluded
-        try:
-            for match in _CODE_RUNS.finditer(codes):
-                i, end = match.span()
-                if end <= skip_until:
-                    continue
-                if codes[i] == 1:             # a run of plain user pages
-                    i = max(i, skip_until)
-                    n, kind = end - i, "user"
+        covered = bytearray(npages)
+        covered_until = 0
+        for match in _ONE.finditer(one_by_one.to_bytes(npages, "big")):
+            i = match.start()
+            if i < covered_until:
+                continue
+            page = page_fmt.unpack_from(blob, i * ps)
+            flags, mapping = page[i_flags], page[i_map]
+            mapcount = page[i_mc] if i_mc is not None else 0
+            if want_free and is_buddy(mapcount):
+                order = page[i_priv] if i_priv is not None else 0
+                n = 1 << order if order < 11 + 8 else 1
+                n = min(n, pps - i)
+                kind = "free"
+            else:
+                anon_page = (bool(mapping & PAGE_MAPPING_ANON) and not flags & slab
+                             and not is_slab_type(mapcount))
+                cache_page = (bool(flags & lru)
+                              or bool(flags & swapcache and (not swapbacked or flags & swapbacked)))
+                if want_cache and cache_page and not flags & private and not anon_page:
+                    kind = "cache"
+                elif want_cache_pri and cache_page and not anon_page:
+                    kind = "cache_private"
+                elif want_user and (anon_page or self._hugetlb(blob, i, flags, npages)
+                                    or (flags & head_mask and is_hugetlb_type(mapcount))):
+                    kind = "user"
+                elif hwpoison and flags & hwpoison:
+                    kind = "hwpoison"
+                elif is_offline(mapcount):
+                    kind = "offline"
                 else:
-                    page = page_fmt.unpack_from(blob, i * ps)
-                    flags, mapping = page[i_flags], page[i_map]
-                    mapcount = page[i_mc] if i_mc is not None else 0
-                    if want_free and is_buddy(mapcount):
-                        order = page[i_priv] if i_priv is not None else 0
-                        n = 1 << order if order < 11 + 8 else 1
-                        n = min(n, pps - i)
-                        kind = "free"
-                    else:
-                        anon = (bool(mapping & PAGE_MAPPING_ANON) and not flags & slab
-                                and not is_slab_type(mapcount))
-                        is_cache = (bool(flags & lru)
-                                    or bool(flags & swapcache and (not swapbacked or flags & swapbacked)))
-                        if want_cache and is_cache and not flags & private and not anon:
-                            kind = "cache"
-                        elif want_cache_pri and is_cache and not anon:
-                            kind = "cache_private"
-                        elif want_user and (anon or self._hugetlb(blob, i, flags, npages)
-                                            or (flags & head_mask and is_hugetlb_type(mapcount))):
-                            kind = "user"
-                        elif hwpoison and flags & hwpoison:
-                            kind = "hwpoison"
-                        elif is_offline(mapcount):
-                            kind = "offline"
-                        else:
-                            continue
-                        n = 1
-                        if head_mask and flags & head_mask and kind in ("cache", "cache_private", "user"):
-                            n = min(1 << self._order(npages, i, blob), pps - i)
-                counts[kind] += n
-                skip_until = i + n
-                if i == run_start + run_len:
-                    run_len += n
                     continue
-                if run_len:
-                    yield start_pfn + run_start, run_len
-                run_start, run_len = i, n
-            if run_len:
-                yield start_pfn + run_start, run_len
-        finally:
-            for kind, n in counts.items():
-                self.stats[kind] += n
+                n = 1
+                if head_mask and flags & head_mask and kind in ("cache", "cache_private", "user"):
+                    n = min(1 << self._order(npages, i, blob), pps - i)
+            counts[kind] += n
+            covered[i:i + n] = b"\x01" * n
+            covered_until = i + n
+        blocks = int.from_bytes(covered, "big")
+        out = blocks
+        for kind, pages in kinds.items():
+            pages &= ~blocks
+            counts[kind] += pages.bit_count()
+            out |= pages
+        for kind, n in counts.items():
+            self.stats[kind] += n
+        for match in _RUNS.finditer(out.to_bytes(npages, "big")):
+            yield start_pfn + match.start(), match.end() - match.start()
 
     def _order(self, npages: int, i: int, blob: bytes) -> int:
         if i + 1 >= npages:
