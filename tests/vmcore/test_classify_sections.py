@@ -17,10 +17,12 @@ from kexecfw.vmcore.kdumpfmt import (DL_EXCLUDE_CACHE, DL_EXCLUDE_CACHE_PRI, DL_
                                      DL_EXCLUDE_USER_DATA)
 from kexecfw.vmcore.kmem import KernelMemory
 from kexecfw.vmcoreinfo import VmcoreInfo
+from kexecfw.vmcore.dumpfile import PhysRange
 from test_classify_folios import (ANON_VMA, FIRST_PFN, MEM_MAP_PADDR, NODE_ZONE, ROOT_PADDR, SHMEM,
                                   SHMEM_MAPPING, MemMap, SectionDump, riscv64_612_info)
 
 PER_SECTION = 1 << 15
+MEM_MAPS_PADDR = 1 << 40                # where SectionsDump keeps its sections' struct pages: clear of the tables
 PG_PRIVATE = 1 << 14                    # riscv64 6.12's VMCOREINFO NUMBER(PG_private)
 PG_HWPOISON = 1 << 22                   # added below: Debian's riscv64 kernel has no CONFIG_MEMORY_FAILURE
 SLAB_TYPE = 0xF5000000                  # PAGE_SLAB_MAPCOUNT_VALUE (6.12 has no PG_slab)
@@ -47,10 +49,13 @@ class SectionsDump(SectionDump):
         del self.regions[MEM_MAP_PADDR]
 
     def virtual_segments(self) -> list[tuple[int, int, int]]:
-        return [(self.mem_map_vaddr, MEM_MAP_PADDR, len(self.mem_map) * self.count)]
+        return [(self.mem_map_vaddr, MEM_MAPS_PADDR, len(self.mem_map) * self.count)]
+
+    def ranges(self) -> list[PhysRange]:
+        return super().ranges() + [PhysRange(MEM_MAPS_PADDR, MEM_MAPS_PADDR + len(self.mem_map) * self.count)]
 
     def read_phys(self, paddr: int, size: int) -> bytes:
-        offset = paddr - MEM_MAP_PADDR
+        offset = paddr - MEM_MAPS_PADDR
         if 0 <= offset < len(self.mem_map) * self.count:
             offset %= len(self.mem_map)
             if offset + size > len(self.mem_map):
@@ -106,8 +111,22 @@ def classify(info, mem_map: bytes, count: int, level: int, one_by_one: bool) -> 
                                    DL_EXCLUDE_FREE, DL_EXCLUDE_CACHE | DL_EXCLUDE_USER_DATA])
 def test_whole_sections_exclude_what_the_one_page_rules_do(info, level):
     mem_map = bytes(filled_section(info, seed=level).blob)
-    runs, stats = classify(info, mem_map, 2, level, one_by_one=False)
-    assert (runs, stats) == classify(info, mem_map, 2, level, one_by_one=True)
+    runs, stats = classify(info, mem_map, 3, level, one_by_one=False)
+    assert (runs, stats) == classify(info, mem_map, 3, level, one_by_one=True)
+    assert runs[-1][0] + runs[-1][1] > FIRST_PFN + 2 * PER_SECTION and not stats["no_mem_map"]   # all 3 read
     if level == 31:       # every class of a filled guest is there
         assert min(stats["free"], stats["cache"], stats["cache_private"], stats["user"], stats["hwpoison"]) > 0
     assert sum(n for _, n in runs) == sum(v for k, v in stats.items() if k != "no_mem_map")
+
+
+@pytest.mark.parametrize("level", [31, DL_EXCLUDE_CACHE_PRI])
+def test_section_bitmaps_hold_the_runs(info, level):
+    mem_map = bytes(filled_section(info, seed=level + 1).blob)
+    runs, _ = classify(info, mem_map, 3, level, one_by_one=False)
+    c = Classifier(KernelMemory(SectionsDump(info, mem_map, 3)), level)
+    from_bitmaps = set()
+    for first, bitmap in c.excluded_bitmaps([(FIRST_PFN, FIRST_PFN + 3 * PER_SECTION)]):
+        assert first % 8 == 0 and len(bitmap) == PER_SECTION // 8
+        bits = int.from_bytes(bitmap, "little")
+        from_bitmaps |= {first + k for k in range(len(bitmap) * 8) if bits >> k & 1}
+    assert from_bitmaps == {pfn + k for pfn, n in runs for k in range(n)}
