@@ -55,17 +55,24 @@ PAGE_MAPPING_ANON = 0x1
 PAGE_TYPE_BASE = 0xF0000000
 
 
-def page_type_test(value: int | None):
-    """A predicate on a page's 32-bit page_type/_mapcount for VMCOREINFO's PAGE_*_MAPCOUNT_VALUE."""
+def page_type_match(value: int | None) -> tuple[int, int] | None:
+    """(mask, expected): a page has the type of VMCOREINFO's PAGE_*_MAPCOUNT_VALUE ``value`` when
+    its 32-bit page_type/_mapcount has ``mapcount & mask == expected``."""
     if value is None:
-        return lambda mapcount: False
+        return None
     v = value & 0xFFFFFFFF
     if v & 0x00FFFFFF == 0:                      # 6.12+: the type is the top byte
-        top = v >> 24
-        return lambda mapcount: ((mapcount & 0xFFFFFFFF) >> 24) == top
-    bit = ~v & 0xFFFFFFFF                        # up to 6.11: ~PG_<type>
-    mask = PAGE_TYPE_BASE | bit
-    return lambda mapcount: (mapcount & mask) == PAGE_TYPE_BASE
+        return 0xFF000000, v
+    return PAGE_TYPE_BASE | (~v & 0xFFFFFFFF), PAGE_TYPE_BASE    # up to 6.11: ~PG_<type>
+
+
+def page_type_test(value: int | None):
+    """A predicate on a page's 32-bit page_type/_mapcount for VMCOREINFO's PAGE_*_MAPCOUNT_VALUE."""
+    match = page_type_match(value)
+    if match is None:
+        return lambda mapcount: False
+    mask, expected = match
+    return lambda mapcount: (mapcount & mask) == expected
 
 
 def page_type_range(value: int | None) -> tuple[int, int] | None:
@@ -93,6 +100,11 @@ def _mask_table(mask: int) -> bytes:
 @functools.lru_cache(maxsize=None)
 def _range_table(lo: int, hi: int) -> bytes:
     return bytes(1 if lo <= b <= hi else 0 for b in range(256))
+
+
+@functools.lru_cache(maxsize=None)
+def _masked_table(mask: int, value: int) -> bytes:
+    return bytes(1 if b & mask == value else 0 for b in range(256))
 
 
 _NOT_FF_TABLE = bytes(1 if b != 0xFF else 0 for b in range(256))
@@ -142,6 +154,19 @@ class _PageVectors:
                 out |= self._test(offset + k, _mask_table(m))
         return out
 
+    def byte_in(self, offset: int, lo: int, hi: int) -> int:
+        """Pages whose byte at ``offset`` lies in [lo, hi]."""
+        return self._test(offset, _range_table(lo, hi))
+
+    def masked_equal(self, offset: int, size: int, mask: int, value: int) -> int:
+        """Pages whose ``size``-byte field at ``offset`` has ``field & mask == value``."""
+        out = self.ones
+        for k in range(size):
+            m = (mask >> (8 * k)) & 0xFF
+            if m:
+                out &= self._test(offset + k, _masked_table(m, (value >> (8 * k)) & m))
+        return out
+
     def maybe_in_range(self, offset: int | None, lo: int, hi: int) -> int:
         """Pages whose u32 at ``offset`` may lie in [lo, hi]: all those that do, and maybe some others
         (its top byte in the range of the top bytes, and not 0xffffffff when hi is less)."""
@@ -157,6 +182,7 @@ class _PageVectors:
         return out
 
 
+MAX_BUDDY_ORDER = 11 + 8       # a buddy page's order (page.private) at or above this is read as 0 (corrupt)
 SECTION_MAP_MASK_BITS = 6       # flags below the encoded mem_map pointer (mmzone.h SECTION_MAP_LAST_BIT <= 6)
 # Bounds of the VMCOREINFO numbers of the mem_map layout: no kernel has more than 2^30-byte sections
 # (arm64 64K pages before 5.12, ia64, sparc64; 27 on x86_64 and arm64 4K), a struct mem_section over
@@ -325,15 +351,19 @@ class Classifier:
         o_flags = self.off["flags"]
         type_vec = vec.maybe_in_range(self.off["_mapcount"], *self.type_range)
         tail_vec = vec.bits(self.o_compound_head, 8, 1)
-        one_by_one = (type_vec | vec.bits(o_flags, 8, head_mask)) & ~tail_vec
-        alone = vec.ones & ~(one_by_one | tail_vec)          # no page type, no compound page
+        alone = vec.ones & ~(type_vec | vec.bits(o_flags, 8, head_mask) | tail_vec)   # no page type, no compound page
+        # Free pages of order 0, the most of a fragmented free memory, are settled here too: a buddy
+        # page whose order (page.private) is 0, or out of bounds, is one page.
+        free = self._free_pages(vec) & ~tail_vec if want_free else 0
+        one_by_one = vec.ones & ~(alone | tail_vec | free)
         anon = vec.bits(self.off["mapping"], 8, PAGE_MAPPING_ANON) & ~vec.bits(o_flags, 8, slab) & alone
         is_cache = vec.bits(o_flags, 8, lru)
         if swapcache:
             is_cache |= vec.bits(o_flags, 8, swapcache) & (vec.bits(o_flags, 8, swapbacked) if swapbacked
                                                            else vec.ones)
         is_cache &= alone & ~anon
-        kinds = dict.fromkeys(("cache", "cache_private", "user", "hwpoison"), 0)
+        kinds = dict.fromkeys(("free", "cache", "cache_private", "user", "hwpoison"), 0)
+        kinds["free"] = free
         if want_cache:
             kinds["cache"] = is_cache & ~vec.bits(o_flags, 8, private)
         if want_cache_pri:
@@ -358,7 +388,7 @@ class Classifier:
             mapcount = page[i_mc] if i_mc is not None else 0
             if want_free and is_buddy(mapcount):
                 order = page[i_priv] if i_priv is not None else 0
-                n = 1 << order if order < 11 + 8 else 1
+                n = 1 << order if order < MAX_BUDDY_ORDER else 1
                 n = min(n, pps - i)
                 kind = "free"
             else:
@@ -394,6 +424,17 @@ class Classifier:
         for kind, n in counts.items():
             self.stats[kind] += n
         return out.to_bytes(npages, "big") if out else None
+
+    def _free_pages(self, vec: _PageVectors) -> int:
+        """Buddy pages of one page (order 0 or not a possible order: see _section's rule)."""
+        o_mapcount, o_private = self.off["_mapcount"], self.off["private"]
+        buddy = vec.masked_equal(o_mapcount, 4, *page_type_match(self.buddy_value))
+        if o_private is None:
+            return buddy
+        # order 0 or >= MAX_BUDDY_ORDER: the low byte not in 1..MAX-1, or any other byte set
+        one_page = vec.ones & ~vec.byte_in(o_private, 1, MAX_BUDDY_ORDER - 1)
+        one_page |= vec.bits(o_private + 1, 7, (1 << 56) - 1)
+        return buddy & one_page
 
     def _order(self, npages: int, i: int, blob: bytes) -> int:
         if i + 1 >= npages:

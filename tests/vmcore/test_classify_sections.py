@@ -2,8 +2,9 @@
 filled sections of Linux 6.12's riscv64 layout (test_classify_folios.py's VMCOREINFO and real struct
 page values): every kind of page a filled guest has, interleaved at random, over several sections.
 
-The reference is the same Classifier with every page sent through its one-by-one rules: a
-``type_range`` covering every _mapcount makes every page (but tails) one that may carry a page type.
+The reference is the same Classifier with every page sent through its one-by-one rules
+(OneByOne): a ``type_range`` covering every _mapcount makes every page (but tails) one that may
+carry a page type, and no buddy page is settled with its section.
 """
 from __future__ import annotations
 
@@ -95,15 +96,24 @@ def filled_section(info, seed: int) -> MemMap:
             mm.set(i, flags=NODE_ZONE | PG_HWPOISON | rng.choice([0, 0x20]))
         elif kind == "odd":        # flags no rule uses with an anonymous mapping, a stray type
             mm.set(i, flags=NODE_ZONE | rng.getrandbits(12) << 8, mapping=rng.choice([1, ANON_VMA, 0]),
-                   _mapcount=rng.choice([0xF1000000, 0xF0000000, 3]))
+                   _mapcount=rng.choice([0xF1000000, 0xF0000000, 3]), private=rng.choice([0, 1, 18, 19, 1 << 40]))
         i += 1
     return mm
 
 
+class OneByOne(Classifier):
+    """Every page but tails through the one-page rules of Classifier._section."""
+
+    def __init__(self, mem: KernelMemory, level: int) -> None:
+        super().__init__(mem, level)
+        self.type_range = (0, 0xFFFFFFFF)
+
+    def _free_pages(self, vec) -> int:
+        return 0
+
+
 def classify(info, mem_map: bytes, count: int, level: int, one_by_one: bool) -> tuple[list, dict[str, int]]:
-    c = Classifier(KernelMemory(SectionsDump(info, mem_map, count)), level)
-    if one_by_one:
-        c.type_range = (0, 0xFFFFFFFF)
+    c = (OneByOne if one_by_one else Classifier)(KernelMemory(SectionsDump(info, mem_map, count)), level)
     return list(c.excluded([(FIRST_PFN, FIRST_PFN + count * PER_SECTION)])), c.stats
 
 
