@@ -13,12 +13,11 @@ import random
 import pytest
 
 from kexecfw.vmcore.classify import Classifier
-from kexecfw.vmcore.dumpfile import MemoryMissing
+from kexecfw.vmcore.dumpfile import MemoryMissing, PhysRange
 from kexecfw.vmcore.kdumpfmt import (DL_EXCLUDE_CACHE, DL_EXCLUDE_CACHE_PRI, DL_EXCLUDE_FREE,
                                      DL_EXCLUDE_USER_DATA)
 from kexecfw.vmcore.kmem import KernelMemory
 from kexecfw.vmcoreinfo import VmcoreInfo
-from kexecfw.vmcore.dumpfile import PhysRange
 from test_classify_folios import (ANON_VMA, FIRST_PFN, MEM_MAP_PADDR, NODE_ZONE, ROOT_PADDR, SHMEM,
                                   SHMEM_MAPPING, MemMap, SectionDump, riscv64_612_info)
 
