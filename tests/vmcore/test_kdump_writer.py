@@ -239,7 +239,8 @@ def test_progress_in_a_log_is_plain_lines(elf, mini_vmcores, tmp_path):
             *(["--elf"] if elf else []), str(tmp_path / "out")]
     run = subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr
-    lines = run.stderr.splitlines()
+    # the cut-down fixture has no struct pages: the one warning saying so comes after the progress
+    lines = [line for line in run.stderr.splitlines() if "were kept unfiltered" not in line]
     assert lines[0].endswith("] saving") and all(line.startswith("vmcore save: ") for line in lines)
     assert "\r" not in run.stderr and lines[-1].startswith("vmcore save: 157 of 157 pages in ")
     assert run.stdout.startswith("saved ")
