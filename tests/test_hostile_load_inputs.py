@@ -399,16 +399,15 @@ def test_estimate_bounds_cpus(tmp_path: Path) -> None:
 
 def test_x86_64_payload_bomb_is_capped(monkeypatch: pytest.MonkeyPatch) -> None:
     """A real bzImage whose payload is replaced by a zstd stream that unpacks past the cap (8 MiB here)."""
-    from dataclasses import replace
 
     from kexecfw.plugins.x86_64 import payload
     from kexecfw.plugins.x86_64.bzimage import parse_bzimage
     monkeypatch.setattr(payload, "KERNEL_IMAGE_CAP", 8 << 20)
     image = parse_bzimage(fixture_kernel("x86_64").read_bytes())
     bomb = _bomb("zstd", 16 << 20)
-    header = replace(image.header, payload_offset=0, payload_length=len(bomb))
+    header = image.header._replace(payload_offset=0, payload_length=len(bomb))
     with pytest.raises(BadInputError, match=r"^the kernel's payload decompresses \(zstd\) to more than 8 MiB"):
-        payload.decompress_payload(replace(image, header=header, kernel=bomb))
+        payload.decompress_payload(image._replace(header=header, kernel=bomb))
 
 
 # ---- the command line: --arch where it is not used, exit codes ----------------------------------------------
