@@ -60,8 +60,10 @@ from kexecfw.errors import BadInputError
 from kexecfw.sizes import parse_size
 
 CONFIG_PATH = "/etc/kexecfw/kdump.toml"
-DEFAULT_APPEND = "reset_devices nr_cpus=1 irqpoll usbcore.nousb"
-DEFAULT_REMOVE = ("crashkernel", "hugepages", "hugepagesz", "BOOT_IMAGE")
+# cma=0 hugetlb_cma=0 (as Fedora's kdump-utils): Debian's arm64 kernel keeps 64 MiB of CMA even in the
+# capture kernel, which in a 128 MiB reservation leaves 21 MiB and an out-of-memory death unpacking the initrd
+DEFAULT_APPEND = "reset_devices nr_cpus=1 irqpoll usbcore.nousb cma=0 hugetlb_cma=0"
+DEFAULT_REMOVE = ("crashkernel", "hugepages", "hugepagesz", "cma", "hugetlb_cma", "BOOT_IMAGE")
 CODECS = ("zlib", "zstd", "lzo", "none")
 FINAL_ACTIONS = ("reboot", "poweroff")
 FAILURE_ACTIONS = ("reboot", "poweroff", "shell")

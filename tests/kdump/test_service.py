@@ -20,9 +20,16 @@ RUNNING = "BOOT_IMAGE=/boot/vmlinuz-6.1.0-56-cloud-amd64 root=UUID=1234 ro quiet
           "hugepagesz=2M nr_cpus=4 console=ttyS0"
 
 
+def test_capture_cmdline_turns_cma_off_whatever_the_running_kernel_asked():
+    # a running kernel's cma= would be carried into a reservation that cannot hold it
+    line = capture_cmdline("root=/dev/vda1 cma=256M hugetlb_cma=1G console=ttyS0", KdumpConfig())
+    assert line.split().count("cma=0") == 1 and "cma=256M" not in line and "hugetlb_cma=1G" not in line
+    assert line.split().count("hugetlb_cma=0") == 1
+
+
 def test_capture_cmdline_strips_and_appends_like_kdump_tools():
     assert capture_cmdline(RUNNING, KdumpConfig()) == (
-        "root=UUID=1234 ro quiet console=ttyS0 reset_devices nr_cpus=1 irqpoll usbcore.nousb "
+        "root=UUID=1234 ro quiet console=ttyS0 reset_devices nr_cpus=1 irqpoll usbcore.nousb cma=0 hugetlb_cma=0 "
         "systemd.unit=kexecfw-kdump-save.service")
 
 
@@ -136,7 +143,7 @@ def test_enable_status_disable_cli(root):
     loaded = kdump(root, "load", "--json")
     assert loaded.returncode == 0, loaded.stderr
     doc = json.loads(loaded.stdout)
-    assert doc["cmdline"].endswith("reset_devices nr_cpus=1 irqpoll usbcore.nousb "
+    assert doc["cmdline"].endswith("reset_devices nr_cpus=1 irqpoll usbcore.nousb cma=0 hugetlb_cma=0 "
                                    "systemd.unit=kexecfw-kdump-save.service") and "crashkernel" not in doc["cmdline"]
     assert len(doc["kernel_sha256"]) == 64 and doc["live"] is False
     assert recorded(root)[-2]["action"] == "load-panic"
