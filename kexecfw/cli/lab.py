@@ -1,7 +1,7 @@
 """``kexecfw lab``: run real Debian kernels in QEMU - load, crash, capture - and report.
 
     kexecfw lab run --arch arm64 [--scenario panic|exec] [--loader kexecfw|kexec-tools] ...
-    kexecfw lab run --arch x86_64 --scenario service [--loader kexecfw|kdump-tools]
+    kexecfw lab run --arch x86_64|arm64 --scenario service [--loader kexecfw|kdump-tools]
     kexecfw lab prepare --arch x86_64     (install QEMU, download and build the guest; no boot)
     kexecfw lab show DIR                  (the summary of an earlier run)
 """
@@ -21,7 +21,7 @@ def configure(p: argparse.ArgumentParser) -> None:
     run.add_argument("--crashkernel", default="256M", metavar="SIZE", help="crashkernel= of the first kernel")
     run.add_argument("--scenario", choices=["panic", "exec", "service"], default="panic",
                      help="panic: load -p, crash, capture (default); exec: load + exec a second kernel; "
-                          "service: the README's `kexecfw kdump` commands in a full Debian guest (x86_64)")
+                          "service: the README's `kexecfw kdump` commands in a full Debian guest (x86_64, arm64)")
     run.add_argument("--loader", choices=["kexecfw", "kexec-tools", "kdump-tools"], default="kexecfw",
                      help="who loads the next kernel in the guest (default kexecfw); kdump-tools: only with "
                           "--scenario service")
