@@ -1,4 +1,4 @@
-"""The ssh target against a real sshd (Debian's openssh-server) that the test starts on 127.0.0.1, on a
+"""The ssh target against a real sshd (Debian's openssh-server, started by kexecfw.lab.sshd) on 127.0.0.1, on a
 free unprivileged port, with its own host key and authorized_keys in a temporary directory: `kdump
 propagate` makes and installs the key, the capture boot's `kdump save` streams a real guest's dump
 straight into ssh (no local copy: the capture root's /var is a tmpfs too small for one), the flattened
@@ -13,7 +13,6 @@ import json
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -25,81 +24,18 @@ import pytest
 
 from kexecfw.kdump.config import load_config
 from kexecfw.kdump.dumps import check_ssh_target, panic_line
+from kexecfw.lab.sshd import Sshd, running_sshd
+from kexecfw.lab.sshd import free_port as _free_port
 from kexecfw.sysroot import Sysroot
 from tests.conftest import REPO, oracle, oracle_missing
 from tests.kdump.conftest import kdump, recorded
-
-WRAPPER = """#!/bin/sh
-# the test's ForceCommand: a home of its own, and (when {d}/cut_after exists) the dump stream cut after
-# that many bytes by killing this connection's sshd process
-export HOME={d}/home
-case "$SSH_ORIGINAL_COMMAND" in
-*vmcore.flat.incomplete*)
-    if [ -f {d}/cut_after ]; then
-        head -c "$(cat {d}/cut_after)" | sh -c "$SSH_ORIGINAL_COMMAND"
-        p=$PPID
-        while [ "$(cat /proc/$p/comm)" != sshd ]; do p=$(awk '{{print $4}}' /proc/$p/stat); done
-        kill -9 "$p"
-        exit 1
-    fi ;;
-esac
-exec sh -c "$SSH_ORIGINAL_COMMAND"
-"""
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _keygen(path: Path) -> None:
-    subprocess.run([oracle("ssh-keygen", "openssh-client"), "-q", "-t", "ed25519", "-N", "", "-f", str(path)],
-                   check=True)
-
-
-class Sshd:
-    def __init__(self, d: Path, port: int, proc: subprocess.Popen) -> None:
-        self.dir, self.port, self.proc = d, port, proc
-        self.crash = d / "remote/crash"
-        self.authorized = d / "home/.ssh/authorized_keys"
-
 
 @pytest.fixture
 def sshd(tmp_path):
     binary = oracle("sshd", "openssh-server")
     oracle("ssh", "openssh-client")
-    d = tmp_path / "sshd"
-    (d / "home/.ssh").mkdir(parents=True)
-    _keygen(d / "host_key")
-    _keygen(d / "admin_key")        # what the person running `propagate` logs in with
-    (d / "home/.ssh/authorized_keys").write_text((d / "admin_key.pub").read_text())
-    (d / "wrap.sh").write_text(WRAPPER.format(d=d))
-    (d / "wrap.sh").chmod(0o755)
-    port = _free_port()
-    user = pwd.getpwuid(os.getuid()).pw_name
-    (d / "sshd_config").write_text(
-        f"Port {port}\nListenAddress 127.0.0.1\nHostKey {d}/host_key\nPidFile {d}/sshd.pid\n"
-        f"AuthorizedKeysFile {d}/home/.ssh/authorized_keys\nStrictModes no\nUsePAM no\n"
-        "PasswordAuthentication no\nKbdInteractiveAuthentication no\nPermitRootLogin prohibit-password\n"
-        f"AllowUsers {user}\nForceCommand {d}/wrap.sh\nLogLevel ERROR\n")
-    Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)     # sshd's privilege separation directory
-    proc = subprocess.Popen([binary, "-D", "-e", "-f", str(d / "sshd_config")], stdout=subprocess.DEVNULL,
-                            stderr=open(d / "sshd.log", "wb"))
-    try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail(f"sshd did not start: {(d / 'sshd.log').read_text()[-500:]}")
-                time.sleep(0.1)
-        yield Sshd(d, port, proc)
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+    with running_sshd(tmp_path / "sshd", binary, oracle("ssh-keygen", "openssh-client")) as server:
+        yield server
 
 
 def _configure(root: Path, server: Sshd, port: int | None = None, wait: int = 30, extra: str = "") -> None:
