@@ -1,7 +1,7 @@
 """``kexecfw lab``: run real Debian kernels in QEMU - load, crash, capture - and report.
 
     kexecfw lab run --arch arm64 [--scenario panic|exec] [--loader kexecfw|kexec-tools] ...
-    kexecfw lab run --arch x86_64|arm64 --scenario service [--loader kexecfw|kdump-tools]
+    kexecfw lab run --arch x86_64|arm64 --scenario service [--loader kexecfw|kdump-tools] [--target local|ssh]
     kexecfw lab prepare --arch x86_64     (install QEMU, download and build the guest; no boot)
     kexecfw lab show DIR                  (the summary of an earlier run)
 """
@@ -25,6 +25,9 @@ def configure(p: argparse.ArgumentParser) -> None:
     run.add_argument("--loader", choices=["kexecfw", "kexec-tools", "kdump-tools"], default="kexecfw",
                      help="who loads the next kernel in the guest (default kexecfw); kdump-tools: only with "
                           "--scenario service")
+    run.add_argument("--target", choices=["local", "ssh"], default="local",
+                     help="--scenario service: where the dump goes: the guest's /var/crash (default), or ssh: an "
+                          "sshd the lab starts on the host's 127.0.0.1, reached as 10.0.2.2 through QEMU's user net")
     run.add_argument("--compare-kexec-tools", action="store_true",
                      help="also record Debian's `kexec -d` plan for the same load")
     run.add_argument("--load-args", default="", metavar="ARGS",
@@ -98,6 +101,14 @@ def run(args: argparse.Namespace) -> int:
         print(f"{target.name}: {u.kernel_package} ({u.release}), Python {u.python}, modules {' '.join(u.modules)}")
         print(f"guest userland in {u.root}")
         return int(ExitCode.OK)
+    elif args.target != "local":
+        from kexecfw.lab.errors import LabError
+        from kexecfw.lab.runner import _stderr_log
+        if args.scenario != "service":
+            raise LabError(f"--target {args.target} is an option of --scenario service only")
+        from kexecfw.lab.service import run as run_service
+        result = run_service(args.lab_arch, args.loader, keep=args.keep, mem=args.mem, smp=args.smp,
+                             cache=args.cache, timeout=args.timeout, log=_stderr_log, target=args.target)
     else:
         from kexecfw.lab.runner import run as lab_run
         result = lab_run(args.lab_arch, args.scenario, args.loader, compare_kexec_tools=args.compare_kexec_tools,

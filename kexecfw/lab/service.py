@@ -40,6 +40,7 @@ import shutil
 import subprocess
 import sys
 import time
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Callable
 
@@ -49,6 +50,8 @@ from kexecfw.lab.result import LabResult, Phase
 README_SECTION = "## Use it on a server"
 LOADERS = ("kexecfw", "kdump-tools")
 ARCHES = ("x86_64", "arm64")
+TARGETS = ("local", "ssh")
+GUEST_HOST = "10.0.2.2"     # the host's 127.0.0.1 as QEMU's user-mode network shows it to the guest
 MARK = "LABSERVICE"
 KDUMP_TOOLS_DEBCONF = ("kexec-tools kexec-tools/load_kexec boolean false",
                        "kdump-tools kdump-tools/use_kdump boolean true")
@@ -306,17 +309,21 @@ def _host_check(result: LabResult, dump: Path, add, makedumpfile: list[str] | No
 
 def run(arch: str = "x86_64", loader: str = "kexecfw", *, keep: str | os.PathLike[str] | None = None,
         mem: int = 1024, smp: int = 2, cache: str | os.PathLike[str] | None = None,
-        timeout: float = 900, log: Log = print) -> LabResult:
-    """The service scenario (module doc); a :class:`LabResult` with ok only when every required phase held."""
+        timeout: float = 900, log: Log = print, target: str = "local") -> LabResult:
+    """The service scenario (module doc); a :class:`LabResult` with ok only when every required phase held.
+    ``target="ssh"``: the dump goes to an sshd the lab starts on the host's 127.0.0.1 (kexecfw.lab.sshd),
+    reached by the guest as 10.0.2.2 through QEMU's user-mode network."""
     from kexecfw.lab.cache import cache_dir
     from kexecfw.lab.fullos import ImageRecipe, base_image
-    from kexecfw.lab.fullos_guest import FullOsGuest, kexecfw_wheel
+    from kexecfw.lab.fullos_guest import FullOsGuest
     from kexecfw.lab.runner import default_results_dir
     if arch not in ARCHES:
         raise LabError(f"the service scenario runs on {' and '.join(ARCHES)}, not {arch}")
     if loader not in LOADERS:
         raise LabError(f"the service scenario's loader is kexecfw or kdump-tools, not {loader!r}")
-    out = Path(keep) if keep else default_results_dir(f"service-{arch}-{loader}")
+    if target not in TARGETS or (target == "ssh" and loader != "kexecfw"):
+        raise LabError(f"the service scenario's target is local, or ssh with --loader kexecfw, not {target!r}")
+    out = Path(keep) if keep else default_results_dir(f"service-{arch}-{loader}" + ("-ssh" if target == "ssh" else ""))
     if out.exists() and any(out.iterdir()):
         raise LabError(f"results directory {out} exists and is not empty: choose another --keep DIR")
     out.mkdir(parents=True, exist_ok=True)
@@ -328,7 +335,8 @@ def run(arch: str = "x86_64", loader: str = "kexecfw", *, keep: str | os.PathLik
     phases: list[Phase] = [Phase("full-OS image", True, True, round(time.monotonic() - t0, 2),
                                  f"{image.release}, {len(image.packages)} packages")]
     result = LabResult(directory=out, arch=arch, scenario="service", loader=loader, generation=image.generation,
-                       kernel_release=image.release, phases=phases, settings={"mem": mem, "smp": smp})
+                       kernel_release=image.release, phases=phases,
+                       settings={"mem": mem, "smp": smp, "target": target})
 
     def add(name: str, ok: bool, required: bool = True, seconds: float | None = None, detail: str = "") -> None:
         phases.append(Phase(name, bool(ok), required, None if seconds is None else round(seconds, 2), detail))
@@ -336,23 +344,59 @@ def run(arch: str = "x86_64", loader: str = "kexecfw", *, keep: str | os.PathLik
     guest = FullOsGuest(image, out, mem_mib=mem, smp=smp, cache=cache_path, log=log, install_kexecfw=False)
     watcher = _instrumentation(loader)
     numbers: dict = {}
+    with ExitStack() as stack:
+        server = None
+        if target == "ssh":
+            from kexecfw.lab.sshd import running_sshd
+            try:
+                server = stack.enter_context(running_sshd(out / "sshd"))
+            except LabError as e:
+                add("host sshd on 127.0.0.1", False, True, detail=str(e))
+                return _finish(result, phases, guest, numbers, out)
+            add("host sshd on 127.0.0.1", True, True, detail=f"port {server.port}, files in {server.dir}")
+        _scenario(result, guest, image, cache_path, watcher, add, numbers, timeout, log, server, loader, arch, out)
+    return _finish(result, phases, guest, numbers, out)
+
+
+def _scenario(result, guest, image, cache_path, watcher, add, numbers, timeout, log, server, loader, arch,
+              out) -> None:
+    from kexecfw.lab.fullos_guest import kexecfw_wheel
     try:
         if loader == "kexecfw":
-            _run_kexecfw(guest, image, cache_path, watcher, add, numbers, timeout, log, kexecfw_wheel)
+            _run_kexecfw(guest, image, cache_path, watcher, add, numbers, timeout, log, kexecfw_wheel, server)
         else:
             _run_kdump_tools(guest, watcher, add, numbers, timeout)
-        crash = guest.read_root("/var/crash", out / "root")
-        dump, dmesg = _find_dump(crash) if crash else (None, None)
-        add("dump on the guest's /var/crash", dump is not None, True,
-            detail=f"{dump.relative_to(out)} {dump.stat().st_size} bytes" if dump else "none")
+        if server is None:
+            crash = guest.read_root("/var/crash", out / "root")
+            dump, dmesg = _find_dump(crash) if crash else (None, None)
+            add("dump on the guest's /var/crash", dump is not None, True,
+                detail=f"{dump.relative_to(out)} {dump.stat().st_size} bytes" if dump else "none")
+        else:
+            dump, dmesg = _find_dump(server.crash)
+            add("dump on the host's sshd directory as vmcore.flat", dump is not None and dump.name == "vmcore.flat",
+                True, detail=f"{dump.relative_to(out)} {dump.stat().st_size} bytes" if dump else "none")
+            summary = dump.parent / "summary.json" if dump else None
+            doc = json.loads(summary.read_text()) if summary and summary.is_file() else {}
+            add("summary.json on the host says complete", doc.get("complete") is True, True,
+                detail=json.dumps(doc.get("dump", {}))[:200])
         if dump is not None:
             numbers["dump"] = str(dump.relative_to(out))
             numbers["dump_bytes"] = dump.stat().st_size
             numbers["saved_files"] = sorted(p.name for p in dump.parent.iterdir())
             mdf = host_makedumpfile(arch, image.generation, cache_path, log)
             numbers.update(_host_check(result, dump, add, mdf, required=(loader == "kexecfw")))
+            plain = result.directory / "reassembled.kdump"
+            if server is not None and plain.is_file():
+                done = subprocess.run([sys.executable, "-m", "kexecfw", "vmcore", "dmesg", str(plain)],
+                                      capture_output=True, text=True, timeout=300)
+                add("host: kexecfw vmcore dmesg of the reassembled dump has the panic",
+                    done.returncode == 0 and PANIC_LINE in done.stdout, True,
+                    detail=_last_line(done.stderr) if done.returncode else f"{len(done.stdout.splitlines())} lines")
     except LabError as e:
         add("lab", False, True, detail=str(e))
+
+
+def _finish(result: LabResult, phases: list[Phase], guest, numbers: dict, out: Path) -> LabResult:
     result.ok = all(p.ok for p in phases if p.required)
     failed = [p for p in phases if p.required and not p.ok]
     if failed:
@@ -414,7 +458,27 @@ def _times(boot_crash, boot_after, numbers: dict, crash_mark: str) -> None:
             numbers["panic_to_up"] = round(c["qemu_end"] - c["crash_at"] + boot_after.agent_seconds, 1)
 
 
-def _run_kexecfw(guest, image, cache_path, watcher, add, numbers, timeout, log, kexecfw_wheel) -> None:
+def ssh_target_edit(path: Path, login: str, port: int) -> str:
+    """The sed expression turning the default kdump.toml's local [target] into that ssh one."""
+    return f's|^path = "/var/crash"$|path = "{path}"\\nssh = "{login}"\\nssh_port = {port}|'
+
+
+def _ssh_target_lines(server) -> tuple[str, dict[str, bytes]]:
+    """run.sh lines (first boot, after ``enable``) and script-disk files pointing the guest's kdump at the host's
+    sshd as an admin would: kdump.toml's [target] edited, then ``kexecfw kdump propagate``, which logs in with
+    the key the lab pre-authorized on that sshd (the admin's own key, as ~/.ssh/config names it) to install the
+    capture key. (The lab's steps, outside the README's block.)"""
+    edit = ssh_target_edit(server.crash, f"{server.user}@{GUEST_HOST}", server.port)
+    lines = ('install -D -m 600 "$LAB_SCRIPT_DIR/lab-admin-key" /root/.ssh/lab-admin-key\n'
+             "printf 'IdentityFile /root/.ssh/lab-admin-key\\n' > /root/.ssh/config\n"
+             f"lab_step ssh-target sh -c {shlex.quote(f'sed -i {shlex.quote(edit)} /etc/kexecfw/kdump.toml && grep -q ^ssh /etc/kexecfw/kdump.toml')}\n"
+             "lab_step kdump-propagate kexecfw kdump propagate\n"
+             "lab_step kdump-show kexecfw kdump show\n")
+    return lines, {"lab-admin-key": server.admin_key.read_bytes()}
+
+
+def _run_kexecfw(guest, image, cache_path, watcher, add, numbers, timeout, log, kexecfw_wheel,
+                 server=None) -> None:
     from kexecfw.lab.fullos_guest import dependency_wheels
     lines = readme_commands()
     boots = readme_boots(lines)
@@ -431,14 +495,18 @@ def _run_kexecfw(guest, image, cache_path, watcher, add, numbers, timeout, log, 
     # script disk beside the wheel
     prologue = ('export PIP_NO_INDEX=1 PIP_FIND_LINKS="$LAB_SCRIPT_DIR/wheels" PIP_DISABLE_PIP_VERSION_CHECK=1\n'
                 'cd "$LAB_SCRIPT_DIR/wheels"\n')
-    script1 = watcher[0] + prologue + "".join(_guest_line(n, ln) for n, ln in boots[0]) \
+    ssh_lines, ssh_files = _ssh_target_lines(server) if server is not None else ("", {})
+    script1 = watcher[0] + prologue + "".join(_guest_line(n, ln) for n, ln in boots[0]) + ssh_lines \
         + "lab_next reboot\n"
-    files = {**watcher[1], **dependency_wheels(image, cache_path), f"wheels/{wheel.name}": wheel}
+    files = {**watcher[1], **dependency_wheels(image, cache_path), f"wheels/{wheel.name}": wheel, **ssh_files}
     b1 = guest.boot(script1, name="boot1-install-enable", files=files,
                     timeout=timeout)
     r1 = b1.run(1)
     for name, _ in boots[0]:
         _step_ok(r1, name, add, f"boot 1: {name}")
+    if server is not None:
+        _step_ok(r1, "ssh-target", add, f"boot 1: kdump.toml's [target] set to {server.user}@{GUEST_HOST}:{server.port}")
+        _step_ok(r1, "kdump-propagate", add, "boot 1: kdump propagate (key installed in the host's sshd)")
     enable = r1.step("kdump-enable") if "kdump-enable" in r1.steps() else None
     m = re.search(r"crashkernel=(\d+[KMG])", enable.out) if enable else None
     if m is None:
@@ -459,8 +527,11 @@ def _run_kexecfw(guest, image, cache_path, watcher, add, numbers, timeout, log, 
             _json_status(r2, f"{name}-json", add, "boot 2", want_selftest=False)
     saved = [line for _, line in b2.outcome.host_marks if line.startswith(f"{MARK} saved")]
     # the post hook runs after a failed save too, with the target itself instead of a crash directory
+    # a local dump's directory is <time>; on an ssh host <time>-<host> under target.path
+    where = re.escape(f":{server.crash}/") + r"\d{8}-\d{6}(-\d+)?-\S+ " if server is not None else \
+        r"/\d{8}-\d{6}(-\d+)? "
     add("capture boot saved the dump (post hook's directory)",
-        bool(saved) and re.search(r"/\d{8}-\d{6}(-\d+)? ", saved[-1]) is not None, True,
+        bool(saved) and re.search(where, saved[-1]) is not None, True,
         detail=saved[-1] if saved else "the post hook did not run")
     add("capture boot rebooted (QEMU exit)", b2.outcome.ended_by == "exit", True, b2.outcome.seconds)
 
