@@ -361,6 +361,8 @@ class FlatStream:
         self.reserved = nbytes
 
     def write(self, data: bytes, offset: int, *, closing: bool = False) -> None:
+        if not data:
+            return          # makedumpfile -R refuses a record of size 0 ("no valid end header")
         keep = 0 if closing else self.reserved
         if self.byte_limit is not None and self.sent + FLAT_DATA_HEADER.size + len(data) + keep > self.byte_limit:
             raise _NoSpace("the dump reached the free space it may use (--min-free)")
