@@ -62,12 +62,16 @@ WantedBy=basic.target
 
 
 def save_unit(command: list[str], config: KdumpConfig) -> str:
-    """The capture boot's unit. An ssh target needs the network up: ``network-online.target`` pulls in
-    what configures it (networking.service, systemd-networkd's wait-online, NetworkManager's) even
-    though only this unit is started. A UUID/LABEL target needs nothing more: the save finds the
+    """The capture boot's unit. An ssh target needs the network up: udev's coldplug (the NIC) and
+    ``network-online.target``, which pulls in what configures it (networking.service,
+    systemd-networkd's wait-online, NetworkManager's), even though only this unit is started. A UUID/LABEL target needs nothing more: the save finds the
     device (waiting target.wait seconds) and mounts it itself."""
     on_failure = "OnFailure=emergency.target\n" if config.failure_action == "shell" else ""
-    network = " network-online.target" if config.ssh is not None else ""
+    # udev must run its coldplug too: with DefaultDependencies=no and systemd.unit= nothing else starts it,
+    # the NIC is never processed (not renamed, never matched by the network configuration) and
+    # network-online.target waits in vain (seen in the lab's ssh-target capture boot)
+    wants = " systemd-udevd.service systemd-udev-trigger.service network-online.target" if config.ssh else ""
+    after = " systemd-udev-trigger.service network-online.target" if config.ssh else ""
     return f"""\
 # Written by `kexecfw kdump enable`; started only in the capture boot
 # (systemd.unit={SAVE_UNIT} on the capture kernel's command line).
@@ -75,8 +79,8 @@ def save_unit(command: list[str], config: KdumpConfig) -> str:
 Description=kexecfw kdump: save the crash dump, then {config.final_action}
 Documentation=https://github.com/kexecfw/kexecfw/blob/main/docs/kdump.md
 DefaultDependencies=no
-Wants=local-fs.target systemd-remount-fs.service systemd-journald.socket{network}
-After=local-fs.target systemd-remount-fs.service systemd-journald.socket{network}
+Wants=local-fs.target systemd-remount-fs.service systemd-journald.socket{wants}
+After=local-fs.target systemd-remount-fs.service systemd-journald.socket{after}
 ConditionPathExists=/proc/vmcore
 # if the save process itself dies without acting (killed, out of memory): still end the capture boot
 FailureAction={SYSTEMD_FAILURE_ACTION[config.failure_action]}

@@ -150,9 +150,13 @@ def test_the_save_unit_of_an_ssh_target_waits_for_the_network(tmp_path):
     wants = next(line for line in unit if line.startswith("Wants="))
     after = next(line for line in unit if line.startswith("After="))
     assert "network-online.target" in wants.split() and "network-online.target" in after.split()
+    # udev's coldplug processes the NIC (nothing else starts it in a systemd.unit= boot)
+    assert {"systemd-udevd.service", "systemd-udev-trigger.service"} <= set(wants.split())
+    assert "systemd-udev-trigger.service" in after.split()
     _verify(tmp_path / "ssh", {"kexecfw-kdump-save.service": save_unit(command, ssh)})
     for local in ("", '[target]\ndevice = "LABEL=crash"\n'):
         assert "network-online" not in save_unit(command, parse_config(local, "kdump.toml"))
+        assert "udev" not in save_unit(command, parse_config(local, "kdump.toml"))
     running = "BOOT_IMAGE=/vmlinuz root=/dev/vda1 ro ip=dhcp net.ifnames=0 crashkernel=256M systemd.unit=multi-user.target"
     words = capture_cmdline(running, ssh).split()
     assert {"ip=dhcp", "net.ifnames=0"} <= set(words)
@@ -172,5 +176,6 @@ def test_load_brings_the_save_unit_in_step_with_the_configuration(root):
     done = kdump(root, "reload")
     assert done.returncode == 0, done.stderr
     text = unit.read_text()
-    assert "After=local-fs.target systemd-remount-fs.service systemd-journald.socket network-online.target" in text
+    assert ("After=local-fs.target systemd-remount-fs.service systemd-journald.socket systemd-udev-trigger.service "
+            "network-online.target") in text
     assert "Description=kexecfw kdump: save the crash dump, then poweroff" in text
