@@ -115,7 +115,38 @@ def service_run(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPat
     from kexecfw.lab.service import run
     result = run(request.param, "kexecfw", keep=tmp_path_factory.mktemp("service") / "run", timeout=900)
     print(result.summary())
+    if not result.ok and capture_kernel_never_started(result.directory):
+        # Seen once in about six x86_64 runs under TCG (kexec_file_load, the kernel's own purgatory): the
+        # machine reset within seconds of the crash before the capture kernel printed its first line. A
+        # kdump service cannot act before its kernel runs; the run is repeated once, and said so loudly.
+        import warnings
+        warnings.warn(f"{request.param}: the capture kernel never started (QEMU reset after the crash, no "
+                      f"console line; {result.directory}): running the scenario once more")
+        result = run(request.param, "kexecfw", keep=tmp_path_factory.mktemp("service") / "rerun", timeout=900)
+        print(result.summary())
     return result
+
+
+def capture_kernel_never_started(directory: Path) -> bool:
+    """The crash boot's console ends with the crashed kernel's last words: no capture kernel line after it."""
+    console = directory / "boot2-status-test" / "console.log"
+    if not console.is_file():
+        return False
+    text = console.read_bytes()
+    crash = text.rfind(b"Kernel panic - not syncing")
+    return crash >= 0 and b"Linux version" not in text[crash:]
+
+
+def test_a_capture_kernel_that_never_started_is_told_apart(tmp_path: Path) -> None:
+    crash = b"[   45.6] Kernel panic - not syncing: sysrq triggered crash\n[   45.6] Kernel Offset: 0x1e400000\n"
+    (tmp_path / "boot2-status-test").mkdir()
+    console = tmp_path / "boot2-status-test" / "console.log"
+    console.write_bytes(b"[    0.0] Linux version 6.1.0-57-cloud-amd64\n" + crash)
+    assert capture_kernel_never_started(tmp_path)
+    console.write_bytes(b"[    0.0] Linux version 6.1.0-57-cloud-amd64\n" + crash + b"[    0.0] Linux version 6.1.0\n")
+    assert not capture_kernel_never_started(tmp_path)
+    console.write_bytes(b"[    0.0] Linux version 6.1.0-57-cloud-amd64\nno crash\n")
+    assert not capture_kernel_never_started(tmp_path)
 
 
 @pytest.mark.slow
