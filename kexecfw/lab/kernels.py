@@ -38,16 +38,21 @@ def debian_kernel_package(arch: str, generation: str = "6.1", package: str | Non
     return _kernel_deb(AptRoot.for_guest(cache_dir(cache), target, lab_generation(generation)), target, package)
 
 
+def _shelf(arch: str, generation: str, cache: Path | None):
+    """The guest's apt root, its target, and where its extracted kernels are kept in the lab cache."""
+    base = cache_dir(cache)
+    target = arch_target(arch)
+    apt = AptRoot.for_guest(base, target, lab_generation(generation))
+    return apt, target, base / KERNELS_DIR / apt.root.name
+
+
 def debian_kernel(arch: str, generation: str = "6.1", package: str | None = None,
                   cache: Path | None = None) -> Path:
     """The kernel image (``vmlinuz-<release>``) of a Debian kernel package, extracted into the lab cache.
 
     Arguments as for :func:`debian_kernel_package`; the file's name keeps the kernel release.
     """
-    base = cache_dir(cache)
-    target = arch_target(arch)
-    apt = AptRoot.for_guest(base, target, lab_generation(generation))
-    shelf = base / KERNELS_DIR / apt.root.name
+    apt, target, shelf = _shelf(arch, generation, cache)
     if package:
         extracted = sorted(shelf.glob(f"{package}_*/{target.image_prefix}*"))
         if extracted:
@@ -125,10 +130,7 @@ def debian_debug_vmlinux(arch: str, generation: str = "6.1", package: str | None
     1 GB to download); only ``/usr/lib/debug/boot/vmlinux-<release>`` (300 MB) is extracted, into
     ``<lab cache>/kernels/``. ``package`` names the ABI package; by default the lab's own kernel.
     """
-    base = cache_dir(cache)
-    target = arch_target(arch)
-    apt = AptRoot.for_guest(base, target, lab_generation(generation))
-    shelf = base / KERNELS_DIR / apt.root.name
+    apt, target, shelf = _shelf(arch, generation, cache)
     if package:
         extracted = sorted(shelf.glob(f"{package}-dbg_*/vmlinux-*"))
         if extracted:
