@@ -2,6 +2,11 @@
 # jupyter:
 #   jupytext:
 #     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -24,13 +29,14 @@
 # %matplotlib inline
 from pathlib import Path
 
+import kexecfw
 from kexecfw.load import discover_memory
 from kexecfw.snapshot import find_snapshots, take_snapshot
 from kexecfw.sysroot import Sysroot
 from kexecfw.viz.render import draw_memmap, draw_memmaps
 
 # the riscv64 guest's snapshot ships with the tests (tests/data/riscv64-guest: Debian 13, 1 GiB, crashkernel=256M)
-RISCV64_GUEST = Path("..", "tests", "data", "riscv64-guest", "snapshot").resolve()
+RISCV64_GUEST = Path(kexecfw.__file__).resolve().parent.parent / "tests" / "data" / "riscv64-guest" / "snapshot"
 snapshots = find_snapshots()
 if RISCV64_GUEST.is_dir():
     snapshots["riscv64-guest fixture"] = RISCV64_GUEST

@@ -2,6 +2,11 @@
 # jupyter:
 #   jupytext:
 #     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -52,9 +57,11 @@ for name in [n for n in dir(hookspecs) if n.startswith("kexecfw_")]:
 # %%
 from pathlib import Path
 
+import kexecfw
 from kexecfw.sysroot import Sysroot
 
-GUEST = Path("..", "tests", "data", "riscv64-guest").resolve()
+DATA = Path(kexecfw.__file__).resolve().parent.parent / "tests" / "data"   # the checkout's test data
+GUEST = DATA / "riscv64-guest"
 snapshot = Sysroot(GUEST / "snapshot")
 print(snapshot.read_text("proc/iomem"))
 
@@ -195,7 +202,7 @@ print(capture.name, capture.uts_machines, "registers:", " ".join(capture.registe
 # %%
 from kexecfw.lab.result import LabResult
 
-RECORDED = Path("..", "tests", "data", "riscv64-lab").resolve()
+RECORDED = DATA / "riscv64-lab"
 runs = {loader: LabResult.load(RECORDED / loader) for loader in ("kexec-tools", "kexecfw")}
 print((runs["kexec-tools"].read_text("first/steps/kexec-version.out") or "").strip(), "(Debian sid, in the trixie guest)")
 for loader, run in runs.items():
