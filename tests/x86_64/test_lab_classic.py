@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 
 import pytest
 
@@ -33,11 +34,42 @@ def lab(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
     def get(scenario: str):
         if scenario not in runs:
             keep = tmp_path_factory.mktemp(f"lab-x86_64-{request.param}-classic-{scenario}") / "results"
-            runs[scenario] = run("x86_64", scenario, "kexecfw", compare_kexec_tools=(scenario == "panic"),
-                                 keep=keep, kernel_generation=request.param, timeout=900, load_args="--classic")
-            print(runs[scenario].summary())
+            result = run("x86_64", scenario, "kexecfw", compare_kexec_tools=(scenario == "panic"),
+                         keep=keep, kernel_generation=request.param, timeout=900, load_args="--classic")
+            print(result.summary())
+            if not result.ok and next_kernel_hit_an_int3_oops(result.directory / "console.log"):
+                # Seen in CI under TCG (6.12, 2026-12-05): the second kernel booted, then died 4 s in of
+                # "Oops: int3" in sched_clock_cpu, the int3 that live code patching places while another vCPU
+                # runs through it. The load and the jump worked; the run is repeated once, and said so.
+                import warnings
+                warnings.warn(f"x86_64 {request.param} {scenario}: the next kernel died of an int3 oops under "
+                              f"TCG ({result.directory}): running the scenario once more")
+                keep = tmp_path_factory.mktemp(f"lab-x86_64-{request.param}-classic-{scenario}-rerun") / "results"
+                result = run("x86_64", scenario, "kexecfw", compare_kexec_tools=(scenario == "panic"),
+                             keep=keep, kernel_generation=request.param, timeout=900, load_args="--classic")
+                print(result.summary())
+            runs[scenario] = result
         return runs[scenario]
     return get
+
+
+def next_kernel_hit_an_int3_oops(console: Path) -> bool:
+    """The kernel kexecfw booted (the console's second "Linux version") printed "Oops: int3"."""
+    text = console.read_bytes() if console.is_file() else b""
+    first = text.find(b"Linux version")
+    second = text.find(b"Linux version", first + 1) if first >= 0 else -1
+    return second >= 0 and b"Oops: int3" in text[second:]
+
+
+def test_an_int3_oops_of_the_next_kernel_is_told_apart(tmp_path: Path) -> None:
+    console = tmp_path / "console.log"
+    boot = b"[    0.000000] Linux version 6.12.118+deb13-cloud-amd64\n"
+    console.write_bytes(boot + b"kexecfw exec\n" + boot + b"[    4.496609] Oops: int3: 0000 [#1] PREEMPT SMP NOPTI\n")
+    assert next_kernel_hit_an_int3_oops(console)
+    console.write_bytes(boot + b"[    4.496609] Oops: int3: 0000 [#1] PREEMPT SMP NOPTI\n")   # the first kernel's
+    assert not next_kernel_hit_an_int3_oops(console)
+    console.write_bytes(boot + boot + b"LAB-EXEC marker\n")
+    assert not next_kernel_hit_an_int3_oops(console)
 
 
 def _kexec_tools(result) -> tuple[list[dict], list[tuple]]:
