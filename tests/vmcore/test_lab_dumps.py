@@ -244,7 +244,9 @@ def _zone_stat(mem: KernelMemory, items: range) -> int:
     """The sum over the zones of vm_stat[items] (enum zone_stat_item: 0 NR_FREE_PAGES, then the five LRU
     lists from NR_ZONE_LRU_BASE = 1, the same from 4.8 to 6.12)."""
     at = mem.info.offset("zone.vm_stat")
-    return sum(mem.read_u64(zone + at + 8 * i) for zone in _zones(mem) for i in items)
+    # atomic_long_t: a zone's counter can be a little below zero (CPU deltas not yet folded in)
+    return sum(int.from_bytes(mem.read(zone + at + 8 * i, 8), "little", signed=True)
+               for zone in _zones(mem) for i in items)
 
 
 def test_classification_matches_the_kernels_accounting(d):
