@@ -122,13 +122,14 @@ class LostPages:
                 f"{summarize_ranges(self.physical(page_size), self.runs, self.SHOWN)} (the first: {self.why})")
 
 
-def _codec(name: str, page_size: int) -> tuple[Callable[[], Callable[[bytes], bytes]], str]:
+def _codec(name: str, page_size: int) -> tuple[Callable[[], Callable[[bytes], bytes]], Callable[[], str]]:
     """A factory of per-thread compress functions for ``name`` (each takes a bytes-like page), and
-    what compresses (library, version, level)."""
+    a function naming what compressed (library, version, level; asked after the save: the zlib
+    engine chooses while it compresses)."""
     if name == "zlib":
         from kexecfw.vmcore.zlibengine import zlib_engine
         engine = zlib_engine(page_size=page_size)
-        return engine.make, engine.name
+        return engine.make, lambda: engine.name
     if name == "zstd":
         try:
             import zstandard
@@ -138,7 +139,7 @@ def _codec(name: str, page_size: int) -> tuple[Callable[[], Callable[[bytes], by
 
         def make() -> Callable[[bytes], bytes]:
             return zstandard.ZstdCompressor(level=3).compress
-        return make, f"zstandard {zstandard.__version__} level 3"
+        return make, lambda: f"zstandard {zstandard.__version__} level 3"
     if name == "lzo":
         try:
             import lzo  # python-lzo
@@ -146,9 +147,9 @@ def _codec(name: str, page_size: int) -> tuple[Callable[[], Callable[[bytes], by
             raise BadInputError("-c lzo needs the python-lzo module (pip install python-lzo); "
                                 "or use -c zlib") from None
         # python-lzo takes bytes only, not a view of them
-        return lambda: (lambda page: lzo.compress(bytes(page), 1, False)), "python-lzo lzo1x_1"
+        return lambda: (lambda page: lzo.compress(bytes(page), 1, False)), lambda: "python-lzo lzo1x_1"
     if name == "none":
-        return lambda: (lambda page: page), "none"
+        return lambda: (lambda page: page), lambda: "none"
     raise BadInputError(f"unknown compression {name!r}: use zlib, zstd, lzo or none")
 
 
@@ -407,7 +408,7 @@ class DumpWriter:
         self.dump = dump
         self.level = dump_level
         self.codec = "none" if elf else compress
-        self.make_compress, self.engine = _codec(self.codec, dump.page_size)
+        self.make_compress, self.describe_engine = _codec(self.codec, dump.page_size)
         self.flag = CODEC_FLAGS[self.codec]
         self.elf = elf
         self.threads = threads or min(usable_cpus(), 8)
@@ -713,7 +714,7 @@ class DumpWriter:
 
     def _timings(self, t0: float, since) -> None:
         self.stats["seconds"] = round(time.monotonic() - t0, 3)
-        self.stats["engine"] = self.engine
+        self.stats["engine"] = self.describe_engine()
         self.stats["threads"] = self.threads
         self.stats["phases"] = self.phases.report(since)
 
