@@ -1,88 +1,221 @@
-"""zlib-format page compression (``vmcore save -c zlib``, the default): the fastest engine installed.
+"""zlib-format page compression (``vmcore save -c zlib``, the default): the engine that is fastest
+here, measured on the dump's own first pages.
 
 Every reader of a zlib-compressed kdump page (makedumpfile, crash, drgn, libkdumpfile) calls zlib's
 ``uncompress()`` on it: any engine that writes a standard zlib stream (RFC 1950) will do, whichever
-wrote it. Measured on the kept pages of an 807 MiB x86_64 lab vmcore at ``-d 31``, page by page, one
-thread (CPU time; docs/vmcore-save-speed.md has the table):
+wrote it. The candidates (docs/vmcore-save-speed.md has the measurements, on the kept pages of an
+807 MiB x86_64 lab vmcore at ``-d 31``, one thread, CPU time):
 
-* ISA-L level 1 (the ``isal`` package) takes a third of stdlib zlib level 1's time (what makedumpfile
-  -c uses) but is 5.5 % bigger: it finds no match shorter than 4 bytes, and loses most on tables of
-  32-bit values that share their top bytes (the kernel's unwind and offset tables: kept at every dump
-  level, their size fixed by the kernel, not by its memory), which it leaves at 70-78 % of a page where
-  zlib gets about 55 %;
-* so the pages ISA-L leaves at 70-78 % (about one in fifteen) are compressed again with libdeflate
-  level 2 (the ``deflate`` package, smaller than zlib level 1) and the smaller stream is kept: 1.03x
-  makedumpfile -c's file size at 2.4x zlib's compression speed (a wider band, 58-80 %, gets to 1.005x
-  at 2.0x).
+* ``isal``: ISA-L level 1 (the ``isal`` package). It finds no match shorter than 4 bytes and loses
+  most on tables of 32-bit values that share their top bytes (the kernel's unwind and offset tables),
+  which it leaves at 70-78 % of a page where zlib gets about 55 %: those pages are compressed again
+  with libdeflate level 2 and the smaller stream is kept. 1.027x makedumpfile -c's size.
+* ``libdeflate``: libdeflate level 1 (the ``deflate`` package), the same retry with its level 2 for
+  the pages level 1 leaves at 70-78 %. 1.019x.
+* ``stdlib``: the standard library's zlib level 1, what makedumpfile -c runs. 1.000x.
 
-Both packages are optional, installed where they have wheels (x86_64, aarch64): without them (riscv64)
-the retry uses stdlib zlib, or the whole page goes to libdeflate level 2 or, with neither, to stdlib
-zlib level 1, as makedumpfile. ``$KEXECFW_ZLIB_ENGINE=stdlib`` forces the standard library (tests,
-comparisons). :attr:`ZlibEngine.name` says what ran.
+Which is fastest depends on the CPU, not on the data: on the host (AVX2) ISA-L+retry takes 0.89x
+libdeflate+retry's time, under QEMU TCG (the lab's capture kernels; SIMD emulated) 1.95x. So ``auto``
+(the default) times them at run time, once per save (the pool's threads share it): the first
+:data:`SAMPLE_PAGES` non-zero pages after one warm-up page are compressed by every candidate, in
+rotating order, each timed on the thread's CPU clock (what other processes do does not count), and
+written as the first candidate's stream. The rest goes to the fastest candidate whose sample output is
+within :data:`SIZE_BUDGET` of stdlib zlib level 1's (makedumpfile -c's; so ``stdlib`` always
+qualifies), the earlier listed (isal, libdeflate, stdlib) unless a later one is :data:`PREFER_MARGIN`
+faster, so that close calls go the same way from run to run and so does the file. The budget guards
+against data a fast engine compresses badly; it is 3 % so that, with the candidates at +1.9 % and
++2.7 % over a whole dump, the dump stays within +5 % of makedumpfile -c even where the first pages
+flatter an engine (they do here: ISA-L is 1.1 % *smaller* than zlib on the first 32). Cost: 2.5 ms of
+CPU on the host, 15 ms under TCG (user mode), of which the first candidate's third is work it would
+have done anyway.
+
+Both packages are optional, installed where they have wheels (x86_64, aarch64; riscv64 has neither):
+a missing one is simply not a candidate, and the retry of ``isal`` falls back to stdlib zlib level 1.
+``$KEXECFW_ZLIB_ENGINE`` forces one candidate (``isal``, ``libdeflate``, ``stdlib``) or ``auto``.
+:attr:`ZlibEngine.name` says what ran and, for ``auto``, the sample's figures.
 """
 from __future__ import annotations
 
 import os
-from typing import Callable
+import threading
+import time
+from typing import Callable, NamedTuple, Sequence
 
 from kexecfw.errors import BadInputError
 
 ENGINE_ENV = "KEXECFW_ZLIB_ENGINE"
-ENGINE_CHOICES = ("auto", "stdlib")
-# ISA-L's output sizes (fractions of the page) whose page is compressed again by the retry engine
+ENGINE_CHOICES = ("auto", "isal", "libdeflate", "stdlib")
+# the first engine's output sizes (fractions of the page) whose page is compressed again by the retry
 RETRY_FROM, RETRY_BELOW = 0.70, 0.78
+# non-zero pages timed by ``auto`` (32 pages: 0.13 MB, 3-4 ms with all three candidates on the host)
+SAMPLE_PAGES = 32
+# a candidate's sample output may be at most this times stdlib zlib level 1's
+SIZE_BUDGET = 1.03
+# a candidate listed later must be this much faster to be chosen: close calls (ISA-L and libdeflate
+# are within 10-15 % of each other on the host) then go the same way from run to run, and so does
+# the dump's content, instead of following the sample's noise
+PREFER_MARGIN = 0.10
 
 Compress = Callable[[bytes], bytes]
 
 
-class ZlibEngine:
-    """What compresses pages to zlib streams: ``name`` says which library and level (for the save's
-    summary and --json), ``make()`` gives a compress function (one per thread)."""
-
-    def __init__(self, name: str, make: Callable[[], Compress]) -> None:
-        self.name = name
-        self.make = make
+class Candidate(NamedTuple):
+    key: str                 # what $KEXECFW_ZLIB_ENGINE calls it
+    name: str                # library, version, level (and retry)
+    compress: Compress
 
 
-def _stdlib(level: int) -> tuple[str, Compress]:
-    import zlib
-    return f"zlib {zlib.ZLIB_RUNTIME_VERSION} level {level}", lambda page: zlib.compress(page, level)
+class Measured(NamedTuple):
+    """A candidate's cost on the sample: CPU nanoseconds and bytes written (a page that does not shrink
+    counted at the page size, as it is stored raw)."""
+    key: str
+    ns: int
+    nbytes: int
 
 
-def _libdeflate(level: int) -> tuple[str, Compress] | None:
-    try:
-        import deflate
-    except ImportError:
-        return None
-    zlib_compress = deflate.zlib_compress
-    return (f"libdeflate (deflate {getattr(deflate, '__version__', '?')}) level {level}",
-            lambda page: zlib_compress(page, level))
+def choose(measured: Sequence[Measured], reference: str = "stdlib", budget: float = SIZE_BUDGET,
+           margin: float = PREFER_MARGIN) -> Measured:
+    """Of ``measured`` (in order of preference), those whose bytes are at most ``budget`` times the
+    ``reference``'s: the first within ``margin`` of the fastest's time."""
+    limit = next(m.nbytes for m in measured if m.key == reference) * budget
+    admitted = [m for m in measured if m.nbytes <= limit]
+    fastest = min(m.ns for m in admitted)
+    return next(m for m in admitted if m.ns <= fastest * (1 + margin))
 
 
-def zlib_engine(choice: str | None = None, page_size: int = 4096) -> ZlibEngine:
-    """The engine for ``choice`` (``auto``: the fastest installed; ``stdlib``: the standard library's
-    zlib), by default from ``$KEXECFW_ZLIB_ENGINE``."""
-    choice = choice or os.environ.get(ENGINE_ENV) or "auto"
-    if choice not in ENGINE_CHOICES:
-        raise BadInputError(f"${ENGINE_ENV}={choice!r} is not one of {', '.join(ENGINE_CHOICES)}")
-    if choice == "stdlib":
-        name, fn = _stdlib(1)
-        return ZlibEngine(name, lambda: fn)
-    try:
-        import isal
-        from isal.isal_zlib import compress as isal_compress
-    except ImportError:
-        name, fn = _libdeflate(2) or _stdlib(1)
-        return ZlibEngine(name, lambda: fn)
-    retry_name, retry = _libdeflate(2) or _stdlib(1)
+def _with_retry(first: Compress, retry: Compress, page_size: int) -> Compress:
     lo, hi = int(RETRY_FROM * page_size), int(RETRY_BELOW * page_size)
 
     def compress(page: bytes) -> bytes:
-        out = isal_compress(page, 1)
+        out = first(page)
         if lo <= len(out) < hi:
             again = retry(page)
             if len(again) < len(out):
                 return again
         return out
-    return ZlibEngine(f"isal {getattr(isal, '__version__', '?')} level 1, {retry_name} where ISA-L leaves "
-                      f"{RETRY_FROM:.0%}-{RETRY_BELOW:.0%}", lambda: compress)
+    return compress
+
+
+def _stdlib() -> Candidate:
+    import zlib
+    compress = zlib.compress
+    return Candidate("stdlib", f"zlib {zlib.ZLIB_RUNTIME_VERSION} level 1", lambda page: compress(page, 1))
+
+
+def _libdeflate(page_size: int) -> Candidate | None:
+    try:
+        import deflate
+    except ImportError:
+        return None
+    compress = deflate.zlib_compress
+    return Candidate("libdeflate", f"libdeflate (deflate {getattr(deflate, '__version__', '?')}) level 1, "
+                     f"level 2 where level 1 leaves {RETRY_FROM:.0%}-{RETRY_BELOW:.0%}",
+                     _with_retry(lambda page: compress(page, 1), lambda page: compress(page, 2), page_size))
+
+
+def _isal(page_size: int) -> Candidate | None:
+    try:
+        import isal
+        from isal.isal_zlib import compress
+    except ImportError:
+        return None
+    try:
+        import deflate
+        zlib_compress = deflate.zlib_compress
+        retry_name = f"libdeflate (deflate {getattr(deflate, '__version__', '?')}) level 2"
+        retry: Compress = lambda page: zlib_compress(page, 2)     # noqa: E731
+    except ImportError:
+        retry_name, retry = _stdlib()[1:]
+    return Candidate("isal", f"isal {getattr(isal, '__version__', '?')} level 1, {retry_name} where ISA-L "
+                     f"leaves {RETRY_FROM:.0%}-{RETRY_BELOW:.0%}",
+                     _with_retry(lambda page: compress(page, 1), retry, page_size))
+
+
+class ZlibEngine:
+    """What compresses pages to zlib streams: ``make()`` gives a compress function (one per thread),
+    ``name`` says which library and level ran (for the save's summary and --json). With several
+    candidates, the first ``sample_pages`` + 1 pages any thread compresses choose the one for all."""
+
+    def __init__(self, candidates: Sequence[Candidate], page_size: int = 4096,
+                 sample_pages: int = SAMPLE_PAGES) -> None:
+        self.candidates = list(candidates)
+        self.page_size = page_size
+        self.sample_pages = sample_pages
+        self._lock = threading.Lock()
+        self._sampled = -1                       # the first page warms every candidate up, untimed
+        self._ns = [0] * len(self.candidates)
+        self._bytes = [0] * len(self.candidates)
+        self.measured: list[Measured] = []
+        self.chosen: Candidate | None = self.candidates[0] if len(self.candidates) == 1 else None
+
+    @property
+    def name(self) -> str:
+        if len(self.candidates) == 1:
+            return self.candidates[0].name
+        keys = ", ".join(c.key for c in self.candidates)
+        if self.chosen is None:
+            return (f"{self.candidates[0].name} (auto: only {self._sampled + 1} non-zero pages, too few to "
+                    f"time {keys})")
+        ref = next(m.nbytes for m in self.measured if m.key == "stdlib") or 1
+        figures = ", ".join(f"{m.key} {m.ns / 1e6:.2f} ms {m.nbytes / ref:.3f}x" for m in self.measured)
+        return (f"{self.chosen.name} (auto, timed on {self.sample_pages} pages: {figures} of zlib level 1's "
+                f"size)")
+
+    def make(self) -> Compress:
+        if self.chosen is not None:
+            return self.chosen.compress
+
+        def compress(page: bytes) -> bytes:
+            chosen = self.chosen
+            if chosen is not None:
+                return chosen.compress(page)
+            return self._sample(page)
+        return compress
+
+    def _sample(self, page: bytes) -> bytes:
+        """``page`` compressed by every candidate (timed, once past the warm-up page): the first's stream.
+        (Not the smallest: which pages are sampled depends on the pool's threads, and a dump whose
+        engine stays the first one is then the same file whatever the threads did.)"""
+        with self._lock:
+            if self.chosen is not None:          # decided while this thread waited
+                return self.chosen.compress(page)
+            clock = time.thread_time_ns
+            n = len(self.candidates)
+            written = b""
+            for j in range(n):
+                i = (j + self._sampled) % n     # who runs first (colder caches) rotates
+                fn = self.candidates[i].compress
+                started = clock()
+                out = fn(page)
+                took = clock() - started
+                if self._sampled >= 0:
+                    self._ns[i] += took
+                    self._bytes[i] += min(len(out), self.page_size)
+                if i == 0:
+                    written = out
+            self._sampled += 1
+            if self._sampled == self.sample_pages:
+                self.measured = [Measured(c.key, ns, nbytes)
+                                 for c, ns, nbytes in zip(self.candidates, self._ns, self._bytes)]
+                winner = choose(self.measured)
+                self.chosen = next(c for c in self.candidates if c.key == winner.key)
+            return written
+
+
+def zlib_engine(choice: str | None = None, page_size: int = 4096) -> ZlibEngine:
+    """The engine for ``choice`` (``auto``: the fastest installed, timed on the first pages; ``isal``,
+    ``libdeflate``, ``stdlib``: that one), by default from ``$KEXECFW_ZLIB_ENGINE``."""
+    choice = choice or os.environ.get(ENGINE_ENV) or "auto"
+    if choice not in ENGINE_CHOICES:
+        raise BadInputError(f"${ENGINE_ENV}={choice!r} is not one of {', '.join(ENGINE_CHOICES)}")
+    if choice == "stdlib":
+        return ZlibEngine([_stdlib()], page_size)
+    installed = [c for c in (_isal(page_size), _libdeflate(page_size)) if c is not None]
+    if choice == "auto":
+        return ZlibEngine(installed + [_stdlib()], page_size)
+    forced = [c for c in installed if c.key == choice]
+    if not forced:
+        package = "isal" if choice == "isal" else "deflate"
+        raise BadInputError(f"${ENGINE_ENV}={choice} needs the {package} module, not installed here "
+                            f"(pip install {package}); or use auto or stdlib")
+    return ZlibEngine(forced, page_size)
