@@ -25,6 +25,8 @@ REFERENCES = ("makedumpfile-c", "makedumpfile-l")
 # issue 14, goal 2: 8 GiB time <= 8.5x the 1 GiB time, i.e. 1.0625x linear in guest RAM
 GROWTH_SLACK = 8.5 / 8
 STARTUP = "start-up and exit"   # the wall time kexecfw's own report does not cover
+# where the report says when the save began in the process's life: that part, and what follows the phases
+STARTED, EXITED = "start-up", "exit"
 MIB = 1 << 20
 
 
@@ -100,6 +102,8 @@ def read_guest(directory: Path, lab_seconds: float | None = None) -> dict:
                 report = save_report(lab.read_text(f"capture/steps/round-{i}-{suffix}.out"))
                 run["phases"] = report_phases(report)
                 run["engine"] = report.get("engine")
+                if isinstance(report.get("started_after_seconds"), (int, float)):
+                    run["started_after"] = float(report["started_after_seconds"])
             runs.append(run)
         ok = [r for r in runs if r["rc"] == 0]
         tool: dict = {"label": label, "runs": runs, "failed": len(runs) - len(ok)}
@@ -118,7 +122,12 @@ def median_phases(runs: list[dict]) -> dict[str, float]:
     """Median seconds of each phase over the rounds, and of the rest of each round's wall time."""
     names = list(dict.fromkeys(name for r in runs for name in r["phases"]))
     out = {name: statistics.median(r["phases"].get(name, 0.0) for r in runs) for name in names}
-    out[STARTUP] = statistics.median(max(0.0, r["seconds"] - sum(r["phases"].values())) for r in runs)
+    rest = [max(0.0, r["seconds"] - sum(r["phases"].values())) for r in runs]
+    if all("started_after" in r for r in runs):
+        out[STARTED] = statistics.median(r["started_after"] for r in runs)
+        out[EXITED] = statistics.median(max(0.0, x - r["started_after"]) for x, r in zip(rest, runs))
+    else:
+        out[STARTUP] = statistics.median(rest)
     return out
 
 

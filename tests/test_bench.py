@@ -91,6 +91,11 @@ def test_capture_phase_reports_in_either_shape_and_without_phases() -> None:
     runs = [{"seconds": 7.0, "phases": {"classify": 1.0, "compress": 5.0}},
             {"seconds": 9.0, "phases": {"classify": 2.0, "compress": 5.5}}]
     assert capture.median_phases(runs) == {"classify": 1.5, "compress": 5.25, capture.STARTUP: 1.25}
+    # a report that says when the save began splits the rest into the start-up and the exit
+    for run, began in zip(runs, (0.5, 0.75)):
+        run["started_after"] = began
+    assert capture.median_phases(runs) == {"classify": 1.5, "compress": 5.25, capture.STARTED: 0.625,
+                                           capture.EXITED: 0.625}
 
 
 def test_capture_growth_check_bounds_the_big_guest_by_its_ram() -> None:

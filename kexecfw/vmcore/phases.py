@@ -2,7 +2,7 @@
 not per page), reported by ``vmcore save --json`` as ``phases`` so that the next bottleneck is visible.
 
 Phases of one save, each measured on the thread that runs the save so that they add up to its wall time:
-``summary`` (the crash summary read first: the panic CPU), ``classify`` (the page bitmaps: struct page
+``open`` (the dump's headers and notes read), ``summary`` (the crash summary read first: the panic CPU), ``classify`` (the page bitmaps: struct page
 reads and classification), ``read`` (the kept pages' data), ``compress`` (zero-page test and compression;
 with a thread pool, the time spent waiting for it, its threads' own time in ``thread_seconds``),
 ``write`` (page descriptors and data written), ``sync`` (written back to the disk) and ``other``.
@@ -11,15 +11,29 @@ on a busy machine the wall time also holds other processes' turns on the CPU).
 """
 from __future__ import annotations
 
+import os
 import time
 
-ORDER = ("summary", "classify", "read", "compress", "write", "sync", "other")
-
+ORDER = ("open", "summary", "classify", "read", "compress", "write", "sync", "other")
 
 
 def mark() -> tuple[float, float]:
     """Now, as (wall clock, this thread's CPU time)."""
     return time.perf_counter(), time.thread_time()
+
+
+def process_age() -> float | None:
+    """Seconds since this process started (the kernel's start time, in clock ticks: 10 ms steps), or
+    None where /proc cannot say. Before a save starts, that is the interpreter's start-up and imports:
+    with it, a save's wall time splits into start-up, the phases and what follows them (exit)."""
+    try:
+        with open("/proc/self/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
+        with open("/proc/uptime", "rb") as f:
+            uptime = float(f.read().split()[0])
+        return max(0.0, uptime - int(fields[19]) / os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 class PhaseTimes:

@@ -26,7 +26,7 @@ from kexecfw.cli.common import human_size
 from kexecfw.errors import BadInputError, KexecfwError, NoSpaceError
 from kexecfw.sizes import parse_size
 from kexecfw.vmcore import default_dump_path, open_dump
-from kexecfw.vmcore.phases import PhaseTimes, mark
+from kexecfw.vmcore.phases import PhaseTimes, mark, process_age
 from kexecfw.vmcore.writer import DumpIncomplete, DumpWriter, output_error
 
 STAMP = re.compile(r"^\d{8}-\d{6}(-\d+)?$")
@@ -100,8 +100,11 @@ def crash_summary(dump, symbols: bool = True) -> tuple[dict, bytes | None]:
 
 def save_file(input_path: str, out: str, *, dump_level: int, compress: str, elf: bool, threads: int,
               progress: bool, byte_limit: int | None = None) -> dict:
+    before = PhaseTimes()
+    age = process_age()
+    started = mark()
     with open_dump(input_path) as dump:
-        before = PhaseTimes()
+        before.add("open", started)
         started = mark()
         summary, _ = crash_summary(dump, symbols=False)     # the header only needs the panic CPU
         before.add("summary", started)
@@ -110,6 +113,8 @@ def save_file(input_path: str, out: str, *, dump_level: int, compress: str, elf:
         # "-": the flattened stream to stdout, which may be a pipe (nothing is sought)
         stats = writer.write_flat(sys.stdout.fileno(), "stdout") if out == "-" else writer.write(out)
         stats["phases"] = before.report() + stats["phases"]
+    if age is not None:
+        stats["started_after_seconds"] = round(age, 2)     # the process's start-up before the save began
     return {**summary, **stats}
 
 

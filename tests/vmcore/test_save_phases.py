@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from kexecfw.vmcore import open_dump
-from kexecfw.vmcore.phases import ORDER, PhaseTimes, mark
+from kexecfw.vmcore.phases import ORDER, PhaseTimes, mark, process_age
 from kexecfw.vmcore.writer import DumpWriter
 
 
@@ -27,11 +27,13 @@ def test_phases_cover_the_save_and_count_its_pages(args, mini_vmcores, tmp_path)
     report = save_json(mini_vmcores["x86_64"], tmp_path / "out", *args)
     phases = {p["name"]: p for p in report["phases"]}
     assert list(phases) == [n for n in ORDER if n in phases]                   # in the order of a save
-    assert {"summary", "classify", "read", "write", "other"} <= set(phases)
+    assert {"open", "summary", "classify", "read", "write", "other"} <= set(phases)
+    # the process's start-up before the save: more than nothing (an interpreter started), less than it all
+    assert 0 <= report["started_after_seconds"] < 60
     for p in report["phases"]:
         assert p["seconds"] >= 0 and p["cpu_seconds"] >= 0 and p["pages"] >= 0
     # the writer's phases add up to its own time (summary comes before it)
-    writer_seconds = sum(p["seconds"] for name, p in phases.items() if name != "summary")
+    writer_seconds = sum(p["seconds"] for name, p in phases.items() if name not in ("open", "summary"))
     assert writer_seconds == pytest.approx(report["seconds"], abs=0.005)
     assert phases["classify"]["pages"] == report.get("pages_present", phases["classify"]["pages"]) > 100
     assert phases["read"]["pages"] >= report["pages_written"]
@@ -68,3 +70,12 @@ def test_phase_times_add_up_and_other_takes_the_rest():
     report = {p["name"]: p for p in times.report(start)}
     assert report["read"]["pages"] == 5 and list(report) == ["read", "other"]
     assert report["other"]["seconds"] >= 0 and report["read"]["seconds"] >= 0
+
+
+def test_process_age_counts_from_the_process_start():
+    """The kernel's start time of this process against the clock: this test runs well after pytest started,
+    and a child's age starts near zero."""
+    assert process_age() > 0.0
+    done = subprocess.run([sys.executable, "-c", "from kexecfw.vmcore.phases import process_age; "
+                           "print(process_age())"], capture_output=True, text=True, timeout=60, check=True)
+    assert 0.0 <= float(done.stdout) < 30
