@@ -56,10 +56,30 @@ class ArchSpec(Record, frozen=True):
 
 
 class KernelFile(Record, frozen=True):
-    """A kernel image file as given on the command line."""
+    """A kernel image file as given on the command line.
+
+    ``data`` is its content as bytes. A load maps the file instead of reading it
+    (kexecfw.load.read_input): ``view`` is that content without a copy, which the built-in
+    plugins parse and slice; ``data`` makes bytes of it on first use, for plugins that want
+    bytes' methods."""
 
     path: Path
     data: bytes
+
+    @property
+    def view(self) -> memoryview:
+        return memoryview(self.__dict__["data"])
+
+
+def _kernel_file_bytes(self: KernelFile) -> bytes:
+    value = self.__dict__["data"]
+    if type(value) is not bytes:
+        value = self.__dict__["data"] = bytes(value)   # once (the record is frozen: __dict__ directly)
+    return value
+
+
+# after the class body: there, a property named like the field would be taken for its default
+KernelFile.data = property(_kernel_file_bytes)  # type: ignore[assignment]
 
 
 class KernelImage(Record):

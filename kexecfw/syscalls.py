@@ -129,6 +129,26 @@ def raw_syscall(name: str, nr: int, arch: ArchSpec, *args: object) -> int:
     return libc_syscall()(ctypes.c_long(nr), *args)
 
 
+class _PyBuffer(ctypes.Structure):
+    """Py_buffer (Include/pybuffer.h): what PyObject_GetBuffer fills."""
+    _fields_ = [("buf", ctypes.c_void_p), ("obj", ctypes.c_void_p), ("len", ctypes.c_ssize_t),
+                ("itemsize", ctypes.c_ssize_t), ("readonly", ctypes.c_int), ("ndim", ctypes.c_int),
+                ("format", ctypes.c_char_p), ("shape", ctypes.c_void_p), ("strides", ctypes.c_void_p),
+                ("suboffsets", ctypes.c_void_p), ("internal", ctypes.c_void_p)]
+
+
+def buffer_address(buf: bytes | memoryview) -> int:
+    """The address of ``buf``'s bytes (bytes, a view, a mapping), without copying them: a segment's
+    buffer is the kernel file's bytes or a view of them (kexecfw.load.read_input). Valid while ``buf``
+    lives; a contiguous buffer is required (PyBUF_SIMPLE), which every segment's is."""
+    view = _PyBuffer()
+    ctypes.pythonapi.PyObject_GetBuffer(ctypes.py_object(buf), ctypes.byref(view), 0)   # raises if not
+    try:
+        return view.buf or 0
+    finally:
+        ctypes.pythonapi.PyBuffer_Release(ctypes.byref(view))
+
+
 class LinuxSyscalls:
     """The real syscalls of the running kernel, for architecture ``arch``."""
 
@@ -141,12 +161,11 @@ class LinuxSyscalls:
             raise explain_errno(ctypes.get_errno(), name, self.sysroot, panic=panic)
 
     def kexec_load(self, entry: int, segments: list[Segment], flags: int) -> None:
-        # Pointers into the segments' own bytes objects (alive as long as `bufs`): the kernel only reads
+        # Pointers into the segments' own buffers (alive as long as the segments): the kernel only reads
         # them, and copying each (create_string_buffer) moved the 30+ MiB of a load once more.
-        bufs = [ctypes.c_char_p(bytes(s.buf)) for s in segments]
         array = (KexecSegment * max(len(segments), 1))()
-        for i, (s, b) in enumerate(zip(segments, bufs)):
-            array[i] = KexecSegment(ctypes.cast(b, ctypes.c_void_p), s.bufsz, s.mem, s.memsz)
+        for i, s in enumerate(segments):
+            array[i] = KexecSegment(ctypes.c_void_p(buffer_address(s.buf)), s.bufsz, s.mem, s.memsz)
         self._call("kexec_load", self.arch.nr_kexec_load, ctypes.c_ulong(entry), ctypes.c_ulong(len(segments)),
                    array if segments else None, ctypes.c_ulong(flags), panic=bool(flags & KEXEC_ON_CRASH))
 

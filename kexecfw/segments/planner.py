@@ -16,6 +16,12 @@ from kexecfw.segments.plan import Segment
 _MIB = 1 << 20
 
 
+def _frozen(buf: bytes) -> bytes:
+    """``buf`` as a segment keeps it: bytes and views (a mapped kernel or initrd, kexecfw.load.read_input)
+    as they are, without copying tens of MiB; a bytearray copied, so that later changes do not reach the plan."""
+    return buf if isinstance(buf, (bytes, memoryview)) else bytes(buf)
+
+
 class Planner:
     def __init__(self, allowed: list[Range], *, page_size: int = 4096, what: str = "System RAM") -> None:
         self.page_size = page_size
@@ -38,7 +44,7 @@ class Planner:
         mem = find_hole(self.free, size, align=align, min_addr=min_addr, max_addr=max_addr, top_down=top_down)
         if mem is None:
             self._no_space(name, size, align, min_addr, max_addr)
-        return self._append(Segment(name, bytes(buf), mem, size))
+        return self._append(Segment(name, _frozen(buf), mem, size))
 
     def add_at(self, name: str, buf: bytes, mem: int, *, memsz: int | None = None) -> Segment:
         """Place ``buf`` at ``mem`` exactly; it must be page-aligned and free."""
@@ -46,13 +52,13 @@ class Planner:
         want = Range(mem, mem + size)
         if mem % self.page_size or not any(f.contains(want) for f in self.free):
             raise NoSpaceError(f"{name} segment at {want} is not free page-aligned memory in {self.what}")
-        return self._append(Segment(name, bytes(buf), mem, size))
+        return self._append(Segment(name, _frozen(buf), mem, size))
 
     def replace(self, segment: Segment, buf: bytes) -> Segment:
         """Swap a placed segment's buffer (same place and size), e.g. once the purgatory is linked."""
         if len(buf) > segment.memsz:
             raise ValueError(f"{segment.name}: new buffer is larger than its memsz")
-        new = Segment(segment.name, bytes(buf), segment.mem, segment.memsz)
+        new = Segment(segment.name, _frozen(buf), segment.mem, segment.memsz)
         self.segments[self.segments.index(segment)] = new
         return new
 

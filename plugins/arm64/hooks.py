@@ -53,9 +53,10 @@ def _running_page_size(ctx: LoadContext) -> int:
 def kexecfw_probe_kernel(ctx: LoadContext, kernel_file: KernelFile) -> KernelImage | None:
     from kexecfw.plugins.arm64.image import check_loadable, is_uki, unwrap
     what = str(kernel_file.path)
-    probed = unwrap(kernel_file.data, what)
+    data = kernel_file.view      # the mapped file: a plain Image's payload is the file itself, not a copy
+    probed = unwrap(data, what)
     if probed is None:
-        if is_uki(kernel_file.data):
+        if is_uki(data):
             raise BadInputError(f"{what} is a Unified Kernel Image (UKI); extract its .linux section "
                                 "(objcopy -O binary --only-section=.linux) and its .initrd, and load those")
         return None
@@ -63,7 +64,7 @@ def kexecfw_probe_kernel(ctx: LoadContext, kernel_file: KernelFile) -> KernelIma
     h = probed.header
     details = {"text_offset": h.text_offset, "image_size": h.image_size, "flags": h.flags,
                "page_size": h.page_size, "placement_anywhere": h.placement_anywhere,
-               "efi_stub": h.efi_stub, "file_size": len(kernel_file.data)}
+               "efi_stub": h.efi_stub, "file_size": len(data)}
     return KernelImage(arch=ARCH.name, format=probed.format, payload=probed.payload, details=details)
 
 

@@ -221,9 +221,10 @@ def parse_bzimage(data: bytes, name: str = "kernel") -> BzImage:
     version = ""
     if h.kernel_version:
         at = h.kernel_version + 0x200
-        version = data[at:at + 256].split(b"\0", 1)[0].decode("ascii", "replace")
+        version = bytes(data[at:at + 256]).split(b"\0", 1)[0].decode("ascii", "replace")
+    # the protected-mode kernel as a view of the file, not a copy of its 10+ MiB (a load maps the file)
     return BzImage(h, setup_size, header_end, bytes(data[SETUP_HEADER_OFFSET:header_end]),
-                   bytes(data[setup_size:]), version)
+                   memoryview(data)[setup_size:], version)
 
 
 def kernel_release(version_string: str) -> tuple[int, ...] | None:

@@ -46,7 +46,7 @@ def kexecfw_architectures() -> list[ArchSpec]:
 def kexecfw_probe_kernel(ctx: LoadContext, kernel_file: KernelFile) -> KernelImage | None:
     from kexecfw.plugins.x86_64.bzimage import looks_like_bzimage, parse_bzimage
     from kexecfw.plugins.x86_64.running import running_kernel
-    data = kernel_file.data
+    data = kernel_file.view      # the mapped file: the payload is a slice of it, not a copy
     if not looks_like_bzimage(data):
         if data[:4] == b"\x7fELF":
             raise BadInputError(f"{kernel_file.path} is an ELF file (a vmlinux?), not a bzImage; kexecfw loads "

@@ -23,7 +23,8 @@ ET_REL = 1
 def decompress_payload(image: BzImage) -> bytes:
     """The vmlinux ELF the bzImage's decompressor would unpack (at most KERNEL_IMAGE_CAP bytes)."""
     h = image.header
-    data = image.kernel[h.payload_offset:h.payload_offset + h.payload_length]
+    # bytes: image.kernel is a view of the file (parse_bzimage) and the decompressors want bytes
+    data = bytes(image.kernel[h.payload_offset:h.payload_offset + h.payload_length])
     codec = sniff(data)
     if codec is None:
         raise BadInputError(f"unknown kernel payload compression (starts with {data[:6].hex()})")
