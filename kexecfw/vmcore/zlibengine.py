@@ -14,7 +14,7 @@ wrote it. The candidates (docs/vmcore-save-speed.md has the measurements, on the
   the pages level 1 leaves at 70-78 %. 1.019x.
 * ``stdlib``: the standard library's zlib level 1, what makedumpfile -c runs. 1.000x.
 
-Which is fastest depends on the CPU, not on the data: on the host (AVX2) ISA-L+retry takes 0.89x
+Which is fastest depends on the CPU more than on the data: on the host (AVX2) ISA-L+retry takes 0.89x
 libdeflate+retry's time, under QEMU TCG (the lab's capture kernels; SIMD emulated) 1.95x. So ``auto``
 (the default) times them at run time, once per save (the pool's threads share it): the first
 :data:`SAMPLE_PAGES` non-zero pages after one warm-up page are compressed by every candidate, in
@@ -26,8 +26,8 @@ faster, so that close calls go the same way from run to run and so does the file
 against data a fast engine compresses badly; it is 3 % so that, with the candidates at +1.9 % and
 +2.7 % over a whole dump, the dump stays within +5 % of makedumpfile -c even where the first pages
 flatter an engine (they do here: ISA-L is 1.1 % *smaller* than zlib on the first 32). Cost: 2.5 ms of
-CPU on the host, 15 ms under TCG (user mode), of which the first candidate's third is work it would
-have done anyway.
+CPU on the host, 15 ms under TCG (user mode), of which the first candidate's share (0.5 and 5 ms) is
+the writing of the sampled pages.
 
 Both packages are optional, installed where they have wheels (x86_64, aarch64; riscv64 has neither):
 a missing one is simply not a candidate, and the retry of ``isal`` falls back to stdlib zlib level 1.
@@ -47,7 +47,7 @@ ENGINE_ENV = "KEXECFW_ZLIB_ENGINE"
 ENGINE_CHOICES = ("auto", "isal", "libdeflate", "stdlib")
 # the first engine's output sizes (fractions of the page) whose page is compressed again by the retry
 RETRY_FROM, RETRY_BELOW = 0.70, 0.78
-# non-zero pages timed by ``auto`` (32 pages: 0.13 MB, 3-4 ms with all three candidates on the host)
+# non-zero pages timed by ``auto`` (32 pages: 0.13 MB, 2.5 ms with all three candidates on the host)
 SAMPLE_PAGES = 32
 # a candidate's sample output may be at most this times stdlib zlib level 1's
 SIZE_BUDGET = 1.03

@@ -118,9 +118,13 @@ def _offset_table_page(seed: int) -> bytes:
 @pytest.mark.parametrize("engine", ["isal", "libdeflate"])
 def test_the_retry_keeps_the_smaller_valid_stream(engine):
     need(engine)
-    from isal import isal_zlib
-    import deflate
-    first = {"isal": lambda p: isal_zlib.compress(p, 1), "libdeflate": lambda p: deflate.zlib_compress(p, 1)}[engine]
+    if engine == "isal":
+        from isal.isal_zlib import compress as level1
+    else:
+        from deflate import zlib_compress as level1
+
+    def first(page: bytes) -> bytes:
+        return level1(page, 1)
     compress = zlib_engine(engine).make()
     lo, hi = RETRY_FROM * 4096, RETRY_BELOW * 4096
     band = [p for p in map(_offset_table_page, range(40)) if lo <= len(first(p)) < hi]

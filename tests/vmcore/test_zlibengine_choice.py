@@ -1,7 +1,8 @@
 """How ``auto`` chooses its zlib engine (kexecfw/vmcore/zlibengine.py): from given sample timings and
 sizes, the fastest within the size budget of stdlib zlib's output, the first listed on a close call;
 and the sampling itself, run on real compressors: a sampled page gets the first candidate's stream,
-one decision is shared by all threads, a dump with too few pages says so. (Whole dumps written by each engine: test_engine.py.)"""
+one decision is shared by all threads, a dump with too few pages says so. (Whole dumps written by
+each engine: test_engine.py.)"""
 from __future__ import annotations
 
 import random
@@ -16,13 +17,15 @@ MS = 1_000_000
 
 
 def test_the_fastest_within_the_budget_wins():
-    measured = [Measured("isal", 5 * MS, 1010), Measured("libdeflate", 3 * MS, 1020), Measured("stdlib", 9 * MS, 1000)]
+    measured = [Measured("isal", 5 * MS, 1010), Measured("libdeflate", 3 * MS, 1020),
+                Measured("stdlib", 9 * MS, 1000)]
     assert choose(measured).key == "libdeflate"
 
 
 def test_a_close_call_goes_to_the_first_listed():
     close = int(3 * MS * (1 + PREFER_MARGIN))
-    measured = [Measured("isal", close, 1010), Measured("libdeflate", 3 * MS, 1020), Measured("stdlib", 9 * MS, 1000)]
+    measured = [Measured("isal", close, 1010), Measured("libdeflate", 3 * MS, 1020),
+                Measured("stdlib", 9 * MS, 1000)]
     assert choose(measured).key == "isal"
     measured[0] = Measured("isal", close + 1, 1010)
     assert choose(measured).key == "libdeflate"
@@ -30,7 +33,8 @@ def test_a_close_call_goes_to_the_first_listed():
 
 def test_a_faster_engine_over_the_budget_loses():
     over = int(1000 * SIZE_BUDGET) + 1
-    measured = [Measured("isal", 2 * MS, over), Measured("libdeflate", 4 * MS, 1030), Measured("stdlib", 9 * MS, 1000)]
+    measured = [Measured("isal", 2 * MS, over), Measured("libdeflate", 4 * MS, 1030),
+                Measured("stdlib", 9 * MS, 1000)]
     assert choose(measured).key == "libdeflate"          # 1030 is exactly at the budget: allowed
 
 
@@ -42,7 +46,8 @@ def test_the_reference_always_qualifies():
 
 def test_the_budget_is_relative_to_the_reference_not_the_smallest():
     # a candidate much smaller than zlib does not push the others out
-    measured = [Measured("isal", 2 * MS, 1020), Measured("libdeflate", 4 * MS, 900), Measured("stdlib", 9 * MS, 1000)]
+    measured = [Measured("isal", 2 * MS, 1020), Measured("libdeflate", 4 * MS, 900),
+                Measured("stdlib", 9 * MS, 1000)]
     assert choose(measured).key == "isal"
 
 
@@ -103,7 +108,8 @@ def test_too_few_pages_to_time_is_said(pages):
     for page in _pages(pages):
         assert zlib.decompress(compress(page)) == page
     assert engine.chosen is None
-    assert engine.name == f"zlib level 9 (auto: only {pages} non-zero pages, too few to time level9, stored, stdlib)"
+    assert engine.name == (f"zlib level 9 (auto: only {pages} non-zero pages, too few to time level9, stored, "
+                           f"stdlib)")
 
 
 def test_one_candidate_is_not_timed():
