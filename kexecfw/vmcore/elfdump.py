@@ -1,6 +1,6 @@
 """ELF crash dumps: /proc/vmcore in a capture kernel, and ELF dumps saved from it.
 
-The file is mmap'ed (``/proc/vmcore`` supports mmap) and read lazily: only the
+The file is read lazily (small reads through mmap windows, bulk reads with pread): only the
 header, program headers and notes are parsed up front; memory is read on
 demand through the PT_LOADs, looked up by physical address with a bisect over
 the segments sorted by ``p_paddr``. Struct layouts are in :mod:`kexecfw.elfnotes`
@@ -24,14 +24,14 @@ PN_XNUM = 0xFFFF
 ELF64_SHDR_INFO_OFFSET = 44
 MAX_HEADER_BYTES = 64 << 20
 BULK_READ = 64 << 10   # headers + notes of any real vmcore fit; guards against absurd e_phnum
-# Pages read through the mapping of a regular file stay mapped and count in the process's RSS
-# (a -d 31 save reads page tables and short runs of pages all over memory): once the reads may
-# have mapped this many bytes, the mapping's pages are unmapped (MADV_DONTNEED; they
-# stay in the page cache). /proc/vmcore is a PFN mapping that RSS never counts (madvise refuses it).
-UNMAP_AFTER = 2 << 20
-# A page fault on a file mapping maps the pages around it too (fault_around_bytes, 64 KiB by
-# default): a read of n bytes may map n + 64 KiB.
-FAULT_AROUND = 64 << 10
+# /proc/vmcore maps the old kernel's memory eagerly: mmap() builds the page table entries of the whole
+# range at once (fs/proc/vmcore.c: mmap_vmcore -> remap_oldmem_pfn_range), so one mapping of the whole
+# file would take page tables in proportion to the machine's memory (16 MiB for 8 GiB, 2 GiB for 1 TiB:
+# more than a crash kernel has) and time to build and tear down. Small reads go through a few windows
+# mapped on demand instead, as makedumpfile maps /proc/vmcore a window at a time; a window dropped is
+# unmapped, which also bounds what mapped pages of a regular file add to the process's RSS.
+MAP_WINDOW = 1 << 20
+MAP_WINDOWS = 4
 # An off_t is signed: a program header's offset or size from 2^63 up is no file position.
 MAX_FILE_OFFSET = (1 << 63) - 1
 # The writer keeps a bitmap of every page frame up to the highest PT_LOAD: it may take as many
@@ -144,13 +144,8 @@ class ElfDump(DumpFile):
         self.cut_ranges = _subtract(cut, [(seg[0], seg[1]) for seg in disjoint])
         self._all_loads = loads
         self._starts = [seg[0] for seg in self._loads]
-        self._map: mmap.mmap | None = None
-        self._mapped_reads = 0
-        if self.size:
-            try:
-                self._map = mmap.mmap(self._fd, 0, prot=mmap.PROT_READ)
-            except (OSError, ValueError):
-                self._map = None     # fall back to pread (some /proc/vmcore or pipes)
+        self._windows: dict[int, mmap.mmap] = {}     # window number -> its mapping, least recently used first
+        self._mappable = self.size > 0                # until a mapping fails (pipes, /proc/kcore): then pread
         source = f"{self.path}: the page size given"
         if page_size is None:
             source = f"{self.path}: VMCOREINFO PAGESIZE"
@@ -166,9 +161,9 @@ class ElfDump(DumpFile):
                                 f"{self.size} bytes (corrupt program header)")
 
     def close(self) -> None:
-        if self._map is not None:
-            self._map.close()
-            self._map = None
+        for window in self._windows.values():
+            window.close()
+        self._windows.clear()
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
@@ -182,22 +177,35 @@ class ElfDump(DumpFile):
         return None
 
     def _read_file(self, offset: int, size: int) -> bytes:
-        # Small random reads through the mapping; bulk reads (the writer's chunks) with pread so
-        # that the pages do not stay mapped and count against the process (RSS budget).
-        if self._map is not None and size < BULK_READ:
-            self._mapped_reads += size + FAULT_AROUND
-            if self._mapped_reads > UNMAP_AFTER:
-                self._unmap_pages()
-            return self._map[offset:offset + size]
+        # Small random reads through a mapped window; bulk reads (the writer's chunks) and reads that
+        # straddle two windows with pread.
+        if size < BULK_READ and self._mappable:
+            number = offset // MAP_WINDOW
+            if (offset + size - 1) // MAP_WINDOW == number:
+                window = self._window(number)
+                if window is not None:
+                    at = offset - number * MAP_WINDOW
+                    return window[at:at + size]
         return os.pread(self._fd, size, offset)
 
-    def _unmap_pages(self) -> None:
-        """Drop the mapping's resident pages from this process (not from the page cache)."""
-        self._mapped_reads = 0
-        try:
-            self._map.madvise(mmap.MADV_DONTNEED)
-        except (OSError, AttributeError, ValueError):
-            self._mapped_reads = -(1 << 62)    # a PFN mapping (/proc/vmcore): nothing to drop, stop trying
+    def _window(self, number: int) -> mmap.mmap | None:
+        """The mapping of window ``number`` (mapped now if it is not; the least recently used one
+        unmapped to make room), or None when the file cannot be mapped."""
+        window = self._windows.pop(number, None)
+        if window is None:
+            start = number * MAP_WINDOW
+            length = min(MAP_WINDOW, self.size - start)
+            if length <= 0:
+                return None
+            if len(self._windows) >= MAP_WINDOWS:
+                self._windows.pop(next(iter(self._windows))).close()
+            try:
+                window = mmap.mmap(self._fd, length, prot=mmap.PROT_READ, offset=start)
+            except (OSError, ValueError):
+                self._mappable = False
+                return None
+        self._windows[number] = window
+        return window
 
     def missing_memory(self) -> str | None:
         if self.truncated_at is None:
