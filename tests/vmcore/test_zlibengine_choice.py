@@ -44,6 +44,11 @@ def test_the_reference_always_qualifies():
     assert choose([Measured("stdlib", 9 * MS, 1000)]).key == "stdlib"
 
 
+def test_a_clock_that_did_not_move_leaves_the_first_listed_within_the_budget():
+    measured = [Measured("isal", 0, 1100), Measured("libdeflate", 0, 1020), Measured("stdlib", 0, 1000)]
+    assert choose(measured).key == "libdeflate"
+
+
 def test_the_budget_is_relative_to_the_reference_not_the_smallest():
     # a candidate much smaller than zlib does not push the others out
     measured = [Measured("isal", 2 * MS, 1020), Measured("libdeflate", 4 * MS, 900),
