@@ -41,7 +41,10 @@ from __future__ import annotations
 
 import functools
 import re
-from typing import Iterator
+
+TYPE_CHECKING = False   # not typing.TYPE_CHECKING: a capture kernel's save does not import typing
+if TYPE_CHECKING:
+    from typing import Iterator
 
 from kexecfw.errors import BadInputError
 from kexecfw.vmcore.bounds import U64_MAX

@@ -29,11 +29,11 @@ from __future__ import annotations
 
 import re
 import struct
-from dataclasses import dataclass, field
 
 from kexecfw.elfnotes import Note
 from kexecfw.errors import BadInputError
 from kexecfw.machines import RegisterLayout, machine_capture
+from kexecfw.records import Record, fresh
 
 # struct elf_prstatus up to pr_reg: elf_siginfo {si_signo, si_code, si_errno}, pr_cursig (+2 pad),
 # pr_sigpend, pr_sighold, pr_pid, pr_ppid, pr_pgrp, pr_sid, pr_utime, pr_stime, pr_cutime, pr_cstime
@@ -45,15 +45,14 @@ PANIC_LINE = re.compile(rb"Kernel panic - not syncing")
 DUMP_STACK_LINE = re.compile(rb"CPU: (\d+) (?:UID: \d+ )?PID: (\d+) Comm: ([^\n ]*)")
 
 
-@dataclass
-class CpuState:
+class CpuState(Record):
     index: int                    # position among the NT_PRSTATUS notes
     cpu: int                      # CPU number (see the module docstring for how it is chosen)
     pid: int
     signal: int
-    registers: dict[str, int] = field(default_factory=dict)
+    registers: dict[str, int] = fresh(dict)
     panic: bool = False
-    roles: dict[str, str] = field(default_factory=dict)     # "pc"/"sp"/"lr" -> the register that holds it
+    roles: dict[str, str] = fresh(dict)     # "pc"/"sp"/"lr" -> the register that holds it
 
     def role(self, role: str) -> int | None:
         name = self.roles.get(role)
@@ -106,14 +105,13 @@ DETAIL_START = re.compile(rb"^(CPU: \d+ |Hardware name:|Modules linked in:|Call 
                           rb"\S+: [0-9a-f]{8,}|-+\[ cut here \]|Workqueue:|Kernel panic)")
 
 
-@dataclass
-class PanicReport:
+class PanicReport(Record):
     """Why the kernel crashed, from its log: the panic line, where it happened and what led to it."""
     line: str                     # "Kernel panic - not syncing: ..." (or the oops line), without timestamp
     cpu: int | None = None        # from dump_stack()'s "CPU: N ... PID: P Comm: C" header
     pid: int | None = None
     comm: str | None = None
-    lead: list[str] = field(default_factory=list)    # the log lines that led to it, as printed
+    lead: list[str] = fresh(list)    # the log lines that led to it, as printed
 
     def to_json(self) -> dict:
         return {"line": self.line, "cpu": self.cpu, "pid": self.pid, "comm": self.comm, "lead": self.lead}

@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import sys
 import time
 
@@ -181,6 +180,7 @@ def _save_into(dump, input_path, base: str, *, dump_level: int, compress: str, e
             except KexecfwError:
                 pass
         else:
+            import shutil    # (bz2 and lzma with it: not imported by a save that goes well)
             shutil.rmtree(target, ignore_errors=True)
         raise
     # symbols and exact CPU numbers once the dump is safe on disk
@@ -212,6 +212,7 @@ def prune(base: str, keep: int) -> list[str]:
     ours = sorted(d for d in os.listdir(base)
                   if STAMP.match(d) and os.path.isfile(os.path.join(base, d, "summary.json")))
     removed = []
+    import shutil
     for d in ours[:-keep]:
         shutil.rmtree(os.path.join(base, d), ignore_errors=True)
         removed.append(d)

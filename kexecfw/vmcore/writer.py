@@ -54,7 +54,6 @@ import signal
 import threading
 import time
 from contextlib import contextmanager
-from typing import Callable, Iterator
 
 from kexecfw.elfnotes import ELF64_EHDR, ELF64_NHDR, ELF64_PHDR, ET_CORE, PT_LOAD, PT_NOTE, Note
 from kexecfw.errors import NO_SPACE_ERRNOS, BadInputError, ExitCode, KexecfwError, exit_code_of
@@ -66,6 +65,10 @@ from kexecfw.vmcore.kdumpfmt import (CODEC_FLAGS, DISK_DUMP_HEADER, DL_EXCLUDE_Z
                                      VERSION_FLAT_HEADER)
 from kexecfw.vmcore.kmem import KernelMemory, translator_for
 from kexecfw.vmcore.phases import PhaseTimes, mark
+
+TYPE_CHECKING = False   # not typing.TYPE_CHECKING: a capture kernel's save does not import typing
+if TYPE_CHECKING:
+    from typing import Callable, Iterator
 
 CHUNK_PAGES = 256
 # A capture kernel has little RAM: write back and drop the dump's page cache every so often

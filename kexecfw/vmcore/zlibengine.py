@@ -39,9 +39,12 @@ from __future__ import annotations
 import os
 import threading
 import time
-from typing import Callable, NamedTuple, Sequence
-
 from kexecfw.errors import BadInputError
+from kexecfw.records import TupleRecord
+
+TYPE_CHECKING = False   # not typing.TYPE_CHECKING: a capture kernel's save does not import typing
+if TYPE_CHECKING:
+    from typing import Callable, Sequence
 
 ENGINE_ENV = "KEXECFW_ZLIB_ENGINE"
 ENGINE_CHOICES = ("auto", "isal", "libdeflate", "stdlib")
@@ -56,16 +59,16 @@ SIZE_BUDGET = 1.03
 # the dump's content, instead of following the sample's noise
 PREFER_MARGIN = 0.10
 
-Compress = Callable[[bytes], bytes]
+Compress = "Callable[[bytes], bytes]"
 
 
-class Candidate(NamedTuple):
+class Candidate(TupleRecord):
     key: str                 # what $KEXECFW_ZLIB_ENGINE calls it
     name: str                # library, version, level (and retry)
     compress: Compress
 
 
-class Measured(NamedTuple):
+class Measured(TupleRecord):
     """A candidate's cost on the sample: CPU nanoseconds and bytes written (a page that does not shrink
     counted at the page size, as it is stored raw)."""
     key: str
