@@ -36,9 +36,9 @@ with its pfn ranges in the statistics (``pages_lost``, ``lost_ranges``), and the
 unaligned PT_LOAD, pages its dump level left out) is absent, not lost. The accounting runs only
 when a chunk's read fails: a complete input is read as fast as before.
 
-Compression: one page at a time as the format requires (zlib streams from the fastest engine
-installed, kexecfw.vmcore.zlibengine: ISA-L with a libdeflate retry, else the standard library's zlib
-level 1 like makedumpfile; zstd level 3, which on a lab guest's -d 31 pages is smaller than zlib level
+Compression: one page at a time as the format requires (zlib streams from the engine that is fastest
+on this CPU, timed on the dump's own pages, kexecfw.vmcore.zlibengine: ISA-L or libdeflate, each with a
+retry, else the standard library's zlib level 1 like makedumpfile; zstd level 3, which on a lab guest's -d 31 pages is smaller than zlib level
 1 at a third of its time, where level 1 is not smaller; lzo1x_1 when python-lzo is installed), a page is
 stored raw when compressing does not make it smaller. Every engine releases the GIL, so threads (one
 per CPU the process may run on) compress in parallel. Zero pages are removed (-d 1)
