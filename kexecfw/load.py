@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import stat     # os imports it anyway
-from pathlib import Path
 
 from kexecfw.elfcore import build_elfcorehdr, elfcore_program_headers
 from kexecfw.elfnotes import parse_elf_header
@@ -21,8 +20,10 @@ from kexecfw.segments.planner import Planner
 from kexecfw.segments.validate import KernelLimits, validate_plan
 from kexecfw.sysroot import Sysroot
 
-TYPE_CHECKING = False   # annotations only: a --dry-run does not import ctypes (kexecfw.syscalls)
-if TYPE_CHECKING:
+TYPE_CHECKING = False   # annotations only: a --dry-run does not import ctypes (kexecfw.syscalls), nor a
+if TYPE_CHECKING:       # load pathlib (kexecfw.sysroot)
+    from pathlib import Path
+
     from kexecfw.memory.model import MemoryMap
     from kexecfw.syscalls import SyscallLayer
 
@@ -31,11 +32,11 @@ def resolve_arch(hooks: Hooks, sysroot: Sysroot, name: str | None = None) -> Arc
     """``--arch``, else the ELF machine of the sysroot's proc/kcore, else the host's."""
     if name:
         return hooks.arch(name)
-    kcore = sysroot.path("proc/kcore")
-    if kcore.is_file():
+    kcore = sysroot.file("proc/kcore")
+    if os.path.isfile(kcore):
         try:
             with open(kcore, "rb") as f:
-                header = parse_elf_header(f.read(4096), str(kcore))
+                header = parse_elf_header(f.read(4096), kcore)
             spec = hooks.arch_for_machine(header.machine)
             if spec is not None:
                 return spec
@@ -49,7 +50,7 @@ def discover_memory(sysroot: Sysroot, *, arch: str | None = None,
     """The architecture of ``sysroot`` and its memory map, as a load would see them."""
     hooks = hooks or Hooks()
     spec = resolve_arch(hooks, sysroot, arch)
-    ctx = LoadContext(arch=spec, sysroot=sysroot, options=LoadOptions(kernel=Path()), hooks=hooks)
+    ctx = LoadContext(arch=spec, sysroot=sysroot, options=LoadOptions(kernel=""), hooks=hooks)
     return spec, hooks.memory_map(ctx)
 
 
@@ -61,7 +62,7 @@ def reuse_cmdline(sysroot: Sysroot, panic: bool) -> str:
     return " ".join(w for w in words if not w.startswith(drop))
 
 
-def read_input(path: Path, what: str) -> bytes:
+def read_input(path: str | Path, what: str) -> bytes:
     """The whole of a kernel or initrd file: a view of the file, mapped, where it can be.
 
     The mapping is private (copy-on-write): the page cache's pages become the buffer as they are
@@ -222,7 +223,7 @@ def execute_plan(plan: Plan, ctx: LoadContext, layer: "SyscallLayer | None" = No
     """Load ``plan`` into the running kernel. Only on the live system."""
     from kexecfw.syscalls import current_layer
     if not ctx.sysroot.is_live:
-        raise KexecfwError(f"refusing to load into the running kernel with --sysroot {ctx.sysroot.root}: "
+        raise KexecfwError(f"refusing to load into the running kernel with --sysroot {ctx.sysroot.root_dir}: "
                            "a snapshot is for --dry-run only")
     layer = layer or current_layer(ctx.arch)
     if plan.syscall == "kexec_file_load":

@@ -6,7 +6,7 @@ These are the types named in :mod:`kexecfw.hookspecs`: what a plugin receives
 """
 from __future__ import annotations
 
-from pathlib import Path
+import os
 from typing import Any, Callable
 
 from kexecfw.memory.model import MemoryMap
@@ -63,7 +63,7 @@ class KernelFile(Record, frozen=True):
     plugins parse and slice; ``data`` makes bytes of it on first use, for plugins that want
     bytes' methods."""
 
-    path: Path
+    path: str | os.PathLike[str]
     data: bytes
 
     @property
@@ -99,11 +99,11 @@ class KernelImage(Record):
 class LoadOptions(Record):
     """What the user asked for (``kexecfw load``)."""
 
-    kernel: Path
-    initrd: Path | None = None
+    kernel: str | os.PathLike[str]      # str from the command line: a load does not import pathlib
+    initrd: str | os.PathLike[str] | None = None
     cmdline: str = ""
     panic: bool = False
-    dtb: Path | None = None
+    dtb: str | os.PathLike[str] | None = None
     file_load: bool | None = None   # None: the architecture's default for the running kernel
     skip_sha256: bool = False
 

@@ -8,11 +8,14 @@ a load or an exec refuses to run on anything else.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 from kexecfw.errors import BadInputError
 from kexecfw.memory.ranges import ADDRESS_LIMIT
 from kexecfw.records import Record
+
+TYPE_CHECKING = False   # pathlib for annotations only: a load works on str paths (kexecfw.load)
+if TYPE_CHECKING:
+    from pathlib import Path
 
 
 # The largest CONFIG_NR_CPUS any kernel kexecfw loads can have: 8192 on x86_64 (MAXSMP; arch/x86/Kconfig
@@ -62,45 +65,63 @@ class CrashNote(Record, frozen=True):
 
 
 class Sysroot:
+    """The root directory, and the files under it by relative path.
+
+    Paths are str inside (:meth:`file`): pathlib costs a load in an emulated guest ~50 ms of imports
+    (pathlib, urllib.parse, ipaddress, fnmatch), about as much as all of its planning; :attr:`root` and
+    :meth:`path` give pathlib.Path for the callers that want one."""
+
     def __init__(self, root: str | os.PathLike[str] = "/") -> None:
-        self.root = Path(root)
-        if not self.root.is_dir():
-            raise BadInputError(f"sysroot {self.root} is not a directory")
+        self.root_dir = os.path.normpath(os.fspath(root))
+        if not os.path.isdir(self.root_dir):
+            raise BadInputError(f"sysroot {self.root_dir} is not a directory")
 
     def __repr__(self) -> str:
-        return f"Sysroot({str(self.root)!r})"
+        return f"Sysroot({self.root_dir!r})"
+
+    @property
+    def root(self) -> Path:
+        from pathlib import Path
+        return Path(self.root_dir)
 
     @property
     def is_live(self) -> bool:
         """True only for the running system's own root, where syscalls are allowed."""
         try:
-            return self.root.resolve() == Path("/")
+            return os.path.realpath(self.root_dir) == "/"
         except OSError:
             return False
 
+    def file(self, rel: str) -> str:
+        """The path of ``rel`` (``proc/iomem``) under the root, as a str."""
+        rel = rel.lstrip("/")
+        return os.path.join(self.root_dir, rel) if rel else self.root_dir
+
     def path(self, rel: str) -> Path:
-        return self.root / rel.lstrip("/")
+        from pathlib import Path
+        return Path(self.file(rel))
 
     def exists(self, rel: str) -> bool:
-        return self.path(rel).exists()
+        return os.path.exists(self.file(rel))
 
     def read_bytes(self, rel: str, limit: int | None = None) -> bytes:
+        path = self.file(rel)
         try:
-            with open(self.path(rel), "rb") as f:
+            with open(path, "rb") as f:
                 return f.read() if limit is None else f.read(limit)
         except FileNotFoundError:
-            raise BadInputError(f"{self.path(rel)} does not exist (is {self.root} a sysroot of a Linux system?)") from None
+            raise BadInputError(f"{path} does not exist (is {self.root_dir} a sysroot of a Linux system?)") from None
         except PermissionError:
-            raise BadInputError(f"cannot read {self.path(rel)}: permission denied (run as root)") from None
+            raise BadInputError(f"cannot read {path}: permission denied (run as root)") from None
         except OSError as e:
-            raise BadInputError(f"cannot read {self.path(rel)}: {e.strerror}") from None
+            raise BadInputError(f"cannot read {path}: {e.strerror}") from None
 
     def read_text(self, rel: str) -> str:
         return self.read_bytes(rel).decode("utf-8", "replace")
 
     def read_optional(self, rel: str) -> str | None:
         """Text of a file that may legitimately be absent (None then)."""
-        return self.read_text(rel) if self.path(rel).is_file() else None
+        return self.read_text(rel) if os.path.isfile(self.file(rel)) else None
 
     # --- small typed readers shared by the core and the plugins -------------------
 
@@ -124,9 +145,9 @@ class Sysroot:
                 addr = int(text.strip(), 16)
                 size = int(size_text.strip()) if size_text else 0
             except ValueError:
-                raise BadInputError(f"malformed {self.path(base)}/crash_notes: {_shown(text)}") from None
+                raise BadInputError(f"malformed {self.file(base)}/crash_notes: {_shown(text)}") from None
             if not 0 <= addr < ADDRESS_LIMIT or not 0 <= size <= NOTE_SIZE_MAX:
-                raise BadInputError(f"{self.path(base)}/crash_notes{{,_size}}: address {addr:#x} or size {size} "
+                raise BadInputError(f"{self.file(base)}/crash_notes{{,_size}}: address {addr:#x} or size {size} "
                                     f"out of range (a 64-bit address, at most {NOTE_SIZE_MAX} bytes)")
             notes.append(CrashNote(cpu, addr, size))
         return notes
@@ -137,9 +158,9 @@ class Sysroot:
         try:
             addr, size = int(text[0], 16), int(text[1], 16)
         except (IndexError, ValueError):
-            raise BadInputError(f"malformed {self.path('sys/kernel/vmcoreinfo')}: {_shown(' '.join(text))}") from None
+            raise BadInputError(f"malformed {self.file('sys/kernel/vmcoreinfo')}: {_shown(' '.join(text))}") from None
         if not 0 <= addr < ADDRESS_LIMIT or not 0 < size <= NOTE_SIZE_MAX:
-            raise BadInputError(f"{self.path('sys/kernel/vmcoreinfo')}: address {addr:#x} or size {size:#x} out of "
+            raise BadInputError(f"{self.file('sys/kernel/vmcoreinfo')}: address {addr:#x} or size {size:#x} out of "
                                 f"range (a 64-bit address, 1 to {NOTE_SIZE_MAX} bytes)")
         return addr, size
 

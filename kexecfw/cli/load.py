@@ -44,8 +44,6 @@ def parse_fast(words: Sequence[str]) -> dict[str, object] | None:
 
 
 def build_options(args: argparse.Namespace, sysroot: "Sysroot") -> "LoadOptions":
-    from pathlib import Path
-
     from kexecfw.load import reuse_cmdline
     from kexecfw.model import LoadOptions
     parts = []
@@ -53,9 +51,10 @@ def build_options(args: argparse.Namespace, sysroot: "Sysroot") -> "LoadOptions"
         parts.append(reuse_cmdline(sysroot, args.panic))
     if args.append:
         parts.append(args.append)
-    return LoadOptions(kernel=Path(args.kernel), initrd=Path(args.initrd) if args.initrd else None,
+    # str paths, not pathlib's (kexecfw.sysroot says why)
+    return LoadOptions(kernel=args.kernel, initrd=args.initrd or None,
                        cmdline=" ".join(p for p in parts if p), panic=args.panic,
-                       dtb=Path(args.dtb) if args.dtb else None, file_load=args.file_load,
+                       dtb=args.dtb or None, file_load=args.file_load,
                        skip_sha256=args.skip_sha256)
 
 

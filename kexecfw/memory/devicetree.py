@@ -13,8 +13,8 @@ and struct fdt_property from scripts/dtc/libfdt/fdt.h.
 """
 from __future__ import annotations
 
+import os
 import struct
-from pathlib import Path
 from typing import Iterator
 
 import fdt
@@ -112,9 +112,10 @@ class DeviceTree:
         return cls(tree, memreserve, FdtHeader(version, last_comp, boot_cpuid), source)
 
     @classmethod
-    def from_file(cls, path: str | Path) -> "DeviceTree":
+    def from_file(cls, path: str | os.PathLike[str]) -> "DeviceTree":
         try:
-            data = Path(path).read_bytes()
+            with open(path, "rb") as f:
+                data = f.read()
         except OSError as e:
             raise BadInputError(f"cannot read device tree {path}: {e.strerror}") from None
         return cls.from_bytes(data, str(path))

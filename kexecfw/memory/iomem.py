@@ -72,4 +72,4 @@ def _mark_low_crash_region(regions: list[Region]) -> None:
 
 
 def read_iomem(sysroot: Sysroot) -> MemoryMap:
-    return parse_iomem(sysroot.read_text("proc/iomem"), str(sysroot.path("proc/iomem")))
+    return parse_iomem(sysroot.read_text("proc/iomem"), sysroot.file("proc/iomem"))

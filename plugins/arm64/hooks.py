@@ -1,8 +1,7 @@
 """The arm64 plugin's hook implementations; registered as the package kexecfw.plugins.arm64 (see its __init__)."""
 from __future__ import annotations
 
-from pathlib import Path
-
+import os
 from typing import TYPE_CHECKING
 
 from kexecfw import hookimpl
@@ -20,7 +19,16 @@ if TYPE_CHECKING:
 # after the architecture check: every load registers this plugin, an x86_64 load need not pay
 # for importing them.
 
-PURGATORY_OBJECT = Path(__file__).parent / "purgatory" / "purgatory.ro"
+PURGATORY_FILE = os.path.join(os.path.dirname(__file__), "purgatory", "purgatory.ro")
+
+
+def __getattr__(name: str) -> object:
+    """PURGATORY_OBJECT: the purgatory's path as a pathlib.Path, made on first use (a load reads
+    PURGATORY_FILE and does not import pathlib)."""
+    if name == "PURGATORY_OBJECT":
+        from pathlib import Path
+        return Path(PURGATORY_FILE)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 ARCH = ArchSpec(
     name="arm64",
@@ -119,9 +127,10 @@ def kexecfw_purgatory(ctx: LoadContext, planner: Planner, kernel_entry: int) -> 
     if dtb is None:
         raise BadInputError("the arm64 purgatory needs the DTB segment; kexecfw_boot_params did not add one")
     try:
-        elf = PURGATORY_OBJECT.read_bytes()
+        with open(PURGATORY_FILE, "rb") as f:
+            elf = f.read()
     except OSError:
-        raise BadInputError(f"the arm64 purgatory {PURGATORY_OBJECT} is missing; build it with "
+        raise BadInputError(f"the arm64 purgatory {PURGATORY_FILE} is missing; build it with "
                             "`make purgatory` (needs gcc-aarch64-linux-gnu) or reinstall kexecfw") from None
     return PurgatoryObject(
         elf=elf,

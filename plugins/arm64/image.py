@@ -118,7 +118,12 @@ def _vmlinux_image(data: bytes, what: str) -> bytes | None:
 
 
 def unwrap(data: bytes, what: str) -> ProbedImage[Arm64ImageHeader] | None:
-    """Open ``data`` down to a raw Image. None if it is not an arm64 kernel in a form we know."""
+    """Open ``data`` down to a raw Image. None if it is not an arm64 kernel in a form we know.
+
+    A raw Image's payload is ``data`` itself (a view of the mapped file in a load, kexecfw.load); the
+    other forms are unpacked from bytes."""
+    if parse_image_header(data) is None:
+        data = bytes(data)
     probed = open_image(data, what, parse_image_header, "arm64")
     if probed is not None or data[:2] == GZIP_MAGIC:
         return probed

@@ -1,8 +1,8 @@
 """The x86_64 plugin's hook implementations; registered as the package kexecfw.plugins.x86_64 (see its __init__)."""
 from __future__ import annotations
 
+import os
 import struct
-from pathlib import Path
 
 from kexecfw import hookimpl
 from kexecfw.plugins.x86_64.capture import EM_X86_64
@@ -31,7 +31,16 @@ ARCH = ArchSpec(
 MIN_KERNEL_LOAD_ADDR = 0x100000     # arch/x86/include/asm/kexec-bzimage64.h and boot.rst: above 1 MiB
 LOW_1M = Range(0, 1 << 20)
 _4G = 1 << 32
-PURGATORY_OBJECT = Path(__file__).parent / "purgatory" / "purgatory.ro"
+PURGATORY_FILE = os.path.join(os.path.dirname(__file__), "purgatory", "purgatory.ro")
+
+
+def __getattr__(name: str) -> object:
+    """PURGATORY_OBJECT: the purgatory's path as a pathlib.Path, made on first use (a load reads
+    PURGATORY_FILE and does not import pathlib)."""
+    if name == "PURGATORY_OBJECT":
+        from pathlib import Path
+        return Path(PURGATORY_FILE)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 
@@ -119,7 +128,7 @@ def kexecfw_elfcore_info(ctx: LoadContext) -> ElfcoreInfo | None:
     from kexecfw.plugins.x86_64.running import PAGE_OFFSET_BASE_L4, PAGE_OFFSET_BASE_L5, running_kernel
     rk = running_kernel(ctx)
     if rk.text_vaddr is None or rk.text_paddr is None or rk.text_size is None:
-        raise BadInputError(f"cannot find the running kernel's text: {ctx.sysroot.path('proc/kcore')} (with "
+        raise BadInputError(f"cannot find the running kernel's text: {ctx.sysroot.file('proc/kcore')} (with "
                             "VMCOREINFO) or proc/kallsyms with _text/_end is needed; run as root")
     page_offset = rk.page_offset
     if page_offset is None:
@@ -185,9 +194,10 @@ def kexecfw_boot_params(ctx: LoadContext, planner: Planner, kernel_entry: int) -
 @hookimpl
 def kexecfw_purgatory(ctx: LoadContext, planner: Planner, kernel_entry: int) -> PurgatoryObject | None:
     try:
-        elf = PURGATORY_OBJECT.read_bytes()
+        with open(PURGATORY_FILE, "rb") as f:
+            elf = f.read()
     except FileNotFoundError:
-        raise KexecfwError(f"{PURGATORY_OBJECT} is missing: build it with `make purgatory` "
+        raise KexecfwError(f"{PURGATORY_FILE} is missing: build it with `make purgatory` "
                            "(or reinstall kexecfw)") from None
     boot_params = planner.get("boot_params")
     if boot_params is None:

@@ -8,6 +8,8 @@ iomem's reservations nested in them; with no firmware map, iomem alone.
 """
 from __future__ import annotations
 
+import os
+
 from kexecfw.errors import BadInputError
 from kexecfw.memory.iomem import classify, read_iomem
 from kexecfw.memory.model import MemoryMap, Region, RegionKind
@@ -49,23 +51,31 @@ class EfiRuntimeRegion(Record, frozen=True):
         return Range(self.phys_addr, self.phys_addr + self.num_pages * 4096)
 
 
+def _numbered_entries(sysroot: Sysroot, rel: str) -> list[str] | None:
+    """The names of ``rel``'s numbered subdirectories (0, 1, ... 10), in numeric order; None without ``rel``."""
+    directory = sysroot.file(rel)
+    if not os.path.isdir(directory):
+        return None
+    return sorted((name for name in os.listdir(directory) if name.isdigit()), key=int)
+
+
 def read_firmware_memmap(sysroot: Sysroot) -> list[Region] | None:
     """The firmware map, sorted by start; None when the sysroot has none."""
-    base = sysroot.path(FIRMWARE_MEMMAP)
-    if not base.is_dir():
+    entries = _numbered_entries(sysroot, FIRMWARE_MEMMAP)
+    if entries is None:
         return None
     regions: list[Region] = []
-    for entry in sorted((p for p in base.iterdir() if p.name.isdigit()), key=lambda p: int(p.name)):
-        rel = f"{FIRMWARE_MEMMAP}/{entry.name}"
+    for entry in entries:
+        rel = f"{FIRMWARE_MEMMAP}/{entry}"
         try:
             start = int(sysroot.read_text(f"{rel}/start").strip(), 16)
             last = int(sysroot.read_text(f"{rel}/end").strip(), 16)
         except ValueError:
-            raise BadInputError(f"{sysroot.path(rel)}: start/end are not hex numbers") from None
-        span = Range.read(start, last, str(sysroot.path(rel)))
+            raise BadInputError(f"{sysroot.file(rel)}: start/end are not hex numbers") from None
+        span = Range.read(start, last, sysroot.file(rel))
         if span.size >= 1 << 64:
             # an e820 entry is (addr, size) in u64s: the kernel cannot have printed one this big
-            raise BadInputError(f"{sysroot.path(rel)}: {start:#x}-{last:#x} spans all 2^64 addresses, "
+            raise BadInputError(f"{sysroot.file(rel)}: {start:#x}-{last:#x} spans all 2^64 addresses, "
                                 "more than an e820 entry can hold: the snapshot is corrupt")
         name = sysroot.read_text(f"{rel}/type").strip()
         kind = _FIRMWARE_KINDS.get(name.lower(), classify(name))
@@ -75,20 +85,17 @@ def read_firmware_memmap(sysroot: Sysroot) -> list[Region] | None:
 
 def read_efi_runtime_map(sysroot: Sysroot) -> list[EfiRuntimeRegion]:
     """EFI runtime regions (empty on BIOS machines or kernels without CONFIG_EFI_RUNTIME_MAP)."""
-    base = sysroot.path(EFI_RUNTIME_MAP)
-    if not base.is_dir():
-        return []
     out: list[EfiRuntimeRegion] = []
-    for entry in sorted((p for p in base.iterdir() if p.name.isdigit()), key=lambda p: int(p.name)):
-        rel = f"{EFI_RUNTIME_MAP}/{entry.name}"
+    for entry in _numbered_entries(sysroot, EFI_RUNTIME_MAP) or []:
+        rel = f"{EFI_RUNTIME_MAP}/{entry}"
         try:
             values = [int(sysroot.read_text(f"{rel}/{f}").strip(), 0)
                       for f in ("type", "phys_addr", "virt_addr", "num_pages", "attribute")]
         except ValueError:
-            raise BadInputError(f"{sysroot.path(rel)}: malformed EFI runtime map entry") from None
+            raise BadInputError(f"{sysroot.file(rel)}: malformed EFI runtime map entry") from None
         region = EfiRuntimeRegion(*values)
         if not all(0 <= v < ADDRESS_LIMIT for v in values) or region.range.end > ADDRESS_LIMIT:
-            raise BadInputError(f"{sysroot.path(rel)}: its numbers are not 64-bit values or its "
+            raise BadInputError(f"{sysroot.file(rel)}: its numbers are not 64-bit values or its "
                                 f"{region.num_pages} pages run past 64-bit addresses")
         out.append(region)
     return out
@@ -109,7 +116,7 @@ def x86_memory_map(sysroot: Sysroot) -> MemoryMap:
             # e.g. page 0, which the kernel reserves inside the firmware's first RAM entry
             nested.append(Region(r.range, r.kind, r.name, 1))
     regions = sorted(firmware + nested, key=lambda r: (r.start, r.depth))
-    return MemoryMap(regions, f"{sysroot.path(FIRMWARE_MEMMAP)} + {sysroot.path('proc/iomem')}")
+    return MemoryMap(regions, f"{sysroot.file(FIRMWARE_MEMMAP)} + {sysroot.file('proc/iomem')}")
 
 
 def iomem_regions(sysroot: Sysroot) -> list[Region]:
