@@ -40,7 +40,7 @@ DTB_ALIGN = 8                   # the FDT header's own alignment (Documentation/
 
 
 def _parse_firmware_tree(ctx: LoadContext) -> DeviceTree:
-    return DeviceTree.from_bytes(ctx.sysroot.read_bytes(FIRMWARE_DTB), str(ctx.sysroot.path(FIRMWARE_DTB)))
+    return DeviceTree.from_bytes(ctx.sysroot.read_bytes(FIRMWARE_DTB), ctx.sysroot.file(FIRMWARE_DTB))
 
 
 def source_device_tree(ctx: LoadContext, *, keep: bool = False) -> DeviceTree:
@@ -54,7 +54,7 @@ def source_device_tree(ctx: LoadContext, *, keep: bool = False) -> DeviceTree:
         if parsed is not None:
             tree = parsed
         elif not ctx.sysroot.exists(FIRMWARE_DTB):
-            raise BadInputError(f"{ctx.sysroot.path(FIRMWARE_DTB)} does not exist (booted with ACPI only, "
+            raise BadInputError(f"{ctx.sysroot.file(FIRMWARE_DTB)} does not exist (booted with ACPI only, "
                                 "or not root?); pass the device tree with --dtb")
         else:
             tree = _parse_firmware_tree(ctx)

@@ -27,7 +27,7 @@ def elfcore_program_headers(info: ElfcoreInfo, sysroot: Sysroot, ram_ranges: lis
     phdrs: list[ProgramHeader] = []
     notes = sysroot.crash_notes()
     if not notes:
-        raise BadInputError(f"{sysroot.path('sys/devices/system/cpu')} has no cpuN/crash_notes: "
+        raise BadInputError(f"{sysroot.file('sys/devices/system/cpu')} has no cpuN/crash_notes: "
                             "the kernel lacks CONFIG_CRASH_DUMP or the snapshot is incomplete")
     for note in notes:
         size = note.size or DEFAULT_NOTE_BYTES

@@ -128,5 +128,5 @@ def read_kcore_notes(sysroot: "Sysroot", limit: int = 1 << 20) -> tuple[ElfCoreH
     """The ELF header and notes of the sysroot's proc/kcore (a truncated copy is fine)."""
     path = "proc/kcore"
     data = sysroot.read_bytes(path, limit)
-    return read_core_notes(data, str(sysroot.path(path)))
+    return read_core_notes(data, sysroot.file(path))
 

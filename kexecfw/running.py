@@ -5,6 +5,7 @@ Plugins use these to derive the facts a crash dump header needs (kernel text, li
 """
 from __future__ import annotations
 
+import os
 import re
 
 from kexecfw.elfnotes import VMCOREINFO_NOTE_NAME, ElfCoreHeader, read_kcore_notes
@@ -27,7 +28,7 @@ def read_vmcoreinfo(sysroot: Sysroot) -> VmcoreInfo:
     """VMCOREINFO of the running kernel, from the note in proc/kcore."""
     _, info = read_kcore(sysroot)
     if info is None:
-        raise BadInputError(f"{sysroot.path('proc/kcore')} has no VMCOREINFO note; a kernel without "
+        raise BadInputError(f"{sysroot.file('proc/kcore')} has no VMCOREINFO note; a kernel without "
                             "CONFIG_CRASH_CORE cannot be dumped")
     return info
 
@@ -39,8 +40,8 @@ def kallsyms_symbol(sysroot: Sysroot, name: str) -> int | None:
     lines the kernel formats on each read (its kernel-text symbols come first), and splitting them
     all into Python strings took seconds of a load in a TCG guest.
     """
-    path = sysroot.path("proc/kallsyms")
-    if not path.is_file():
+    path = sysroot.file("proc/kallsyms")
+    if not os.path.isfile(path):
         return None
     # "ADDRESS TYPE NAME" or "ADDRESS TYPE NAME\t[MODULE]", one per line
     line = re.compile(rb"^([0-9a-fA-F]+)[ \t]+\S+[ \t]+" + re.escape(name.encode()) + rb"(?=\s|$)", re.M)

@@ -17,10 +17,10 @@ import pytest
 
 from kexecfw.errors import BadInputError, KexecfwError
 from kexecfw.plugins.arm64 import EM_AARCH64
-from kexecfw.plugins.arm64 import PURGATORY_OBJECT as ARM64_PURGATORY
+from kexecfw.plugins.arm64 import PURGATORY_FILE as ARM64_PURGATORY
 from kexecfw.plugins.arm64.relocations import RELOCATION_TYPES as ARM64_RELOCATIONS
 from kexecfw.plugins.x86_64 import EM_X86_64
-from kexecfw.plugins.x86_64 import PURGATORY_OBJECT as X86_64_PURGATORY
+from kexecfw.plugins.x86_64 import PURGATORY_FILE as X86_64_PURGATORY
 from kexecfw.plugins.x86_64.relocations import X86_64_RELOCATIONS
 from kexecfw.purgatory import PurgatoryLayout
 from kexecfw.purgatory.elfrel import ELF64_RELA, ELF64_SHDR, ELF64_SYM, SHT_NOBITS, SHT_RELA, RelocatableElf
@@ -66,7 +66,7 @@ def _shdr_offset(data: bytes, index: int) -> int:
 
 @pytest.fixture(params=sorted(PURGATORIES))
 def purgatory(request: pytest.FixtureRequest) -> tuple[str, bytearray]:
-    return request.param, bytearray(PURGATORIES[request.param][0].read_bytes())
+    return request.param, bytearray(Path(PURGATORIES[request.param][0]).read_bytes())
 
 
 def test_real_purgatories_link(purgatory: tuple[str, bytearray]) -> None:
@@ -107,7 +107,7 @@ def test_relocation_field_straddling_the_end_of_its_section(purgatory: tuple[str
 
 @pytest.mark.parametrize("arch, rtype, name", [("x86_64", 10, "R_X86_64_32"), ("arm64", 261, "R_AARCH64_PREL32")])
 def test_relocation_result_that_does_not_fit_its_field(arch: str, rtype: int, name: str) -> None:
-    data = bytearray(PURGATORIES[arch][0].read_bytes())
+    data = bytearray(Path(PURGATORIES[arch][0]).read_bytes())
     at, _, target = _first_rela(data)
     offset, info, _ = ELF64_RELA.unpack_from(data, at)
     ELF64_RELA.pack_into(data, at, offset, (info >> 32 << 32) | rtype, 1 << 40)

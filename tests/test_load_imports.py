@@ -57,10 +57,8 @@ def modules_of_load(arch: str, kernel: Path, *extra: str) -> set[str]:
 
 
 def importers_of_unwanted(modules: set[str]) -> list[str]:
-    """The modules that imported one of NOT_EVEN_ONCE (marked "!" by CODE), but kexecfw.sysroot: its
-    path() still makes a pathlib.Path (lazily) for two callers a load reaches, kexecfw.elfnotes'
-    read_kcore_notes and kexecfw.dtboot's firmware tree, which want only its str (Sysroot.file())."""
-    return sorted(m[1:] for m in modules if m.startswith("!") and m != "!kexecfw.sysroot")
+    """The modules that imported one of NOT_EVEN_ONCE (marked "!" by CODE)."""
+    return sorted(m[1:] for m in modules if m.startswith("!"))
 
 
 def unneeded(modules: set[str], other_arch: str) -> list[str]:

@@ -21,15 +21,6 @@ if TYPE_CHECKING:
 
 PURGATORY_FILE = os.path.join(os.path.dirname(__file__), "purgatory", "purgatory.ro")
 
-
-def __getattr__(name: str) -> object:
-    """PURGATORY_OBJECT: the purgatory's path as a pathlib.Path, made on first use (a load reads
-    PURGATORY_FILE and does not import pathlib)."""
-    if name == "PURGATORY_OBJECT":
-        from pathlib import Path
-        return Path(PURGATORY_FILE)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
 ARCH = ArchSpec(
     name="arm64",
     aliases=("aarch64",),

@@ -60,14 +60,14 @@ def _need(info: CheckedInfo, name: str, sysroot: Sysroot, lo: int = S64_MIN, hi:
     """NUMBER(name) in [lo, hi] (any 64-bit value by default, as unsigned)."""
     value = info.number(name, lo, hi)
     if value is None:
-        raise BadInputError(f"the VMCOREINFO of {sysroot.path('proc/kcore')} lacks NUMBER({name}); "
+        raise BadInputError(f"the VMCOREINFO of {sysroot.file('proc/kcore')} lacks NUMBER({name}); "
                             "this arm64 kernel is too old for kexecfw's crash dumps (need 4.19 or later)")
     return value & _U64
 
 
 def kernel_address_space(sysroot: Sysroot, memmap: MemoryMap, info: VmcoreInfo | None = None) -> KernelAddressSpace:
     info = info or read_vmcoreinfo(sysroot)
-    checked = CheckedInfo(info, EM_AARCH64, source=f"the VMCOREINFO of {sysroot.path('proc/kcore')}",
+    checked = CheckedInfo(info, EM_AARCH64, source=f"the VMCOREINFO of {sysroot.file('proc/kcore')}",
                           verdict="proc/kcore is damaged or not an arm64 kernel's")
     voffset = _need(checked, "kimage_voffset", sysroot)
     phys_offset = _need(checked, "PHYS_OFFSET", sysroot)

@@ -77,7 +77,7 @@ def kernel_image_range(memmap: MemoryMap) -> Range:
 
 
 def address_space(sysroot: Sysroot, memmap: MemoryMap, info: VmcoreInfo) -> RiscvAddressSpace:
-    source = f"the VMCOREINFO of {sysroot.path('proc/kcore')}"
+    source = f"the VMCOREINFO of {sysroot.file('proc/kcore')}"
     checked = CheckedInfo(info, EM_RISCV, source=source, verdict="proc/kcore is damaged or not a riscv64 kernel's")
     va_bits = _need(checked, "VA_BITS", min(SV_MODES), max(SV_MODES))
     if va_bits not in SV_MODES:

@@ -93,7 +93,7 @@ def _kernel_purgatory(ctx: LoadContext, image: BzImage) -> tuple[int, int, int]:
     """(memsz, align, entry offset) of the purgatory this kernel carries."""
     from kexecfw.purgatory import PurgatoryLayout
 
-    from kexecfw.plugins.x86_64 import EM_X86_64, PURGATORY_OBJECT
+    from kexecfw.plugins.x86_64 import EM_X86_64, PURGATORY_FILE
     from kexecfw.plugins.x86_64.payload import decompress_payload, embedded_purgatory
     obj = None
     try:
@@ -101,7 +101,8 @@ def _kernel_purgatory(ctx: LoadContext, image: BzImage) -> tuple[int, int, int]:
     except BadInputError as e:
         ctx.note(f"cannot read the kernel's own purgatory ({e})")
     if obj is None:
-        ours = PurgatoryLayout(PURGATORY_OBJECT.read_bytes(), EM_X86_64)
+        with open(PURGATORY_FILE, "rb") as f:
+            ours = PurgatoryLayout(f.read(), EM_X86_64)
         ctx.note("purgatory size: kexecfw's own object as an estimate (the kernel's was not found)")
         return ours.size, ours.align, _symbol_offset(ours, "purgatory_start")
     layout = PurgatoryLayout(obj, EM_X86_64)

@@ -34,16 +34,6 @@ _4G = 1 << 32
 PURGATORY_FILE = os.path.join(os.path.dirname(__file__), "purgatory", "purgatory.ro")
 
 
-def __getattr__(name: str) -> object:
-    """PURGATORY_OBJECT: the purgatory's path as a pathlib.Path, made on first use (a load reads
-    PURGATORY_FILE and does not import pathlib)."""
-    if name == "PURGATORY_OBJECT":
-        from pathlib import Path
-        return Path(PURGATORY_FILE)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-
 @hookimpl
 def kexecfw_architectures() -> list[ArchSpec]:
     return [ARCH]

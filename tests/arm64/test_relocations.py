@@ -13,7 +13,7 @@ from elftools.elf.elffile import ELFFile
 from elftools.elf.relocation import RelocationSection
 
 from kexecfw.errors import KexecfwError
-from kexecfw.plugins.arm64 import PURGATORY_OBJECT
+from kexecfw.plugins.arm64 import PURGATORY_FILE
 from kexecfw.plugins.arm64.relocations import RELOCATION_TYPES
 from kexecfw.purgatory import PurgatoryLayout
 from tests.arm64.conftest import need_tool
@@ -123,7 +123,7 @@ def compare_with_ld(tmp_path: Path, obj: bytes, base: int, entry: str = "start")
 
 
 def test_shipped_purgatory_links_like_gnu_ld(tmp_path: Path) -> None:
-    obj = PURGATORY_OBJECT.read_bytes()
+    obj = Path(PURGATORY_FILE).read_bytes()
     used = relocation_types_in(obj)
     assert used <= RELOCATION_TYPES.keys()
     assert compare_with_ld(tmp_path, obj, BASE, "purgatory_start") > 0

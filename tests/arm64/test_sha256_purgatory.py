@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from kexecfw.plugins.arm64 import PURGATORY_OBJECT
+from kexecfw.plugins.arm64 import PURGATORY_FILE
 from tests.arm64.conftest import need_cross_libc, need_tool
 from tests.conftest import REPO, oracle
 
@@ -113,7 +113,7 @@ def test_shipped_aarch64_object_under_qemu_user(tmp_path: Path) -> None:
     need_cross_libc()
     harness = tmp_path / "harness"
     subprocess.run([gcc, "-static", "-O1", f"-I{COMMON}", "-o", str(harness),
-                    str(Path(__file__).with_name("sha256_harness.c")), str(PURGATORY_OBJECT)], check=True)
+                    str(Path(__file__).with_name("sha256_harness.c")), PURGATORY_FILE], check=True)
     files = []
     rng = random.Random(3)
     for i, size in enumerate([0x2010000 // 64, 4097, 0, 64]):

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from kexecfw.errors import KexecfwError
-from kexecfw.plugins.x86_64 import EM_X86_64, PURGATORY_OBJECT
+from kexecfw.plugins.x86_64 import EM_X86_64, PURGATORY_FILE
 from kexecfw.plugins.x86_64.relocations import (R_X86_64_32, R_X86_64_32S, R_X86_64_64, R_X86_64_PC32,
                                                 X86_64_RELOCATIONS)
 from kexecfw.purgatory import PurgatoryLayout
@@ -26,7 +26,7 @@ needs_x86_64 = pytest.mark.skipif(platform.machine() != "x86_64", reason="runs x
 
 
 def _link(base: int):
-    layout = PurgatoryLayout(PURGATORY_OBJECT.read_bytes(), EM_X86_64)
+    layout = PurgatoryLayout(Path(PURGATORY_FILE).read_bytes(), EM_X86_64)
     return layout, layout.link(base, X86_64_RELOCATIONS, "purgatory_start")
 
 
@@ -110,7 +110,8 @@ def test_other_relocation_types_are_refused_by_name(tmp_path: Path) -> None:
 
 RUNNER = textwrap.dedent("""
     import ctypes, hashlib, struct, sys
-    from kexecfw.plugins.x86_64 import EM_X86_64, PURGATORY_OBJECT
+    from pathlib import Path
+    from kexecfw.plugins.x86_64 import EM_X86_64, PURGATORY_FILE
     from kexecfw.plugins.x86_64.relocations import X86_64_RELOCATIONS
     from kexecfw.purgatory import PurgatoryLayout
     from kexecfw.segments.plan import Segment
@@ -126,7 +127,7 @@ RUNNER = textwrap.dedent("""
             sys.exit(f"cannot map {addr:#x}: errno {ctypes.get_errno()}")
 
     base, seg_base = 0x3F0000000, 0x3E0000000
-    layout = PurgatoryLayout(PURGATORY_OBJECT.read_bytes(), EM_X86_64)
+    layout = PurgatoryLayout(Path(PURGATORY_FILE).read_bytes(), EM_X86_64)
     map_at(base, (layout.size + 0xFFF) & ~0xFFF)
     map_at(seg_base, 0x400000)
     linked = layout.link(base, X86_64_RELOCATIONS, "purgatory_start")
