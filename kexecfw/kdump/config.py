@@ -54,9 +54,9 @@ from __future__ import annotations
 import difflib
 import os
 import re
-from dataclasses import dataclass, field
 
 from kexecfw.errors import BadInputError
+from kexecfw.records import Record
 from kexecfw.sizes import parse_size
 
 CONFIG_PATH = "/etc/kexecfw/kdump.toml"
@@ -74,16 +74,14 @@ _SSH = re.compile(r"^(?P<user>[a-z_][a-z0-9_.-]*)@(?P<host>[A-Za-z0-9.-]+|\[[0-9
 _DEVICE = re.compile(r"^(UUID|LABEL)=(\S+)$")
 
 
-@dataclass(frozen=True)
-class SshTarget:
+class SshTarget(Record, frozen=True):
     user: str
     host: str
     port: int
     key: str
 
 
-@dataclass(frozen=True)
-class KdumpConfig:
+class KdumpConfig(Record, frozen=True):
     """The effective configuration (defaults filled in); ``source`` is the file read, or None."""
 
     path: str = "/var/crash"
@@ -103,7 +101,11 @@ class KdumpConfig:
     failure_action: str = "reboot"
     pre_hooks: str = "/etc/kexecfw/kdump-pre.d"
     post_hooks: str = "/etc/kexecfw/kdump-post.d"
-    source: str | None = field(default=None, compare=False)
+    source: str | None = None
+
+    def _values(self) -> tuple:
+        # equal configurations say the same, wherever they were read from: source is not compared
+        return tuple(getattr(self, name) for name in self._fields if name != "source")
 
     @property
     def min_free_bytes(self) -> int:

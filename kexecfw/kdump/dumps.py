@@ -14,8 +14,12 @@ import os
 import re
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
-from typing import Iterator
+
+from kexecfw.records import Record
+
+TYPE_CHECKING = False   # not typing.TYPE_CHECKING: the capture boot does not import typing
+if TYPE_CHECKING:
+    from typing import Iterator
 
 # <UTC time>[-N], then -<host> on an ssh target (several machines may share its directory)
 STAMP = re.compile(r"^(\d{8}-\d{6})(-\d+)?(-[A-Za-z0-9][A-Za-z0-9.-]*)?$")
@@ -27,8 +31,7 @@ LISTING_MAX = 4 << 20          # what an ssh target may send back for a listing 
 TAR_MAX = 48 << 20             # and for the summaries and logs of its dumps
 
 
-@dataclass(frozen=True)
-class Dump:
+class Dump(Record, frozen=True):
     name: str
     directory: str
     time: int                   # UTC epoch from the directory's name

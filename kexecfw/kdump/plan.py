@@ -2,14 +2,13 @@
 from __future__ import annotations
 
 import shlex
-from dataclasses import dataclass
 
 from kexecfw.kdump import SAVE_UNIT, initrd_path, running_release
 from kexecfw.kdump.config import KdumpConfig
+from kexecfw.records import Record
 
 
-@dataclass(frozen=True)
-class Capture:
+class Capture(Record, frozen=True):
     """The panic load of a system: paths are absolute on that system (resolve them through its root)."""
 
     release: str

@@ -18,9 +18,12 @@ import os
 import subprocess
 import time
 from contextlib import contextmanager
-from typing import Iterator
 
 from kexecfw.errors import KexecfwError, NoSpaceError
+
+TYPE_CHECKING = False   # not typing.TYPE_CHECKING: the capture boot does not import typing
+if TYPE_CHECKING:
+    from typing import Iterator
 
 TARGET_MOUNT = "/run/kexecfw-kdump/target"
 

@@ -15,13 +15,16 @@ from __future__ import annotations
 
 import os
 import struct
-from typing import Iterator
 
 import fdt
 
 from kexecfw.errors import BadInputError
 from kexecfw.memory.ranges import Range, merge
 from kexecfw.records import Record
+
+TYPE_CHECKING = False   # not typing.TYPE_CHECKING: the capture boot's kdump save does not import typing
+if TYPE_CHECKING:
+    from typing import Iterator
 
 FDT_MAGIC = 0xD00DFEED
 FDT_BEGIN_NODE = 0x1

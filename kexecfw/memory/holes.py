@@ -6,7 +6,9 @@ and inside ``[min_addr, max_addr)``.
 """
 from __future__ import annotations
 
-from typing import Iterable
+TYPE_CHECKING = False   # not typing.TYPE_CHECKING: the capture boot's kdump save does not import typing
+if TYPE_CHECKING:
+    from typing import Iterable
 
 from kexecfw.memory.ranges import Range, align_down, align_up, clamp
 

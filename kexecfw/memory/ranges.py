@@ -6,7 +6,9 @@ arithmetic. Conversions happen only at the parsers and printers.
 """
 from __future__ import annotations
 
-from typing import Iterable
+TYPE_CHECKING = False   # not typing.TYPE_CHECKING: the capture boot's kdump save does not import typing
+if TYPE_CHECKING:
+    from typing import Iterable
 
 from kexecfw.errors import BadInputError
 from kexecfw.records import TupleRecord
