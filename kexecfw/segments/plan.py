@@ -8,11 +8,13 @@ from kexecfw.records import Record, fresh
 class Segment(Record, eq=False):
     """One ``struct kexec_segment`` (include/uapi/linux/kexec.h) with a name.
 
-    ``buf`` is copied to physical ``mem``; the rest of ``memsz`` is zero-filled.
+    ``buf`` is copied to physical ``mem``; the rest of ``memsz`` is zero-filled. It is bytes or a
+    read-only-by-contract memoryview of the kernel's or initrd's file (kexecfw.load.read_input maps them
+    rather than copy 30+ MiB): index, slice, hash or ``bytes()`` it, do not concatenate it.
     """
 
     name: str
-    buf: bytes
+    buf: bytes | memoryview
     mem: int
     memsz: int
     _digest = None      # bytes once known; not a field (no annotation): set by digest

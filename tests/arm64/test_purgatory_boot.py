@@ -59,7 +59,7 @@ def run_plan(plan, tmp_path: Path, timeout: int, tamper: str | None = None,
         path.write_bytes(blob)
         args += ["-device", f"loader,file={path},addr={addr:#x},force-raw=on"]
     for seg in plan.segments:
-        data = seg.buf
+        data = bytes(seg.buf)      # a segment may be a view of its file (kexecfw.load.read_input)
         if seg.name == tamper:
             data = data[:-1] + bytes([data[-1] ^ 0xFF])
         path = tmp_path / f"{seg.name}.bin"
