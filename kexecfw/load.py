@@ -62,7 +62,7 @@ def reuse_cmdline(sysroot: Sysroot, panic: bool) -> str:
     return " ".join(w for w in words if not w.startswith(drop))
 
 
-def read_input(path: str | Path, what: str) -> bytes:
+def read_input(path: str | Path, what: str) -> bytes | memoryview:
     """The whole of a kernel or initrd file: a view of the file, mapped, where it can be.
 
     The mapping is private (copy-on-write): the page cache's pages become the buffer as they are

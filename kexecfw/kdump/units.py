@@ -64,8 +64,9 @@ WantedBy=basic.target
 def save_unit(command: list[str], config: KdumpConfig) -> str:
     """The capture boot's unit. An ssh target needs the network up: udev's coldplug (the NIC) and
     ``network-online.target``, which pulls in what configures it (networking.service,
-    systemd-networkd's wait-online, NetworkManager's), even though only this unit is started. A UUID/LABEL target needs nothing more: the save finds the
-    device (waiting target.wait seconds) and mounts it itself."""
+    systemd-networkd's wait-online, NetworkManager's), even though only this unit is started. A
+    UUID/LABEL target needs nothing more: the save finds the device (waiting target.wait seconds) and
+    mounts it itself."""
     on_failure = "OnFailure=emergency.target\n" if config.failure_action == "shell" else ""
     # udev must run its coldplug too: with DefaultDependencies=no and systemd.unit= nothing else starts it,
     # the NIC is never processed (not renamed, never matched by the network configuration) and
