@@ -3,9 +3,10 @@ not per page), reported by ``vmcore save --json`` as ``phases`` so that the next
 
 Phases of one save, each measured on the thread that runs the save so that they add up to its wall time:
 ``open`` (the dump's headers and notes read), ``summary`` (the crash summary read first: the panic CPU),
-``classify`` (the page bitmaps: struct page reads and classification), ``read`` (the kept pages' data), ``compress`` (zero-page test and compression;
-with a thread pool, the time spent waiting for it, its threads' own time in ``thread_seconds``),
-``write`` (page descriptors and data written), ``sync`` (written back to the disk) and ``other``.
+``classify`` (the page bitmaps: struct page reads and classification), ``read`` (the kept pages' data),
+``compress`` (zero-page test and compression; with a thread pool, the time spent waiting for it, its
+threads' own time in ``thread_seconds``), ``write`` (page descriptors and data written), ``sync``
+(written back to the disk) and ``other``.
 Each phase has its wall time (``seconds``) and the CPU time of the save's thread in it (``cpu_seconds``:
 on a busy machine the wall time also holds other processes' turns on the CPU).
 """
