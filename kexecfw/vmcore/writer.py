@@ -42,8 +42,9 @@ retry, else the standard library's zlib level 1 like makedumpfile; zstd level 3,
 -d 31 pages is smaller than zlib level 1 at a third of its time, where level 1 is not smaller; lzo1x_1
 when python-lzo is installed), a page is stored raw when compressing does not make it smaller. Every
 engine releases the GIL, so threads (one per CPU the process may run on) compress in parallel. Zero
-pages are removed (-d 1) or share one stored copy, as makedumpfile does. Time and pages per phase are counted as the save goes
-(kexecfw.vmcore.phases), in the statistics as ``phases``, with the engine that ran as ``engine``.
+pages are removed (-d 1) or share one stored copy, as makedumpfile does. Time and pages per phase are
+counted as the save goes (kexecfw.vmcore.phases), in the statistics as ``phases``, with the engine that
+ran as ``engine``.
 """
 from __future__ import annotations
 
